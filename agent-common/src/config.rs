@@ -1,0 +1,27 @@
+//! The CONFIG map: what the eBPF programs need to know about the daemon.
+
+use crate::target::PROTOCOL_SLOTS;
+
+/// Redirect even while the daemon is down: connects are refused (fail closed).
+pub const FAILURE_CLOSED: u32 = 0;
+/// Skip the redirect while the daemon's heartbeat is stale (fail open).
+pub const FAILURE_OPEN: u32 = 1;
+
+/// The single entry of the CONFIG array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The daemon's tgid: its own connects are never redirected.
+    pub daemon_tgid: u32,
+    /// [`FAILURE_CLOSED`] or [`FAILURE_OPEN`].
+    pub failure_mode: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds of the daemon's last heartbeat.
+    pub heartbeat_ns: u64,
+    /// In fail-open mode, a heartbeat older than this means the daemon is down.
+    pub stale_after_ns: u64,
+    /// IPv4 listener port (on 127.0.0.1) per protocol, host order; 0 = none.
+    pub listen_port4: [u16; PROTOCOL_SLOTS],
+    /// IPv6 listener port (on ::1) per protocol, host order; 0 = none.
+    pub listen_port6: [u16; PROTOCOL_SLOTS],
+}
+crate::assert_layout!(AgentConfig, size = 40, align = 8);

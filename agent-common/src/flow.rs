@@ -1,0 +1,41 @@
+//! The FLOWS and PEERS maps: what connect4/6 saw about a redirected connect,
+//! and how the daemon finds it again from an accepted socket's peer address.
+
+/// Maximum number of flows waiting to be accepted (LRU beyond that).
+pub const FLOWS_MAX: u32 = 65536;
+
+/// Recorded by connect4/connect6 at redirect time, keyed by socket cookie.
+/// Identity is captured here because sock_ops runs in softirq context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// Original destination address, IPv6 form (IPv4 v4-mapped), network order.
+    pub orig_addr: [u8; 16],
+    /// Original destination port, host order.
+    pub orig_port: u16,
+    /// Address family of the connecting socket (AF_INET = 2, AF_INET6 = 10).
+    pub family: u16,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Index of the matched target.
+    pub target_id: u32,
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_ns()` at connect.
+    pub ktime_ns: u64,
+    /// The task's comm, NUL padded.
+    pub comm: [u8; 16],
+}
+crate::assert_layout!(FlowInfo, size = 72, align = 8);
+
+/// Client side address of a redirected connection as the daemon's listener
+/// sees it: IPv6 form (IPv4 v4-mapped) and port in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+crate::assert_layout!(PeerKey, size = 20, align = 2);

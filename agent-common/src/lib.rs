@@ -1,0 +1,50 @@
+//! Types that cross the kernel/user boundary: map keys and values, config and
+//! process events. Everything here is `#[repr(C)]`, `Copy`, pointer-free and
+//! has its padding written out, so both sides agree byte for byte.
+#![no_std]
+
+pub mod config;
+pub mod flow;
+pub mod process;
+pub mod target;
+
+#[cfg(feature = "user")]
+mod user;
+
+/// Names of the maps in the eBPF object. The loader names each map once, from here.
+pub mod maps {
+    /// LPM trie: [`crate::target::TargetMatch`] -> [`crate::target::TargetValue`].
+    pub const TARGETS: &str = "TARGETS";
+    /// LRU hash: socket cookie -> [`crate::flow::FlowInfo`].
+    pub const FLOWS: &str = "FLOWS";
+    /// LRU hash: [`crate::flow::PeerKey`] -> socket cookie.
+    pub const PEERS: &str = "PEERS";
+    /// Array of one [`crate::config::AgentConfig`].
+    pub const CONFIG: &str = "CONFIG";
+    /// Ring buffer of [`crate::process::ProcessEvent`].
+    pub const PROC_EVENTS: &str = "PROC_EVENTS";
+    /// Cgroup array of the scope cgroups; tracepoints only report tasks under them.
+    pub const SCOPES: &str = "SCOPES";
+    /// Array of [`crate::process::TracepointOffsets`] (one entry).
+    pub const TP_OFFSETS: &str = "TP_OFFSETS";
+}
+
+/// Names of the programs in the eBPF object.
+pub mod programs {
+    pub const CONNECT4: &str = "connect4";
+    pub const CONNECT6: &str = "connect6";
+    pub const SOCK_OPS: &str = "sockops_established";
+    pub const FORK: &str = "sched_process_fork";
+    pub const EXEC: &str = "sched_process_exec";
+    pub const EXIT: &str = "sched_process_exit";
+    pub const EXECVE: &str = "sys_enter_execve";
+}
+
+/// Compile-time layout check for a shared struct.
+#[macro_export]
+macro_rules! assert_layout {
+    ($t:ty, size = $size:expr, align = $align:expr) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        const _: () = assert!(core::mem::align_of::<$t>() == $align);
+    };
+}

@@ -1,0 +1,25 @@
+//! Userland impls for the shared types (daemon side only).
+
+use crate::{
+    config::AgentConfig,
+    flow::{FlowInfo, PeerKey},
+    process::{ProcessEvent, TracepointOffsets},
+    target::{TargetMatch, TargetValue},
+};
+
+// SAFETY: each type is #[repr(C)], Copy, has no pointers and its padding is
+// written out as fields (checked by assert_layout!), so any byte pattern the
+// kernel writes is a valid value.
+unsafe impl aya::Pod for AgentConfig {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FlowInfo {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PeerKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ProcessEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for TracepointOffsets {}
+// SAFETY: as above.
+unsafe impl aya::Pod for TargetMatch {}
+// SAFETY: as above.
+unsafe impl aya::Pod for TargetValue {}

@@ -1,0 +1,221 @@
+//! cgroup/connect4 and cgroup/connect6: if the destination is a target,
+//! remember who connected where (FLOWS, keyed by socket cookie) and rewrite
+//! the destination to the daemon's listener for the target's protocol.
+
+use agent_common::{
+    config::{AgentConfig, FAILURE_OPEN},
+    flow::FlowInfo,
+    target::{
+        ADDR_BITS, PORT_BITS, PROTOCOL_SLOTS, TargetMatch, TargetValue, ip6_words_to_bytes,
+        v4_mapped,
+    },
+};
+use core::ptr::{read_volatile, write_volatile};
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_get_socket_cookie, bpf_ktime_get_ns,
+    },
+    macros::cgroup_sock_addr,
+    maps::lpm_trie::Key,
+    programs::SockAddrContext,
+};
+
+use super::ProbeError;
+use crate::maps::{CONFIG, FLOWS, TARGETS};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const SOCK_STREAM: u32 = 1;
+/// cgroup/connect return codes: 1 lets the connect proceed, 0 fails it with EPERM.
+const PROCEED: i32 = 1;
+const REFUSE: i32 = 0;
+
+/// What to do with one connect.
+enum Verdict {
+    /// Not ours: untouched.
+    Pass,
+    /// Recorded; rewrite the destination to this daemon listener port.
+    Redirect { to_v4: bool, port: u16 },
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // Context fields are read once, with direct loads: the verifier rejects
+    // loads through a ctx pointer that LLVM has offset.
+    // SAFETY: the kernel hands us a valid bpf_sock_addr; these fields are readable in connect4.
+    let (ty, port, ip4) = unsafe {
+        (
+            read_volatile(&(*sa).type_),
+            read_volatile(&(*sa).user_port),
+            read_volatile(&(*sa).user_ip4),
+        )
+    };
+    match try_connect(&ctx, AF_INET, ty, port, v4_mapped(ip4.to_ne_bytes())) {
+        Ok(Verdict::Pass) => PROCEED,
+        Ok(Verdict::Redirect { port, .. }) => {
+            // SAFETY: user_ip4/user_port are writable in connect4. One store per
+            // field: LLVM may otherwise merge them into an 8-byte store the verifier rejects.
+            unsafe {
+                write_volatile(&mut (*sa).user_ip4, u32::from_ne_bytes([127, 0, 0, 1]));
+                write_volatile(&mut (*sa).user_port, u32::from(port.to_be()));
+            }
+            PROCEED
+        }
+        Err(_) => REFUSE,
+    }
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in connect4; user_ip6 is readable in connect6.
+    let (ty, port, w) = unsafe {
+        (
+            read_volatile(&(*sa).type_),
+            read_volatile(&(*sa).user_port),
+            [
+                read_volatile(&(*sa).user_ip6[0]),
+                read_volatile(&(*sa).user_ip6[1]),
+                read_volatile(&(*sa).user_ip6[2]),
+                read_volatile(&(*sa).user_ip6[3]),
+            ],
+        )
+    };
+    match try_connect(&ctx, AF_INET6, ty, port, ip6_words_to_bytes(w)) {
+        Ok(Verdict::Pass) => PROCEED,
+        Ok(Verdict::Redirect { to_v4, port }) => {
+            // v4-mapped destinations go to ::ffff:127.0.0.1 (the IPv4
+            // listener), real IPv6 ones to ::1.
+            let w3 = if to_v4 {
+                u32::from_ne_bytes([127, 0, 0, 1])
+            } else {
+                u32::from_ne_bytes([0, 0, 0, 1])
+            };
+            let w2 = if to_v4 {
+                u32::from_ne_bytes([0, 0, 0xff, 0xff])
+            } else {
+                0
+            };
+            // SAFETY: user_ip6/user_port are writable in connect6; one store per field.
+            unsafe {
+                write_volatile(&mut (*sa).user_ip6[0], 0);
+                write_volatile(&mut (*sa).user_ip6[1], 0);
+                write_volatile(&mut (*sa).user_ip6[2], w2);
+                write_volatile(&mut (*sa).user_ip6[3], w3);
+                write_volatile(&mut (*sa).user_port, u32::from(port.to_be()));
+            }
+            PROCEED
+        }
+        // A target matched but we could not record it: refusing is the
+        // fail-closed answer; letting it through would bypass the daemon.
+        Err(_) => REFUSE,
+    }
+}
+
+fn try_connect(
+    ctx: &SockAddrContext,
+    family: u16,
+    sock_type: u32,
+    user_port: u32,
+    addr: [u8; 16],
+) -> Result<Verdict, ProbeError> {
+    if sock_type != SOCK_STREAM {
+        return Ok(Verdict::Pass);
+    }
+    let cfg = match CONFIG.get(0) {
+        Some(c) => *c,
+        None => return Ok(Verdict::Pass),
+    };
+    // The daemon's own upstream connects are never redirected (no loop).
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if cfg.daemon_tgid == 0 || tgid == cfg.daemon_tgid {
+        return Ok(Verdict::Pass);
+    }
+
+    // user_port holds htons(port) in its low 16 bits.
+    let port_be = (user_port as u16).to_ne_bytes();
+    let key = Key::new(
+        PORT_BITS + ADDR_BITS,
+        TargetMatch {
+            port: port_be,
+            addr,
+        },
+    );
+    let target: TargetValue = match TARGETS.get(&key) {
+        Some(t) => *t,
+        None => return Ok(Verdict::Pass),
+    };
+    if cfg.failure_mode == FAILURE_OPEN && daemon_stale(&cfg) {
+        return Ok(Verdict::Pass);
+    }
+
+    let to_v4 = family == AF_INET || is_v4_mapped(&addr);
+    let slot = target.protocol as usize;
+    if slot >= PROTOCOL_SLOTS {
+        return Err(ProbeError::NoListener);
+    }
+    let port = if to_v4 {
+        cfg.listen_port4[slot]
+    } else {
+        cfg.listen_port6[slot]
+    };
+    if port == 0 {
+        return Err(ProbeError::NoListener);
+    }
+    record_flow(
+        ctx,
+        &addr,
+        u16::from_be_bytes(port_be),
+        family,
+        target.target_id,
+    )?;
+    Ok(Verdict::Redirect { to_v4, port })
+}
+
+fn daemon_stale(cfg: &AgentConfig) -> bool {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    now.saturating_sub(cfg.heartbeat_ns) > cfg.stale_after_ns
+}
+
+fn is_v4_mapped(a: &[u8; 16]) -> bool {
+    a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff
+}
+
+fn record_flow(
+    ctx: &SockAddrContext,
+    addr: &[u8; 16],
+    port: u16,
+    family: u16,
+    target_id: u32,
+) -> Result<(), ProbeError> {
+    // SAFETY: helpers without preconditions; the cookie helper takes our context.
+    let (cookie, pid_tgid, uid_gid, cgroup_id, now) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.sock_addr.cast()),
+            bpf_get_current_pid_tgid(),
+            bpf_get_current_uid_gid(),
+            bpf_get_current_cgroup_id(),
+            bpf_ktime_get_ns(),
+        )
+    };
+    let flow = FlowInfo {
+        orig_addr: *addr,
+        orig_port: port,
+        family,
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        target_id,
+        cgroup_id,
+        ktime_ns: now,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    FLOWS
+        .insert(cookie, flow, 0)
+        .map_err(|_| ProbeError::MapUpdate)
+}

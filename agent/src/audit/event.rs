@@ -1,0 +1,81 @@
+//! Typed events. Every field is safe to store: identities carry only
+//! allow-listed CI variables, and no credential or payload byte is ever a field.
+
+use std::{net::SocketAddr, time::SystemTime};
+
+use serde::Serialize;
+
+use crate::intercept::FlowIdentity;
+
+/// One thing that happened, with when and where.
+#[derive(Debug, Serialize)]
+pub struct Event {
+    /// RFC 3339 UTC time with milliseconds.
+    pub time: String,
+    /// Host name of the machine the daemon runs on.
+    pub host: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionOutcome {
+    /// Both sides closed normally.
+    Closed,
+    /// The upstream could not be reached.
+    UpstreamUnreachable,
+    /// An I/O error on either side.
+    Error,
+    /// The daemon shut down and the drain time ran out.
+    Drained,
+}
+
+/// What happened.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    DaemonStarted {
+        instance: String,
+        pid: u32,
+        version: &'static str,
+        adopted_pins: bool,
+    },
+    DaemonStopped {
+        instance: String,
+        reason: String,
+    },
+    SessionStarted {
+        session_id: String,
+        identity: Box<FlowIdentity>,
+    },
+    SessionEnded {
+        session_id: String,
+        target: String,
+        outcome: SessionOutcome,
+        bytes_client_to_server: u64,
+        bytes_server_to_client: u64,
+        duration_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// An accepted connection the kernel recorded no redirect for: refused,
+    /// never relayed blindly.
+    ConnectionRefused {
+        listener: SocketAddr,
+        peer: SocketAddr,
+        reason: String,
+    },
+}
+
+impl Event {
+    /// An event of `kind` stamped now.
+    pub fn now(host: &str, kind: EventKind) -> Event {
+        Event {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            host: host.to_string(),
+            kind,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The `interlock` command line.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::daemon::{DaemonOptions, FailureMode};
+
+/// interlock: intercept, attribute and control outbound connections of CI jobs.
+#[derive(Debug, Parser)]
+#[command(name = "interlock", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (as root): load and attach the eBPF programs, proxy intercepted connections.
+    Run(RunArgs),
+    /// Remove an instance's pinned programs and maps (intercepted destinations then go direct).
+    Detach {
+        /// Instance whose pins to remove.
+        #[arg(long, default_value = "default")]
+        instance: String,
+    },
+    /// Policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files; errors name file:line:column.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Policy file.
+    #[arg(long, default_value = "/etc/interlock/policy.yaml")]
+    pub policy: PathBuf,
+    /// Instance name: separates pins, listeners and state of daemons side by side.
+    #[arg(long, default_value = "default")]
+    pub instance: String,
+    /// Cgroup to intercept (repeatable); `/` is the whole host. Default: `/`.
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// State directory (event log). Default: /var/lib/interlock/<instance>.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// While the daemon is down: refuse intercepted connects (closed) or let them go direct (open).
+    #[arg(long, value_enum, default_value = "closed")]
+    pub failure_mode: FailureMode,
+    /// Seconds live sessions may continue after SIGTERM.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_secs: f64,
+}
+
+impl RunArgs {
+    /// The daemon options these arguments describe.
+    pub fn options(&self) -> DaemonOptions {
+        DaemonOptions {
+            policy: self.policy.clone(),
+            instance: self.instance.clone(),
+            scopes: self.scopes.clone(),
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/interlock").join(&self.instance)),
+            failure_mode: self.failure_mode,
+            drain: Duration::try_from_secs_f64(self.drain_secs).unwrap_or(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults() {
+        let cli = Cli::try_parse_from(["interlock", "run", "--policy", "p.yaml", "--scope", "/ci"])
+            .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let o = args.options();
+        assert_eq!(o.state_dir, PathBuf::from("/var/lib/interlock/default"));
+        assert_eq!(o.scopes, vec!["/ci".to_string()]);
+        assert_eq!(o.failure_mode, FailureMode::Closed);
+    }
+
+    #[test]
+    fn bad_failure_mode_is_named() {
+        let err = Cli::try_parse_from(["interlock", "run", "--failure-mode", "maybe"]).unwrap_err();
+        assert!(err.to_string().contains("maybe"), "{err}");
+    }
+}

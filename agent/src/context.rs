@@ -1,0 +1,128 @@
+//! `AppContext`: the daemon's dependencies, built once in `daemon::run` and
+//! cloned cheaply into every task. No statics: each test builds its own.
+
+use std::sync::{Arc, Mutex};
+
+use agent_common::flow::FlowInfo;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    audit::EventSink,
+    ebpf::{KernelError, KernelMaps},
+    identity::{ProcessIdentity, ProcessTable},
+    policy::Policy,
+};
+
+/// How many ancestors an identity lists.
+const ANCESTRY_DEPTH: usize = 16;
+
+/// Shared daemon state.
+#[derive(Clone)]
+pub struct AppContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policy: Policy,
+    // Both locks guard short synchronous sections (a map syscall, a table
+    // lookup) and are never held across an .await or together.
+    maps: Mutex<KernelMaps>,
+    processes: Arc<Mutex<ProcessTable>>,
+    events: EventSink,
+    shutdown: CancellationToken,
+    force_close: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl AppContext {
+    /// Assembles the context.
+    pub fn new(
+        policy: Policy,
+        maps: KernelMaps,
+        processes: ProcessTable,
+        events: EventSink,
+        shutdown: CancellationToken,
+    ) -> AppContext {
+        AppContext {
+            inner: Arc::new(Inner {
+                policy,
+                maps: Mutex::new(maps),
+                processes: Arc::new(Mutex::new(processes)),
+                events,
+                force_close: CancellationToken::new(),
+                shutdown,
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Where events go.
+    pub fn events(&self) -> &EventSink {
+        &self.inner.events
+    }
+
+    /// Cancelled when the daemon stops accepting new sessions.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Cancelled when live sessions must end (drain time is over).
+    pub fn force_close(&self) -> &CancellationToken {
+        &self.inner.force_close
+    }
+
+    /// Tracks every session task.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    /// Runs `f` with the kernel maps locked.
+    pub fn with_maps<T>(&self, f: impl FnOnce(&mut KernelMaps) -> T) -> T {
+        let mut maps = self
+            .inner
+            .maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut maps)
+    }
+
+    /// Takes the kernel's flow record for a client at `peer`.
+    ///
+    /// # Errors
+    /// A map operation failed.
+    pub fn take_flow(&self, peer: std::net::SocketAddr) -> Result<Option<FlowInfo>, KernelError> {
+        self.with_maps(|m| m.take_flow(peer))
+    }
+
+    /// Who `tgid`/`pid` is. uid and gid come from the kernel's record at
+    /// connect time, which /proc cannot contradict later.
+    pub async fn process_identity(
+        &self,
+        tgid: u32,
+        pid: u32,
+        uid: u32,
+        gid: u32,
+    ) -> ProcessIdentity {
+        let table = Arc::clone(&self.inner.processes);
+        // /proc reads block: keep them off the runtime's workers.
+        let r = tokio::task::spawn_blocking(move || {
+            let mut t = table
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            t.identity(tgid, pid, ANCESTRY_DEPTH)
+        })
+        .await;
+        let mut id = match r {
+            Ok(id) => id,
+            Err(_) => ProcessIdentity::unknown(tgid, pid),
+        };
+        id.uid = uid;
+        id.gid = gid;
+        id
+    }
+}

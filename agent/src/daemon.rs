@@ -1,0 +1,278 @@
+//! `interlock run`: brings the daemon up, runs it until shutdown, drains.
+//!
+//! Order matters for "nothing bypasses": the kernel side is loaded (adopting
+//! pins) and the listeners are bound on the previous ports *before* the
+//! config map names this process, so a restart never opens a window in
+//! which intercepted connects go direct.
+
+use std::{path::PathBuf, time::Duration};
+
+use agent_common::config::{AgentConfig, FAILURE_CLOSED, FAILURE_OPEN};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    audit::{EventKind, EventLog, LogError},
+    context::AppContext,
+    ebpf::{self, Kernel, KernelError, LoadOptions, monotonic_ns},
+    identity::ProcessTable,
+    intercept::{Listeners, accept_loop},
+    policy::{self, PolicyError},
+    targets,
+};
+
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Fail-open mode treats the daemon as down after this long without a heartbeat.
+const STALE_AFTER: Duration = Duration::from_secs(3);
+const RESOLVE_EVERY: Duration = Duration::from_secs(60);
+const PROCESS_TABLE_CAPACITY: usize = 65_536;
+
+/// What the daemon does when it is not running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailureMode {
+    /// Intercepted connects are refused while the daemon is down.
+    Closed,
+    /// Intercepted connects go direct while the daemon's heartbeat is stale.
+    Open,
+}
+
+/// Settings of one daemon instance.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub policy: PathBuf,
+    pub instance: String,
+    /// Cgroup scopes (`/` = whole host).
+    pub scopes: Vec<String>,
+    pub state_dir: PathBuf,
+    pub failure_mode: FailureMode,
+    /// How long live sessions may run on after shutdown starts.
+    pub drain: Duration,
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot bind listeners: {0}")]
+    Listen(std::io::Error),
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then drains.
+///
+/// # Errors
+/// Start-up failures (policy, kernel, state directory, listeners). Once
+/// running, problems are per-session and reported as events.
+pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let policy = policy::load(&opts.policy)?;
+    std::fs::create_dir_all(&opts.state_dir).map_err(|source| DaemonError::StateDir {
+        path: opts.state_dir.clone(),
+        source,
+    })?;
+    let runtime_file = opts.state_dir.join(RUNTIME_FILE);
+    // A stale file from an earlier run must not look like readiness.
+    let _ = std::fs::remove_file(&runtime_file);
+
+    let mount = ebpf::cgroup2_mount()?;
+    let scopes = if opts.scopes.is_empty() {
+        vec!["/".to_string()]
+    } else {
+        opts.scopes.clone()
+    };
+    let scopes = scopes
+        .iter()
+        .map(|s| ebpf::resolve_scope(&mount, s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let kernel = Kernel::load(&LoadOptions {
+        instance: opts.instance.clone(),
+        scopes: scopes.clone(),
+    })?;
+    let adopted = kernel.adopted();
+    let (_hold, mut maps) = kernel.into_parts();
+
+    let previous = maps.config()?;
+    let listeners = Listeners::bind(&previous)
+        .await
+        .map_err(DaemonError::Listen)?;
+    let (port4, port6) = listeners.ports();
+    let mut cfg = AgentConfig {
+        daemon_tgid: std::process::id(),
+        failure_mode: match opts.failure_mode {
+            FailureMode::Closed => FAILURE_CLOSED,
+            FailureMode::Open => FAILURE_OPEN,
+        },
+        heartbeat_ns: monotonic_ns(),
+        stale_after_ns: u64::try_from(STALE_AFTER.as_nanos()).unwrap_or(u64::MAX),
+        listen_port4: port4,
+        listen_port6: port6,
+    };
+    maps.set_config(&cfg)?;
+    maps.set_targets(&targets::entries(&policy).await)?;
+
+    let host = hostname();
+    let (log, events) = EventLog::open(&opts.state_dir, &host)?;
+    let log_task = tokio::spawn(log.run());
+    let mut processes = ProcessTable::new(PathBuf::from("/proc"), PROCESS_TABLE_CAPACITY);
+    if let Err(e) = processes.seed_from_proc() {
+        warn!(error = %e, "cannot seed the process table from /proc");
+    }
+    let ctx = AppContext::new(policy, maps, processes, events, shutdown.child_token());
+    let _ = ctx
+        .events()
+        .emit(EventKind::DaemonStarted {
+            instance: opts.instance.clone(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION"),
+            adopted_pins: adopted,
+        })
+        .await;
+    info!(
+        instance = %opts.instance,
+        scopes = ?scopes,
+        targets = ctx.policy().targets().len(),
+        adopted,
+        "interlock is running"
+    );
+
+    write_runtime(&runtime_file, &opts.instance, &listeners)?;
+
+    let mut background = tokio::task::JoinSet::new();
+    for (protocol, listener) in listeners.into_inner() {
+        background.spawn(accept_loop(ctx.clone(), protocol, listener));
+    }
+    {
+        let ctx = ctx.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            loop {
+                tokio::select! {
+                    _ = ctx.shutdown().cancelled() => break,
+                    _ = tick.tick() => {
+                        cfg.heartbeat_ns = monotonic_ns();
+                        if let Err(e) = ctx.with_maps(|m| m.set_config(&cfg)) {
+                            warn!(error = %e, "heartbeat failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    if targets::has_hosts(ctx.policy()) {
+        let ctx = ctx.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(RESOLVE_EVERY);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = ctx.shutdown().cancelled() => break,
+                    _ = tick.tick() => {
+                        let entries = targets::entries(ctx.policy()).await;
+                        if let Err(e) = ctx.with_maps(|m| m.set_targets(&entries)) {
+                            warn!(error = %e, "cannot update re-resolved targets");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    shutdown.cancelled().await;
+    ctx.shutdown().cancel();
+    let live = ctx.tracker().len();
+    info!(
+        live,
+        drain_secs = opts.drain.as_secs_f64(),
+        "shutting down: no new sessions, draining"
+    );
+    ctx.tracker().close();
+    if tokio::time::timeout(opts.drain, ctx.tracker().wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            left = ctx.tracker().len(),
+            "drain time over: closing remaining sessions"
+        );
+        ctx.force_close().cancel();
+        ctx.tracker().wait().await;
+    }
+    while background.join_next().await.is_some() {}
+    let _ = ctx
+        .events()
+        .emit(EventKind::DaemonStopped {
+            instance: opts.instance.clone(),
+            reason: "shutdown".into(),
+        })
+        .await;
+    drop(ctx);
+    let _ = log_task.await;
+    info!(
+        "stopped; the kernel side stays attached (fail {}); `interlock detach --instance {}` removes it",
+        if opts.failure_mode == FailureMode::Closed {
+            "closed"
+        } else {
+            "open"
+        },
+        opts.instance
+    );
+    Ok(())
+}
+
+/// Written once the daemon intercepts: its pid and listener addresses, for
+/// operators and tests. Removed at the next start, rewritten when ready.
+pub const RUNTIME_FILE: &str = "runtime.json";
+
+#[derive(serde::Serialize)]
+struct Runtime<'a> {
+    pid: u32,
+    instance: &'a str,
+    listeners: Vec<RuntimeListener>,
+}
+
+#[derive(serde::Serialize)]
+struct RuntimeListener {
+    protocol: crate::policy::Protocol,
+    address: std::net::SocketAddr,
+}
+
+fn write_runtime(
+    path: &std::path::Path,
+    instance: &str,
+    listeners: &Listeners,
+) -> Result<(), DaemonError> {
+    let rt = Runtime {
+        pid: std::process::id(),
+        instance,
+        listeners: listeners
+            .addresses()
+            .into_iter()
+            .map(|(protocol, address)| RuntimeListener { protocol, address })
+            .collect(),
+    };
+    let io = |source| DaemonError::StateDir {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&rt).map_err(|e| io(e.into()))?,
+    )
+    .map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

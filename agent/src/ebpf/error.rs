@@ -1,0 +1,48 @@
+//! Errors from loading, attaching and using the kernel side.
+
+use std::path::PathBuf;
+
+/// The kernel side could not be set up or used.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(
+        "no cgroup v2 filesystem is mounted (looked in /proc/mounts); interlock attaches to cgroup v2"
+    )]
+    NoCgroup2,
+    #[error("scope cgroup {0} does not exist")]
+    NoSuchScope(PathBuf),
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bpffs is not mounted at /sys/fs/bpf and mounting it failed: {0}")]
+    Bpffs(String),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF object has no program named {0}")]
+    MissingProgram(&'static str),
+    #[error("eBPF object has no map named {0}")]
+    MissingMap(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("pinning {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("adopting pinned link {path}: {source}")]
+    Adopt {
+        path: PathBuf,
+        source: aya::programs::links::LinkError,
+    },
+}

@@ -1,0 +1,256 @@
+//! Loading the object, attaching to scopes and pinning. Every program and map
+//! is named once, from `agent_common::{programs, maps}`.
+
+use std::{
+    fs::File,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use agent_common::programs as names;
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SockOps,
+        links::{FdLink, PinnedLink},
+    },
+};
+use tracing::{info, warn};
+
+use super::{KernelError, KernelMaps};
+
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Where one instance pins its maps and links.
+pub fn pin_dir(instance: &str) -> PathBuf {
+    Path::new(BPFFS).join("interlock").join(instance)
+}
+
+/// What to load and where to attach it.
+pub struct LoadOptions {
+    /// Names the pin directory, so several daemons can run side by side.
+    pub instance: String,
+    /// Cgroup directories the connect and sock_ops programs attach to.
+    pub scopes: Vec<PathBuf>,
+}
+
+/// The loaded kernel side. Dropping it closes our handles; the pins keep the
+/// programs attached (fail closed while the daemon is away).
+pub struct Kernel {
+    // Holds the program fds alive while we run.
+    _ebpf: Ebpf,
+    _links: Vec<PinnedLink>,
+    maps: KernelMaps,
+    adopted: bool,
+}
+
+impl Kernel {
+    /// Loads the object (reusing pinned maps), attaches the programs to every
+    /// scope that has no pinned link yet, and unpins links of scopes that are
+    /// no longer configured.
+    ///
+    /// # Errors
+    /// Any step of loading, attaching or pinning; the message names the step.
+    pub fn load(opts: &LoadOptions) -> Result<Kernel, KernelError> {
+        ensure_bpffs()?;
+        let dir = pin_dir(&opts.instance);
+        let maps_dir = dir.join("maps");
+        let links_dir = dir.join("links");
+        for d in [&maps_dir, &links_dir] {
+            std::fs::create_dir_all(d).map_err(|source| KernelError::Io {
+                what: "create",
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let adopted = std::fs::read_dir(&links_dir)
+            .map(|mut r| r.next().is_some())
+            .unwrap_or(false);
+
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/interlock"
+            )))?;
+
+        let mut wanted = Vec::new();
+        let mut links = Vec::new();
+        for scope in &opts.scopes {
+            let cgroup = File::open(scope).map_err(|source| KernelError::Io {
+                what: "open cgroup",
+                path: scope.clone(),
+                source,
+            })?;
+            let ino = cgroup
+                .metadata()
+                .map_err(|source| KernelError::Io {
+                    what: "stat",
+                    path: scope.clone(),
+                    source,
+                })?
+                .ino();
+            for name in [names::CONNECT4, names::CONNECT6, names::SOCK_OPS] {
+                let pin = links_dir.join(format!("{name}@{ino}"));
+                wanted.push(pin.clone());
+                if pin.exists() {
+                    let link = PinnedLink::from_pin(&pin).map_err(|source| KernelError::Adopt {
+                        path: pin.clone(),
+                        source,
+                    })?;
+                    links.push(link);
+                    continue;
+                }
+                let link = attach(&mut ebpf, name, &cgroup)?;
+                let pinned = link.pin(&pin).map_err(|source| KernelError::Pin {
+                    path: pin.clone(),
+                    source,
+                })?;
+                info!(program = name, scope = %scope.display(), "attached");
+                links.push(pinned);
+            }
+        }
+        unpin_unwanted(&links_dir, &wanted);
+
+        let maps = KernelMaps::take(&mut ebpf)?;
+        Ok(Kernel {
+            _ebpf: ebpf,
+            _links: links,
+            maps,
+            adopted,
+        })
+    }
+
+    /// Splits off the maps (the programs stay loaded while `self` lives).
+    pub fn into_parts(self) -> (KernelHold, KernelMaps) {
+        (
+            KernelHold {
+                _ebpf: self._ebpf,
+                _links: self._links,
+            },
+            self.maps,
+        )
+    }
+
+    /// Whether an earlier daemon's pins were found and adopted.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+}
+
+/// Keeps the program and link handles open while the daemon runs.
+pub struct KernelHold {
+    _ebpf: Ebpf,
+    _links: Vec<PinnedLink>,
+}
+
+fn program_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> KernelError {
+    move |source| KernelError::Program { name, source }
+}
+
+fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<FdLink, KernelError> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(KernelError::MissingProgram(name))?;
+    let err = program_err(name);
+    let link_err = |source| KernelError::Adopt {
+        path: PathBuf::from(name),
+        source,
+    };
+    // Cgroup links are multi-attach, so several instances (and other tools'
+    // programs) coexist on one cgroup; `Single` only sets no legacy flags.
+    if name == names::SOCK_OPS {
+        let p: &mut SockOps = prog.try_into().map_err(&err)?;
+        if p.fd().is_err() {
+            p.load().map_err(&err)?;
+        }
+        let id = p.attach(cgroup, CgroupAttachMode::Single).map_err(&err)?;
+        FdLink::try_from(p.take_link(id).map_err(&err)?).map_err(link_err)
+    } else {
+        let p: &mut CgroupSockAddr = prog.try_into().map_err(&err)?;
+        if p.fd().is_err() {
+            p.load().map_err(&err)?;
+        }
+        let id = p.attach(cgroup, CgroupAttachMode::Single).map_err(&err)?;
+        FdLink::try_from(p.take_link(id).map_err(&err)?).map_err(link_err)
+    }
+}
+
+/// Links of scopes no longer configured are unpinned, which detaches them.
+fn unpin_unwanted(links_dir: &Path, wanted: &[PathBuf]) {
+    let Ok(entries) = std::fs::read_dir(links_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !wanted.contains(&path) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    info!(link = %path.display(), "detached link of a scope no longer configured")
+                }
+                Err(e) => warn!(link = %path.display(), error = %e, "cannot remove stale link pin"),
+            }
+        }
+    }
+}
+
+fn is_mounted(fstype: &str, dir: &str) -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .map(|m| {
+            m.lines().any(|l| {
+                let mut f = l.split_whitespace();
+                let (_, d, t) = (f.next(), f.next(), f.next());
+                d == Some(dir) && t == Some(fstype)
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn ensure_bpffs() -> Result<(), KernelError> {
+    if is_mounted("bpf", BPFFS) {
+        return Ok(());
+    }
+    let out = Command::new("mount")
+        .args(["-t", "bpf", "bpf", BPFFS])
+        .output()
+        .map_err(|e| KernelError::Bpffs(e.to_string()))?;
+    if out.status.success() {
+        info!("mounted bpffs at {BPFFS}");
+        Ok(())
+    } else {
+        Err(KernelError::Bpffs(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+/// Removes an instance's pins, which detaches its programs and frees its
+/// maps once no daemon holds them. Returns what was removed; empty if the
+/// instance had no pins.
+///
+/// # Errors
+/// A pin exists but cannot be removed.
+pub fn detach(instance: &str) -> Result<Vec<PathBuf>, KernelError> {
+    let dir = pin_dir(instance);
+    let mut removed = Vec::new();
+    for sub in ["links", "maps"] {
+        let d = dir.join(sub);
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            std::fs::remove_file(&p).map_err(|source| KernelError::Io {
+                what: "remove pin",
+                path: p.clone(),
+                source,
+            })?;
+            removed.push(p);
+        }
+        let _ = std::fs::remove_dir(&d);
+    }
+    let _ = std::fs::remove_dir(&dir);
+    Ok(removed)
+}

@@ -1,0 +1,272 @@
+//! CI context from process environments.
+//!
+//! SECURITY: an environment holds secrets (tokens, passwords). Only the variables named in
+//! [`CI_ALLOWLIST`] may be kept. `/proc/<pid>/environ` is streamed through a small fixed buffer
+//! (no `BufReader`, no `String` of the whole file); keys are compared in a fixed scratch array,
+//! only allow-listed values are copied out, and every buffer that held environment bytes is
+//! overwritten with zeros as soon as its entry (or chunk) is done. Nothing read here is logged
+//! or put in an error.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use super::procfs::pid_file;
+
+/// Environment variables that identify a CI job and may be recorded.
+///
+/// Deliberately absent: `JENKINS_URL` and similar URLs (they can carry credentials), and
+/// anything that is not an identifier of the repository, pipeline, job, run, actor or commit.
+pub const CI_ALLOWLIST: &[&str] = &[
+    // GitHub Actions
+    "GITHUB_REPOSITORY",
+    "GITHUB_RUN_ID",
+    "GITHUB_RUN_ATTEMPT",
+    "GITHUB_WORKFLOW",
+    "GITHUB_JOB",
+    "GITHUB_ACTOR",
+    "GITHUB_SHA",
+    "GITHUB_REF",
+    // GitLab CI
+    "CI_PROJECT_PATH",
+    "CI_JOB_ID",
+    "CI_PIPELINE_ID",
+    "CI_COMMIT_SHA",
+    "CI_JOB_NAME",
+    // Buildkite
+    "BUILDKITE_BUILD_ID",
+    "BUILDKITE_JOB_ID",
+    "BUILDKITE_PIPELINE_SLUG",
+    // Jenkins
+    "BUILD_ID",
+    "JOB_NAME",
+    // CircleCI
+    "CIRCLE_BUILD_NUM",
+    "CIRCLE_PROJECT_REPONAME",
+];
+
+/// Longest value kept; longer values are cut (lossily, at a byte boundary).
+const MAX_VALUE: usize = 256;
+/// Read buffer size: small on purpose, it is wiped after every chunk.
+const CHUNK: usize = 512;
+/// Room for the longest allow-listed key; longer keys cannot match and are skipped.
+const MAX_KEY: usize = longest_key(CI_ALLOWLIST);
+
+const fn longest_key(mut keys: &[&str]) -> usize {
+    let mut longest = 0;
+    while let [key, rest @ ..] = keys {
+        if key.len() > longest {
+            longest = key.len();
+        }
+        keys = rest;
+    }
+    longest
+}
+
+/// Overwrites a buffer that held environment bytes. `black_box` keeps the optimiser from
+/// dropping the writes to a buffer that is about to die.
+fn wipe(buf: &mut [u8]) {
+    buf.fill(0);
+    std::hint::black_box(buf);
+}
+
+/// Collects the CI context for a process and its ancestors: `tgids` in order (the process
+/// first, then parent, grandparent, ...); for each key the first process that has it wins.
+/// Unreadable environments (gone, kernel threads, permission) are skipped.
+pub(crate) fn read_ci_context(
+    proc_root: &Path,
+    tgids: impl IntoIterator<Item = u32>,
+) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for tgid in tgids {
+        if found.len() == CI_ALLOWLIST.len() {
+            break;
+        }
+        if let Err(e) = scan_environ(&pid_file(proc_root, tgid, "environ"), &mut found) {
+            // The io::Error names no environment content.
+            tracing::trace!(tgid, error = %e, "environ not readable");
+        }
+    }
+    found
+}
+
+enum Mode {
+    /// Reading a key into the scratch array.
+    Key,
+    /// Copying the value of this allow-listed key.
+    Keep(&'static str),
+    /// Ignoring the rest of this entry.
+    Skip,
+}
+
+/// Streams one environ file (`KEY=value\0...`) and adds allow-listed keys not yet in `found`.
+fn scan_environ(path: &Path, found: &mut BTreeMap<String, String>) -> io::Result<()> {
+    let mut file = File::open(path)?;
+    let mut chunk = [0u8; CHUNK];
+    let mut key = [0u8; MAX_KEY];
+    let mut key_len = 0usize;
+    let mut value = [0u8; MAX_VALUE];
+    let mut value_len = 0usize;
+    let mut mode = Mode::Key;
+    let result = loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        };
+        for &b in chunk.iter().take(n) {
+            match mode {
+                Mode::Key if b == 0 => {
+                    // An entry without '=': nothing to keep.
+                    wipe(&mut key);
+                    key_len = 0;
+                }
+                Mode::Key if b == b'=' => {
+                    mode = match key.get(..key_len).and_then(allowed) {
+                        Some(name) if !found.contains_key(name) => Mode::Keep(name),
+                        _ => Mode::Skip,
+                    };
+                    wipe(&mut key);
+                    key_len = 0;
+                }
+                Mode::Key => match key.get_mut(key_len) {
+                    Some(slot) => {
+                        *slot = b;
+                        key_len += 1;
+                    }
+                    // Longer than any allow-listed key.
+                    None => {
+                        wipe(&mut key);
+                        key_len = 0;
+                        mode = Mode::Skip;
+                    }
+                },
+                Mode::Keep(name) if b == 0 => {
+                    keep(found, name, &mut value, value_len);
+                    value_len = 0;
+                    mode = Mode::Key;
+                }
+                Mode::Keep(_) => {
+                    if let Some(slot) = value.get_mut(value_len) {
+                        *slot = b;
+                        value_len += 1;
+                    }
+                }
+                Mode::Skip if b == 0 => mode = Mode::Key,
+                Mode::Skip => {}
+            }
+        }
+        wipe(&mut chunk);
+    };
+    // A last entry without its trailing NUL is still complete.
+    if let Mode::Keep(name) = mode {
+        keep(found, name, &mut value, value_len);
+    }
+    wipe(&mut chunk);
+    wipe(&mut key);
+    wipe(&mut value);
+    result
+}
+
+/// The allow-list entry equal to `key`, if any.
+fn allowed(key: &[u8]) -> Option<&'static str> {
+    CI_ALLOWLIST
+        .iter()
+        .copied()
+        .find(|name| name.as_bytes() == key)
+}
+
+/// Moves an allow-listed value out of the scratch buffer, then wipes it.
+fn keep(found: &mut BTreeMap<String, String>, name: &'static str, value: &mut [u8], len: usize) {
+    let text = String::from_utf8_lossy(value.get(..len).unwrap_or_default()).into_owned();
+    found.insert(name.to_owned(), text);
+    wipe(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::ProcessTable;
+    use crate::identity::tests::fake::FakeProc;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn only_allow_listed_variables_survive() -> TestResult {
+        let fake = FakeProc::new()?;
+        fake.process(500, 1)?
+            .environ(b"SECRET_TOKEN=xyz\0GITHUB_RUN_ID=42\0PATH=/usr/bin\0")?;
+        let mut table = ProcessTable::new(fake.root().to_path_buf(), 16);
+        let id = table.identity(500, 500, 8);
+        assert_eq!(id.ci.len(), 1);
+        assert_eq!(id.ci.get("GITHUB_RUN_ID").map(String::as_str), Some("42"));
+        let debug = format!("{id:?}");
+        assert!(!debug.contains("xyz"), "secret leaked: {debug}");
+        assert!(
+            !debug.contains("SECRET_TOKEN"),
+            "secret key leaked: {debug}"
+        );
+        assert!(!serde_json::to_string(&id)?.contains("xyz"));
+        Ok(())
+    }
+
+    #[test]
+    fn nearest_process_wins_per_key() -> TestResult {
+        let fake = FakeProc::new()?;
+        fake.process(10, 1)?
+            .environ(b"GITHUB_RUN_ID=parent\0GITHUB_REPOSITORY=org/repo\0")?;
+        fake.process(11, 10)?.environ(b"GITHUB_RUN_ID=child\0")?;
+        let found = read_ci_context(fake.root(), [11, 10]);
+        assert_eq!(
+            found.get("GITHUB_RUN_ID").map(String::as_str),
+            Some("child")
+        );
+        assert_eq!(
+            found.get("GITHUB_REPOSITORY").map(String::as_str),
+            Some("org/repo")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn entries_split_across_chunks_and_edge_cases() -> TestResult {
+        let fake = FakeProc::new()?;
+        let mut env = Vec::new();
+        // Push the interesting entries across the read-chunk boundary.
+        env.extend_from_slice(b"PADDING=");
+        env.extend(std::iter::repeat_n(b'p', CHUNK - 12));
+        env.push(0);
+        env.extend_from_slice(b"NOEQUALS\0=emptykey\0XGITHUB_SHA=no\0GITHUB_SHAX=no\0");
+        env.extend_from_slice(b"A_VERY_LONG_KEY_THAT_IS_LONGER_THAN_ANY_ALLOWED=GITHUB_JOB=no\0");
+        env.extend_from_slice(b"CI_JOB_ID=first\0CI_JOB_ID=second\0GITHUB_REF=");
+        env.extend(std::iter::repeat_n(b'r', MAX_VALUE * 3));
+        env.extend_from_slice(b"\0GITHUB_SHA=abc=def\0GITHUB_ACTOR=octo");
+        fake.process(20, 1)?.environ(&env)?;
+        let found = read_ci_context(fake.root(), [20]);
+        let get = |k: &str| found.get(k).map(String::as_str);
+        assert_eq!(get("CI_JOB_ID"), Some("first"));
+        assert_eq!(get("GITHUB_SHA"), Some("abc=def"));
+        assert_eq!(get("GITHUB_ACTOR"), Some("octo"));
+        assert_eq!(get("GITHUB_REF").map(str::len), Some(MAX_VALUE));
+        assert_eq!(get("GITHUB_JOB"), None);
+        assert_eq!(found.len(), 4);
+        Ok(())
+    }
+
+    #[test]
+    fn unreadable_environ_is_skipped() -> TestResult {
+        let fake = FakeProc::new()?;
+        fake.process(30, 1)?.environ(b"GITHUB_JOB=build\0")?;
+        let found = read_ci_context(fake.root(), [999, 30]);
+        assert_eq!(found.get("GITHUB_JOB").map(String::as_str), Some("build"));
+        Ok(())
+    }
+
+    #[test]
+    fn scratch_key_fits_every_allow_listed_key() {
+        assert!(CI_ALLOWLIST.iter().all(|k| k.len() <= MAX_KEY));
+        assert!(!CI_ALLOWLIST.contains(&"JENKINS_URL"));
+    }
+}

@@ -1,0 +1,340 @@
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::iter;
+use std::path::PathBuf;
+
+use super::error::IdentityError;
+use super::process::{Ancestor, ProcessIdentity, ProcessInfo, cap_argv};
+use super::store::Store;
+use super::{ci, procfs, users};
+
+const DEFAULT_PASSWD: &str = "/etc/passwd";
+
+/// A process lifecycle event, already decoded from the kernel's ring buffer by the `ebpf`
+/// module. Thread creation and thread exit are not process events and must not be sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessEvent {
+    /// A new process was created (`sched_process_fork` with a new thread group).
+    Fork {
+        /// The new process.
+        child_tgid: u32,
+        /// The process that forked it.
+        parent_tgid: u32,
+        /// Real uid of the child.
+        uid: u32,
+        /// Real gid of the child.
+        gid: u32,
+        /// Kernel command name of the child.
+        comm: String,
+    },
+    /// A process replaced its program (`sched_process_exec`).
+    Exec {
+        /// The process.
+        tgid: u32,
+        /// Real uid after exec.
+        uid: u32,
+        /// Real gid after exec.
+        gid: u32,
+        /// Kernel command name after exec.
+        comm: String,
+        /// The executed file, as passed to execve.
+        filename: String,
+        /// The new command line.
+        argv: Vec<String>,
+    },
+    /// A whole process (thread group) exited.
+    Exit {
+        /// The process.
+        tgid: u32,
+    },
+}
+
+/// Who each process is: a bounded table fed by process events and seeded from /proc.
+///
+/// Never holds more than `capacity` entries. Exited processes stay (marked `exited`) so a
+/// connection accepted after its process ended can still be attributed; when the table is
+/// full, exited entries go first (earliest exit first), then the oldest inserted. Pid reuse is
+/// handled by replacing an entry on `Fork`, and by comparing start times with /proc on lookup.
+///
+/// Methods that fall back to /proc do small blocking reads of procfs (and the passwd file).
+pub struct ProcessTable {
+    proc_root: PathBuf,
+    passwd: PathBuf,
+    store: Store,
+}
+
+impl fmt::Debug for ProcessTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessTable")
+            .field("proc_root", &self.proc_root)
+            .field("passwd", &self.passwd)
+            .field("capacity", &self.store.capacity())
+            .field("len", &self.store.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessTable {
+    /// An empty table reading processes under `proc_root` (normally `/proc`) and user names
+    /// from `/etc/passwd`. A `capacity` of 0 is treated as 1.
+    pub fn new(proc_root: PathBuf, capacity: usize) -> Self {
+        Self {
+            proc_root,
+            passwd: PathBuf::from(DEFAULT_PASSWD),
+            store: Store::new(capacity),
+        }
+    }
+
+    /// Reads user names from `passwd` instead of `/etc/passwd`.
+    pub fn with_passwd_path(mut self, passwd: PathBuf) -> Self {
+        self.passwd = passwd;
+        self
+    }
+
+    /// Inserts every process found under the proc root (each numeric directory), replacing
+    /// entries for the same tgid. Returns how many were read; beyond `capacity` the oldest are
+    /// evicted again. Processes that vanish or cannot be parsed meanwhile are skipped.
+    ///
+    /// # Errors
+    /// [`IdentityError::Read`] when the proc root itself cannot be listed.
+    pub fn seed_from_proc(&mut self) -> Result<usize, IdentityError> {
+        let dir =
+            fs::read_dir(&self.proc_root).map_err(|e| IdentityError::read(&self.proc_root, e))?;
+        let mut tgids: Vec<u32> = dir
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect();
+        tgids.sort_unstable();
+        let mut seeded = 0;
+        for tgid in tgids {
+            match procfs::read_process(&self.proc_root, tgid) {
+                Ok(info) => {
+                    self.store.insert(info);
+                    seeded += 1;
+                }
+                Err(e) if e.is_process_gone() => {}
+                Err(e) => tracing::debug!(tgid, error = %e, "process skipped while seeding"),
+            }
+        }
+        Ok(seeded)
+    }
+
+    /// Applies one process event.
+    ///
+    /// `Fork` inserts the child (replacing any entry with that tgid: the pid was reused),
+    /// inheriting exe and argv from the parent entry if known; a fork whose child and parent
+    /// tgid are equal is a thread and is ignored. `Exec` updates exe, argv, comm, uid and gid
+    /// and keeps ppid; for an unknown (or exited) tgid it inserts a new entry whose ppid comes
+    /// from /proc, or 0 if unreadable. `Exit` marks the entry exited; unknown tgids are ignored.
+    pub fn apply(&mut self, ev: ProcessEvent) {
+        match ev {
+            ProcessEvent::Fork {
+                child_tgid,
+                parent_tgid,
+                uid,
+                gid,
+                comm,
+            } => {
+                if child_tgid == parent_tgid {
+                    return;
+                }
+                let (exe, argv) = self
+                    .store
+                    .get(parent_tgid)
+                    .map(|parent| (parent.exe.clone(), parent.argv.clone()))
+                    .unwrap_or_default();
+                self.store.insert(ProcessInfo {
+                    tgid: child_tgid,
+                    ppid: parent_tgid,
+                    uid,
+                    gid,
+                    comm,
+                    exe,
+                    argv,
+                    start_ticks: None,
+                    exited: false,
+                });
+            }
+            ProcessEvent::Exec {
+                tgid,
+                uid,
+                gid,
+                comm,
+                filename,
+                argv,
+            } => {
+                let argv = cap_argv(argv);
+                if let Some(info) = self.store.get_mut(tgid).filter(|p| !p.exited) {
+                    info.uid = uid;
+                    info.gid = gid;
+                    info.comm = comm;
+                    info.exe = Some(filename);
+                    info.argv = argv;
+                    return;
+                }
+                // Unknown, or exec under a pid we saw exit: its fork was missed.
+                let stat = procfs::read_stat(&self.proc_root, tgid).ok();
+                self.store.insert(ProcessInfo {
+                    tgid,
+                    ppid: stat.as_ref().map_or(0, |s| s.ppid),
+                    uid,
+                    gid,
+                    comm,
+                    exe: Some(filename),
+                    argv,
+                    start_ticks: stat.map(|s| s.start_ticks),
+                    exited: false,
+                });
+            }
+            ProcessEvent::Exit { tgid } => self.store.mark_exited(tgid),
+        }
+    }
+
+    /// The table's entry for `tgid`, without touching /proc; `None` when not in the table.
+    pub fn get(&self, tgid: u32) -> Option<&ProcessInfo> {
+        self.store.get(tgid)
+    }
+
+    /// The process `tgid`: from the table when it is still the same process, else read from
+    /// /proc and inserted. A table entry is replaced when /proc shows a process with another
+    /// start time, or a live process under a pid the table saw exit (the pid was reused while
+    /// events were missed). An entry whose /proc directory is gone is returned as is.
+    /// `None` when the table does not know `tgid` and /proc has no readable process for it.
+    pub fn lookup_or_read(&mut self, tgid: u32) -> Option<ProcessInfo> {
+        let live = procfs::read_stat(&self.proc_root, tgid).ok();
+        if let Some(info) = self.store.get_mut(tgid) {
+            let same_process = match (&live, info.start_ticks) {
+                (None, _) => true,
+                (Some(stat), Some(ticks)) => stat.start_ticks == ticks,
+                (Some(_), None) => !info.exited,
+            };
+            if same_process {
+                if let Some(stat) = &live {
+                    // Pin the start time so a later reuse of this pid is noticed.
+                    info.start_ticks = Some(stat.start_ticks);
+                    if info.exe.is_none() {
+                        // Forked from a parent we never saw: /proc fills the gap.
+                        info.exe = procfs::read_exe(&self.proc_root, tgid);
+                        if info.argv.is_empty() {
+                            info.argv = procfs::read_argv(&self.proc_root, tgid);
+                        }
+                    }
+                }
+                return Some(info.clone());
+            }
+        }
+        match procfs::read_process(&self.proc_root, tgid) {
+            Ok(info) => {
+                self.store.insert(info.clone());
+                Some(info)
+            }
+            Err(e) => {
+                if !e.is_process_gone() {
+                    tracing::debug!(tgid, error = %e, "process not readable");
+                }
+                None
+            }
+        }
+    }
+
+    /// Ancestors of `tgid`, parent first, ending at tgid 1, at a process without a parent, or
+    /// after `max_depth` entries. Unknown ancestors are read from /proc; one that cannot be
+    /// found at all ends the chain as an entry with only its tgid. Empty when `tgid` itself is
+    /// unknown and gone.
+    pub fn ancestry(&mut self, tgid: u32, max_depth: usize) -> Vec<Ancestor> {
+        match self.lookup_or_read(tgid) {
+            Some(info) => self
+                .walk_up(&info, max_depth)
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Everything known about the process `tgid` (thread `pid`): table entry or /proc, ancestry
+    /// up to `max_depth`, cgroup path, user name and CI context (see [`ProcessIdentity`] for
+    /// what each field holds when unknown). Files under `/proc/<tgid>` are only read while the
+    /// process is alive, so an exited process never borrows the cgroup or environment of a
+    /// new process that reused its pid.
+    pub fn identity(&mut self, tgid: u32, pid: u32, max_depth: usize) -> ProcessIdentity {
+        let Some(info) = self.lookup_or_read(tgid) else {
+            return ProcessIdentity::unknown(tgid, pid);
+        };
+        let walk = self.walk_up(&info, max_depth);
+        let alive = !info.exited;
+        let cgroup = if alive {
+            procfs::read_cgroup(&self.proc_root, tgid)
+        } else {
+            None
+        };
+        let env_sources = iter::once((tgid, alive))
+            .chain(walk.iter().map(|(a, alive)| (a.tgid, *alive)))
+            .filter_map(|(tgid, alive)| alive.then_some(tgid));
+        let ci = ci::read_ci_context(&self.proc_root, env_sources);
+        let user = users::user_name(&self.passwd, info.uid).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "passwd not readable");
+            None
+        });
+        ProcessIdentity {
+            pid,
+            tgid,
+            ppid: info.ppid,
+            uid: info.uid,
+            user,
+            gid: info.gid,
+            comm: info.comm,
+            exe: info.exe,
+            argv: info.argv,
+            ancestry: walk.into_iter().map(|(a, _)| a).collect(),
+            cgroup,
+            ci,
+        }
+    }
+
+    /// Number of entries, exited ones included.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// True when the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.store.len() == 0
+    }
+
+    /// The most entries the table keeps.
+    pub fn capacity(&self) -> usize {
+        self.store.capacity()
+    }
+
+    /// Ancestors of `info`, each with whether it is alive (so its /proc files are its own).
+    fn walk_up(&mut self, info: &ProcessInfo, max_depth: usize) -> Vec<(Ancestor, bool)> {
+        let mut out = Vec::new();
+        // Guards against ppid cycles, which pid reuse with missed events can fake.
+        let mut seen = HashSet::from([info.tgid]);
+        let mut next = info.ppid;
+        while out.len() < max_depth && next != 0 && seen.insert(next) {
+            let Some(parent) = self.lookup_or_read(next) else {
+                let unknown = Ancestor {
+                    tgid: next,
+                    exe: None,
+                    argv: Vec::new(),
+                };
+                out.push((unknown, false));
+                break;
+            };
+            out.push((Ancestor::from(&parent), !parent.exited));
+            if parent.tgid == 1 {
+                break;
+            }
+            next = parent.ppid;
+        }
+        out
+    }
+
+    #[cfg(test)]
+    pub(crate) fn queue_lens(&self) -> (usize, usize) {
+        self.store.queue_lens()
+    }
+}

@@ -1,0 +1,181 @@
+//! Loopback listeners, one pair (127.0.0.1, ::1) per protocol, and the accept
+//! loop that turns an accepted socket into an attributed session.
+
+use std::{io, net::SocketAddr};
+
+use agent_common::{config::AgentConfig, target::PROTOCOL_SLOTS};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{Instrument as _, info, info_span, warn};
+
+use super::flow::{FlowIdentity, comm_str, original_destination};
+use crate::{
+    audit::EventKind,
+    context::AppContext,
+    policy::{Protocol, TargetId},
+};
+
+/// The bound listeners.
+pub struct Listeners {
+    bound: Vec<(Protocol, TcpListener)>,
+    port4: [u16; PROTOCOL_SLOTS],
+    port6: [u16; PROTOCOL_SLOTS],
+}
+
+impl Listeners {
+    /// Binds 127.0.0.1 and ::1 for every protocol. Reuses the ports in
+    /// `previous` (a restarted daemon's kernel side still points there), and
+    /// falls back to fresh ports if they are taken.
+    ///
+    /// # Errors
+    /// Binding a fresh loopback port failed.
+    pub async fn bind(previous: &AgentConfig) -> io::Result<Listeners> {
+        let mut l = Listeners {
+            bound: Vec::new(),
+            port4: [0; PROTOCOL_SLOTS],
+            port6: [0; PROTOCOL_SLOTS],
+        };
+        for proto in Protocol::ALL {
+            let slot = proto.kernel() as usize;
+            let want4 = previous.listen_port4.get(slot).copied().unwrap_or(0);
+            let want6 = previous.listen_port6.get(slot).copied().unwrap_or(0);
+            let v4 = bind_one(SocketAddr::from(([127, 0, 0, 1], want4))).await?;
+            let v6 = bind_one(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, want6))).await?;
+            if let Some(p) = l.port4.get_mut(slot) {
+                *p = v4.local_addr()?.port();
+            }
+            if let Some(p) = l.port6.get_mut(slot) {
+                *p = v6.local_addr()?.port();
+            }
+            info!(protocol = %proto, v4 = %v4.local_addr()?, v6 = %v6.local_addr()?, "listening");
+            l.bound.push((proto, v4));
+            l.bound.push((proto, v6));
+        }
+        Ok(l)
+    }
+
+    /// IPv4 and IPv6 listener ports per kernel protocol slot.
+    pub fn ports(&self) -> ([u16; PROTOCOL_SLOTS], [u16; PROTOCOL_SLOTS]) {
+        (self.port4, self.port6)
+    }
+
+    /// Every bound address with its protocol.
+    pub fn addresses(&self) -> Vec<(Protocol, SocketAddr)> {
+        self.bound
+            .iter()
+            .filter_map(|(p, l)| l.local_addr().ok().map(|a| (*p, a)))
+            .collect()
+    }
+
+    /// Hands out the listeners, for one accept loop each.
+    pub fn into_inner(self) -> Vec<(Protocol, TcpListener)> {
+        self.bound
+    }
+}
+
+async fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if addr.port() != 0 => {
+            warn!(%addr, error = %e, "previous listener port unavailable; binding a new one");
+            TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Accepts until shutdown; each connection runs as a tracked task.
+pub async fn accept_loop(ctx: AppContext, protocol: Protocol, listener: TcpListener) {
+    let shutdown = ctx.shutdown().clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx2 = ctx.clone();
+        ctx.tracker()
+            .spawn(async move { handle(ctx2, protocol, stream, peer).await });
+    }
+}
+
+async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: SocketAddr) {
+    let listener = stream.local_addr().unwrap_or(peer);
+    let flow = match ctx.take_flow(peer) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return refuse(
+                &ctx,
+                listener,
+                peer,
+                "no flow recorded by the kernel for this peer",
+            )
+            .await;
+        }
+        Err(e) => return refuse(&ctx, listener, peer, &format!("flow lookup failed: {e}")).await,
+    };
+    let Some(target) = ctx.policy().target(TargetId(flow.target_id)).cloned() else {
+        return refuse(
+            &ctx,
+            listener,
+            peer,
+            "flow names a target the policy does not have",
+        )
+        .await;
+    };
+    if target.protocol != protocol {
+        return refuse(
+            &ctx,
+            listener,
+            peer,
+            "flow's target speaks another protocol",
+        )
+        .await;
+    }
+    let process = ctx
+        .process_identity(flow.tgid, flow.pid, flow.uid, flow.gid)
+        .await;
+    let identity = FlowIdentity {
+        original_destination: original_destination(&flow),
+        target: target.name.clone(),
+        protocol,
+        client: peer,
+        cgroup_id: flow.cgroup_id,
+        comm: comm_str(&flow.comm),
+        process,
+    };
+    let session_id = uuid::Uuid::now_v7().to_string();
+    let span = info_span!(
+        "session",
+        id = %session_id,
+        target = %identity.target,
+        dst = %identity.original_destination,
+        pid = identity.process.tgid,
+        exe = identity.process.exe.as_deref().unwrap_or("?"),
+    );
+    match protocol {
+        Protocol::Tcp => {
+            crate::tcp::relay(ctx, session_id, identity, stream)
+                .instrument(span)
+                .await
+        }
+    }
+}
+
+async fn refuse(ctx: &AppContext, listener: SocketAddr, peer: SocketAddr, reason: &str) {
+    warn!(%peer, reason, "refusing connection");
+    let _ = ctx
+        .events()
+        .emit(EventKind::ConnectionRefused {
+            listener,
+            peer,
+            reason: reason.to_string(),
+        })
+        .await;
+}

@@ -1,0 +1,84 @@
+//! The `interlock` binary: parse the command line, set up logging and
+//! signals, then hand over to the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use interlock::cli::{Cli, Command, PolicyCommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("interlock: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(async {
+                let shutdown = CancellationToken::new();
+                let mut term =
+                    signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+                let mut int =
+                    signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+                let token = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    token.cancel();
+                });
+                interlock::run(args.options(), shutdown)
+                    .await
+                    .context("interlock run")
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Detach { instance } => {
+            let removed = interlock::ebpf::detach(&instance)?;
+            if removed.is_empty() {
+                println!("instance {instance}: nothing pinned, nothing to detach");
+            }
+            for p in removed {
+                println!("removed {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { files },
+        } => {
+            let mut ok = true;
+            for f in files {
+                match interlock::policy::load(&f) {
+                    Ok(p) => println!("{}: ok ({} targets)", f.display(), p.targets().len()),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        ok = false;
+                    }
+                }
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The policy file format (versioned YAML) and its validation.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use super::{
+    PolicyError,
+    target::{Endpoint, Protocol, Target, TargetId},
+};
+
+/// The only policy format version this build reads.
+const VERSION: u32 = 1;
+
+/// A validated policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    path: PathBuf,
+    targets: Vec<Target>,
+}
+
+impl Policy {
+    /// The file this policy came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All targets, indexed by [`TargetId`].
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// The target with this id; `None` if the id is not from this policy.
+    pub fn target(&self, id: TargetId) -> Option<&Target> {
+        self.targets.get(id.0 as usize)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    version: u32,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: String,
+    protocol: Protocol,
+    #[serde(rename = "match")]
+    endpoints: Vec<Endpoint>,
+}
+
+/// Reads and validates the policy file at `path`.
+///
+/// # Errors
+/// [`PolicyError::Read`] if the file cannot be read, [`PolicyError::Syntax`]
+/// (with line and column) for YAML and type errors, [`PolicyError::Invalid`]
+/// for well-formed files that make no sense.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Validates policy `text`; `path` is only used in errors.
+///
+/// # Errors
+/// As [`load`], without [`PolicyError::Read`].
+pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+    let raw: RawPolicy = serde_yaml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        PolicyError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message: strip_location(&e),
+        }
+    })?;
+    let invalid = |message: String| PolicyError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    if raw.version != VERSION {
+        return Err(invalid(format!(
+            "version {} is not supported (this interlock reads version {VERSION})",
+            raw.version
+        )));
+    }
+    let mut names = HashSet::new();
+    let mut targets = Vec::with_capacity(raw.targets.len());
+    for (i, t) in raw.targets.into_iter().enumerate() {
+        if t.name.trim().is_empty() {
+            return Err(invalid(format!("target #{} has an empty name", i + 1)));
+        }
+        if !names.insert(t.name.clone()) {
+            return Err(invalid(format!("target `{}` is defined twice", t.name)));
+        }
+        if t.endpoints.is_empty() {
+            return Err(invalid(format!(
+                "target `{}` has an empty `match` list",
+                t.name
+            )));
+        }
+        if let Some(e) = t.endpoints.iter().find(|e| e.port == 0) {
+            return Err(invalid(format!(
+                "target `{}`: port 0 in match {:?} is not a destination port",
+                t.name, e.address
+            )));
+        }
+        let id = u32::try_from(i).map_err(|_| invalid("too many targets".into()))?;
+        targets.push(Target {
+            id: TargetId(id),
+            name: t.name,
+            protocol: t.protocol,
+            endpoints: t.endpoints,
+        });
+    }
+    Ok(Policy {
+        path: path.to_owned(),
+        targets,
+    })
+}
+
+/// serde_yaml appends " at line L column C" to its messages; we print the
+/// position in front instead, compiler style.
+fn strip_location(e: &serde_yaml::Error) -> String {
+    let msg = e.to_string();
+    match msg.find(" at line ") {
+        Some(i) => msg.get(..i).unwrap_or(&msg).to_string(),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::AddressMatch;
+
+    fn parse_str(text: &str) -> Result<Policy, PolicyError> {
+        parse(Path::new("test.yaml"), text)
+    }
+
+    #[test]
+    fn parses_targets() {
+        let p = parse_str(
+            "version: 1\ntargets:\n  - name: pg\n    protocol: tcp\n    match:\n      - { address: 127.0.0.2, port: 5432 }\n      - { port: 6432 }\n",
+        )
+        .unwrap();
+        assert_eq!(p.targets().len(), 1);
+        let t = &p.targets()[0];
+        assert_eq!(t.name, "pg");
+        assert_eq!(t.endpoints[1].address, AddressMatch::Any);
+    }
+
+    #[test]
+    fn every_example_policy_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                load(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no example policies in {}", dir.display());
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let err = parse_str(
+            "version: 1\ntargets:\n  - name: pg\n    protocol: carrier-pigeon\n    match: []\n",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.yaml:4:15: "), "{msg}");
+        assert!(msg.contains("carrier-pigeon"), "{msg}");
+    }
+
+    #[test]
+    fn bad_address_names_the_position() {
+        let err = parse_str(
+            "version: 1\ntargets:\n  - name: pg\n    protocol: tcp\n    match:\n      - { address: 10.0.0.0/40, port: 1 }\n",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.yaml:6:"), "{msg}");
+        assert!(msg.contains("prefix length"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = parse_str("version: 1\ntargetz: []\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `targetz`"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors() {
+        for (text, needle) in [
+            ("version: 2\n", "version 2 is not supported"),
+            (
+                "version: 1\ntargets:\n  - {name: a, protocol: tcp, match: []}\n",
+                "empty `match`",
+            ),
+            (
+                "version: 1\ntargets:\n  - {name: a, protocol: tcp, match: [{port: 1}]}\n  - {name: a, protocol: tcp, match: [{port: 2}]}\n",
+                "defined twice",
+            ),
+            (
+                "version: 1\ntargets:\n  - {name: a, protocol: tcp, match: [{port: 0}]}\n",
+                "port 0",
+            ),
+        ] {
+            let err = parse_str(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}

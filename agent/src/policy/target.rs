@@ -1,0 +1,183 @@
+//! Targets: which destinations are intercepted and what protocol they speak.
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+/// Index of a target in its policy; the kernel reports it with each flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct TargetId(pub u32);
+
+/// The protocol a target speaks (selects the daemon's handler).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// A transparent byte relay with session start/end events.
+    Tcp,
+}
+
+impl Protocol {
+    /// Every protocol the daemon can serve, in listener order.
+    pub const ALL: [Protocol; 1] = [Protocol::Tcp];
+
+    /// The kernel's view of the protocol (listener slot).
+    pub fn kernel(self) -> agent_common::target::Protocol {
+        match self {
+            Protocol::Tcp => agent_common::target::Protocol::Tcp,
+        }
+    }
+
+    /// The protocol's name as written in policy files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which addresses an endpoint covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressMatch {
+    /// Every address, IPv4 and IPv6.
+    Any,
+    /// An address prefix (`10.0.0.0/8`, `::1/128`; a bare address is /32 or /128).
+    Prefix { addr: IpAddr, len: u8 },
+    /// A host name, resolved at start and re-resolved periodically.
+    Host(String),
+}
+
+impl FromStr for AddressMatch {
+    type Err = String;
+
+    /// Parses `*`, an address, `address/len`, or a host name.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("an empty address; write `*` for any address".into());
+        }
+        if s == "*" {
+            return Ok(AddressMatch::Any);
+        }
+        let (addr_part, len_part) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        match addr_part.parse::<IpAddr>() {
+            Ok(addr) => {
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                let len =
+                    match len_part {
+                        None => max,
+                        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| {
+                            format!("prefix length `{l}` in `{s}` is not 0..={max}")
+                        })?,
+                    };
+                Ok(AddressMatch::Prefix { addr, len })
+            }
+            Err(_) if len_part.is_some() => Err(format!("`{s}` is not an address prefix")),
+            Err(_) if is_host_name(s) => Ok(AddressMatch::Host(s.to_ascii_lowercase())),
+            Err(_) => Err(format!(
+                "`{s}` is neither an address, a prefix nor a host name"
+            )),
+        }
+    }
+}
+
+fn is_host_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+impl<'de> Deserialize<'de> for AddressMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One destination pattern of a target.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Which addresses; `*` (the default) is any address.
+    #[serde(default = "any_address")]
+    pub address: AddressMatch,
+    /// The destination port.
+    pub port: u16,
+}
+
+fn any_address() -> AddressMatch {
+    AddressMatch::Any
+}
+
+/// A named set of destinations that are intercepted and handled by one protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub id: TargetId,
+    pub name: String,
+    pub protocol: Protocol,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_address_form() {
+        assert_eq!("*".parse::<AddressMatch>(), Ok(AddressMatch::Any));
+        assert_eq!(
+            "127.0.0.2".parse::<AddressMatch>(),
+            Ok(AddressMatch::Prefix {
+                addr: "127.0.0.2".parse().unwrap(),
+                len: 32
+            })
+        );
+        assert_eq!(
+            "10.0.0.0/8".parse::<AddressMatch>(),
+            Ok(AddressMatch::Prefix {
+                addr: "10.0.0.0".parse().unwrap(),
+                len: 8
+            })
+        );
+        assert_eq!(
+            "::1".parse::<AddressMatch>(),
+            Ok(AddressMatch::Prefix {
+                addr: "::1".parse().unwrap(),
+                len: 128
+            })
+        );
+        assert_eq!(
+            "DB.internal".parse::<AddressMatch>(),
+            Ok(AddressMatch::Host("db.internal".into()))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_addresses_with_a_reason() {
+        for (bad, needle) in [
+            ("10.0.0.0/33", "prefix length"),
+            ("::/129", "prefix length"),
+            ("not a host", "neither"),
+            ("foo/8", "not an address prefix"),
+            ("", "empty"),
+            ("-bad.example", "neither"),
+        ] {
+            let err = bad.parse::<AddressMatch>().unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! A small TCP client the tests run inside a scope cgroup (the test process
+//! itself stays outside). Prints one line per connection: `ok <reply>` or
+//! `err <error kind> <message>`.
+//!
+//!   testclient echo ADDR MSG            one connection: send MSG, print the reply
+//!   testclient loop ADDR N              N short connections, prints "done OK FAILED"
+//!   testclient hold ADDR SECS MSG       one connection kept open SECS, sending MSG every 100 ms
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (cmd, addr) = match (args.get(1), args.get(2)) {
+        (Some(c), Some(a)) => (c.as_str(), a.parse::<SocketAddr>()?),
+        _ => anyhow::bail!("usage: testclient echo|loop|hold ADDR ..."),
+    };
+    match cmd {
+        "echo" => {
+            let msg = args.get(3).map(String::as_str).unwrap_or("hello");
+            match exchange(addr, msg.as_bytes()) {
+                Ok(reply) => println!("ok {reply}"),
+                Err(e) => println!("err {:?} {e}", e.kind()),
+            }
+        }
+        "loop" => {
+            let n: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1000);
+            let (mut ok, mut failed) = (0u64, 0u64);
+            for _ in 0..n {
+                match exchange(addr, b"x") {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            println!("done {ok} {failed}");
+        }
+        "hold" => {
+            let secs: f64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1.0);
+            let msg = args.get(4).map(String::as_str).unwrap_or("tick");
+            let mut s = TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let start = Instant::now();
+            let mut rounds = 0u32;
+            let mut buf = [0u8; 4096];
+            while start.elapsed().as_secs_f64() < secs {
+                s.write_all(msg.as_bytes())?;
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    println!("err closed after {rounds} rounds");
+                    return Ok(());
+                }
+                rounds += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            println!("ok {rounds} rounds");
+        }
+        other => anyhow::bail!("unknown command {other}"),
+    }
+    Ok(())
+}
+
+/// Connect, send, half-close, read the whole reply.
+fn exchange(addr: SocketAddr, msg: &[u8]) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(msg)?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,450 @@
+//! Test harness: privileged prerequisites, scope cgroups, the real daemon
+//! as a child process, loopback echo servers, and the test client run
+//! inside a cgroup. Every test builds its own instances; nothing is global.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Whether the privileged tests can run here. Without root, bpffs or cgroup
+/// v2 they are skipped with a message, except under `CI=true`, where a
+/// missing prerequisite fails the test.
+pub fn privileged() -> bool {
+    let missing = missing_prerequisite();
+    match missing {
+        None => true,
+        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and a privileged prerequisite is missing: {why}")
+        }
+        Some(why) => {
+            eprintln!("SKIPPED: {why} (set up with `cargo xtask setup`, run as root)");
+            false
+        }
+    }
+}
+
+fn missing_prerequisite() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root".into());
+    }
+    if cgroup2_mount().is_none() {
+        return Some("no cgroup v2 mount".into());
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if !mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("bpf"))
+    {
+        return Some("bpffs is not mounted at /sys/fs/bpf".into());
+    }
+    if interlock_bin().is_err() {
+        return Some("the interlock binary is not built (INTERLOCK_BIN)".into());
+    }
+    None
+}
+
+/// The cgroup v2 mount point.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+    })
+}
+
+/// The daemon binary: `$INTERLOCK_BIN`, else `<workspace>/target/debug/interlock`.
+pub fn interlock_bin() -> Result<PathBuf> {
+    let p = match std::env::var_os("INTERLOCK_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => workspace().join("target/debug/interlock"),
+    };
+    if p.is_file() {
+        Ok(p)
+    } else {
+        bail!("{} does not exist; run `cargo xtask test`", p.display())
+    }
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A fresh cgroup under the cgroup v2 root, removed on drop.
+pub struct TestCgroup {
+    path: PathBuf,
+    /// Relative to the mount, as `interlock run --scope` takes it.
+    scope: String,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Result<TestCgroup> {
+        let mount = cgroup2_mount().context("no cgroup v2 mount")?;
+        let scope = unique(&format!("interlock-test-{name}"));
+        let path = mount.join(&scope);
+        std::fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        Ok(TestCgroup {
+            path,
+            scope: format!("/{scope}"),
+        })
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A command that runs `program args...` inside this cgroup.
+    pub fn command(&self, program: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c")
+            .arg("echo $$ > \"$0\" && exec \"$@\"")
+            .arg(self.path.join("cgroup.procs"))
+            .arg(program)
+            .args(args);
+        c
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Processes may take a moment to leave after exiting.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The test client binary, built by cargo beside the test executables
+/// (`target/<profile>/testclient`; tests run from `target/<profile>/deps/`).
+pub fn testclient() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    profile_dir.join("testclient")
+}
+
+/// Runs the test client inside `cg` and returns its output line.
+pub fn client_in(cg: &TestCgroup, args: &[&str], envs: &[(&str, &str)]) -> Result<String> {
+    let out = cg
+        .command(&testclient(), args)
+        .envs(envs.iter().copied())
+        .output()?;
+    output_line(out)
+}
+
+/// Runs the test client outside any test cgroup.
+pub fn client_outside(args: &[&str]) -> Result<String> {
+    output_line(Command::new(testclient()).args(args).output()?)
+}
+
+fn output_line(out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "testclient failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A loopback TCP server that answers each connection with
+/// `echo <peer> <data>` once the client half-closes (or after each read, in
+/// `hold` mode when data does not end). Runs on threads until the test ends.
+pub struct EchoServer {
+    pub addr: SocketAddr,
+}
+
+impl EchoServer {
+    pub fn start(addr: &str) -> Result<EchoServer> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+        let addr = listener.local_addr()?;
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut s = stream;
+                    let peer = s.peer_addr().map(|p| p.to_string()).unwrap_or_default();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let reply = format!("echo {peer} {}", String::from_utf8_lossy(&buf[..n]));
+                        if s.write_all(reply.as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(EchoServer { addr })
+    }
+}
+
+/// Options for a daemon under test.
+#[derive(Clone)]
+pub struct DaemonSpec {
+    pub policy: String,
+    pub scopes: Vec<String>,
+    pub extra_args: Vec<String>,
+}
+
+/// The real `interlock run`, as a child process with its own instance name,
+/// pins and state directory. Killed and detached on drop.
+pub struct Daemon {
+    pub instance: String,
+    pub state_dir: PathBuf,
+    spec: DaemonSpec,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start(spec: DaemonSpec) -> Result<Daemon> {
+        let instance = unique("t");
+        let dir = std::env::temp_dir().join(format!("interlock-{instance}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("policy.yaml"), &spec.policy)?;
+        let mut d = Daemon {
+            state_dir: dir.join("state"),
+            instance,
+            spec,
+            dir,
+            child: None,
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// Starts the daemon process (again) and waits until it intercepts.
+    pub fn spawn(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(self.state_dir.join("runtime.json"));
+        let mut cmd = self.command_in(None);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))?;
+        cmd.stdout(Stdio::null()).stderr(log);
+        self.child = Some(cmd.spawn().context("spawn interlock")?);
+        self.wait_ready()
+    }
+
+    /// The `interlock run` command for this daemon; with `cgroup`, it runs inside it.
+    pub fn command_in(&self, cgroup: Option<&TestCgroup>) -> Command {
+        let bin = interlock_bin().unwrap_or_default();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--policy".into(),
+            self.dir.join("policy.yaml").display().to_string(),
+            "--instance".into(),
+            self.instance.clone(),
+            "--state-dir".into(),
+            self.state_dir.display().to_string(),
+        ];
+        for s in &self.spec.scopes {
+            args.push("--scope".into());
+            args.push(s.clone());
+        }
+        args.extend(self.spec.extra_args.iter().cloned());
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = match cgroup {
+            Some(cg) => cg.command(&bin, &arg_refs),
+            None => {
+                let mut c = Command::new(&bin);
+                c.args(&arg_refs);
+                c
+            }
+        };
+        cmd.env("RUST_LOG", "info");
+        cmd
+    }
+
+    /// Replaces the running child with one started by `cmd` (e.g. inside a cgroup).
+    pub fn spawn_with(&mut self, mut cmd: Command) -> Result<()> {
+        let _ = std::fs::remove_file(self.state_dir.join("runtime.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))?;
+        cmd.stdout(Stdio::null()).stderr(log);
+        self.child = Some(cmd.spawn()?);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.state_dir.join("runtime.json").exists() {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                bail!("interlock exited early ({status}); log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "interlock did not become ready in 30 s; log:\n{}",
+            self.log()
+        )
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The process id of the running daemon.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The listener address for `protocol` and family (`v4`: 127.0.0.1, else ::1).
+    pub fn listener(&self, protocol: &str, v4: bool) -> Result<SocketAddr> {
+        let rt: Value =
+            serde_json::from_slice(&std::fs::read(self.state_dir.join("runtime.json"))?)?;
+        let ls = rt["listeners"].as_array().context("no listeners")?;
+        for l in ls {
+            let a: SocketAddr = l["address"].as_str().context("address")?.parse()?;
+            if l["protocol"] == protocol && a.is_ipv4() == v4 {
+                return Ok(a);
+            }
+        }
+        bail!("no {protocol} listener")
+    }
+
+    /// Sends `signal` and waits for exit (with a bound).
+    pub fn signal_and_wait(&mut self, signal: i32) -> Result<std::process::ExitStatus> {
+        let child = self.child.as_mut().context("not running")?;
+        // SAFETY: kill with a pid we own and a valid signal number.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = child.try_wait()? {
+                self.child = None;
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!("daemon did not exit after signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every event logged so far.
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.state_dir.join("events.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (up to 10 s) until `pred` holds for the events, returns them.
+    pub fn wait_events(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ev = self.events();
+            if pred(&ev) {
+                return Ok(ev);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting for {what}; events: {ev:#?}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `interlock detach` for this instance and returns its stdout.
+    pub fn detach(&self) -> Result<String> {
+        let out = Command::new(interlock_bin()?)
+            .args(["detach", "--instance", &self.instance])
+            .output()?;
+        if !out.status.success() {
+            bail!("detach failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The pin directory of this instance.
+    pub fn pin_dir(&self) -> PathBuf {
+        Path::new("/sys/fs/bpf/interlock").join(&self.instance)
+    }
+
+    /// Number of entries in one of this instance's pinned maps (via bpftool).
+    pub fn map_entries(&self, map: &str) -> Result<usize> {
+        let path = self.pin_dir().join("maps").join(map);
+        let out = Command::new("bpftool")
+            .args(["--json", "map", "dump", "pinned"])
+            .arg(&path)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "bpftool map dump {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v.as_array().map(Vec::len).unwrap_or(0))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.detach();
+    }
+}
+
+/// Events of one `type`.
+pub fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == ty).collect()
+}
+
+/// A policy with one tcp target over the given `address:port` endpoints.
+pub fn tcp_policy(name: &str, endpoints: &[(&str, u16)]) -> String {
+    let mut s = format!("version: 1\ntargets:\n  - name: {name}\n    protocol: tcp\n    match:\n");
+    for (a, p) in endpoints {
+        s.push_str(&format!("      - {{ address: \"{a}\", port: {p} }}\n"));
+    }
+    s
+}

@@ -1,0 +1,75 @@
+//! Attribution: every session names the exact process, its lineage, user,
+//! cgroup and CI context, and nothing else from the environment.
+
+use anyhow::{Context as _, Result};
+use interlock_tests::*;
+
+#[test]
+fn sessions_carry_exact_identity_and_only_allow_listed_ci_variables() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let server = EchoServer::start("127.0.0.2:0")?;
+    let cg = TestCgroup::new("identity")?;
+    let d = Daemon::start(DaemonSpec {
+        policy: tcp_policy("db", &[("127.0.0.2", server.addr.port())]),
+        scopes: vec![cg.scope().into()],
+        extra_args: vec![],
+    })?;
+    let dst = server.addr.to_string();
+    let secret = "s3cr3t-never-captured-9f1c";
+    let child = cg
+        .command(&testclient(), &["echo", &dst, "who-am-i"])
+        .env("GITHUB_RUN_ID", "4242")
+        .env("CI_JOB_ID", "77")
+        .env("SECRET_TOKEN", secret)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("who-am-i"));
+
+    let ev = d.wait_events("session", |e| !of_type(e, "session_ended").is_empty())?;
+    let id = &of_type(&ev, "session_started")[0]["identity"];
+    let p = &id["process"];
+    assert_eq!(id["original_destination"], dst.as_str());
+    assert_eq!(id["target"], "db");
+    assert_eq!(id["comm"], "testclient");
+    assert_eq!(p["tgid"], pid, "{id:#}");
+    assert_eq!(p["pid"], pid);
+    assert_eq!(
+        p["ppid"],
+        std::process::id(),
+        "sh exec'd the client, so its parent is the test"
+    );
+    assert_eq!(p["uid"], 0);
+    assert_eq!(p["user"], "root");
+    assert!(
+        p["exe"].as_str().context("exe")?.ends_with("/testclient"),
+        "{p:#}"
+    );
+    assert_eq!(p["argv"][1], "echo");
+    assert_eq!(p["argv"][2], dst.as_str());
+    assert_eq!(p["cgroup"], cg.scope());
+    assert_eq!(p["ancestry"][0]["tgid"], std::process::id());
+    let ci = p["ci"].as_object().context("ci")?;
+    assert_eq!(
+        ci.get("GITHUB_RUN_ID").and_then(|v| v.as_str()),
+        Some("4242")
+    );
+    assert_eq!(ci.get("CI_JOB_ID").and_then(|v| v.as_str()), Some("77"));
+    assert!(ci.keys().all(|k| k != "SECRET_TOKEN"), "{ci:?}");
+
+    // The secret is nowhere: not in any event, not in the daemon's log.
+    let raw = std::fs::read_to_string(d.state_dir.join("events.jsonl"))?;
+    assert!(!raw.contains(secret), "secret leaked into the event log");
+    assert!(
+        !raw.contains("SECRET_TOKEN"),
+        "non-allow-listed variable name leaked"
+    );
+    assert!(
+        !d.log().contains(secret),
+        "secret leaked into the daemon log"
+    );
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! Many short connections leave the kernel maps no larger than before.
+
+use anyhow::Result;
+use interlock_tests::*;
+
+#[test]
+fn one_hundred_thousand_short_connections_leave_the_maps_empty() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let server = EchoServer::start("127.0.0.2:0")?;
+    let cg = TestCgroup::new("bounded")?;
+    let d = Daemon::start(DaemonSpec {
+        policy: tcp_policy("svc", &[("127.0.0.2", server.addr.port())]),
+        scopes: vec![cg.scope().into()],
+        extra_args: vec![],
+    })?;
+    let before = (d.map_entries("FLOWS")?, d.map_entries("PEERS")?);
+    let n: u64 = std::env::var("INTERLOCK_TEST_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let reply = client_in(
+        &cg,
+        &["loop", &server.addr.to_string(), &n.to_string()],
+        &[],
+    )?;
+    assert_eq!(reply, format!("done {n} 0"));
+    d.wait_events("all sessions ended", |e| {
+        of_type(e, "session_ended").len() as u64 == n
+    })?;
+    let after = (d.map_entries("FLOWS")?, d.map_entries("PEERS")?);
+    assert_eq!(
+        after, before,
+        "FLOWS/PEERS entries before vs after {n} connections"
+    );
+    Ok(())
+}
