@@ -23,10 +23,14 @@ pub mod maps {
     pub const CONFIG: &str = "CONFIG";
     /// Ring buffer of [`crate::process::ProcessEvent`].
     pub const PROC_EVENTS: &str = "PROC_EVENTS";
-    /// Cgroup array of the scope cgroups; tracepoints only report tasks under them.
+    /// Array of [`crate::process::ScopeEntry`]: tracepoints only report tasks under them.
     pub const SCOPES: &str = "SCOPES";
     /// Array of [`crate::process::TracepointOffsets`] (one entry).
     pub const TP_OFFSETS: &str = "TP_OFFSETS";
+    /// LRU hash: pid -> [`crate::process::PendingArgv`] between execve entry and exec.
+    pub const PENDING_ARGV: &str = "PENDING_ARGV";
+    /// Per-CPU scratch [`crate::process::PendingArgv`] (too big for the BPF stack).
+    pub const ARGV_SCRATCH: &str = "ARGV_SCRATCH";
 }
 
 /// Names of the programs in the eBPF object.

@@ -3,7 +3,7 @@
 use crate::{
     config::AgentConfig,
     flow::{FlowInfo, PeerKey},
-    process::{ProcessEvent, TracepointOffsets},
+    process::{PendingArgv, ProcessEvent, ScopeEntry, TracepointOffsets},
     target::{TargetMatch, TargetValue},
 };
 
@@ -19,6 +19,10 @@ unsafe impl aya::Pod for PeerKey {}
 unsafe impl aya::Pod for ProcessEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for TracepointOffsets {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ScopeEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PendingArgv {}
 // SAFETY: as above.
 unsafe impl aya::Pod for TargetMatch {}
 // SAFETY: as above.

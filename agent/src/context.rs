@@ -9,7 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     audit::EventSink,
     ebpf::{KernelError, KernelMaps},
-    identity::{ProcessIdentity, ProcessTable},
+    identity::{ProcessEvent, ProcessIdentity, ProcessTable},
     policy::Policy,
 };
 
@@ -97,6 +97,21 @@ impl AppContext {
     /// A map operation failed.
     pub fn take_flow(&self, peer: std::net::SocketAddr) -> Result<Option<FlowInfo>, KernelError> {
         self.with_maps(|m| m.take_flow(peer))
+    }
+
+    /// Applies kernel process events to the process table, in order.
+    pub async fn apply_process_events(&self, events: Vec<ProcessEvent>) {
+        let table = Arc::clone(&self.inner.processes);
+        // Fork handling may read /proc (thread check): off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut t = table
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for ev in events {
+                t.apply(ev);
+            }
+        })
+        .await;
     }
 
     /// Who `tgid`/`pid` is. uid and gid come from the kernel's record at

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::{
     audit::{EventKind, EventLog, LogError},
     context::AppContext,
-    ebpf::{self, Kernel, KernelError, LoadOptions, monotonic_ns},
+    ebpf::{self, Kernel, KernelError, LoadOptions, ProcessEventStream, monotonic_ns},
     identity::ProcessTable,
     intercept::{Listeners, accept_loop},
     policy::{self, PolicyError},
@@ -94,10 +94,11 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         .collect::<Result<Vec<_>, _>>()?;
     let kernel = Kernel::load(&LoadOptions {
         instance: opts.instance.clone(),
+        cgroup_mount: mount,
         scopes: scopes.clone(),
     })?;
     let adopted = kernel.adopted();
-    let (_hold, mut maps) = kernel.into_parts();
+    let (_hold, mut maps, process_events) = kernel.into_parts()?;
 
     let previous = maps.config()?;
     let listeners = Listeners::bind(&previous)
@@ -146,6 +147,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     write_runtime(&runtime_file, &opts.instance, &listeners)?;
 
     let mut background = tokio::task::JoinSet::new();
+    background.spawn(consume_process_events(ctx.clone(), process_events));
     for (protocol, listener) in listeners.into_inner() {
         background.spawn(accept_loop(ctx.clone(), protocol, listener));
     }
@@ -225,6 +227,24 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         opts.instance
     );
     Ok(())
+}
+
+/// Feeds the process table from the kernel's fork/exec/exit records until
+/// shutdown. If the ring fails, identities fall back to /proc.
+async fn consume_process_events(ctx: AppContext, mut events: ProcessEventStream) {
+    loop {
+        let batch = tokio::select! {
+            _ = ctx.shutdown().cancelled() => break,
+            b = events.next_batch() => match b {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "process event ring failed; identities come from /proc only");
+                    return;
+                }
+            },
+        };
+        ctx.apply_process_events(batch).await;
+    }
 }
 
 /// Written once the daemon intercepts: its pid and listener addresses, for

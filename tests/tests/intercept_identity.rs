@@ -73,3 +73,63 @@ fn sessions_carry_exact_identity_and_only_allow_listed_ci_variables() -> Result<
     );
     Ok(())
 }
+
+#[test]
+fn lineage_survives_a_parent_that_exited_before_the_connect() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let server = EchoServer::start("127.0.0.2:0")?;
+    let cg = TestCgroup::new("lineage")?;
+    let d = Daemon::start(DaemonSpec {
+        policy: tcp_policy("db", &[("127.0.0.2", server.addr.port())]),
+        scopes: vec![cg.scope().into()],
+        extra_args: vec![],
+    })?;
+    // The outer shell starts a subshell and exits at once; the subshell
+    // connects later, by which time /proc says its parent is init. Only the
+    // kernel's fork/exec records still know the outer shell.
+    let script = format!(
+        "( sleep 0.5; exec {} echo {} lineage ) & exit 0",
+        testclient().display(),
+        server.addr
+    );
+    let outer = cg
+        .command(
+            std::path::Path::new("/bin/sh"),
+            &["-c", &script, "lineage-marker-arg"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let outer_pid = outer.id();
+    let out = outer.wait_with_output()?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("lineage"),
+        "{out:?}"
+    );
+
+    let ev = d.wait_events("session", |e| !of_type(e, "session_ended").is_empty())?;
+    let p = &of_type(&ev, "session_started")[0]["identity"]["process"];
+    assert!(
+        p["exe"].as_str().context("exe")?.ends_with("/testclient"),
+        "{p:#}"
+    );
+    assert_eq!(
+        p["ppid"], outer_pid,
+        "the real parent, not the reaper: {p:#}"
+    );
+    let parent = &p["ancestry"][0];
+    assert_eq!(parent["tgid"], outer_pid, "{p:#}");
+    let argv: Vec<&str> = parent["argv"]
+        .as_array()
+        .context("argv")?
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        argv.contains(&"lineage-marker-arg"),
+        "the exited parent's argv came from the exec record: {argv:?}"
+    );
+    assert_eq!(p["ancestry"][1]["tgid"], std::process::id(), "{p:#}");
+    Ok(())
+}

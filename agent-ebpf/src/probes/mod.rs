@@ -1,6 +1,7 @@
 //! One file per hook.
 
 mod connect;
+mod process;
 mod sockops;
 
 /// Why a probe gave up. `Copy` so it costs nothing to return.
@@ -10,4 +11,10 @@ pub enum ProbeError {
     NoListener,
     /// A map update failed.
     MapUpdate,
+    /// A map had no entry where one must be.
+    MapLookup,
+    /// Reading tracepoint or user memory failed.
+    Read,
+    /// The ring buffer is full: the event is lost (the daemon falls back to /proc).
+    RingFull,
 }

@@ -17,8 +17,19 @@ pub enum KernelError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("bpffs is not mounted at /sys/fs/bpf and mounting it failed: {0}")]
-    Bpffs(String),
+    #[error("{fstype} is not mounted at {dir} and mounting it failed: {message}")]
+    Mount {
+        fstype: &'static str,
+        dir: &'static str,
+        message: String,
+    },
+    #[error("tracepoint {tracepoint} has no field `{field}` on this kernel")]
+    TracepointField {
+        tracepoint: &'static str,
+        field: &'static str,
+    },
+    #[error("too many scopes: {0} (at most {max})", max = agent_common::process::SCOPES_MAX)]
+    TooManyScopes(usize),
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name}: {source}")]

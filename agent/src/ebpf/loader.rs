@@ -8,17 +8,25 @@ use std::{
     process::Command,
 };
 
-use agent_common::programs as names;
+use agent_common::{
+    maps as map_names,
+    process::{SCOPES_MAX, ScopeEntry, TracepointOffsets},
+    programs as names,
+};
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{Array, MapData, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, SockOps,
+        CgroupAttachMode, CgroupSockAddr, SockOps, TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
 use tracing::{info, warn};
 
-use super::{KernelError, KernelMaps};
+use super::{
+    KernelError, KernelMaps, ProcessEventStream,
+    lineage::{self, TRACEFS},
+};
 
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -31,7 +39,9 @@ pub fn pin_dir(instance: &str) -> PathBuf {
 pub struct LoadOptions {
     /// Names the pin directory, so several daemons can run side by side.
     pub instance: String,
-    /// Cgroup directories the connect and sock_ops programs attach to.
+    /// Where cgroup v2 is mounted.
+    pub cgroup_mount: PathBuf,
+    /// Cgroup directories the programs attach to (and the tracepoints filter on).
     pub scopes: Vec<PathBuf>,
 }
 
@@ -42,6 +52,7 @@ pub struct Kernel {
     _ebpf: Ebpf,
     _links: Vec<PinnedLink>,
     maps: KernelMaps,
+    process_events: RingBuf<MapData>,
     adopted: bool,
 }
 
@@ -53,7 +64,11 @@ impl Kernel {
     /// # Errors
     /// Any step of loading, attaching or pinning; the message names the step.
     pub fn load(opts: &LoadOptions) -> Result<Kernel, KernelError> {
-        ensure_bpffs()?;
+        ensure_mounted("bpf", BPFFS)?;
+        ensure_mounted("tracefs", TRACEFS)?;
+        if opts.scopes.len() > SCOPES_MAX as usize {
+            return Err(KernelError::TooManyScopes(opts.scopes.len()));
+        }
         let dir = pin_dir(&opts.instance);
         let maps_dir = dir.join("maps");
         let links_dir = dir.join("links");
@@ -112,25 +127,47 @@ impl Kernel {
             }
         }
         unpin_unwanted(&links_dir, &wanted);
+        attach_lineage(&mut ebpf, opts)?;
 
         let maps = KernelMaps::take(&mut ebpf)?;
+        let process_events = ebpf
+            .take_map(map_names::PROC_EVENTS)
+            .ok_or(KernelError::MissingMap(map_names::PROC_EVENTS))
+            .and_then(|m| {
+                RingBuf::try_from(m).map_err(|source| KernelError::Map {
+                    name: map_names::PROC_EVENTS,
+                    source,
+                })
+            })?;
         Ok(Kernel {
             _ebpf: ebpf,
             _links: links,
             maps,
+            process_events,
             adopted,
         })
     }
 
-    /// Splits off the maps (the programs stay loaded while `self` lives).
-    pub fn into_parts(self) -> (KernelHold, KernelMaps) {
-        (
+    /// Splits off the maps and the process event stream (the programs stay
+    /// loaded while the [`KernelHold`] lives). Call inside the runtime.
+    ///
+    /// # Errors
+    /// The event ring cannot be registered with the runtime.
+    pub fn into_parts(self) -> Result<(KernelHold, KernelMaps, ProcessEventStream), KernelError> {
+        let events =
+            ProcessEventStream::new(self.process_events).map_err(|source| KernelError::Io {
+                what: "poll",
+                path: PathBuf::from(map_names::PROC_EVENTS),
+                source,
+            })?;
+        Ok((
             KernelHold {
                 _ebpf: self._ebpf,
                 _links: self._links,
             },
             self.maps,
-        )
+            events,
+        ))
     }
 
     /// Whether an earlier daemon's pins were found and adopted.
@@ -177,6 +214,51 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<FdLink, 
     }
 }
 
+/// Writes the tracepoint offsets and scope entries, then attaches the
+/// lineage tracepoints. They are not pinned: they only matter while a daemon
+/// consumes their events.
+fn attach_lineage(ebpf: &mut Ebpf, opts: &LoadOptions) -> Result<(), KernelError> {
+    let offsets = lineage::tracepoint_offsets(Path::new(TRACEFS))?;
+    let map_err = |name: &'static str| move |source| KernelError::Map { name, source };
+    let mut tp: Array<_, TracepointOffsets> = ebpf
+        .map_mut(map_names::TP_OFFSETS)
+        .ok_or(KernelError::MissingMap(map_names::TP_OFFSETS))?
+        .try_into()
+        .map_err(map_err(map_names::TP_OFFSETS))?;
+    tp.set(0, offsets, 0)
+        .map_err(map_err(map_names::TP_OFFSETS))?;
+    let mut scopes: Array<_, ScopeEntry> = ebpf
+        .map_mut(map_names::SCOPES)
+        .ok_or(KernelError::MissingMap(map_names::SCOPES))?
+        .try_into()
+        .map_err(map_err(map_names::SCOPES))?;
+    for i in 0..SCOPES_MAX {
+        let entry = match opts.scopes.get(i as usize) {
+            Some(dir) => lineage::scope_entry(&opts.cgroup_mount, dir)?,
+            None => ScopeEntry::default(),
+        };
+        scopes
+            .set(i, entry, 0)
+            .map_err(map_err(map_names::SCOPES))?;
+    }
+    for (name, category, tracepoint) in [
+        (names::FORK, "sched", "sched_process_fork"),
+        (names::EXEC, "sched", "sched_process_exec"),
+        (names::EXIT, "sched", "sched_process_exit"),
+        (names::EXECVE, "syscalls", "sys_enter_execve"),
+    ] {
+        let err = program_err(name);
+        let p: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(KernelError::MissingProgram(name))?
+            .try_into()
+            .map_err(&err)?;
+        p.load().map_err(&err)?;
+        p.attach(category, tracepoint).map_err(&err)?;
+    }
+    Ok(())
+}
+
 /// Links of scopes no longer configured are unpinned, which detaches them.
 fn unpin_unwanted(links_dir: &Path, wanted: &[PathBuf]) {
     let Ok(entries) = std::fs::read_dir(links_dir) else {
@@ -207,19 +289,26 @@ fn is_mounted(fstype: &str, dir: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn ensure_bpffs() -> Result<(), KernelError> {
-    if is_mounted("bpf", BPFFS) {
+/// Mounts `fstype` at `dir` unless it is there (bpffs for pins, tracefs for
+/// tracepoint formats; fresh hosts often have neither).
+fn ensure_mounted(fstype: &'static str, dir: &'static str) -> Result<(), KernelError> {
+    if is_mounted(fstype, dir) {
         return Ok(());
     }
+    let fail = |message: String| KernelError::Mount {
+        fstype,
+        dir,
+        message,
+    };
     let out = Command::new("mount")
-        .args(["-t", "bpf", "bpf", BPFFS])
+        .args(["-t", fstype, fstype, dir])
         .output()
-        .map_err(|e| KernelError::Bpffs(e.to_string()))?;
+        .map_err(|e| fail(e.to_string()))?;
     if out.status.success() {
-        info!("mounted bpffs at {BPFFS}");
+        info!("mounted {fstype} at {dir}");
         Ok(())
     } else {
-        Err(KernelError::Bpffs(
+        Err(fail(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ))
     }

@@ -78,6 +78,16 @@ pub(crate) fn parse_stat(path: &Path, bytes: &[u8]) -> Result<Stat, IdentityErro
     })
 }
 
+/// The thread group of task `pid` from the `Tgid:` line of `/proc/<pid>/status`
+/// (thread ids have /proc entries too); `None` when unreadable.
+pub(crate) fn read_tgid(proc_root: &Path, pid: u32) -> Option<u32> {
+    let bytes = read_limited(&pid_file(proc_root, pid, "status"), TEXT_LIMIT).ok()?;
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Reads the real uid and gid from the `Uid:` and `Gid:` lines of `/proc/<tgid>/status`.
 pub(crate) fn read_ids(proc_root: &Path, tgid: u32) -> Result<(u32, u32), IdentityError> {
     let path = pid_file(proc_root, tgid, "status");

@@ -124,7 +124,8 @@ impl ProcessTable {
     ///
     /// `Fork` inserts the child (replacing any entry with that tgid: the pid was reused),
     /// inheriting exe and argv from the parent entry if known; a fork whose child and parent
-    /// tgid are equal is a thread and is ignored. `Exec` updates exe, argv, comm, uid and gid
+    /// tgid are equal, or whose child /proc shows another thread group, is a thread and is
+    /// ignored (the kernel's fork tracepoint reports new threads too). `Exec` updates exe, argv, comm, uid and gid
     /// and keeps ppid; for an unknown (or exited) tgid it inserts a new entry whose ppid comes
     /// from /proc, or 0 if unreadable. `Exit` marks the entry exited; unknown tgids are ignored.
     pub fn apply(&mut self, ev: ProcessEvent) {
@@ -136,7 +137,10 @@ impl ProcessTable {
                 gid,
                 comm,
             } => {
-                if child_tgid == parent_tgid {
+                if child_tgid == parent_tgid
+                    || procfs::read_tgid(&self.proc_root, child_tgid)
+                        .is_some_and(|t| t != child_tgid)
+                {
                     return;
                 }
                 let (exe, argv) = self

@@ -83,6 +83,23 @@ fn thread_fork_is_ignored() {
 }
 
 #[test]
+fn fork_reporting_a_new_thread_is_ignored() -> TestResult {
+    // The fork tracepoint reports thread 51 of process 50: its status names tgid 50.
+    let fake = FakeProc::new()?;
+    fake.process(50, 1)?;
+    std::fs::create_dir_all(fake.root().join("51"))?;
+    std::fs::create_dir_all(fake.root().join("52"))?;
+    fake.file("51/status", b"Name:\tx\nTgid:\t50\nPid:\t51\n")?;
+    let mut t = ProcessTable::new(fake.root().to_path_buf(), 16);
+    t.apply(fork(51, 50));
+    assert!(t.get(51).is_none(), "a thread is not a process");
+    fake.file("52/status", b"Name:\tx\nTgid:\t52\nPid:\t52\n")?;
+    t.apply(fork(52, 50));
+    assert_eq!(t.get(52).map(|p| p.ppid), Some(50));
+    Ok(())
+}
+
+#[test]
 fn exec_of_unknown_tgid_takes_ppid_from_proc() -> TestResult {
     let fake = FakeProc::new()?;
     fake.process(40, 7)?;
