@@ -18,10 +18,15 @@ fn lists_toolchain(list: &str, toolchain: &str) -> bool {
     })
 }
 
-/// Whether `rustup component list --installed` output names the component.
+/// Whether `rustup component list --installed` output names the component,
+/// bare (`rust-src`) or with its host triple (`clippy-x86_64-unknown-linux-gnu`).
 fn lists_component(list: &str, component: &str) -> bool {
-    list.lines()
-        .any(|line| line.split_whitespace().next() == Some(component))
+    list.lines().any(|line| {
+        line.split_whitespace().next().is_some_and(|name| {
+            name.strip_prefix(component)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-') && rest.len() > 1)
+        })
+    })
 }
 
 /// Runs a rustup query; an error exit (e.g. unknown toolchain) reads as an empty list.
@@ -123,11 +128,18 @@ mod tests {
         assert!(!lists_toolchain("", EBPF_TOOLCHAIN));
     }
 
+    fn list_with_clippy() -> &'static str {
+        "cargo-x86_64-unknown-linux-gnu\nclippy-x86_64-unknown-linux-gnu\nrust-src\n"
+    }
+
     #[test]
     fn finds_rust_src_among_installed_components() {
         let list = "cargo-x86_64-unknown-linux-gnu\nrust-src\nrustc-x86_64-unknown-linux-gnu\n";
         assert!(lists_component(list, "rust-src"));
         assert!(lists_component("rust-src (installed)\n", "rust-src"));
+        assert!(lists_component(list_with_clippy(), "clippy"));
+        assert!(!lists_component("clippy-preview\n", "clippy-x"));
+        assert!(!lists_component(list, "clippy"));
         assert!(!lists_component(
             "rust-std-x86_64-unknown-linux-gnu\n",
             "rust-src"
