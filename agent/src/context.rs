@@ -115,7 +115,8 @@ impl AppContext {
     }
 
     /// Who `tgid`/`pid` is. uid and gid come from the kernel's record at
-    /// connect time, which /proc cannot contradict later.
+    /// connect time, which /proc cannot contradict later; the user name
+    /// follows them.
     pub async fn process_identity(
         &self,
         tgid: u32,
@@ -129,13 +130,14 @@ impl AppContext {
             let mut t = table
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            t.identity(tgid, pid, ANCESTRY_DEPTH)
+            let mut id = t.identity(tgid, pid, ANCESTRY_DEPTH);
+            if id.uid != uid {
+                id.user = t.user_name(uid);
+            }
+            id
         })
         .await;
-        let mut id = match r {
-            Ok(id) => id,
-            Err(_) => ProcessIdentity::unknown(tgid, pid),
-        };
+        let mut id = r.unwrap_or_else(|_| ProcessIdentity::unknown(tgid, pid));
         id.uid = uid;
         id.gid = gid;
         id

@@ -248,6 +248,11 @@ impl Daemon {
         Ok(d)
     }
 
+    /// Changes the scopes used by the next [`Daemon::spawn`].
+    pub fn set_scopes(&mut self, scopes: Vec<String>) {
+        self.spec.scopes = scopes;
+    }
+
     /// Starts the daemon process (again) and waits until it intercepts.
     pub fn spawn(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(self.state_dir.join("runtime.json"));

@@ -120,6 +120,11 @@ impl ProcessTable {
         Ok(seeded)
     }
 
+    /// The passwd name of `uid`; `None` when it has none or passwd is unreadable.
+    pub fn user_name(&self, uid: u32) -> Option<String> {
+        users::user_name(&self.passwd, uid).ok().flatten()
+    }
+
     /// Applies one process event.
     ///
     /// `Fork` inserts the child (replacing any entry with that tgid: the pid was reused),
