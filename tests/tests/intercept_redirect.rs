@@ -131,3 +131,95 @@ fn a_connection_with_no_flow_is_refused_and_reported() -> Result<()> {
     assert!(of_type(&ev, "session_started").is_empty());
     Ok(())
 }
+
+/// Accepts, reads once, then resets the connection (SO_LINGER 0).
+fn start_resetting_server() -> Result<std::net::SocketAddr> {
+    use std::{io::Read as _, os::fd::AsRawFd as _};
+    let l = std::net::TcpListener::bind("127.0.0.2:0")?;
+    let addr = l.local_addr()?;
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: setsockopt on a socket we own with a correctly sized linger struct.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            drop(s);
+        }
+    });
+    Ok(addr)
+}
+
+#[test]
+fn an_upstream_reset_ends_only_its_own_session() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let good = EchoServer::start("127.0.0.2:0")?;
+    let rude = start_resetting_server()?;
+    let cg = TestCgroup::new("reset")?;
+    let d = Daemon::start(DaemonSpec {
+        policy: tcp_policy(
+            "svc",
+            &[("127.0.0.2", good.addr.port()), ("127.0.0.2", rude.port())],
+        ),
+        scopes: vec![cg.scope().into()],
+        extra_args: vec![],
+    })?;
+    let holder = cg
+        .command(
+            &testclient(),
+            &["hold", &good.addr.to_string(), "1.5", "tick"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    d.wait_events("held session", |e| {
+        !of_type(e, "session_started").is_empty()
+    })?;
+    let reply = client_in(&cg, &["echo", &rude.to_string(), "boom"], &[])?;
+    assert!(!reply.contains("echo"), "{reply}");
+    let out = holder.wait_with_output()?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ok "),
+        "the other session survived: {out:?}"
+    );
+    let ev = d.wait_events("both ended", |e| of_type(e, "session_ended").len() == 2)?;
+    let by_dst = |dst: String| {
+        let id = of_type(&ev, "session_started")
+            .into_iter()
+            .find(|s| s["identity"]["original_destination"] == dst.as_str())
+            .map(|s| s["session_id"].clone());
+        of_type(&ev, "session_ended")
+            .into_iter()
+            .find(|e| Some(&e["session_id"]) == id.as_ref())
+            .cloned()
+    };
+    let rude_end = by_dst(rude.to_string()).expect("rude session ended");
+    assert_eq!(rude_end["outcome"], "error", "{rude_end}");
+    assert!(
+        rude_end["error"].as_str().unwrap_or("").contains("reset"),
+        "{rude_end}"
+    );
+    assert_eq!(
+        by_dst(good.addr.to_string()).expect("good session ended")["outcome"],
+        "closed"
+    );
+    // And the daemon carries on.
+    assert!(
+        client_in(&cg, &["echo", &good.addr.to_string(), "still-here"], &[])?
+            .ends_with("still-here")
+    );
+    Ok(())
+}

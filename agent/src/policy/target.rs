@@ -90,8 +90,15 @@ impl FromStr for AddressMatch {
     }
 }
 
+/// RFC 1123 labels; a last label of digits only (`300.1.1.1`) is a
+/// malformed address, never a host name (RFC 3696 §2).
 fn is_host_name(s: &str) -> bool {
-    s.len() <= 253
+    let numeric_tld = s
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()));
+    !numeric_tld
+        && s.len() <= 253
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -175,6 +182,8 @@ mod tests {
             ("foo/8", "not an address prefix"),
             ("", "empty"),
             ("-bad.example", "neither"),
+            ("300.1.1.1", "neither"),
+            ("10.0.0", "neither"),
         ] {
             let err = bad.parse::<AddressMatch>().unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
