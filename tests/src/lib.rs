@@ -221,6 +221,18 @@ pub struct DaemonSpec {
     pub extra_args: Vec<String>,
 }
 
+impl DaemonSpec {
+    /// One tcp target `svc` over `127.0.0.2:<port>` for each port, scoped to `cg`.
+    pub fn tcp(cg: &TestCgroup, ports: &[u16], extra_args: &[&str]) -> DaemonSpec {
+        let endpoints: Vec<(&str, u16)> = ports.iter().map(|p| ("127.0.0.2", *p)).collect();
+        DaemonSpec {
+            policy: tcp_policy("svc", &endpoints),
+            scopes: vec![cg.scope().into()],
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
 /// The real `interlock run`, as a child process with its own instance name,
 /// pins and state directory. Killed and detached on drop.
 pub struct Daemon {

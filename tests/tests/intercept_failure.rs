@@ -6,14 +6,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use interlock_tests::*;
 
-fn spec(cg: &TestCgroup, port: u16, extra: &[&str]) -> DaemonSpec {
-    DaemonSpec {
-        policy: tcp_policy("svc", &[("127.0.0.2", port)]),
-        scopes: vec![cg.scope().into()],
-        extra_args: extra.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
 #[test]
 fn the_daemon_inside_its_own_scope_does_not_intercept_itself() -> Result<()> {
     if !privileged() {
@@ -22,7 +14,7 @@ fn the_daemon_inside_its_own_scope_does_not_intercept_itself() -> Result<()> {
     let server = EchoServer::start("127.0.0.2:0")?;
     let cg = TestCgroup::new("noloop")?;
     // Started outside first (to get a Daemon), then restarted inside the scope.
-    let mut d = Daemon::start(spec(&cg, server.addr.port(), &[]))?;
+    let mut d = Daemon::start(DaemonSpec::tcp(&cg, &[server.addr.port()], &[]))?;
     d.signal_and_wait(libc::SIGKILL)?;
     let cmd = d.command_in(Some(&cg));
     d.spawn_with(cmd)?;
@@ -46,7 +38,7 @@ fn sigkill_fails_closed_and_a_restart_intercepts_again() -> Result<()> {
     let server = EchoServer::start("127.0.0.2:0")?;
     let dst = server.addr.to_string();
     let cg = TestCgroup::new("failclosed")?;
-    let mut d = Daemon::start(spec(&cg, server.addr.port(), &[]))?;
+    let mut d = Daemon::start(DaemonSpec::tcp(&cg, &[server.addr.port()], &[]))?;
     assert!(client_in(&cg, &["echo", &dst, "before"], &[])?.ends_with("before"));
     // Events reach disk within 100 ms; wait for them so SIGKILL loses none.
     d.wait_events("first session", |e| !of_type(e, "session_ended").is_empty())?;
@@ -80,7 +72,11 @@ fn fail_open_goes_direct_once_the_heartbeat_is_stale() -> Result<()> {
     let server = EchoServer::start("127.0.0.2:0")?;
     let dst = server.addr.to_string();
     let cg = TestCgroup::new("failopen")?;
-    let mut d = Daemon::start(spec(&cg, server.addr.port(), &["--failure-mode", "open"]))?;
+    let mut d = Daemon::start(DaemonSpec::tcp(
+        &cg,
+        &[server.addr.port()],
+        &["--failure-mode", "open"],
+    ))?;
     assert!(client_in(&cg, &["echo", &dst, "up"], &[])?.ends_with("up"));
     d.wait_events("first session", |e| !of_type(e, "session_ended").is_empty())?;
     d.signal_and_wait(libc::SIGKILL)?;
@@ -119,7 +115,7 @@ fn detach_removes_the_pins_and_traffic_goes_direct() -> Result<()> {
     let server = EchoServer::start("127.0.0.2:0")?;
     let dst = server.addr.to_string();
     let cg = TestCgroup::new("detach")?;
-    let mut d = Daemon::start(spec(&cg, server.addr.port(), &[]))?;
+    let mut d = Daemon::start(DaemonSpec::tcp(&cg, &[server.addr.port()], &[]))?;
     d.signal_and_wait(libc::SIGKILL)?;
     assert!(client_in(&cg, &["echo", &dst, "x"], &[])?.starts_with("err ConnectionRefused"));
 
@@ -149,7 +145,11 @@ fn sigterm_drains_live_sessions_and_refuses_new_ones() -> Result<()> {
     let server = EchoServer::start("127.0.0.2:0")?;
     let dst = server.addr.to_string();
     let cg = TestCgroup::new("drain")?;
-    let mut d = Daemon::start(spec(&cg, server.addr.port(), &["--drain-secs", "20"]))?;
+    let mut d = Daemon::start(DaemonSpec::tcp(
+        &cg,
+        &[server.addr.port()],
+        &["--drain-secs", "20"],
+    ))?;
     let holder = cg
         .command(&testclient(), &["hold", &dst, "2.5", "tick"])
         .stdout(std::process::Stdio::piped())
@@ -190,7 +190,11 @@ fn drain_time_over_closes_what_is_left() -> Result<()> {
     let server = EchoServer::start("127.0.0.2:0")?;
     let dst = server.addr.to_string();
     let cg = TestCgroup::new("drainover")?;
-    let mut d = Daemon::start(spec(&cg, server.addr.port(), &["--drain-secs", "0.5"]))?;
+    let mut d = Daemon::start(DaemonSpec::tcp(
+        &cg,
+        &[server.addr.port()],
+        &["--drain-secs", "0.5"],
+    ))?;
     let holder = cg
         .command(&testclient(), &["hold", &dst, "30", "tick"])
         .stdout(std::process::Stdio::piped())

@@ -11,11 +11,7 @@ fn sessions_carry_exact_identity_and_only_allow_listed_ci_variables() -> Result<
     }
     let server = EchoServer::start("127.0.0.2:0")?;
     let cg = TestCgroup::new("identity")?;
-    let d = Daemon::start(DaemonSpec {
-        policy: tcp_policy("db", &[("127.0.0.2", server.addr.port())]),
-        scopes: vec![cg.scope().into()],
-        extra_args: vec![],
-    })?;
+    let d = Daemon::start(DaemonSpec::tcp(&cg, &[server.addr.port()], &[]))?;
     let dst = server.addr.to_string();
     let secret = "s3cr3t-never-captured-9f1c";
     let child = cg
@@ -33,7 +29,7 @@ fn sessions_carry_exact_identity_and_only_allow_listed_ci_variables() -> Result<
     let id = &of_type(&ev, "session_started")[0]["identity"];
     let p = &id["process"];
     assert_eq!(id["original_destination"], dst.as_str());
-    assert_eq!(id["target"], "db");
+    assert_eq!(id["target"], "svc");
     assert_eq!(id["comm"], "testclient");
     assert_eq!(p["tgid"], pid, "{id:#}");
     assert_eq!(p["pid"], pid);
@@ -81,11 +77,7 @@ fn lineage_survives_a_parent_that_exited_before_the_connect() -> Result<()> {
     }
     let server = EchoServer::start("127.0.0.2:0")?;
     let cg = TestCgroup::new("lineage")?;
-    let d = Daemon::start(DaemonSpec {
-        policy: tcp_policy("db", &[("127.0.0.2", server.addr.port())]),
-        scopes: vec![cg.scope().into()],
-        extra_args: vec![],
-    })?;
+    let d = Daemon::start(DaemonSpec::tcp(&cg, &[server.addr.port()], &[]))?;
     // The outer shell starts a subshell and exits at once; the subshell
     // connects later, by which time /proc says its parent is init. Only the
     // kernel's fork/exec records still know the outer shell.

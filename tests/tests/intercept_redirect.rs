@@ -112,11 +112,7 @@ fn a_connection_with_no_flow_is_refused_and_reported() -> Result<()> {
         return Ok(());
     }
     let cg = TestCgroup::new("noflow")?;
-    let d = Daemon::start(DaemonSpec {
-        policy: tcp_policy("x", &[("127.0.0.2", 9)]),
-        scopes: vec![cg.scope().into()],
-        extra_args: vec![],
-    })?;
+    let d = Daemon::start(DaemonSpec::tcp(&cg, &[9], &[]))?;
     // Straight at the listener, from outside the scope: the kernel recorded nothing.
     let listener = d.listener("tcp", true)?;
     let reply = client_outside(&["echo", &listener.to_string(), "sneak"])?;
@@ -170,14 +166,7 @@ fn an_upstream_reset_ends_only_its_own_session() -> Result<()> {
     let good = EchoServer::start("127.0.0.2:0")?;
     let rude = start_resetting_server()?;
     let cg = TestCgroup::new("reset")?;
-    let d = Daemon::start(DaemonSpec {
-        policy: tcp_policy(
-            "svc",
-            &[("127.0.0.2", good.addr.port()), ("127.0.0.2", rude.port())],
-        ),
-        scopes: vec![cg.scope().into()],
-        extra_args: vec![],
-    })?;
+    let d = Daemon::start(DaemonSpec::tcp(&cg, &[good.addr.port(), rude.port()], &[]))?;
     let holder = cg
         .command(
             &testclient(),

@@ -33,9 +33,16 @@ fn several_scopes_nested_cgroups_and_dropping_a_scope_on_restart() -> Result<()>
     let ev = d.wait_events("three sessions", |e| of_type(e, "session_ended").len() == 3)?;
     let cgroups: Vec<String> = of_type(&ev, "session_started")
         .iter()
-        .filter_map(|s| s["identity"]["process"]["cgroup"].as_str().map(str::to_string))
+        .filter_map(|s| {
+            s["identity"]["process"]["cgroup"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
-    assert!(cgroups.contains(&format!("{}/job-1", a.scope())), "{cgroups:?}");
+    assert!(
+        cgroups.contains(&format!("{}/job-1", a.scope())),
+        "{cgroups:?}"
+    );
 
     // Restart with scope b only: a's links are unpinned (detached), b's adopted.
     d.signal_and_wait(libc::SIGTERM)?;
@@ -43,8 +50,12 @@ fn several_scopes_nested_cgroups_and_dropping_a_scope_on_restart() -> Result<()>
     d.spawn()?;
     assert!(client_in(&a, &["echo", &dst, "a-direct"], &[])?.ends_with("a-direct"));
     assert!(client_in(&b, &["echo", &dst, "b-again"], &[])?.ends_with("b-again"));
-    let ev = d.wait_events("b's second session", |e| of_type(e, "session_ended").len() == 4)?;
-    let last = of_type(&ev, "session_started").last().map(|s| s["identity"]["process"]["cgroup"].clone());
+    let ev = d.wait_events("b's second session", |e| {
+        of_type(e, "session_ended").len() == 4
+    })?;
+    let last = of_type(&ev, "session_started")
+        .last()
+        .map(|s| s["identity"]["process"]["cgroup"].clone());
     assert_eq!(last, Some(b.scope().into()));
     let links = std::fs::read_dir(d.pin_dir().join("links"))?.count();
     assert_eq!(links, 3, "connect4, connect6 and sock_ops for scope b only");

@@ -10,11 +10,7 @@ fn one_hundred_thousand_short_connections_leave_the_maps_empty() -> Result<()> {
     }
     let server = EchoServer::start("127.0.0.2:0")?;
     let cg = TestCgroup::new("bounded")?;
-    let d = Daemon::start(DaemonSpec {
-        policy: tcp_policy("svc", &[("127.0.0.2", server.addr.port())]),
-        scopes: vec![cg.scope().into()],
-        extra_args: vec![],
-    })?;
+    let d = Daemon::start(DaemonSpec::tcp(&cg, &[server.addr.port()], &[]))?;
     let before = (d.map_entries("FLOWS")?, d.map_entries("PEERS")?);
     let n: u64 = std::env::var("INTERLOCK_TEST_CONNECTIONS")
         .ok()
