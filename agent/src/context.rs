@@ -8,8 +8,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     audit::EventSink,
+    ebpf::ProcessEventStream,
     ebpf::{KernelError, KernelMaps},
-    identity::{ProcessEvent, ProcessIdentity, ProcessTable},
+    identity::{ProcessIdentity, ProcessTable},
     policy::Policy,
 };
 
@@ -28,6 +29,8 @@ struct Inner {
     // lookup) and are never held across an .await or together.
     maps: Mutex<KernelMaps>,
     processes: Arc<Mutex<ProcessTable>>,
+    /// Drained only while `processes` is locked, so records apply in order.
+    lineage: Arc<ProcessEventStream>,
     events: EventSink,
     shutdown: CancellationToken,
     force_close: CancellationToken,
@@ -40,6 +43,7 @@ impl AppContext {
         policy: Policy,
         maps: KernelMaps,
         processes: ProcessTable,
+        lineage: ProcessEventStream,
         events: EventSink,
         shutdown: CancellationToken,
     ) -> AppContext {
@@ -48,6 +52,7 @@ impl AppContext {
                 policy,
                 maps: Mutex::new(maps),
                 processes: Arc::new(Mutex::new(processes)),
+                lineage: Arc::new(lineage),
                 events,
                 force_close: CancellationToken::new(),
                 shutdown,
@@ -99,19 +104,25 @@ impl AppContext {
         self.with_maps(|m| m.take_flow(peer))
     }
 
-    /// Applies kernel process events to the process table, in order.
-    pub async fn apply_process_events(&self, events: Vec<ProcessEvent>) {
-        let table = Arc::clone(&self.inner.processes);
+    /// Waits for kernel process records, then applies them to the table.
+    ///
+    /// # Errors
+    /// Polling the ring failed.
+    pub async fn follow_lineage(&self) -> std::io::Result<()> {
+        self.inner.lineage.readable().await?;
+        let (table, lineage) = (
+            Arc::clone(&self.inner.processes),
+            Arc::clone(&self.inner.lineage),
+        );
         // Fork handling may read /proc (thread check): off the runtime's workers.
         let _ = tokio::task::spawn_blocking(move || {
             let mut t = table
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for ev in events {
-                t.apply(ev);
-            }
+            apply_pending(&mut t, &lineage);
         })
         .await;
+        Ok(())
     }
 
     /// Who `tgid`/`pid` is. uid and gid come from the kernel's record at
@@ -124,12 +135,18 @@ impl AppContext {
         uid: u32,
         gid: u32,
     ) -> ProcessIdentity {
-        let table = Arc::clone(&self.inner.processes);
+        let (table, lineage) = (
+            Arc::clone(&self.inner.processes),
+            Arc::clone(&self.inner.lineage),
+        );
         // /proc reads block: keep them off the runtime's workers.
         let r = tokio::task::spawn_blocking(move || {
             let mut t = table
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The client's exec (and fork) records were submitted before its
+            // connect returned, so they are in the ring now: apply them first.
+            apply_pending(&mut t, &lineage);
             let mut id = t.identity(tgid, pid, ANCESTRY_DEPTH);
             if id.uid != uid {
                 id.user = t.user_name(uid);
@@ -141,5 +158,13 @@ impl AppContext {
         id.uid = uid;
         id.gid = gid;
         id
+    }
+}
+
+/// Applies every record waiting in the ring. Call with the table locked.
+fn apply_pending(table: &mut ProcessTable, lineage: &ProcessEventStream) {
+    for ev in lineage.drain() {
+        tracing::trace!(?ev, "process record");
+        table.apply(ev);
     }
 }

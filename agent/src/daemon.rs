@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::{
     audit::{EventKind, EventLog, LogError},
     context::AppContext,
-    ebpf::{self, Kernel, KernelError, LoadOptions, ProcessEventStream, monotonic_ns},
+    ebpf::{self, Kernel, KernelError, LoadOptions, monotonic_ns},
     identity::ProcessTable,
     intercept::{Listeners, accept_loop},
     policy::{self, PolicyError},
@@ -126,7 +126,14 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     if let Err(e) = processes.seed_from_proc() {
         warn!(error = %e, "cannot seed the process table from /proc");
     }
-    let ctx = AppContext::new(policy, maps, processes, events, shutdown.child_token());
+    let ctx = AppContext::new(
+        policy,
+        maps,
+        processes,
+        process_events,
+        events,
+        shutdown.child_token(),
+    );
     let _ = ctx
         .events()
         .emit(EventKind::DaemonStarted {
@@ -147,7 +154,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     write_runtime(&runtime_file, &opts.instance, &listeners)?;
 
     let mut background = tokio::task::JoinSet::new();
-    background.spawn(consume_process_events(ctx.clone(), process_events));
+    background.spawn(follow_lineage(ctx.clone()));
     for (protocol, listener) in listeners.into_inner() {
         background.spawn(accept_loop(ctx.clone(), protocol, listener));
     }
@@ -231,19 +238,15 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
 
 /// Feeds the process table from the kernel's fork/exec/exit records until
 /// shutdown. If the ring fails, identities fall back to /proc.
-async fn consume_process_events(ctx: AppContext, mut events: ProcessEventStream) {
+async fn follow_lineage(ctx: AppContext) {
     loop {
-        let batch = tokio::select! {
+        tokio::select! {
             _ = ctx.shutdown().cancelled() => break,
-            b = events.next_batch() => match b {
-                Ok(b) => b,
-                Err(e) => {
-                    warn!(error = %e, "process event ring failed; identities come from /proc only");
-                    return;
-                }
+            r = ctx.follow_lineage() => if let Err(e) = r {
+                warn!(error = %e, "process event ring failed; identities come from /proc only");
+                return;
             },
-        };
-        ctx.apply_process_events(batch).await;
+        }
     }
 }
 

@@ -304,7 +304,10 @@ impl Daemon {
                 c
             }
         };
-        cmd.env("RUST_LOG", "info");
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("INTERLOCK_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         cmd
     }
 

@@ -104,7 +104,8 @@ fn lineage_survives_a_parent_that_exited_before_the_connect() -> Result<()> {
     let p = &of_type(&ev, "session_started")[0]["identity"]["process"];
     assert!(
         p["exe"].as_str().context("exe")?.ends_with("/testclient"),
-        "{p:#}"
+        "{p:#}\n{}",
+        d.log()
     );
     assert_eq!(
         p["ppid"], outer_pid,

@@ -2,7 +2,14 @@
 //! tracefs `format` files, scope entries for the in-kernel filter, and the
 //! consumer turning PROC_EVENTS records into [`identity::ProcessEvent`]s.
 
-use std::{os::unix::fs::MetadataExt as _, path::Path};
+use std::{
+    os::{
+        fd::{AsRawFd, RawFd},
+        unix::fs::MetadataExt as _,
+    },
+    path::Path,
+    sync::Mutex,
+};
 
 use agent_common::process::{
     ARGV_LEN, ProcessEvent as RawEvent, ProcessEventKind, ScopeEntry, TracepointOffsets,
@@ -87,9 +94,26 @@ pub(super) fn scope_entry(mount: &Path, dir: &Path) -> Result<ScopeEntry, Kernel
     })
 }
 
-/// The PROC_EVENTS ring buffer, polled by the async runtime.
+/// The PROC_EVENTS ring buffer. An async task waits for [`readable`], and
+/// whoever builds an identity first [`drain`]s it, so records the kernel
+/// submitted before a connect are applied before that connect is attributed.
+///
+/// [`readable`]: ProcessEventStream::readable
+/// [`drain`]: ProcessEventStream::drain
 pub struct ProcessEventStream {
-    ring: tokio::io::unix::AsyncFd<RingBuf<MapData>>,
+    inner: tokio::io::unix::AsyncFd<RingFd>,
+}
+
+/// The ring behind a lock, with its fd for the runtime's poller.
+struct RingFd {
+    fd: RawFd,
+    ring: Mutex<RingBuf<MapData>>,
+}
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
 }
 
 impl ProcessEventStream {
@@ -98,34 +122,47 @@ impl ProcessEventStream {
     /// # Errors
     /// The ring's fd cannot be registered with the runtime.
     pub(super) fn new(ring: RingBuf<MapData>) -> std::io::Result<ProcessEventStream> {
-        // SAFETY: the ring buffer owns its fd and keeps it open for as long as
-        // the AsyncFd (which owns the ring) lives, as register requires.
+        let fd = ring.as_raw_fd();
+        let ring = RingFd {
+            fd,
+            ring: Mutex::new(ring),
+        };
+        // SAFETY: RingFd owns the ring buffer, which keeps `fd` open for as
+        // long as the AsyncFd (which owns the RingFd) lives, as register requires.
         #[allow(unsafe_code)]
-        let ring = unsafe {
+        let inner = unsafe {
             tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
         }
         .map_err(std::io::Error::from)?;
-        Ok(ProcessEventStream { ring })
+        Ok(ProcessEventStream { inner })
     }
 
-    /// Waits for records and returns every one available, in order.
-    /// Undecodable records are skipped.
+    /// Waits until the kernel may have submitted records.
     ///
     /// # Errors
     /// Polling the ring failed.
-    pub async fn next_batch(&mut self) -> std::io::Result<Vec<ProcessEvent>> {
-        loop {
-            let mut guard = self.ring.readable_mut().await?;
-            let rb = guard.get_inner_mut();
-            let mut batch = Vec::new();
-            while let Some(item) = rb.next() {
-                batch.extend(decode(&item));
-            }
-            guard.clear_ready();
-            if !batch.is_empty() {
-                return Ok(batch);
-            }
+    pub async fn readable(&self) -> std::io::Result<()> {
+        let mut guard = self.inner.readable().await?;
+        // Cleared before the caller drains: a record submitted after this
+        // point raises readiness again, so none is left waiting.
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Takes every record available now, in order, without blocking.
+    /// Undecodable records are skipped.
+    pub fn drain(&self) -> Vec<ProcessEvent> {
+        let mut ring = self
+            .inner
+            .get_ref()
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut batch = Vec::new();
+        while let Some(item) = ring.next() {
+            batch.extend(decode(&item));
         }
+        batch
     }
 }
 
