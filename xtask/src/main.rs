@@ -1,5 +1,6 @@
 //! Developer tasks cargo cannot do alone: host set-up, the privileged run, the CI pipeline.
 
+mod bench;
 mod build_cmd;
 mod run;
 mod setup;
@@ -34,6 +35,8 @@ enum Task {
     Run(run::Args),
     /// Set up, then fmt, clippy, build, unit tests and privileged integration tests.
     Test(test::Args),
+    /// Set up, build release, measure interception overhead against a baseline (root).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn dispatch(task: &Task) -> Result<ExitCode> {
         Task::Build(args) => build_cmd::cmd(args, &ws)?,
         Task::Run(args) => return run::cmd(args, &ws),
         Task::Test(args) => test::cmd(args, &ws)?,
+        Task::Bench(args) => bench::cmd(args, &ws)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,191 @@
+//! `cargo xtask bench`: what interlock costs the processes it watches. Each scenario runs a
+//! workload from `loadgen` inside a fresh cgroup, alternating baseline runs (no daemon, no
+//! programs) with subject runs (the release daemon scoped to that cgroup), and reports medians,
+//! ranges and subject/baseline ratios as a table, bench/RESULTS.md and bench/results.json.
+//! There are no thresholds: the bench reports, people judge.
+
+mod daemon;
+mod machine;
+mod render;
+mod report;
+mod rig;
+mod scenario;
+mod stats;
+
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use self::machine::{Git, Machine};
+use self::report::{Report, ScenarioResult};
+use self::rig::Rig;
+use self::scenario::{Scenario, Sizes, Variant};
+use crate::setup;
+use crate::util::{self, Workspace};
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// 3 runs per side instead of 7, and workloads a tenth the size.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// How much work a run does.
+struct Plan {
+    mode: &'static str,
+    repetitions: usize,
+    sizes: Sizes,
+}
+
+impl Plan {
+    fn of(args: &Args) -> Plan {
+        if args.quick {
+            Plan {
+                mode: "quick",
+                repetitions: 3,
+                sizes: Sizes {
+                    connects: 2_000,
+                    spawns: 500,
+                },
+            }
+        } else {
+            Plan {
+                mode: "full",
+                repetitions: 7,
+                sizes: Sizes {
+                    connects: 20_000,
+                    spawns: 3_000,
+                },
+            }
+        }
+    }
+}
+
+pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
+    if !util::is_root() {
+        bail!(
+            "`cargo xtask bench` needs root to load interlock's eBPF programs and create cgroups: run it as root (xtask never calls sudo)"
+        );
+    }
+    setup::ensure_setup(ws)?;
+    let mut cargo = ws.cargo();
+    cargo.args([
+        "build",
+        "--release",
+        "-p",
+        "interlock",
+        "-p",
+        "interlock-tests",
+    ]);
+    util::run(&mut cargo)?;
+
+    let plan = Plan::of(args);
+    catch_sigint();
+    let started = Instant::now();
+    let scenarios = {
+        let rig = Rig::new(ws)?;
+        eprintln!(
+            "bench: {} mode, {} runs per variant; subject runs start\n  $ {}",
+            plan.mode,
+            plan.repetitions,
+            util::render(&rig.daemon_command())
+        );
+        let mut results = Vec::new();
+        for scenario in scenario::all(plan.sizes) {
+            results.push(run_scenario(&rig, scenario.as_ref(), plan.repetitions)?);
+        }
+        results
+        // The rig drops here: detach (if needed), cgroup and scratch directory removed.
+    };
+
+    let report = Report::new(
+        plan.mode,
+        Machine::detect(),
+        Git::detect(ws),
+        plan.repetitions,
+        started.elapsed().as_secs_f64(),
+        scenarios,
+    );
+    println!();
+    print!("{}", render::table(&report.scenarios));
+    write_outputs(ws, &report)?;
+    eprintln!("bench: done in {:.0} s", report.duration_secs);
+    Ok(())
+}
+
+/// `repetitions` baseline runs and as many subject runs, alternating, baseline first.
+fn run_scenario(rig: &Rig, scenario: &dyn Scenario, repetitions: usize) -> Result<ScenarioResult> {
+    eprintln!("==> {}: {}", scenario.name(), scenario.title());
+    let mut runs = Vec::new();
+    for rep in 0..repetitions {
+        for variant in [Variant::Baseline, Variant::Subject] {
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                bail!("interrupted (Ctrl-C); cleaning up");
+            }
+            let measured = match variant {
+                Variant::Baseline => scenario.measure(rig, None),
+                Variant::Subject => rig.start_daemon().and_then(|daemon| {
+                    let measured = scenario.measure(rig, Some(&daemon));
+                    // Stopped (and detached) whatever the result: the next baseline needs no programs.
+                    let stopped = daemon.stop();
+                    measured.and_then(|m| stopped.map(|()| m))
+                }),
+            };
+            let measurement = measured.with_context(|| {
+                format!("{} {} run {}", scenario.name(), variant.name(), rep + 1)
+            })?;
+            let shown: Vec<String> = measurement
+                .values
+                .iter()
+                .map(|(key, value)| format!("{key}={}", stats::fmt_value(*value)))
+                .collect();
+            eprintln!(
+                "  run {}/{repetitions} {:<8} {}{}",
+                rep + 1,
+                variant.name(),
+                shown.join(" "),
+                match measurement.errors {
+                    0 => String::new(),
+                    n => format!(" ({n} failed)"),
+                }
+            );
+            runs.push((rep, variant, measurement));
+        }
+    }
+    ScenarioResult::new(scenario, runs)
+}
+
+/// Set by the SIGINT handler; checked before every run.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C stops the daemon and loadgen (a caught signal is reset to its default on exec) but
+/// not xtask, which then fails its current run or stops before the next one, and cleans up:
+/// detach, cgroup, scratch directory.
+fn catch_sigint() {
+    let handler = on_sigint as extern "C" fn(libc::c_int);
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
+
+/// bench/results.json and bench/RESULTS.md under the workspace root.
+fn write_outputs(ws: &Workspace, report: &Report) -> Result<()> {
+    let dir = ws.root().join("bench");
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let json = dir.join("results.json");
+    fs::write(&json, report::json(report)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let md = dir.join("RESULTS.md");
+    fs::write(&md, render::markdown(report))
+        .with_context(|| format!("cannot write {}", md.display()))?;
+    eprintln!("bench: wrote {} and {}", json.display(), md.display());
+    Ok(())
+}
