@@ -71,24 +71,17 @@ fn wipe(buf: &mut [u8]) {
     std::hint::black_box(buf);
 }
 
-/// Collects the CI context for a process and its ancestors: `tgids` in order (the process
-/// first, then parent, grandparent, ...); for each key the first process that has it wins.
-/// Unreadable environments (gone, kernel threads, permission) are skipped.
-pub(crate) fn read_ci_context(
+/// The allow-listed CI variables in one process's own environment.
+///
+/// # Errors
+/// The environ file cannot be opened or read (process gone, kernel thread, permission).
+pub(crate) fn read_process_vars(
     proc_root: &Path,
-    tgids: impl IntoIterator<Item = u32>,
-) -> BTreeMap<String, String> {
+    tgid: u32,
+) -> io::Result<BTreeMap<String, String>> {
     let mut found = BTreeMap::new();
-    for tgid in tgids {
-        if found.len() == CI_ALLOWLIST.len() {
-            break;
-        }
-        if let Err(e) = scan_environ(&pid_file(proc_root, tgid, "environ"), &mut found) {
-            // The io::Error names no environment content.
-            tracing::trace!(tgid, error = %e, "environ not readable");
-        }
-    }
-    found
+    scan_environ(&pid_file(proc_root, tgid, "environ"), &mut found)?;
+    Ok(found)
 }
 
 enum Mode {
@@ -218,7 +211,7 @@ mod tests {
         fake.process(10, 1)?
             .environ(b"GITHUB_RUN_ID=parent\0GITHUB_REPOSITORY=org/repo\0")?;
         fake.process(11, 10)?.environ(b"GITHUB_RUN_ID=child\0")?;
-        let found = read_ci_context(fake.root(), [11, 10]);
+        let found = crate::identity::cache::EnvCache::new(16).context(fake.root(), [11, 10]);
         assert_eq!(
             found.get("GITHUB_RUN_ID").map(String::as_str),
             Some("child")
@@ -244,7 +237,7 @@ mod tests {
         env.extend(std::iter::repeat_n(b'r', MAX_VALUE * 3));
         env.extend_from_slice(b"\0GITHUB_SHA=abc=def\0GITHUB_ACTOR=octo");
         fake.process(20, 1)?.environ(&env)?;
-        let found = read_ci_context(fake.root(), [20]);
+        let found = crate::identity::cache::EnvCache::new(16).context(fake.root(), [20]);
         let get = |k: &str| found.get(k).map(String::as_str);
         assert_eq!(get("CI_JOB_ID"), Some("first"));
         assert_eq!(get("GITHUB_SHA"), Some("abc=def"));
@@ -259,7 +252,7 @@ mod tests {
     fn unreadable_environ_is_skipped() -> TestResult {
         let fake = FakeProc::new()?;
         fake.process(30, 1)?.environ(b"GITHUB_JOB=build\0")?;
-        let found = read_ci_context(fake.root(), [999, 30]);
+        let found = crate::identity::cache::EnvCache::new(16).context(fake.root(), [999, 30]);
         assert_eq!(found.get("GITHUB_JOB").map(String::as_str), Some("build"));
         Ok(())
     }

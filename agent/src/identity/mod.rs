@@ -6,6 +6,7 @@
 //! Environment files are read only to pick out [`CI_ALLOWLIST`] variables; nothing else from
 //! an environment is kept, logged or returned.
 
+mod cache;
 mod ci;
 mod error;
 mod process;

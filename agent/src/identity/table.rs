@@ -4,10 +4,11 @@ use std::fs;
 use std::iter;
 use std::path::PathBuf;
 
+use super::cache::{EnvCache, UserCache};
 use super::error::IdentityError;
 use super::process::{Ancestor, ProcessIdentity, ProcessInfo, cap_argv};
+use super::procfs;
 use super::store::Store;
-use super::{ci, procfs, users};
 
 const DEFAULT_PASSWD: &str = "/etc/passwd";
 
@@ -62,6 +63,8 @@ pub struct ProcessTable {
     proc_root: PathBuf,
     passwd: PathBuf,
     store: Store,
+    env: EnvCache,
+    users: UserCache,
 }
 
 impl fmt::Debug for ProcessTable {
@@ -83,6 +86,8 @@ impl ProcessTable {
             proc_root,
             passwd: PathBuf::from(DEFAULT_PASSWD),
             store: Store::new(capacity),
+            env: EnvCache::new(capacity),
+            users: UserCache::default(),
         }
     }
 
@@ -121,8 +126,8 @@ impl ProcessTable {
     }
 
     /// The passwd name of `uid`; `None` when it has none or passwd is unreadable.
-    pub fn user_name(&self, uid: u32) -> Option<String> {
-        users::user_name(&self.passwd, uid).ok().flatten()
+    pub fn user_name(&mut self, uid: u32) -> Option<String> {
+        self.users.name(&self.passwd, uid)
     }
 
     /// Applies one process event.
@@ -148,6 +153,7 @@ impl ProcessTable {
                 {
                     return;
                 }
+                self.env.forget(child_tgid);
                 let (exe, argv) = self
                     .store
                     .get(parent_tgid)
@@ -174,6 +180,7 @@ impl ProcessTable {
                 argv,
             } => {
                 let argv = cap_argv(argv);
+                self.env.forget(tgid);
                 if let Some(info) = self.store.get_mut(tgid).filter(|p| !p.exited) {
                     info.uid = uid;
                     info.gid = gid;
@@ -235,6 +242,8 @@ impl ProcessTable {
         }
         match procfs::read_process(&self.proc_root, tgid) {
             Ok(info) => {
+                // Another process than any we knew under this pid.
+                self.env.forget(tgid);
                 self.store.insert(info.clone());
                 Some(info)
             }
@@ -281,11 +290,8 @@ impl ProcessTable {
         let env_sources = iter::once((tgid, alive))
             .chain(walk.iter().map(|(a, alive)| (a.tgid, *alive)))
             .filter_map(|(tgid, alive)| alive.then_some(tgid));
-        let ci = ci::read_ci_context(&self.proc_root, env_sources);
-        let user = users::user_name(&self.passwd, info.uid).unwrap_or_else(|e| {
-            tracing::debug!(error = %e, "passwd not readable");
-            None
-        });
+        let ci = self.env.context(&self.proc_root, env_sources);
+        let user = self.users.name(&self.passwd, info.uid);
         ProcessIdentity {
             pid,
             tgid,
