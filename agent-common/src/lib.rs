@@ -31,6 +31,8 @@ pub mod maps {
     pub const PENDING_ARGV: &str = "PENDING_ARGV";
     /// Per-CPU scratch [`crate::process::PendingArgv`] (too big for the BPF stack).
     pub const ARGV_SCRATCH: &str = "ARGV_SCRATCH";
+    /// Per-CPU u64: process records dropped because PROC_EVENTS was full.
+    pub const LOST_EVENTS: &str = "LOST_EVENTS";
 }
 
 /// Names of the programs in the eBPF object.

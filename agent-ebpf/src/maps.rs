@@ -40,4 +40,7 @@ pub static TP_OFFSETS: Array<TracepointOffsets> = Array::pinned(1, 0);
 pub static PENDING_ARGV: LruHashMap<u32, PendingArgv> = LruHashMap::pinned(PENDING_EXECS_MAX, 0);
 
 #[map]
+pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+
+#[map]
 pub static ARGV_SCRATCH: PerCpuArray<PendingArgv> = PerCpuArray::pinned(1, 0);

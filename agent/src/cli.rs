@@ -60,6 +60,23 @@ pub struct RunArgs {
     /// Seconds live sessions may continue after SIGTERM.
     #[arg(long, default_value_t = 10.0)]
     pub drain_secs: f64,
+    /// Size of the kernel's process-record ring in KiB (a power of two, at
+    /// least 4; applies when the instance's maps are first created).
+    #[arg(long, default_value_t = 4096, value_parser = ring_kib)]
+    pub process_ring_kib: u32,
+}
+
+fn ring_kib(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of KiB"))?;
+    if v >= 4 && v.is_power_of_two() && v <= 1 << 20 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{v} KiB is not a power of two between 4 and 1048576"
+        ))
+    }
 }
 
 impl RunArgs {
@@ -75,6 +92,7 @@ impl RunArgs {
                 .unwrap_or_else(|| PathBuf::from("/var/lib/interlock").join(&self.instance)),
             failure_mode: self.failure_mode,
             drain: Duration::try_from_secs_f64(self.drain_secs).unwrap_or(Duration::from_secs(10)),
+            process_ring_bytes: self.process_ring_kib.saturating_mul(1024),
         }
     }
 }
@@ -100,6 +118,16 @@ mod tests {
         assert_eq!(o.state_dir, PathBuf::from("/var/lib/interlock/default"));
         assert_eq!(o.scopes, vec!["/ci".to_string()]);
         assert_eq!(o.failure_mode, FailureMode::Closed);
+    }
+
+    #[test]
+    fn ring_size_must_be_a_power_of_two() {
+        assert!(Cli::try_parse_from(["interlock", "run", "--process-ring-kib", "64"]).is_ok());
+        for bad in ["3", "100", "x"] {
+            let err =
+                Cli::try_parse_from(["interlock", "run", "--process-ring-kib", bad]).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct DaemonOptions {
     pub failure_mode: FailureMode,
     /// How long live sessions may run on after shutdown starts.
     pub drain: Duration,
+    /// Bytes of the kernel's process-record ring (power of two).
+    pub process_ring_bytes: u32,
 }
 
 /// Why the daemon could not run.
@@ -96,6 +98,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         instance: opts.instance.clone(),
         cgroup_mount: mount,
         scopes: scopes.clone(),
+        process_ring_bytes: opts.process_ring_bytes,
     })?;
     let adopted = kernel.adopted();
     let (_hold, mut maps, process_events) = kernel.into_parts()?;
@@ -162,6 +165,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         let ctx = ctx.clone();
         background.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            let mut lost_seen = ctx.with_maps(|m| m.lost_process_records()).unwrap_or(0);
             loop {
                 tokio::select! {
                     _ = ctx.shutdown().cancelled() => break,
@@ -170,6 +174,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
                         if let Err(e) = ctx.with_maps(|m| m.set_config(&cfg)) {
                             warn!(error = %e, "heartbeat failed");
                         }
+                        lost_seen = report_lost_records(&ctx, lost_seen).await;
                     }
                 }
             }
@@ -248,6 +253,32 @@ async fn follow_lineage(ctx: AppContext) {
             },
         }
     }
+}
+
+/// Reports process records the kernel dropped since `seen` (a full ring):
+/// attribution of those processes then falls back to /proc. Returns the new total.
+async fn report_lost_records(ctx: &AppContext, seen: u64) -> u64 {
+    let total = match ctx.with_maps(|m| m.lost_process_records()) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "cannot read the lost-records counter");
+            return seen;
+        }
+    };
+    if total > seen {
+        warn!(
+            lost = total - seen,
+            total, "process records dropped: the event ring was full"
+        );
+        let _ = ctx
+            .events()
+            .emit(EventKind::ProcessRecordsLost {
+                lost: total - seen,
+                total,
+            })
+            .await;
+    }
+    total
 }
 
 /// Written once the daemon intercepts: its pid and listener addresses, for

@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 
 use super::ProbeError;
-use crate::maps::{ARGV_SCRATCH, PENDING_ARGV, PROC_EVENTS, SCOPES, TP_OFFSETS};
+use crate::maps::{ARGV_SCRATCH, LOST_EVENTS, PENDING_ARGV, PROC_EVENTS, SCOPES, TP_OFFSETS};
 
 #[tracepoint(category = "sched", name = "sched_process_fork")]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
@@ -75,9 +75,14 @@ fn new_event(
     kind: ProcessEventKind,
     tgid: u32,
 ) -> Result<aya_ebpf::maps::ring_buf::RingBufEntry<ProcessEvent>, ProbeError> {
-    let mut entry = PROC_EVENTS
-        .reserve::<ProcessEvent>(0)
-        .ok_or(ProbeError::RingFull)?;
+    let Some(mut entry) = PROC_EVENTS.reserve::<ProcessEvent>(0) else {
+        // Counted, so the daemon can report the loss instead of it being silent.
+        if let Some(lost) = LOST_EVENTS.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot of a per-CPU map; no one else writes it now.
+            unsafe { *lost += 1 };
+        }
+        return Err(ProbeError::RingFull);
+    };
     let ev = entry.as_mut_ptr();
     let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: `ev` points at a reserved, writable ProcessEvent; writing the

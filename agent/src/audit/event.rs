@@ -60,6 +60,12 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// The kernel dropped process lineage records (its ring was full);
+    /// identities of those processes come from /proc instead.
+    ProcessRecordsLost {
+        lost: u64,
+        total: u64,
+    },
     /// An accepted connection the kernel recorded no redirect for: refused,
     /// never relayed blindly.
     ConnectionRefused {

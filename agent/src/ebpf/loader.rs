@@ -43,6 +43,8 @@ pub struct LoadOptions {
     pub cgroup_mount: PathBuf,
     /// Cgroup directories the programs attach to (and the tracepoints filter on).
     pub scopes: Vec<PathBuf>,
+    /// Size of PROC_EVENTS in bytes (power of two, a multiple of the page size).
+    pub process_ring_bytes: u32,
 }
 
 /// The loaded kernel side. Dropping it closes our handles; the pins keep the
@@ -85,6 +87,7 @@ impl Kernel {
 
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
+            .map_max_entries(map_names::PROC_EVENTS, opts.process_ring_bytes)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/interlock"

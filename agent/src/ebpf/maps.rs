@@ -9,7 +9,7 @@ use agent_common::{
     target::{TargetMatch, TargetValue},
 };
 use aya::maps::{
-    Array, HashMap, Map, MapData,
+    Array, HashMap, Map, MapData, PerCpuArray,
     lpm_trie::{Key, LpmTrie},
 };
 
@@ -21,6 +21,7 @@ pub struct KernelMaps {
     flows: HashMap<MapData, u64, FlowInfo>,
     peers: HashMap<MapData, PeerKey, u64>,
     config: Array<MapData, AgentConfig>,
+    lost_events: PerCpuArray<MapData, u64>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
@@ -37,6 +38,8 @@ impl KernelMaps {
             flows: HashMap::try_from(take(names::FLOWS)?).map_err(map_err(names::FLOWS))?,
             peers: HashMap::try_from(take(names::PEERS)?).map_err(map_err(names::PEERS))?,
             config: Array::try_from(take(names::CONFIG)?).map_err(map_err(names::CONFIG))?,
+            lost_events: PerCpuArray::try_from(take(names::LOST_EVENTS)?)
+                .map_err(map_err(names::LOST_EVENTS))?,
         })
     }
 
@@ -54,6 +57,19 @@ impl KernelMaps {
     /// The map update failed.
     pub fn set_config(&mut self, cfg: &AgentConfig) -> Result<(), KernelError> {
         self.config.set(0, cfg, 0).map_err(map_err(names::CONFIG))
+    }
+
+    /// Process records the kernel dropped because the ring was full, since
+    /// the maps were created (summed over CPUs).
+    ///
+    /// # Errors
+    /// The map lookup failed.
+    pub fn lost_process_records(&self) -> Result<u64, KernelError> {
+        let per_cpu = self
+            .lost_events
+            .get(&0, 0)
+            .map_err(map_err(names::LOST_EVENTS))?;
+        Ok(per_cpu.iter().fold(0u64, |a, b| a.saturating_add(*b)))
     }
 
     /// Takes (looks up and deletes) the flow of the connection whose client
