@@ -65,6 +65,8 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot start the event log thread: {0}")]
+    LogThread(std::io::Error),
     #[error("cannot bind listeners: {0}")]
     Listen(std::io::Error),
 }
@@ -124,7 +126,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
 
     let host = hostname();
     let (log, events) = EventLog::open(&opts.state_dir, &host)?;
-    let log_task = tokio::spawn(log.run());
+    let log_thread = log.spawn_thread().map_err(DaemonError::LogThread)?;
     let mut processes = ProcessTable::new(PathBuf::from("/proc"), PROCESS_TABLE_CAPACITY);
     if let Err(e) = processes.seed_from_proc() {
         warn!(error = %e, "cannot seed the process table from /proc");
@@ -228,7 +230,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         })
         .await;
     drop(ctx);
-    let _ = log_task.await;
+    // Every sink is dropped now, so the log drains, flushes and ends.
+    let _ = tokio::task::spawn_blocking(move || log_thread.join()).await;
     info!(
         "stopped; the kernel side stays attached (fail {}); `interlock detach --instance {}` removes it",
         if opts.failure_mode == FailureMode::Closed {

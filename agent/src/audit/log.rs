@@ -83,6 +83,8 @@ impl EventLog {
     }
 
     /// Writes events until every [`EventSink`] is dropped, then flushes.
+    /// Its writes and fdatasync block: run it where that blocks nothing
+    /// else ([`EventLog::spawn_thread`]).
     pub async fn run(mut self) {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         loop {
@@ -95,6 +97,20 @@ impl EventLog {
             }
         }
         self.flush();
+    }
+
+    /// Runs the log on a thread of its own (with a single-threaded runtime),
+    /// so disk writes never stall the daemon's async workers.
+    ///
+    /// # Errors
+    /// The thread or its runtime could not be started.
+    pub fn spawn_thread(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        std::thread::Builder::new()
+            .name("event-log".into())
+            .spawn(move || rt.block_on(self.run()))
     }
 
     fn write(&mut self, ev: &Event) {
