@@ -135,26 +135,24 @@ impl AppContext {
         uid: u32,
         gid: u32,
     ) -> ProcessIdentity {
-        let (table, lineage) = (
-            Arc::clone(&self.inner.processes),
-            Arc::clone(&self.inner.lineage),
-        );
-        // /proc reads block: keep them off the runtime's workers.
-        let r = tokio::task::spawn_blocking(move || {
-            let mut t = table
+        // Short procfs reads (no disk): done in place rather than handed to
+        // the blocking pool, whose thread handoff cost more than the reads.
+        // block_in_place moves this worker's other tasks elsewhere meanwhile.
+        let mut id = tokio::task::block_in_place(|| {
+            let mut t = self
+                .inner
+                .processes
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             // The client's exec (and fork) records were submitted before its
             // connect returned, so they are in the ring now: apply them first.
-            apply_pending(&mut t, &lineage);
+            apply_pending(&mut t, &self.inner.lineage);
             let mut id = t.identity(tgid, pid, ANCESTRY_DEPTH);
             if id.uid != uid {
                 id.user = t.user_name(uid);
             }
             id
-        })
-        .await;
-        let mut id = r.unwrap_or_else(|_| ProcessIdentity::unknown(tgid, pid));
+        });
         id.uid = uid;
         id.gid = gid;
         id
