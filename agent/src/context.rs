@@ -14,6 +14,9 @@ use crate::{
     policy::Policy,
 };
 
+/// How often kernel process records are drained when the kernel does not wake us.
+const LINEAGE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How many ancestors an identity lists.
 const ANCESTRY_DEPTH: usize = 16;
 
@@ -104,12 +107,18 @@ impl AppContext {
         self.with_maps(|m| m.take_flow(peer))
     }
 
-    /// Waits for kernel process records, then applies them to the table.
+    /// Waits for kernel process records (or at most [`LINEAGE_POLL`]), then
+    /// applies them to the table.
     ///
     /// # Errors
     /// Polling the ring failed.
     pub async fn follow_lineage(&self) -> std::io::Result<()> {
-        self.inner.lineage.readable().await?;
+        // The kernel wakes us only when its ring is filling up (it submits
+        // quietly otherwise), so also drain on a short timer.
+        tokio::select! {
+            r = self.inner.lineage.readable() => r?,
+            _ = tokio::time::sleep(LINEAGE_POLL) => {}
+        }
         let (table, lineage) = (
             Arc::clone(&self.inner.processes),
             Arc::clone(&self.inner.lineage),

@@ -13,6 +13,7 @@ use agent_common::process::{
 };
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -66,6 +67,19 @@ fn in_scope() -> bool {
     false
 }
 
+/// Records are submitted without waking the daemon until the ring is a
+/// quarter full: the daemon drains it before attributing any connection and
+/// on a short timer, so a wake-up per fork/exec/exit would only cost CPU.
+fn wakeup_flag() -> u64 {
+    let used = PROC_EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = PROC_EVENTS.query(BPF_RB_RING_SIZE as u64);
+    if used >= size / 4 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 fn offsets() -> Result<TracepointOffsets, ProbeError> {
     TP_OFFSETS.get(0).copied().ok_or(ProbeError::MapLookup)
 }
@@ -111,7 +125,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), ProbeError> {
     let mut entry = new_event(ProcessEventKind::Fork, child as u32)?;
     // SAFETY: writing into the reserved event.
     unsafe { (*entry.as_mut_ptr()).parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32 };
-    entry.submit(0);
+    entry.submit(wakeup_flag());
     Ok(())
 }
 
@@ -130,7 +144,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ProbeError> {
     if !whole_process || !in_scope() {
         return Ok(());
     }
-    new_event(ProcessEventKind::Exit, tgid)?.submit(0);
+    new_event(ProcessEventKind::Exit, tgid)?.submit(wakeup_flag());
     Ok(())
 }
 
@@ -228,6 +242,6 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), ProbeError> {
         }
         let _ = PENDING_ARGV.remove(key);
     }
-    entry.submit(0);
+    entry.submit(wakeup_flag());
     Ok(())
 }
