@@ -4,7 +4,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::daemon::{DaemonOptions, FailureMode};
+use crate::{
+    audit::{AuditOptions, Fsync},
+    daemon::{DaemonOptions, FailureMode},
+};
 
 /// interlock: intercept, attribute and control outbound connections of CI jobs.
 #[derive(Debug, Parser)]
@@ -28,6 +31,30 @@ pub enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the host's audit public key (ed25519, 64 hex digits).
+    Pubkey {
+        /// State directory holding audit/host.key.
+        #[arg(long, default_value = "/var/lib/interlock/default")]
+        state_dir: PathBuf,
+    },
+    /// Check the hash chain and checkpoint signatures; name the first bad record (exit 1).
+    Verify {
+        /// State directory (or its audit/ directory).
+        #[arg(default_value = "/var/lib/interlock/default")]
+        dir: PathBuf,
+        /// Trusted public key (hex); default: the key file beside the log.
+        #[arg(long)]
+        pubkey: Option<String>,
     },
 }
 
@@ -64,6 +91,12 @@ pub struct RunArgs {
     /// least 4; applies when the instance's maps are first created).
     #[arg(long, default_value_t = 4096, value_parser = ring_kib)]
     pub process_ring_kib: u32,
+    /// When audit records reach the disk: within 100 ms (interval), after each (always), or when the OS decides (never).
+    #[arg(long, value_enum, default_value = "interval")]
+    pub audit_fsync: Fsync,
+    /// Size at which an audit segment file is rotated, in KiB.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_segment_kib: u64,
 }
 
 fn ring_kib(s: &str) -> Result<u32, String> {
@@ -93,6 +126,11 @@ impl RunArgs {
             failure_mode: self.failure_mode,
             drain: Duration::try_from_secs_f64(self.drain_secs).unwrap_or(Duration::from_secs(10)),
             process_ring_bytes: self.process_ring_kib.saturating_mul(1024),
+            audit: AuditOptions {
+                fsync: self.audit_fsync,
+                segment_bytes: self.audit_segment_kib.saturating_mul(1024),
+                ..AuditOptions::default()
+            },
         }
     }
 }
@@ -118,6 +156,36 @@ mod tests {
         assert_eq!(o.state_dir, PathBuf::from("/var/lib/interlock/default"));
         assert_eq!(o.scopes, vec!["/ci".to_string()]);
         assert_eq!(o.failure_mode, FailureMode::Closed);
+        assert_eq!(o.audit.fsync, Fsync::Interval);
+        assert_eq!(o.audit.segment_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn audit_options_parse() {
+        let cli = Cli::try_parse_from([
+            "interlock",
+            "run",
+            "--audit-fsync",
+            "always",
+            "--audit-segment-kib",
+            "16",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.options().audit.fsync, Fsync::Always);
+        assert_eq!(args.options().audit.segment_bytes, 16 << 10);
+        assert!(Cli::try_parse_from(["interlock", "run", "--audit-fsync", "sometimes"]).is_err());
+        let cli = Cli::try_parse_from(["interlock", "audit", "verify"]).unwrap();
+        let Command::Audit {
+            command: AuditCommand::Verify { dir, pubkey },
+        } = cli.command
+        else {
+            panic!("not audit verify")
+        };
+        assert_eq!(dir, PathBuf::from("/var/lib/interlock/default"));
+        assert_eq!(pubkey, None);
     }
 
     #[test]

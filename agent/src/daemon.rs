@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    audit::{EventKind, EventLog, LogError},
+    audit::{AuditOptions, EventKind, EventLog, LogError},
     context::AppContext,
     ebpf::{self, Kernel, KernelError, LoadOptions, monotonic_ns},
     identity::ProcessTable,
@@ -49,6 +49,8 @@ pub struct DaemonOptions {
     pub drain: Duration,
     /// Bytes of the kernel's process-record ring (power of two).
     pub process_ring_bytes: u32,
+    /// Audit log: fsync mode, segment size, checkpoint cadence.
+    pub audit: AuditOptions,
 }
 
 /// Why the daemon could not run.
@@ -125,7 +127,13 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     maps.set_targets(&targets::entries(&policy).await)?;
 
     let host = hostname();
-    let (log, events) = EventLog::open(&opts.state_dir, &host)?;
+    // Opening reads the chain's tail and may seal it: blocking file I/O.
+    let (log, events) = {
+        let (dir, host, audit) = (opts.state_dir.clone(), host.clone(), opts.audit.clone());
+        tokio::task::spawn_blocking(move || EventLog::open(&dir, &host, audit))
+            .await
+            .map_err(|e| DaemonError::LogThread(std::io::Error::other(e)))??
+    };
     let log_thread = log.spawn_thread().map_err(DaemonError::LogThread)?;
     let mut processes = ProcessTable::new(PathBuf::from("/proc"), PROCESS_TABLE_CAPACITY);
     if let Err(e) = processes.seed_from_proc() {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use interlock::cli::{Cli, Command, PolicyCommand};
+use interlock::cli::{AuditCommand, Cli, Command, PolicyCommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -60,6 +60,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("removed {}", p.display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Pubkey { state_dir },
+        } => {
+            println!("{}", interlock::audit::public_key(&state_dir)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { dir, pubkey },
+        } => {
+            let report = interlock::audit::verify(&dir, pubkey.as_deref())?;
+            println!("{report}");
+            Ok(if report.problem.is_some() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Policy {
             command: PolicyCommand::Check { files },

@@ -10,6 +10,8 @@ use crate::intercept::FlowIdentity;
 /// One thing that happened, with when and where.
 #[derive(Debug, Serialize)]
 pub struct Event {
+    /// Stable unique id (UUID v7, so ids sort by creation time).
+    pub id: String,
     /// RFC 3339 UTC time with milliseconds.
     pub time: String,
     /// Host name of the machine the daemon runs on.
@@ -73,12 +75,31 @@ pub enum EventKind {
         peer: SocketAddr,
         reason: String,
     },
+    /// At start, the audit log held records written after its last
+    /// checkpoint (the daemon did not stop cleanly); a checkpoint now seals them.
+    AuditTailSealed {
+        from_seq: u64,
+        to_seq: u64,
+    },
+    /// At start, the last line of the audit log was incomplete (the daemon
+    /// died while writing it) and was cut off; its seq is reused.
+    AuditPartialRecordDropped {
+        segment: String,
+        bytes: u64,
+    },
+    /// At start, the audit log ended before the seq its latest checkpoint
+    /// file names: records were removed behind a checkpoint.
+    AuditTruncationDetected {
+        checkpoint_seq: u64,
+        last_seq: u64,
+    },
 }
 
 impl Event {
     /// An event of `kind` stamped now.
     pub fn now(host: &str, kind: EventKind) -> Event {
         Event {
+            id: uuid::Uuid::now_v7().to_string(),
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             host: host.to_string(),
             kind,

@@ -1,5 +1,6 @@
-//! The event log task: one writer, a bounded channel in front of it, flushed
-//! within 100 ms of an event.
+//! The event log task: one writer thread, a bounded channel in front of it.
+//! Each event becomes a record of the hash chain (see `writer`), and is
+//! also appended as a plain JSON line to `<state dir>/events.jsonl`.
 
 use std::{
     io::Write as _,
@@ -7,25 +8,19 @@ use std::{
     time::Duration,
 };
 
+use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::error;
 
-use super::{Event, EventKind};
+use super::{
+    Event, EventKind, LogError,
+    writer::{AuditOptions, Chain, Fsync},
+};
 
 const CHANNEL: usize = 4096;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
-
-/// The event log could not be opened or written.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    #[error("cannot open event log {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("event log is closed")]
-    Closed,
-}
+/// The plain event file beside the audit directory.
+const EVENTS_FILE: &str = "events.jsonl";
 
 /// Cheap handle for producing events.
 #[derive(Clone)]
@@ -48,32 +43,60 @@ impl EventSink {
     }
 }
 
-/// The writer side; run it with [`EventLog::run`].
+/// A line of `events.jsonl`: the event with its seq (no chain fields).
+#[derive(Serialize)]
+struct Plain<'a> {
+    seq: u64,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+/// The writer side; run it with [`EventLog::spawn_thread`].
 pub struct EventLog {
-    file: std::io::BufWriter<std::fs::File>,
+    chain: Chain,
+    plain: std::io::BufWriter<std::fs::File>,
+    plain_path: PathBuf,
     rx: mpsc::Receiver<Event>,
-    /// Events written since the last flush.
-    dirty: bool,
+    /// Plain lines written since the last flush.
+    plain_dirty: bool,
 }
 
 impl EventLog {
-    /// Opens (appending) `<state_dir>/events.jsonl`.
+    /// Opens the audit log in `<state_dir>/audit` (recovering and sealing
+    /// what an earlier run left) and `<state_dir>/events.jsonl`. Reads and
+    /// writes files: call it from a blocking context.
     ///
     /// # Errors
-    /// [`LogError::Open`] if the file cannot be opened.
-    pub fn open(state_dir: &Path, host: &str) -> Result<(EventLog, EventSink), LogError> {
-        let path = state_dir.join("events.jsonl");
+    /// [`LogError`] if the key, a segment or the event file cannot be
+    /// opened or written.
+    pub fn open(
+        state_dir: &Path,
+        host: &str,
+        opts: AuditOptions,
+    ) -> Result<(EventLog, EventSink), LogError> {
+        let chain = Chain::open(state_dir, host, opts)?;
+        let plain_path = state_dir.join(EVENTS_FILE);
         let file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
-            .open(&path)
-            .map_err(|source| LogError::Open { path, source })?;
+            .open(&plain_path)
+            .map_err(|source| LogError::Open {
+                path: plain_path.clone(),
+                source,
+            })?;
+        end_partial_line(&file).map_err(|source| LogError::Open {
+            path: plain_path.clone(),
+            source,
+        })?;
         let (tx, rx) = mpsc::channel(CHANNEL);
         Ok((
             EventLog {
-                file: std::io::BufWriter::new(file),
+                chain,
+                plain: std::io::BufWriter::new(file),
+                plain_path,
                 rx,
-                dirty: false,
+                plain_dirty: false,
             },
             EventSink {
                 host: host.into(),
@@ -82,20 +105,24 @@ impl EventLog {
         ))
     }
 
-    /// Writes events until every [`EventSink`] is dropped, then flushes.
-    /// Its writes and fdatasync block: run it where that blocks nothing
-    /// else ([`EventLog::spawn_thread`]).
+    /// Writes events until every [`EventSink`] is dropped, then writes a
+    /// final checkpoint and flushes. Its writes and fdatasync block: run it
+    /// where that blocks nothing else ([`EventLog::spawn_thread`]).
     pub async fn run(mut self) {
-        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        let mut checkpoint = tokio::time::interval(self.chain.options().checkpoint_interval);
+        checkpoint.tick().await;
         loop {
             tokio::select! {
                 ev = self.rx.recv() => match ev {
                     Some(ev) => self.write(&ev),
                     None => break,
                 },
-                _ = tick.tick() => self.flush(),
+                _ = flush.tick() => self.flush(),
+                _ = checkpoint.tick() => self.checkpoint(),
             }
         }
+        self.checkpoint();
         self.flush();
     }
 
@@ -114,25 +141,63 @@ impl EventLog {
     }
 
     fn write(&mut self, ev: &Event) {
-        let r = serde_json::to_writer(&mut self.file, ev)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.file.write_all(b"\n"));
-        if let Err(e) = r {
-            error!(error = %e, "cannot write event");
+        let seq = match self.chain.append_event(ev) {
+            Ok(seq) => seq,
+            Err(e) => {
+                error!(error = %e, "cannot write audit record");
+                return;
+            }
+        };
+        if self.chain.since_checkpoint() >= self.chain.options().checkpoint_every {
+            self.checkpoint();
         }
-        self.dirty = true;
+        // One write_all per whole line: the buffer is never flushed mid-line,
+        // so a crash leaves whole lines only.
+        let r = serde_json::to_vec(&Plain { seq, event: ev })
+            .map_err(std::io::Error::from)
+            .and_then(|mut line| {
+                line.push(b'\n');
+                self.plain.write_all(&line)
+            });
+        if let Err(e) = r {
+            error!(error = %e, path = %self.plain_path.display(), "cannot write event");
+        }
+        self.plain_dirty = true;
+    }
+
+    fn checkpoint(&mut self) {
+        if let Err(e) = self.chain.checkpoint() {
+            error!(error = %e, "cannot write audit checkpoint");
+        }
     }
 
     fn flush(&mut self) {
-        if !std::mem::take(&mut self.dirty) {
-            return;
-        }
-        if let Err(e) = self
-            .file
-            .flush()
-            .and_then(|()| self.file.get_ref().sync_data())
+        if self.chain.options().fsync == Fsync::Interval
+            && let Err(e) = self.chain.sync()
         {
-            error!(error = %e, "cannot flush event log");
+            error!(error = %e, "cannot sync audit log");
+        }
+        if std::mem::take(&mut self.plain_dirty)
+            && let Err(e) = self.plain.flush()
+        {
+            error!(error = %e, path = %self.plain_path.display(), "cannot flush event file");
         }
     }
+}
+
+/// Ends an incomplete last line (a crash mid-write) so that the next event
+/// starts a line of its own.
+fn end_partial_line(mut file: &std::fs::File) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last != *b"\n" {
+        file.write_all(b"\n")?;
+    }
+    Ok(())
 }

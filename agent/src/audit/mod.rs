@@ -1,10 +1,27 @@
-//! The event model and the event log. Protocol handlers produce [`Event`]s
-//! through an [`EventSink`]; the log task appends them as JSON lines to
-//! `<state dir>/events.jsonl`. (The hash chain, signed checkpoints and
-//! webhook sinks are the audit issue's; they grow behind this same face.)
+//! The event model and the tamper-evident audit log. Protocol handlers
+//! produce [`Event`]s through an [`EventSink`]; the log thread appends each
+//! as a hash-chained record to segment files under `<state dir>/audit/`,
+//! with checkpoints signed by the host's ed25519 key, and as a plain JSON
+//! line to `<state dir>/events.jsonl`. [`verify`] checks a log offline.
+//! Record format and recovery: docs/design-notes.md, "Audit log".
 
+mod error;
 mod event;
+mod key;
 mod log;
+mod record;
+mod recover;
+mod report;
+mod segment;
+mod verify;
+mod writer;
 
+pub use error::LogError;
 pub use event::{Event, EventKind, SessionOutcome};
-pub use log::{EventLog, EventSink, LogError};
+pub use log::{EventLog, EventSink};
+pub use report::{Problem, Report, Tamper};
+pub use verify::{public_key, verify};
+pub use writer::{AUDIT_DIR, AuditOptions, Fsync};
+
+#[cfg(test)]
+mod tests;
