@@ -1,0 +1,255 @@
+//! The real daemon under test: start, restart, signal, read its events.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::{TestCgroup, interlock_bin, tcp_policy, unique};
+
+/// Options for a daemon under test.
+#[derive(Clone)]
+pub struct DaemonSpec {
+    pub policy: String,
+    pub scopes: Vec<String>,
+    pub extra_args: Vec<String>,
+}
+
+impl DaemonSpec {
+    /// One tcp target `svc` over `127.0.0.2:<port>` for each port, scoped to `cg`.
+    pub fn tcp(cg: &TestCgroup, ports: &[u16], extra_args: &[&str]) -> DaemonSpec {
+        let endpoints: Vec<(&str, u16)> = ports.iter().map(|p| ("127.0.0.2", *p)).collect();
+        DaemonSpec {
+            policy: tcp_policy("svc", &endpoints),
+            scopes: vec![cg.scope().into()],
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// The real `interlock run`, as a child process with its own instance name,
+/// pins and state directory. Killed and detached on drop.
+pub struct Daemon {
+    pub instance: String,
+    pub state_dir: PathBuf,
+    spec: DaemonSpec,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start(spec: DaemonSpec) -> Result<Daemon> {
+        let instance = unique("t");
+        let dir = std::env::temp_dir().join(format!("interlock-{instance}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("policy.yaml"), &spec.policy)?;
+        let mut d = Daemon {
+            state_dir: dir.join("state"),
+            instance,
+            spec,
+            dir,
+            child: None,
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// Changes the scopes used by the next [`Daemon::spawn`].
+    pub fn set_scopes(&mut self, scopes: Vec<String>) {
+        self.spec.scopes = scopes;
+    }
+
+    /// Starts the daemon process (again) and waits until it intercepts.
+    pub fn spawn(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(self.state_dir.join("runtime.json"));
+        let mut cmd = self.command_in(None);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))?;
+        cmd.stdout(Stdio::null()).stderr(log);
+        self.child = Some(cmd.spawn().context("spawn interlock")?);
+        self.wait_ready()
+    }
+
+    /// The `interlock run` command for this daemon; with `cgroup`, it runs inside it.
+    pub fn command_in(&self, cgroup: Option<&TestCgroup>) -> Command {
+        let bin = interlock_bin().unwrap_or_default();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--policy".into(),
+            self.dir.join("policy.yaml").display().to_string(),
+            "--instance".into(),
+            self.instance.clone(),
+            "--state-dir".into(),
+            self.state_dir.display().to_string(),
+        ];
+        for s in &self.spec.scopes {
+            args.push("--scope".into());
+            args.push(s.clone());
+        }
+        args.extend(self.spec.extra_args.iter().cloned());
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = match cgroup {
+            Some(cg) => cg.command(&bin, &arg_refs),
+            None => {
+                let mut c = Command::new(&bin);
+                c.args(&arg_refs);
+                c
+            }
+        };
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("INTERLOCK_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        cmd
+    }
+
+    /// Replaces the running child with one started by `cmd` (e.g. inside a cgroup).
+    pub fn spawn_with(&mut self, mut cmd: Command) -> Result<()> {
+        let _ = std::fs::remove_file(self.state_dir.join("runtime.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))?;
+        cmd.stdout(Stdio::null()).stderr(log);
+        self.child = Some(cmd.spawn()?);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.state_dir.join("runtime.json").exists() {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                bail!("interlock exited early ({status}); log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "interlock did not become ready in 30 s; log:\n{}",
+            self.log()
+        )
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The process id of the running daemon.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The listener address for `protocol` and family (`v4`: 127.0.0.1, else ::1).
+    pub fn listener(&self, protocol: &str, v4: bool) -> Result<SocketAddr> {
+        let rt: Value =
+            serde_json::from_slice(&std::fs::read(self.state_dir.join("runtime.json"))?)?;
+        let ls = rt["listeners"].as_array().context("no listeners")?;
+        for l in ls {
+            let a: SocketAddr = l["address"].as_str().context("address")?.parse()?;
+            if l["protocol"] == protocol && a.is_ipv4() == v4 {
+                return Ok(a);
+            }
+        }
+        bail!("no {protocol} listener")
+    }
+
+    /// Sends `signal` and waits for exit (with a bound).
+    pub fn signal_and_wait(&mut self, signal: i32) -> Result<std::process::ExitStatus> {
+        let child = self.child.as_mut().context("not running")?;
+        // SAFETY: kill with a pid we own and a valid signal number.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = child.try_wait()? {
+                self.child = None;
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!("daemon did not exit after signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every event logged so far.
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.state_dir.join("events.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (up to 10 s) until `pred` holds for the events, returns them.
+    pub fn wait_events(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ev = self.events();
+            if pred(&ev) {
+                return Ok(ev);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting for {what}; events: {ev:#?}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `interlock detach` for this instance and returns its stdout.
+    pub fn detach(&self) -> Result<String> {
+        let out = Command::new(interlock_bin()?)
+            .args(["detach", "--instance", &self.instance])
+            .output()?;
+        if !out.status.success() {
+            bail!("detach failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The pin directory of this instance.
+    pub fn pin_dir(&self) -> PathBuf {
+        Path::new("/sys/fs/bpf/interlock").join(&self.instance)
+    }
+
+    /// Number of entries in one of this instance's pinned maps (via bpftool).
+    pub fn map_entries(&self, map: &str) -> Result<usize> {
+        let path = self.pin_dir().join("maps").join(map);
+        let out = Command::new("bpftool")
+            .args(["--json", "map", "dump", "pinned"])
+            .arg(&path)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "bpftool map dump {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v.as_array().map(Vec::len).unwrap_or(0))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.detach();
+    }
+}

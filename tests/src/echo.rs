@@ -1,0 +1,41 @@
+//! A loopback echo server that tells each client who it saw.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener},
+};
+
+use anyhow::{Context as _, Result};
+
+/// A loopback TCP server that answers each connection with
+/// `echo <peer> <data>` once the client half-closes (or after each read, in
+/// `hold` mode when data does not end). Runs on threads until the test ends.
+pub struct EchoServer {
+    pub addr: SocketAddr,
+}
+
+impl EchoServer {
+    pub fn start(addr: &str) -> Result<EchoServer> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+        let addr = listener.local_addr()?;
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut s = stream;
+                    let peer = s.peer_addr().map(|p| p.to_string()).unwrap_or_default();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let reply = format!("echo {peer} {}", String::from_utf8_lossy(&buf[..n]));
+                        if s.write_all(reply.as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(EchoServer { addr })
+    }
+}
