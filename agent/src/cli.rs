@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     audit::{AuditOptions, Fsync},
     daemon::{DaemonOptions, FailureMode},
+    sinks::WebhookOptions,
 };
 
 /// interlock: intercept, attribute and control outbound connections of CI jobs.
@@ -37,6 +38,57 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Webhook endpoints.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+    /// Recorded sessions in the audit log (read-only).
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Print a session's recording as a transcript timed from its start.
+    Replay {
+        /// Session id or a unique prefix of it.
+        id: String,
+        /// State directory holding audit/.
+        #[arg(long, default_value = "/var/lib/interlock/default")]
+        state_dir: PathBuf,
+        /// Pace the entries in real time divided by X (2 = twice as fast); default: print at once.
+        #[arg(long, value_name = "X")]
+        speed: Option<f64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// One line per session: id, start, duration, target, destination, outcome, bytes, who.
+    List {
+        /// State directory holding audit/.
+        #[arg(long, default_value = "/var/lib/interlock/default")]
+        state_dir: PathBuf,
+        /// Only sessions started at or after an RFC 3339 UTC time or within a duration (1h, 30m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only sessions whose exe, argv, user, CI values or cgroup contain TEXT.
+        #[arg(long, value_name = "TEXT")]
+        identity: Option<String>,
+        /// Only sessions to this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything the log holds about one session.
+    Show {
+        /// Session id or a unique prefix of it.
+        id: String,
+        /// State directory holding audit/.
+        #[arg(long, default_value = "/var/lib/interlock/default")]
+        state_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +107,18 @@ pub enum AuditCommand {
         /// Trusted public key (hex); default: the key file beside the log.
         #[arg(long)]
         pubkey: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Send one signed test event to URL; print the receiver's status line and body.
+    Test {
+        #[arg(value_parser = webhook_url)]
+        url: reqwest::Url,
+        /// File of `whsec_` secrets (one a line); without it the request is unsigned.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
     },
 }
 
@@ -97,6 +161,22 @@ pub struct RunArgs {
     /// Size at which an audit segment file is rotated, in KiB.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
     pub audit_segment_kib: u64,
+    /// Webhook endpoint for every event (repeatable); needs --webhook-secret-file.
+    #[arg(long = "webhook", value_name = "URL", value_parser = webhook_url, requires = "webhook_secret_file")]
+    pub webhooks: Vec<reqwest::Url>,
+    /// File of `whsec_<base64>` secrets, one a line; each signs every request (key rotation).
+    #[arg(long, value_name = "PATH")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Events per webhook request (more than 1: a JSON array body).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub webhook_batch: u16,
+    /// Bound of each webhook endpoint's spool of undelivered events, in MiB (the oldest are dropped beyond it).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_spool_mib: u64,
+}
+
+fn webhook_url(s: &str) -> Result<reqwest::Url, String> {
+    crate::sinks::parse_url(s).map_err(|e| e.to_string())
 }
 
 fn ring_kib(s: &str) -> Result<u32, String> {
@@ -130,6 +210,12 @@ impl RunArgs {
                 fsync: self.audit_fsync,
                 segment_bytes: self.audit_segment_kib.saturating_mul(1024),
                 ..AuditOptions::default()
+            },
+            webhooks: WebhookOptions {
+                urls: self.webhooks.clone(),
+                secret_file: self.webhook_secret_file.clone(),
+                batch: usize::from(self.webhook_batch),
+                spool_bytes: self.webhook_spool_mib.saturating_mul(1 << 20),
             },
         }
     }
@@ -196,6 +282,32 @@ mod tests {
                 Cli::try_parse_from(["interlock", "run", "--process-ring-kib", bad]).unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn webhook_options_parse() {
+        let cli = Cli::try_parse_from([
+            "interlock",
+            "run",
+            "--webhook",
+            "https://a.example/h",
+            "--webhook",
+            "http://127.0.0.1:9/x",
+            "--webhook-secret-file",
+            "/s",
+            "--webhook-batch",
+            "10",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let w = args.options().webhooks;
+        assert_eq!(w.urls.len(), 2);
+        assert_eq!((w.batch, w.spool_bytes), (10, 256 << 20));
+        let err = Cli::try_parse_from(["interlock", "run", "--webhook", "ftp://x/"]).unwrap_err();
+        assert!(err.to_string().contains("ftp://x/"), "{err}");
+        assert!(Cli::try_parse_from(["interlock", "run", "--webhook", "https://a/"]).is_err());
     }
 
     #[test]

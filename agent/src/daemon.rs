@@ -18,6 +18,7 @@ use crate::{
     identity::ProcessTable,
     intercept::{Listeners, accept_loop},
     policy::{self, PolicyError},
+    sinks::{SinkError, WebhookOptions, Webhooks},
     targets,
 };
 
@@ -51,6 +52,8 @@ pub struct DaemonOptions {
     pub process_ring_bytes: u32,
     /// Audit log: fsync mode, segment size, checkpoint cadence.
     pub audit: AuditOptions,
+    /// Webhook endpoints, secrets, batching and spool bound.
+    pub webhooks: WebhookOptions,
 }
 
 /// Why the daemon could not run.
@@ -69,6 +72,8 @@ pub enum DaemonError {
     },
     #[error("cannot start the event log thread: {0}")]
     LogThread(std::io::Error),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
     #[error("cannot bind listeners: {0}")]
     Listen(std::io::Error),
 }
@@ -84,6 +89,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         path: opts.state_dir.clone(),
         source,
     })?;
+    // Secrets and spools are checked before anything is attached.
+    let (spools, deliveries) = Webhooks::open(&opts.webhooks, &opts.state_dir)?.into_parts();
     let runtime_file = opts.state_dir.join(RUNTIME_FILE);
     // A stale file from an earlier run must not look like readiness.
     let _ = std::fs::remove_file(&runtime_file);
@@ -134,6 +141,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
             .await
             .map_err(|e| DaemonError::LogThread(std::io::Error::other(e)))??
     };
+    let mut log = log;
+    log.add_spools(spools);
     let log_thread = log.spawn_thread().map_err(DaemonError::LogThread)?;
     let mut processes = ProcessTable::new(PathBuf::from("/proc"), PROCESS_TABLE_CAPACITY);
     if let Err(e) = processes.seed_from_proc() {
@@ -167,6 +176,9 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     write_runtime(&runtime_file, &opts.instance, &listeners)?;
 
     let mut background = tokio::task::JoinSet::new();
+    for d in deliveries {
+        background.spawn(d.run(ctx.events().clone(), ctx.shutdown().clone()));
+    }
     background.spawn(follow_lineage(ctx.clone()));
     for (protocol, listener) in listeners.into_inner() {
         background.spawn(accept_loop(ctx.clone(), protocol, listener));

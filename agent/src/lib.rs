@@ -11,6 +11,8 @@ pub mod ebpf;
 pub mod identity;
 pub mod intercept;
 pub mod policy;
+pub mod sessions;
+pub mod sinks;
 mod targets;
 mod tcp;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use interlock::cli::{AuditCommand, Cli, Command, PolicyCommand};
+use interlock::cli::{AuditCommand, Cli, Command, PolicyCommand, SessionsCommand, WebhookCommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -76,6 +76,49 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
+            })
+        }
+        Command::Sessions {
+            command:
+                SessionsCommand::List {
+                    state_dir,
+                    since,
+                    identity,
+                    target,
+                    json,
+                },
+        } => {
+            let now = std::time::SystemTime::now();
+            let filter = interlock::sessions::Filter::new(since.as_deref(), identity, target, now)?;
+            interlock::sessions::list(&state_dir, &filter, json, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sessions {
+            command: SessionsCommand::Show { id, state_dir },
+        } => {
+            interlock::sessions::show(&state_dir, &id, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            id,
+            state_dir,
+            speed,
+        } => {
+            interlock::sessions::replay(&state_dir, &id, speed, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhook {
+            command: WebhookCommand::Test { url, secret_file },
+        } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let (status, body) =
+                rt.block_on(interlock::sinks::send_test(&url, secret_file.as_deref()))?;
+            println!("{status}");
+            println!("{body}");
+            Ok(if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             })
         }
         Command::Policy {

@@ -3,6 +3,7 @@
 mod linker;
 mod mounts;
 mod packages;
+mod python;
 mod toolchain;
 
 pub(crate) use toolchain::EBPF_TOOLCHAIN;
@@ -36,6 +37,7 @@ fn steps(ws: &Workspace) -> Vec<Box<dyn Step>> {
         Box::new(linker::BpfLinker::new(ws)),
         Box::new(mounts::Bpffs),
         Box::new(mounts::Tracefs),
+        Box::new(python::StandardWebhooks),
     ]
 }
 

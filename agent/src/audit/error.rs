@@ -23,6 +23,16 @@ pub enum LogError {
     KeyMode { path: PathBuf, mode: u32 },
     #[error("public key `{0}` is not 64 hex digits of an ed25519 key")]
     PublicKey(String),
+    #[error(
+        "audit log {path} line {line}: {why}; run `interlock audit verify` to locate the damage"
+    )]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        why: &'static str,
+    },
+    #[error("no audit log in {0} (no audit/segment-*.jsonl); pass --state-dir")]
+    NoLog(PathBuf),
 }
 
 impl LogError {

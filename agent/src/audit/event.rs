@@ -5,10 +5,13 @@ use std::{net::SocketAddr, time::SystemTime};
 
 use serde::Serialize;
 
+use super::ocsf::Ocsf;
 use crate::intercept::FlowIdentity;
 
-/// One thing that happened, with when and where.
-#[derive(Debug, Serialize)]
+/// One thing that happened, with when and where. Serialized flat (`id`,
+/// `time`, `host`, `type`, the kind's fields) plus an `ocsf` object with its
+/// OCSF classification (docs/events.md).
+#[derive(Debug)]
 pub struct Event {
     /// Stable unique id (UUID v7, so ids sort by creation time).
     pub id: String,
@@ -16,8 +19,30 @@ pub struct Event {
     pub time: String,
     /// Host name of the machine the daemon runs on.
     pub host: String,
-    #[serde(flatten)]
     pub kind: EventKind,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// The wire form: the event's fields, then its OCSF classification.
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: &'a str,
+            time: &'a str,
+            host: &'a str,
+            #[serde(flatten)]
+            kind: &'a EventKind,
+            ocsf: Ocsf,
+        }
+        Wire {
+            id: &self.id,
+            time: &self.time,
+            host: &self.host,
+            kind: &self.kind,
+            ocsf: Ocsf::of(&self.kind, &self.time),
+        }
+        .serialize(s)
+    }
 }
 
 /// How a session ended.
@@ -92,6 +117,18 @@ pub enum EventKind {
     AuditTruncationDetected {
         checkpoint_seq: u64,
         last_seq: u64,
+    },
+    /// A webhook receiver answered 410 Gone: the endpoint (shown without
+    /// credentials or query) gets no more events, also after a restart.
+    WebhookDisabled {
+        endpoint: String,
+        status: u16,
+    },
+    /// A webhook endpoint's spool was full: its `dropped` oldest
+    /// undelivered events were discarded.
+    WebhookSpoolOverflow {
+        endpoint: String,
+        dropped: u64,
     },
 }
 

@@ -5,12 +5,15 @@
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::error;
+
+use crate::sinks::Spool;
 
 use super::{
     Event, EventKind, LogError,
@@ -59,6 +62,8 @@ pub struct EventLog {
     rx: mpsc::Receiver<Event>,
     /// Plain lines written since the last flush.
     plain_dirty: bool,
+    /// Webhook spools: each event is appended before it counts as handed off.
+    spools: Vec<Arc<Spool>>,
 }
 
 impl EventLog {
@@ -97,12 +102,18 @@ impl EventLog {
                 plain_path,
                 rx,
                 plain_dirty: false,
+                spools: Vec::new(),
             },
             EventSink {
                 host: host.into(),
                 tx,
             },
         ))
+    }
+
+    /// Also hands every event to these webhook spools (after its audit record).
+    pub fn add_spools(&mut self, spools: Vec<Arc<Spool>>) {
+        self.spools.extend(spools);
     }
 
     /// Writes events until every [`EventSink`] is dropped, then writes a
@@ -163,6 +174,18 @@ impl EventLog {
             error!(error = %e, path = %self.plain_path.display(), "cannot write event");
         }
         self.plain_dirty = true;
+        if !self.spools.is_empty() {
+            match serde_json::to_vec(ev) {
+                Ok(json) => {
+                    for s in &self.spools {
+                        if let Err(e) = s.append(&ev.id, &json) {
+                            error!(error = %e, "cannot spool event for a webhook");
+                        }
+                    }
+                }
+                Err(e) => error!(error = %e, "cannot encode event for webhooks"),
+            }
+        }
     }
 
     fn checkpoint(&mut self) {
@@ -181,6 +204,13 @@ impl EventLog {
             && let Err(e) = self.plain.flush()
         {
             error!(error = %e, path = %self.plain_path.display(), "cannot flush event file");
+        }
+        if self.chain.options().fsync != Fsync::Never {
+            for s in &self.spools {
+                if let Err(e) = s.sync() {
+                    error!(error = %e, "cannot sync a webhook spool");
+                }
+            }
         }
     }
 }

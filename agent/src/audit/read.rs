@@ -1,0 +1,96 @@
+//! Reading the events back out of the segments, for investigators
+//! (`interlock sessions`, `interlock replay`). Each line's own hash is
+//! checked, so an edited record is refused rather than shown; the full
+//! chain check (links, seq continuity, signatures) is `interlock audit verify`.
+
+use std::path::Path;
+
+use super::{
+    LogError,
+    record::{self, CHECKPOINT, LineError},
+    segment,
+    writer::AUDIT_DIR,
+};
+
+/// Every event in the audit log under `dir` (a state directory or its
+/// `audit/` directory), in log order, as JSON objects with their chain
+/// fields (`seq`, `prev`, `hash`). Checkpoint records are left out. A
+/// partial last line (a daemon that died mid-write) is ignored, as the
+/// daemon itself does on restart.
+///
+/// # Errors
+/// [`LogError::NoLog`] when there are no segments, [`LogError::Io`] when a
+/// segment cannot be read, [`LogError::Corrupt`] for a line that is not an
+/// intact record.
+pub fn read_events(dir: &Path) -> Result<Vec<serde_json::Value>, LogError> {
+    let sub = dir.join(AUDIT_DIR);
+    let audit = if sub.is_dir() { sub } else { dir.to_path_buf() };
+    let segments = segment::list(&audit).map_err(LogError::io(&audit))?;
+    if segments.is_empty() {
+        return Err(LogError::NoLog(dir.to_path_buf()));
+    }
+    let mut out = Vec::new();
+    for (_, path) in segments {
+        let bytes = std::fs::read(&path).map_err(LogError::io(&path))?;
+        let (lines, _partial) = segment::lines(&bytes);
+        for (line, text) in lines {
+            let parsed = record::parse(text).map_err(|e| LogError::Corrupt {
+                path: path.clone(),
+                line,
+                why: match e {
+                    LineError::Malformed => "not a well-formed record",
+                    LineError::HashMismatch(_) => "the record does not match its hash",
+                },
+            })?;
+            if parsed.kind != CHECKPOINT {
+                out.push(parsed.value);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditOptions, Event, EventKind, Fsync, writer::Chain};
+
+    #[test]
+    fn reads_events_skips_checkpoints_and_refuses_edits() {
+        let d = std::env::temp_dir().join(format!("audit-read-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        assert!(matches!(read_events(&d), Err(LogError::NoLog(_))));
+        let opts = AuditOptions {
+            fsync: Fsync::Never,
+            ..AuditOptions::default()
+        };
+        let mut c = Chain::open(&d, "host", opts).unwrap();
+        for r in ["a", "b"] {
+            let kind = EventKind::DaemonStopped {
+                instance: "i".into(),
+                reason: r.into(),
+            };
+            c.append_event(&Event::now("host", kind)).unwrap();
+        }
+        c.checkpoint().unwrap();
+        drop(c);
+        let ev = read_events(&d).unwrap();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[1]["reason"], "b");
+        assert_eq!(ev[1]["ocsf"]["class_uid"], 6002);
+        let seg = d.join(AUDIT_DIR).join(segment::name(1));
+        let text = std::fs::read_to_string(&seg).unwrap();
+        std::fs::write(
+            &seg,
+            text.replacen("\"reason\":\"b\"", "\"reason\":\"x\"", 1),
+        )
+        .unwrap();
+        let err = read_events(&d.join(AUDIT_DIR)).unwrap_err().to_string();
+        assert!(
+            err.contains("line 2") && err.contains("audit verify"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

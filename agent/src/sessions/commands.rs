@@ -1,0 +1,85 @@
+//! The investigator commands over a state directory's audit log:
+//! `sessions list`, `sessions show`, `replay`. Read-only.
+
+use std::{io::Write, path::Path};
+
+use super::{
+    error::SessionsError,
+    filter::{Filter, find},
+    recording::Recording,
+    render,
+};
+use crate::audit;
+
+fn recordings(state_dir: &Path) -> Result<Vec<Recording>, SessionsError> {
+    Ok(Recording::collect(audit::read_events(state_dir)?))
+}
+
+/// `interlock sessions list`: one line (or, with `json`, one JSON object)
+/// per session that passes `filter`, oldest first.
+///
+/// # Errors
+/// The log is missing, unreadable or damaged; `out` fails.
+pub fn list(
+    state_dir: &Path,
+    filter: &Filter,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), SessionsError> {
+    let recs = recordings(state_dir)?;
+    if !json {
+        writeln!(out, "{}", render::list_header())?;
+    }
+    for r in recs.iter().filter(|r| filter.matches(r)) {
+        if json {
+            writeln!(out, "{}", render::list_json(r))?;
+        } else {
+            writeln!(out, "{}", render::list_line(r))?;
+        }
+    }
+    Ok(())
+}
+
+/// `interlock sessions show ID`: everything the log holds about one
+/// session, `id` being a full id or a unique prefix.
+///
+/// # Errors
+/// Unknown id, ambiguous prefix, a missing or damaged log; `out` fails.
+pub fn show(state_dir: &Path, id: &str, out: &mut dyn Write) -> Result<(), SessionsError> {
+    let recs = recordings(state_dir)?;
+    let r = find(&recs, id, state_dir)?;
+    write!(out, "{}", render::show(r))?;
+    Ok(())
+}
+
+/// `interlock replay ID`: the session's records as a transcript timed from
+/// its start. With `speed`, entries are paced in real time divided by it
+/// (2.0 = twice as fast); without, printed at once.
+///
+/// # Errors
+/// As [`show`], and [`SessionsError::Speed`] for a speed that is not > 0.
+pub fn replay(
+    state_dir: &Path,
+    id: &str,
+    speed: Option<f64>,
+    out: &mut dyn Write,
+) -> Result<(), SessionsError> {
+    if let Some(s) = speed.filter(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(SessionsError::Speed(s));
+    }
+    let recs = recordings(state_dir)?;
+    let r = find(&recs, id, state_dir)?;
+    let mut prev = None;
+    for e in r.entries() {
+        if let (Some(speed), Some(prev)) = (speed, prev) {
+            std::thread::sleep(render::gap(prev, e).div_f64(speed));
+        }
+        writeln!(out, "{}", render::replay_line(r, e))?;
+        out.flush()?;
+        prev = Some(e);
+    }
+    if r.ended().is_none() {
+        writeln!(out, "{}", render::NO_END)?;
+    }
+    Ok(())
+}

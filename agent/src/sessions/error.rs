@@ -1,0 +1,33 @@
+//! Errors of the investigator commands (`interlock sessions`, `interlock replay`).
+
+use std::path::PathBuf;
+
+use crate::audit::LogError;
+
+/// A session could not be found, the log could not be read, or an argument is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionsError {
+    /// The audit log is missing, unreadable or damaged (the message suggests `audit verify`).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(
+        "no session `{id}` in the audit log under {dir}; `interlock sessions list` shows the ids"
+    )]
+    Unknown { id: String, dir: PathBuf },
+    #[error(
+        "session id prefix `{prefix}` is ambiguous: it matches {count} sessions ({examples}); give more characters"
+    )]
+    Ambiguous {
+        prefix: String,
+        count: usize,
+        examples: String,
+    },
+    #[error(
+        "--since `{0}`: not an RFC 3339 UTC time (2026-01-02T03:04:05Z) nor a duration (90s, 15m, 1h, 2days)"
+    )]
+    Since(String),
+    #[error("--speed {0}: must be a number greater than 0")]
+    Speed(f64),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}

@@ -1,0 +1,313 @@
+//! Delivery of one endpoint's spool: signed POSTs in event order, retried
+//! with exponential backoff and jitter (honouring `Retry-After`), 410 Gone
+//! disables the endpoint. Runs as its own task, so sessions never wait on it.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use reqwest::{StatusCode, Url};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Secrets, SinkError, Spool, spool::Batch};
+use crate::audit::{EventKind, EventSink};
+
+const FIRST_DELAY: Duration = Duration::from_millis(500);
+const MAX_DELAY: Duration = Duration::from_secs(60);
+/// A `Retry-After` beyond this is capped (a receiver cannot park us for days).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an idle task looks at the spool without being woken.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// The HTTP client every request uses (rustls, timeouts on every request).
+///
+/// # Errors
+/// [`SinkError::Client`] if the TLS backend cannot be set up.
+pub fn client() -> Result<reqwest::Client, SinkError> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!("interlock/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(SinkError::Client)
+}
+
+/// `url` without credentials or query, safe for events and logs.
+pub fn display_url(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+/// Delay before retry `attempt` (0-based): 0.5 s doubling to 60 s, +-20% jitter.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = FIRST_DELAY
+        .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
+        .min(MAX_DELAY);
+    let mut r = [0u8; 2];
+    let _ = getrandom::fill(&mut r);
+    // 0.8 ..= 1.2
+    let factor = 0.8 + 0.4 * f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX);
+    base.mul_f64(factor)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form falls back to backoff).
+pub(crate) fn retry_after(value: Option<&str>) -> Option<Duration> {
+    let secs: u64 = value?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// One endpoint's delivery task.
+pub struct Delivery {
+    pub(crate) url: Url,
+    pub(crate) label: String,
+    pub(crate) secrets: Secrets,
+    pub(crate) batch: usize,
+    pub(crate) spool: Arc<Spool>,
+    pub(crate) client: reqwest::Client,
+}
+
+enum Outcome {
+    Delivered,
+    Gone(u16),
+    Retry(Option<Duration>),
+}
+
+impl Delivery {
+    /// Delivers until `shutdown`; undelivered events stay in the spool for
+    /// the next run. Overflow and 410 are reported through `events`.
+    pub async fn run(self, events: EventSink, shutdown: CancellationToken) {
+        if self.spool.is_disabled() {
+            info!(endpoint = %self.label, "webhook endpoint disabled (410 earlier); not delivering");
+            return;
+        }
+        loop {
+            self.report_overflow(&events).await;
+            let batch = match self.spool.peek(self.batch) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(endpoint = %self.label, error = %e, "cannot read webhook spool");
+                    None
+                }
+            };
+            let Some(batch) = batch else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.spool.appended() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            };
+            let mut attempt = 0u32;
+            loop {
+                let outcome = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    o = self.send(&batch) => o,
+                };
+                let delay = match outcome {
+                    Outcome::Delivered => {
+                        if let Err(e) = self.spool.ack(batch.end) {
+                            warn!(endpoint = %self.label, error = %e, "cannot record webhook delivery");
+                        }
+                        break;
+                    }
+                    Outcome::Gone(status) => {
+                        warn!(endpoint = %self.label, status, "webhook receiver is gone: endpoint disabled");
+                        if let Err(e) = self.spool.disable(status) {
+                            warn!(endpoint = %self.label, error = %e, "cannot persist disabled endpoint");
+                        }
+                        let _ = events
+                            .emit(EventKind::WebhookDisabled {
+                                endpoint: self.label.clone(),
+                                status,
+                            })
+                            .await;
+                        return;
+                    }
+                    Outcome::Retry(after) => after.unwrap_or_else(|| backoff(attempt)),
+                };
+                attempt = attempt.saturating_add(1);
+                self.report_overflow(&events).await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+
+    async fn report_overflow(&self, events: &EventSink) {
+        let dropped = self.spool.take_dropped();
+        if dropped > 0 {
+            warn!(endpoint = %self.label, dropped, "webhook spool full: oldest events dropped");
+            let _ = events
+                .emit(EventKind::WebhookSpoolOverflow {
+                    endpoint: self.label.clone(),
+                    dropped,
+                })
+                .await;
+        }
+    }
+
+    async fn send(&self, batch: &Batch) -> Outcome {
+        let (id, body) = batch_body(batch);
+        match post(&self.client, &self.url, Some(&self.secrets), &id, body).await {
+            Ok(resp) => {
+                let status = resp.status();
+                if status.is_success() {
+                    Outcome::Delivered
+                } else if status == StatusCode::GONE {
+                    Outcome::Gone(status.as_u16())
+                } else {
+                    warn!(endpoint = %self.label, status = status.as_u16(), "webhook rejected; retrying");
+                    let honour = status == StatusCode::TOO_MANY_REQUESTS
+                        || status == StatusCode::SERVICE_UNAVAILABLE;
+                    Outcome::Retry(
+                        honour
+                            .then(|| {
+                                retry_after(
+                                    resp.headers()
+                                        .get(reqwest::header::RETRY_AFTER)
+                                        .and_then(|v| v.to_str().ok()),
+                                )
+                            })
+                            .flatten(),
+                    )
+                }
+            }
+            Err(e) => {
+                warn!(endpoint = %self.label, error = %e, "webhook delivery failed; retrying");
+                Outcome::Retry(None)
+            }
+        }
+    }
+}
+
+/// The `webhook-id` and body of a batch: one event as itself, several as a
+/// JSON array with id `<first event id>_<count>`.
+pub(crate) fn batch_body(batch: &Batch) -> (String, Vec<u8>) {
+    let first = batch.ids.first().cloned().unwrap_or_default();
+    if let ([body], 1) = (batch.bodies.as_slice(), batch.ids.len()) {
+        return (first, body.clone());
+    }
+    let mut body = vec![b'['];
+    for (i, b) in batch.bodies.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b);
+    }
+    body.push(b']');
+    (format!("{first}_{}", batch.ids.len()), body)
+}
+
+/// POSTs `body` with the Standard Webhooks headers (signed when `secrets`).
+///
+/// # Errors
+/// [`SinkError::Request`] on connection failure or timeout.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &Url,
+    secrets: Option<&Secrets>,
+    id: &str,
+    body: Vec<u8>,
+) -> Result<reqwest::Response, SinkError> {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut req = client
+        .post(url.clone())
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string());
+    if let Some(s) = secrets {
+        req = req.header("webhook-signature", s.signature(id, ts, &body));
+    }
+    req.body(body).send().await.map_err(SinkError::Request)
+}
+
+/// `interlock webhook test`: POSTs one test event (signed with the secrets
+/// in `secret_file`, if given) and returns the receiver's status and body.
+///
+/// # Errors
+/// [`SinkError`] for the secret file, the client, or a failed request.
+pub async fn send_test(
+    url: &Url,
+    secret_file: Option<&std::path::Path>,
+) -> Result<(StatusCode, String), SinkError> {
+    let secrets = secret_file.map(Secrets::load).transpose()?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let body = serde_json::json!({
+        "id": id,
+        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "type": "webhook_test",
+    });
+    let resp = post(
+        &client()?,
+        url,
+        secrets.as_ref(),
+        &id,
+        body.to_string().into_bytes(),
+    )
+    .await?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(SinkError::Request)?;
+    Ok((status, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_bounded_jitter() {
+        for _ in 0..200 {
+            let d = backoff(0).as_secs_f64();
+            assert!((0.4..=0.6).contains(&d), "{d}");
+            let d = backoff(3).as_secs_f64();
+            assert!((3.2..=4.8).contains(&d), "{d}");
+            let d = backoff(40).as_secs_f64();
+            assert!((48.0..=72.0).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_only() {
+        assert_eq!(retry_after(Some("7")), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(Some(" 0 ")), Some(Duration::ZERO));
+        assert_eq!(retry_after(Some("99999")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after(Some("-1")), None);
+        assert_eq!(retry_after(None), None);
+    }
+
+    #[test]
+    fn batches_get_a_derived_id_and_an_array_body() {
+        let one = Batch {
+            ids: vec!["a".into()],
+            bodies: vec![b"{}".to_vec()],
+            end: 0,
+        };
+        assert_eq!(batch_body(&one), ("a".into(), b"{}".to_vec()));
+        let two = Batch {
+            ids: vec!["a".into(), "b".into()],
+            bodies: vec![b"{\"x\":1}".to_vec(), b"{}".to_vec()],
+            end: 0,
+        };
+        assert_eq!(batch_body(&two), ("a_2".into(), b"[{\"x\":1},{}]".to_vec()));
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        let u = Url::parse("https://user:pw@siem.example/hook?token=abc").unwrap();
+        assert_eq!(display_url(&u), "https://siem.example/hook");
+    }
+}
