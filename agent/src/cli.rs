@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    audit::{AuditOptions, Fsync},
+    audit::{AuditOptions, Fsync, Rotation},
     daemon::{DaemonOptions, FailureMode},
     sinks::WebhookOptions,
 };
@@ -161,6 +161,12 @@ pub struct RunArgs {
     /// Size at which an audit segment file is rotated, in KiB.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
     pub audit_segment_kib: u64,
+    /// Size at which events.jsonl (the JSONL sink) is rotated, in KiB.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events_file_kib: u64,
+    /// Rotated events.jsonl files kept (events.jsonl.1 is the newest).
+    #[arg(long, default_value_t = 5)]
+    pub events_file_keep: u32,
     /// Webhook endpoint for every event (repeatable); needs --webhook-secret-file.
     #[arg(long = "webhook", value_name = "URL", value_parser = webhook_url, requires = "webhook_secret_file")]
     pub webhooks: Vec<reqwest::Url>,
@@ -210,6 +216,10 @@ impl RunArgs {
                 fsync: self.audit_fsync,
                 segment_bytes: self.audit_segment_kib.saturating_mul(1024),
                 ..AuditOptions::default()
+            },
+            events_file: Rotation {
+                max_bytes: self.events_file_kib.saturating_mul(1024),
+                keep: self.events_file_keep,
             },
             webhooks: WebhookOptions {
                 urls: self.webhooks.clone(),

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    audit::{AuditOptions, EventKind, EventLog, LogError},
+    audit::{AuditOptions, EventKind, EventLog, LogError, Rotation},
     context::AppContext,
     ebpf::{self, Kernel, KernelError, LoadOptions, monotonic_ns},
     identity::ProcessTable,
@@ -52,6 +52,8 @@ pub struct DaemonOptions {
     pub process_ring_bytes: u32,
     /// Audit log: fsync mode, segment size, checkpoint cadence.
     pub audit: AuditOptions,
+    /// Rotation of the JSONL file sink (`events.jsonl`).
+    pub events_file: Rotation,
     /// Webhook endpoints, secrets, batching and spool bound.
     pub webhooks: WebhookOptions,
 }
@@ -136,8 +138,13 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     let host = hostname();
     // Opening reads the chain's tail and may seal it: blocking file I/O.
     let (log, events) = {
-        let (dir, host, audit) = (opts.state_dir.clone(), host.clone(), opts.audit.clone());
-        tokio::task::spawn_blocking(move || EventLog::open(&dir, &host, audit))
+        let (dir, host, audit, rotation) = (
+            opts.state_dir.clone(),
+            host.clone(),
+            opts.audit.clone(),
+            opts.events_file,
+        );
+        tokio::task::spawn_blocking(move || EventLog::open(&dir, &host, audit, rotation))
             .await
             .map_err(|e| DaemonError::LogThread(std::io::Error::other(e)))??
     };

@@ -183,9 +183,37 @@ impl Daemon {
         }
     }
 
+    /// The JSONL sink's text, rotated files first (oldest to newest).
+    pub fn events_text(&self) -> String {
+        let base = self.state_dir.join("events.jsonl");
+        let mut rotated: Vec<(u32, PathBuf)> = std::fs::read_dir(&self.state_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter_map(|p| {
+                        let n = p
+                            .file_name()?
+                            .to_str()?
+                            .strip_prefix("events.jsonl.")?
+                            .parse()
+                            .ok()?;
+                        Some((n, p))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // events.jsonl.1 is the newest rotated file.
+        rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let mut text = String::new();
+        for (_, p) in rotated {
+            text.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+        }
+        text.push_str(&std::fs::read_to_string(base).unwrap_or_default());
+        text
+    }
+
     /// Every event logged so far.
     pub fn events(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.state_dir.join("events.jsonl")).unwrap_or_default();
+        let text = self.events_text();
         text.lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()

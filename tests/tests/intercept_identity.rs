@@ -57,7 +57,7 @@ fn sessions_carry_exact_identity_and_only_allow_listed_ci_variables() -> Result<
     assert!(ci.keys().all(|k| k != "SECRET_TOKEN"), "{ci:?}");
 
     // The secret is nowhere: not in any event, not in the daemon's log.
-    let raw = std::fs::read_to_string(d.state_dir.join("events.jsonl"))?;
+    let raw = d.events_text();
     assert!(!raw.contains(secret), "secret leaked into the event log");
     assert!(
         !raw.contains("SECRET_TOKEN"),

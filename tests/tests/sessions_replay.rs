@@ -252,3 +252,38 @@ fn sessions_list_show_and_replay_read_the_audit_log() -> Result<()> {
     std::fs::remove_dir_all(&copy)?;
     Ok(())
 }
+
+#[test]
+fn the_jsonl_sink_rotates_by_size_and_loses_no_line() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let server = EchoServer::start("127.0.0.2:0")?;
+    let cg = TestCgroup::new("rotate")?;
+    // 4 KiB files, two kept: a few dozen sessions rotate several times.
+    let mut d = Daemon::start(DaemonSpec::tcp(
+        &cg,
+        &[server.addr.port()],
+        &["--events-file-kib", "4", "--events-file-keep", "2"],
+    ))?;
+    let reply = client_in(&cg, &["loop", &server.addr.to_string(), "12"], &[])?;
+    assert_eq!(reply, "done 12 0");
+    // Older lines are rotated away by design; stop so the newest are final.
+    assert!(d.signal_and_wait(libc::SIGTERM)?.success());
+    for f in ["events.jsonl", "events.jsonl.1", "events.jsonl.2"] {
+        let len = std::fs::metadata(d.state_dir.join(f))?.len();
+        assert!(len > 0 && len <= 4096, "{f}: {len} bytes");
+    }
+    assert!(
+        !d.state_dir.join("events.jsonl.3").exists(),
+        "only two rotated files kept"
+    );
+    // What remains is contiguous: the seqs across the kept files have no gap.
+    let seqs: Vec<u64> = d
+        .events()
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    Ok(())
+}

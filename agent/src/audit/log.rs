@@ -1,13 +1,9 @@
 //! The event log task: one writer thread, a bounded channel in front of it.
 //! Each event becomes a record of the hash chain (see `writer`), and is
-//! also appended as a plain JSON line to `<state dir>/events.jsonl`.
+//! also appended as a plain JSON line to `<state dir>/events.jsonl` (the
+//! JSONL sink, rotated by size: see `jsonl`).
 
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -17,6 +13,7 @@ use crate::sinks::Spool;
 
 use super::{
     Event, EventKind, LogError,
+    jsonl::{JsonlFile, Rotation},
     writer::{AuditOptions, Chain, Fsync},
 };
 
@@ -57,8 +54,7 @@ struct Plain<'a> {
 /// The writer side; run it with [`EventLog::spawn_thread`].
 pub struct EventLog {
     chain: Chain,
-    plain: std::io::BufWriter<std::fs::File>,
-    plain_path: PathBuf,
+    plain: JsonlFile,
     rx: mpsc::Receiver<Event>,
     /// Plain lines written since the last flush.
     plain_dirty: bool,
@@ -78,19 +74,11 @@ impl EventLog {
         state_dir: &Path,
         host: &str,
         opts: AuditOptions,
+        rotation: Rotation,
     ) -> Result<(EventLog, EventSink), LogError> {
         let chain = Chain::open(state_dir, host, opts)?;
         let plain_path = state_dir.join(EVENTS_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&plain_path)
-            .map_err(|source| LogError::Open {
-                path: plain_path.clone(),
-                source,
-            })?;
-        end_partial_line(&file).map_err(|source| LogError::Open {
+        let plain = JsonlFile::open(&plain_path, rotation).map_err(|source| LogError::Open {
             path: plain_path.clone(),
             source,
         })?;
@@ -98,8 +86,7 @@ impl EventLog {
         Ok((
             EventLog {
                 chain,
-                plain: std::io::BufWriter::new(file),
-                plain_path,
+                plain,
                 rx,
                 plain_dirty: false,
                 spools: Vec::new(),
@@ -168,10 +155,10 @@ impl EventLog {
             .map_err(std::io::Error::from)
             .and_then(|mut line| {
                 line.push(b'\n');
-                self.plain.write_all(&line)
+                self.plain.append(&line)
             });
         if let Err(e) = r {
-            error!(error = %e, path = %self.plain_path.display(), "cannot write event");
+            error!(error = %e, path = %self.plain.path().display(), "cannot write event");
         }
         self.plain_dirty = true;
         if !self.spools.is_empty() {
@@ -203,7 +190,7 @@ impl EventLog {
         if std::mem::take(&mut self.plain_dirty)
             && let Err(e) = self.plain.flush()
         {
-            error!(error = %e, path = %self.plain_path.display(), "cannot flush event file");
+            error!(error = %e, path = %self.plain.path().display(), "cannot flush event file");
         }
         if self.chain.options().fsync != Fsync::Never {
             for s in &self.spools {
@@ -213,21 +200,4 @@ impl EventLog {
             }
         }
     }
-}
-
-/// Ends an incomplete last line (a crash mid-write) so that the next event
-/// starts a line of its own.
-fn end_partial_line(mut file: &std::fs::File) -> std::io::Result<()> {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1))?;
-    file.read_exact(&mut last)?;
-    if last != *b"\n" {
-        file.write_all(b"\n")?;
-    }
-    Ok(())
 }

@@ -2,11 +2,12 @@
 //! produce [`Event`]s through an [`EventSink`]; the log thread appends each
 //! as a hash-chained record to segment files under `<state dir>/audit/`,
 //! with checkpoints signed by the host's ed25519 key, and as a plain JSON
-//! line to `<state dir>/events.jsonl`. [`verify`] checks a log offline.
+//! line to `<state dir>/events.jsonl` (the JSONL sink, rotated by size). [`verify`] checks a log offline.
 //! Record format and recovery: docs/design-notes.md, "Audit log".
 
 mod error;
 mod event;
+mod jsonl;
 mod key;
 mod log;
 mod ocsf;
@@ -20,6 +21,7 @@ mod writer;
 
 pub use error::LogError;
 pub use event::{Event, EventKind, SessionOutcome};
+pub use jsonl::Rotation;
 pub use log::{EventLog, EventSink};
 pub use read::read_events;
 pub use report::{Problem, Report, Tamper};
