@@ -19,11 +19,24 @@ pub fn cgroup2_mount() -> Result<PathBuf, KernelError> {
 }
 
 fn find_cgroup2(mounts: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|line| {
+    entries(mounts).find_map(|(dir, fstype)| (fstype == "cgroup2").then(|| PathBuf::from(dir)))
+}
+
+/// (mount point, filesystem type) of each /proc/mounts line.
+fn entries(mounts: &str) -> impl Iterator<Item = (String, &str)> {
+    mounts.lines().filter_map(|line| {
         let mut f = line.split_whitespace();
         let (_dev, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(unescape_octal(dir)))
+        Some((unescape_octal(dir), fstype))
     })
+}
+
+/// Whether a filesystem of `fstype` is mounted at `dir` (false if
+/// /proc/mounts is unreadable).
+pub(super) fn is_mounted(fstype: &str, dir: &str) -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .map(|m| entries(&m).any(|(d, t)| d == dir && t == fstype))
+        .unwrap_or(false)
 }
 
 /// /proc/mounts escapes spaces and friends as `\040`.
@@ -84,6 +97,12 @@ mod tests {
             find_cgroup2("cgroup2 /a\\040b cgroup2 rw 0 0"),
             Some(PathBuf::from("/a b"))
         );
+        assert!(entries(mounts).any(|(d, t)| d == "/sys/fs/cgroup/cpu" && t == "cgroup"));
+        assert!(
+            is_mounted("proc", "/proc"),
+            "this machine has /proc mounted"
+        );
+        assert!(!is_mounted("proc", "/no/such/mount"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use aya::{
 use tracing::{info, warn};
 
 use super::{
-    KernelError, KernelMaps, ProcessEventStream,
+    KernelError, KernelMaps, ProcessEventStream, cgroup,
     lineage::{self, TRACEFS},
 };
 
@@ -280,22 +280,10 @@ fn unpin_unwanted(links_dir: &Path, wanted: &[PathBuf]) {
     }
 }
 
-fn is_mounted(fstype: &str, dir: &str) -> bool {
-    std::fs::read_to_string("/proc/mounts")
-        .map(|m| {
-            m.lines().any(|l| {
-                let mut f = l.split_whitespace();
-                let (_, d, t) = (f.next(), f.next(), f.next());
-                d == Some(dir) && t == Some(fstype)
-            })
-        })
-        .unwrap_or(false)
-}
-
 /// Mounts `fstype` at `dir` unless it is there (bpffs for pins, tracefs for
 /// tracepoint formats; fresh hosts often have neither).
 fn ensure_mounted(fstype: &'static str, dir: &'static str) -> Result<(), KernelError> {
-    if is_mounted(fstype, dir) {
+    if cgroup::is_mounted(fstype, dir) {
         return Ok(());
     }
     let fail = |message: String| KernelError::Mount {
