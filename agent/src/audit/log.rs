@@ -149,30 +149,27 @@ impl EventLog {
         if self.chain.since_checkpoint() >= self.chain.options().checkpoint_every {
             self.checkpoint();
         }
+        // Serialized once: the same line (the event plus its seq) goes to
+        // events.jsonl and, as the body, to every webhook spool.
+        let mut line = match serde_json::to_vec(&Plain { seq, event: ev }) {
+            Ok(line) => line,
+            Err(e) => {
+                error!(error = %e, "cannot encode event");
+                return;
+            }
+        };
+        for s in &self.spools {
+            if let Err(e) = s.append(&ev.id, &line) {
+                error!(error = %e, "cannot spool event for a webhook");
+            }
+        }
         // One write_all per whole line: the buffer is never flushed mid-line,
         // so a crash leaves whole lines only.
-        let r = serde_json::to_vec(&Plain { seq, event: ev })
-            .map_err(std::io::Error::from)
-            .and_then(|mut line| {
-                line.push(b'\n');
-                self.plain.append(&line)
-            });
-        if let Err(e) = r {
+        line.push(b'\n');
+        if let Err(e) = self.plain.append(&line) {
             error!(error = %e, path = %self.plain.path().display(), "cannot write event");
         }
         self.plain_dirty = true;
-        if !self.spools.is_empty() {
-            match serde_json::to_vec(ev) {
-                Ok(json) => {
-                    for s in &self.spools {
-                        if let Err(e) = s.append(&ev.id, &json) {
-                            error!(error = %e, "cannot spool event for a webhook");
-                        }
-                    }
-                }
-                Err(e) => error!(error = %e, "cannot encode event for webhooks"),
-            }
-        }
     }
 
     fn checkpoint(&mut self) {
