@@ -212,3 +212,28 @@ fn an_upstream_reset_ends_only_its_own_session() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn an_unreachable_upstream_resets_the_client_and_is_reported() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    // A port on 127.0.0.2 with nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.2:0")?.local_addr()?;
+    let cg = TestCgroup::new("unreachable")?;
+    let d = Daemon::start(DaemonSpec::tcp(&cg, &[closed.port()], &[]))?;
+    // A client that waits for the server to speak first (as SSH clients do).
+    let reply = client_in(&cg, &["read", &closed.to_string()], &[])?;
+    assert!(
+        reply.starts_with("err ConnectionReset"),
+        "a reset, not an orderly close: {reply}"
+    );
+    let ev = d.wait_events("the end", |e| !of_type(e, "session_ended").is_empty())?;
+    let end = of_type(&ev, "session_ended")[0];
+    assert_eq!(end["outcome"], "upstream_unreachable", "{end}");
+    assert!(
+        end["error"].as_str().unwrap_or("").contains("refused"),
+        "{end}"
+    );
+    Ok(())
+}

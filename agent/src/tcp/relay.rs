@@ -41,14 +41,20 @@ pub async fn relay(ctx: AppContext, session_id: String, identity: FlowIdentity, 
 
     let (outcome, error) =
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
-            Err(_) => (
-                SessionOutcome::UpstreamUnreachable,
-                Some(format!("connect to {dst} timed out")),
-            ),
-            Ok(Err(e)) => (
-                SessionOutcome::UpstreamUnreachable,
-                Some(format!("connect to {dst}: {e}")),
-            ),
+            Err(_) => {
+                reset(&client);
+                (
+                    SessionOutcome::UpstreamUnreachable,
+                    Some(format!("connect to {dst} timed out")),
+                )
+            }
+            Ok(Err(e)) => {
+                reset(&client);
+                (
+                    SessionOutcome::UpstreamUnreachable,
+                    Some(format!("connect to {dst}: {e}")),
+                )
+            }
             Ok(Ok(upstream)) => {
                 let _ = client.set_nodelay(true);
                 let _ = upstream.set_nodelay(true);
@@ -81,6 +87,13 @@ pub async fn relay(ctx: AppContext, session_id: String, identity: FlowIdentity, 
             error,
         })
         .await;
+}
+
+/// Makes closing `client` send a reset: the daemon accepted it before it
+/// knew the upstream was unreachable, and a reset is what a direct connect
+/// would have seen, not an orderly close with no data.
+fn reset(client: &TcpStream) {
+    let _ = client.set_zero_linger();
 }
 
 /// Copies until EOF, then half-closes the writer so the other side sees EOF too.

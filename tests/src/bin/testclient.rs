@@ -5,6 +5,7 @@
 //!   testclient echo ADDR MSG            one connection: send MSG, print the reply
 //!   testclient loop ADDR N              N short connections, prints "done OK FAILED"
 //!   testclient hold ADDR SECS MSG       one connection kept open SECS, sending MSG every 100 ms
+//!   testclient read ADDR                one connection that sends nothing and reads until EOF
 
 use std::{
     io::{Read as _, Write as _},
@@ -56,6 +57,18 @@ fn main() -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_millis(100));
             }
             println!("ok {rounds} rounds");
+        }
+        "read" => {
+            let r = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            });
+            match r {
+                Ok(reply) => println!("ok {reply}"),
+                Err(e) => println!("err {:?} {e}", e.kind()),
+            }
         }
         other => anyhow::bail!("unknown command {other}"),
     }
