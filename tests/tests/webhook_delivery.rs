@@ -314,6 +314,9 @@ fn spooled_events_survive_sigkill() -> Result<()> {
     d.signal_and_wait(libc::SIGKILL)?;
     let rx = Receiver::start(port, Mode::Status(200))?;
     d.spawn()?;
+    // The restarted daemon's own first event must be logged (within 100 ms)
+    // before "everything logged was delivered" means anything new.
+    d.wait_events("the restart", |e| of_type(e, "daemon_started").len() == 2)?;
     let events = wait_all_delivered(&d, &rx, Duration::from_secs(60))?;
     assert!(events.len() > before.len());
     let got = rx.got();
