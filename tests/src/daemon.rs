@@ -228,9 +228,17 @@ impl Daemon {
                 return Ok(ev);
             }
             if Instant::now() > deadline {
+                // Only the tail: a long test has hundreds of thousands of events.
+                let tail = &ev[ev.len().saturating_sub(20)..];
+                let log = self.log();
+                let from = (log.len().saturating_sub(8000)..log.len())
+                    .find(|i| log.is_char_boundary(*i))
+                    .unwrap_or(log.len());
+                let log_tail = &log[from..];
                 bail!(
-                    "timed out waiting for {what}; events: {ev:#?}\nlog:\n{}",
-                    self.log()
+                    "timed out waiting for {what}; {} events, the last {}: {tail:#?}\nlog (end):\n{log_tail}",
+                    ev.len(),
+                    tail.len()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));

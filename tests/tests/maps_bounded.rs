@@ -10,7 +10,13 @@ fn one_hundred_thousand_short_connections_leave_the_maps_empty() -> Result<()> {
     }
     let server = EchoServer::start("127.0.0.2:0")?;
     let cg = TestCgroup::new("bounded")?;
-    let d = Daemon::start(DaemonSpec::tcp(&cg, &[server.addr.port()], &[]))?;
+    // ~200,000 events of ~2.5 KB: keep enough rotated events.jsonl files
+    // that every session_ended the test counts is still there.
+    let d = Daemon::start(DaemonSpec::tcp(
+        &cg,
+        &[server.addr.port()],
+        &["--events-file-keep", "64"],
+    ))?;
     let before = (d.map_entries("FLOWS")?, d.map_entries("PEERS")?);
     let n: u64 = std::env::var("INTERLOCK_TEST_CONNECTIONS")
         .ok()
