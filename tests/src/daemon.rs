@@ -287,5 +287,10 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         let _ = self.detach();
+        // State dirs can reach a gigabyte (the 100k test); set
+        // INTERLOCK_TEST_KEEP to keep them for a look after a failure.
+        if std::env::var_os("INTERLOCK_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
