@@ -219,6 +219,16 @@ impl Daemon {
             .collect()
     }
 
+    /// Counts the events of one type without parsing every line, which
+    /// matters for tests that produce hundreds of thousands of them.
+    pub fn count_events(&self, ty: &str) -> u64 {
+        let needle = format!("\"type\":\"{ty}\"");
+        self.events_text()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count() as u64
+    }
+
     /// Waits (up to 10 s) until `pred` holds for the events, returns them.
     pub fn wait_events(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -28,9 +28,15 @@ fn one_hundred_thousand_short_connections_leave_the_maps_empty() -> Result<()> {
         &[],
     )?;
     assert_eq!(reply, format!("done {n} 0"));
-    d.wait_events("all sessions ended", |e| {
-        of_type(e, "session_ended").len() as u64 == n
-    })?;
+    // On a loaded 2-core machine the daemon's event writer can trail the
+    // clients by a while; this is a liveness bound, not a timing claim.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let mut ended = d.count_events("session_ended");
+    while ended < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        ended = d.count_events("session_ended");
+    }
+    assert_eq!(ended, n, "session_ended events after {n} connections");
     let after = (d.map_entries("FLOWS")?, d.map_entries("PEERS")?);
     assert_eq!(
         after, before,
