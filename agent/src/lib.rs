@@ -8,6 +8,7 @@ pub mod cli;
 mod context;
 pub mod daemon;
 pub mod ebpf;
+pub mod gate;
 pub mod identity;
 pub mod intercept;
 pub mod policy;

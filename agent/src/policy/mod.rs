@@ -3,9 +3,11 @@
 //! typed values; nothing after [`load`] parses strings again.
 
 mod error;
+mod facts;
 mod file;
 mod target;
 
 pub use error::PolicyError;
+pub use facts::{CommandKind, StatementClass};
 pub use file::{Policy, load, parse};
 pub use target::{AddressMatch, Endpoint, Protocol, Target, TargetId};

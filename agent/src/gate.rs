@@ -1,0 +1,175 @@
+//! The one interface every protocol session uses to ask for decisions and to
+//! report what happened (warpgate-style: protocols word replies, the gate
+//! decides and records). A session gets one [`Gate`] for its lifetime; the
+//! daemon's implementation evaluates the policy for the session's identity,
+//! registers holds with the approval registry and turns records into audit
+//! events. Tests plug in their own implementation.
+
+use std::{future::Future, pin::Pin, time::SystemTime};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+pub use crate::policy::{CommandKind, StatementClass};
+
+/// What a session asks about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Opening the session itself (decided once, before anything is relayed).
+    Session,
+    /// One SQL statement, as the client sent it, with its classes.
+    Statement {
+        text: String,
+        classes: Vec<StatementClass>,
+    },
+    /// One SSH request: an exec command, a shell, a subsystem, a file
+    /// operation, a forwarding request.
+    Command { kind: CommandKind, text: String },
+}
+
+/// The gate's answer.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Go ahead. `mask` lists the masking rules that apply to this request's
+    /// results (empty: none).
+    Allow {
+        rule: Option<String>,
+        mask: Vec<MaskRule>,
+    },
+    /// Refuse with `message` (for the client), naming `rule`.
+    Block { rule: String, message: String },
+    /// Wait for a human: tell the client about `held.approval_id`, then await
+    /// [`Held::outcome`].
+    Hold(Held),
+}
+
+/// A masking instruction from policy (the PostgreSQL issue fills this in).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MaskRule {
+    /// The deciding rule's name.
+    pub rule: String,
+    /// `schema.table.column` globs whose values are masked.
+    pub columns: Vec<String>,
+    /// Value detectors (`email`, `card`, `aws_key`, `jwt`, `private_key`, or
+    /// `regex:<pattern>`) applied to every text value.
+    pub detectors: Vec<String>,
+}
+
+/// How a hold ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldOutcome {
+    Approved { by: String, reason: Option<String> },
+    Denied { by: String, reason: Option<String> },
+    Expired,
+    /// The daemon is shutting down or the registry went away: treat as denied.
+    Withdrawn,
+}
+
+/// A request waiting for approval. Dropping it withdraws the request
+/// (e.g. the client cancelled or disconnected).
+pub struct Held {
+    pub approval_id: String,
+    pub rule: String,
+    pub deadline: SystemTime,
+    /// How a human approves, for the client-facing notice.
+    pub how_to_approve: String,
+    outcome: oneshot::Receiver<HoldOutcome>,
+    withdraw: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("approval_id", &self.approval_id)
+            .field("rule", &self.rule)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Held {
+    /// A hold whose outcome arrives on `outcome`; `withdraw` runs if the
+    /// hold is dropped before an outcome was taken.
+    pub fn new(
+        approval_id: String,
+        rule: String,
+        deadline: SystemTime,
+        how_to_approve: String,
+        outcome: oneshot::Receiver<HoldOutcome>,
+        withdraw: Box<dyn FnOnce() + Send>,
+    ) -> Held {
+        Held {
+            approval_id,
+            rule,
+            deadline,
+            how_to_approve,
+            outcome,
+            withdraw: Some(withdraw),
+        }
+    }
+
+    /// Waits for the decision. A vanished registry counts as withdrawn.
+    pub async fn outcome(mut self) -> HoldOutcome {
+        let r = (&mut self.outcome).await;
+        self.withdraw = None;
+        r.unwrap_or(HoldOutcome::Withdrawn)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(w) = self.withdraw.take() {
+            w();
+        }
+    }
+}
+
+/// Something a session reports for the audit trail. Values that were masked
+/// and credentials never appear here.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    /// A statement that ran (after `Allow` or an approved hold).
+    Statement {
+        text: String,
+        classes: Vec<StatementClass>,
+        /// Rows returned or affected, when the server said.
+        rows: Option<u64>,
+        /// The server's error SQLSTATE, if it failed.
+        error: Option<String>,
+        duration_ms: u64,
+    },
+    /// Values replaced by masking in one statement's results.
+    Masked {
+        rule: String,
+        /// `schema.table.column` (or `detector:<name>`) -> values masked.
+        counts: Vec<(String, u64)>,
+    },
+    /// An SSH request that ran (after `Allow` or an approved hold).
+    Command {
+        kind: CommandKind,
+        text: String,
+        exit_status: Option<u32>,
+        duration_ms: u64,
+    },
+    /// A protocol error on one side; the session may end because of it.
+    ProtocolError { side: Side, message: String },
+}
+
+/// Which side of a proxied session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// A boxed future, for the dyn-compatible [`Gate`] trait.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Decisions and records for one session.
+pub trait Gate: Send + Sync {
+    /// Decides `request` for this session's identity and target.
+    fn decide<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Verdict>;
+    /// Records `record` in the audit trail (and the session's recording).
+    fn record(&self, record: Record) -> BoxFuture<'_, ()>;
+}

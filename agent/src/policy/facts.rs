@@ -1,0 +1,79 @@
+//! The protocol-level facts rules match on: statement classes (supplied by
+//! the PostgreSQL classifier) and SSH command kinds (supplied by the SSH
+//! session). Their snake_case names are what policy files write.
+
+use serde::{Deserialize, Serialize};
+
+/// What a SQL statement does. A statement can have several classes (a
+/// `WITH ... DELETE` without WHERE is both `write` and `delete_without_where`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementClass {
+    /// SELECT, SHOW, EXPLAIN without ANALYZE of a write, TABLE, VALUES.
+    Read,
+    /// INSERT, UPDATE, DELETE, MERGE, SELECT ... FOR UPDATE / INTO.
+    Write,
+    /// CREATE / ALTER / DROP / COMMENT and other schema changes.
+    Ddl,
+    DropDatabase,
+    DropTable,
+    DropSchema,
+    Truncate,
+    /// DELETE without WHERE, anywhere in the tree (CTEs included).
+    DeleteWithoutWhere,
+    /// UPDATE without WHERE, anywhere in the tree (CTEs included).
+    UpdateWithoutWhere,
+    /// COPY ... TO/FROM PROGRAM (runs a shell command on the server).
+    CopyProgram,
+    /// COPY ... TO (data leaves the database).
+    CopyTo,
+    /// COPY ... FROM (data enters the database).
+    CopyFrom,
+    /// DO blocks (anonymous code).
+    DoBlock,
+    /// CREATE FUNCTION / PROCEDURE (stored code).
+    CreateFunction,
+    /// GRANT / REVOKE.
+    Grant,
+    /// CREATE / ALTER / DROP ROLE or USER, ALTER ... OWNER.
+    RoleChange,
+    /// SET ROLE, SET SESSION AUTHORIZATION.
+    SetRole,
+    /// A call of a function on the dangerous list (pg_read_server_files,
+    /// lo_export, dblink, pg_terminate_backend, ...).
+    DangerousFunction,
+    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT.
+    Transaction,
+    /// SET, RESET, DISCARD, LISTEN, NOTIFY, PREPARE and other session utilities.
+    Session,
+    /// Not valid PostgreSQL as far as the grammar can tell.
+    Unparseable,
+}
+
+/// What an SSH request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// An exec request (`ssh host cmd`, legacy `scp -t/-f`, rsync).
+    Exec,
+    /// An interactive shell.
+    Shell,
+    /// A subsystem (`sftp`).
+    Subsystem,
+    /// sftp: open for reading.
+    FileRead,
+    /// sftp: open for writing, create, set attributes.
+    FileWrite,
+    /// sftp: remove a file or directory.
+    FileRemove,
+    /// sftp: rename.
+    FileRename,
+    /// sftp: make a directory.
+    FileMkdir,
+    /// Local or remote port forwarding.
+    PortForward,
+    /// Agent forwarding.
+    AgentForward,
+    /// X11 forwarding.
+    X11,
+}
