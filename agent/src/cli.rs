@@ -48,6 +48,23 @@ pub enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// Requests held for approval: list, show, approve, deny (via the daemon's control socket).
+    Approvals {
+        /// The daemon's control socket.
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+    /// The running daemon: policy, sessions, pending approvals.
+    Status {
+        /// The daemon's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The daemon's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a session's recording as a transcript timed from its start.
     Replay {
         /// Session id or a unique prefix of it.
@@ -58,6 +75,35 @@ pub enum Command {
         /// Pace the entries in real time divided by X (2 = twice as fast); default: print at once.
         #[arg(long, value_name = "X")]
         speed: Option<f64>,
+    },
+}
+
+/// The default instance's control socket.
+pub const DEFAULT_SOCKET: &str = "/var/lib/interlock/default/control.sock";
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending requests, oldest first.
+    List {
+        /// The daemon's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One request (pending or recently decided), as JSON.
+    Show { id: String },
+    /// Let a held request through.
+    Approve {
+        id: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Refuse a held request.
+    Deny {
+        id: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -129,6 +175,61 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show which rule decides a described request, and why each rule does or does not apply.
+    Explain(Box<ExplainArgs>),
+}
+
+/// A described request for `interlock policy explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// Policy file.
+    #[arg(long, default_value = "/etc/interlock/policy.yaml")]
+    pub policy: PathBuf,
+    /// Target name.
+    #[arg(long)]
+    pub target: String,
+    /// Requester's uid.
+    #[arg(long, default_value_t = 0)]
+    pub uid: u32,
+    /// Requester's user name.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Requester's executable path.
+    #[arg(long)]
+    pub exe: Option<String>,
+    /// Requester's command line (one string, split on spaces).
+    #[arg(long)]
+    pub argv: Option<String>,
+    /// An ancestor's executable path (repeatable).
+    #[arg(long = "ancestor-exe")]
+    pub ancestor_exes: Vec<String>,
+    /// Requester's cgroup-v2 path.
+    #[arg(long)]
+    pub cgroup: Option<String>,
+    /// A CI variable, NAME=VALUE (repeatable).
+    #[arg(long = "ci", value_parser = key_value)]
+    pub ci: Vec<(String, String)>,
+    /// A SQL statement (classified as the PostgreSQL proxy would).
+    #[arg(long, conflicts_with = "command")]
+    pub sql: Option<String>,
+    /// Statement classes, instead of or besides classifying --sql (repeatable).
+    #[arg(long = "class", value_enum)]
+    pub classes: Vec<crate::policy::StatementClass>,
+    /// An SSH command (or sftp path).
+    #[arg(long)]
+    pub command: Option<String>,
+    /// The SSH request kind for --command.
+    #[arg(long, value_enum, default_value = "exec")]
+    pub kind: crate::policy::CommandKind,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +280,9 @@ pub struct RunArgs {
     /// Bound of each webhook endpoint's spool of undelivered events, in MiB (the oldest are dropped beyond it).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_spool_mib: u64,
+    /// Chat webhook (Slack-compatible incoming webhook) told about each new hold (repeatable).
+    #[arg(long = "approval-webhook", value_name = "URL", value_parser = webhook_url)]
+    pub approval_webhooks: Vec<reqwest::Url>,
 }
 
 fn webhook_url(s: &str) -> Result<reqwest::Url, String> {
@@ -227,6 +331,7 @@ impl RunArgs {
                 batch: usize::from(self.webhook_batch),
                 spool_bytes: self.webhook_spool_mib.saturating_mul(1 << 20),
             },
+            approval_webhooks: self.approval_webhooks.clone(),
         }
     }
 }

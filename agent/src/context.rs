@@ -1,12 +1,16 @@
 //! `AppContext`: the daemon's dependencies, built once in `daemon::run` and
 //! cloned cheaply into every task. No statics: each test builds its own.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex, RwLock,
+    atomic::{AtomicU64, Ordering},
+};
 
 use agent_common::flow::FlowInfo;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    approval::Approvals,
     audit::EventSink,
     ebpf::ProcessEventStream,
     ebpf::{KernelError, KernelMaps},
@@ -27,7 +31,10 @@ pub struct AppContext {
 }
 
 struct Inner {
-    policy: Policy,
+    /// Swapped whole on reload: a request sees one policy, old or new.
+    policy: RwLock<Arc<Policy>>,
+    approvals: Approvals,
+    sessions_total: AtomicU64,
     // Both locks guard short synchronous sections (a map syscall, a table
     // lookup) and are never held across an .await or together.
     maps: Mutex<KernelMaps>,
@@ -42,8 +49,10 @@ struct Inner {
 
 impl AppContext {
     /// Assembles the context.
+    #[allow(clippy::too_many_arguments)] // assembled once, in daemon::run
     pub fn new(
         policy: Policy,
+        approvals: Approvals,
         maps: KernelMaps,
         processes: ProcessTable,
         lineage: ProcessEventStream,
@@ -52,7 +61,9 @@ impl AppContext {
     ) -> AppContext {
         AppContext {
             inner: Arc::new(Inner {
-                policy,
+                policy: RwLock::new(Arc::new(policy)),
+                approvals,
+                sessions_total: AtomicU64::new(0),
                 maps: Mutex::new(maps),
                 processes: Arc::new(Mutex::new(processes)),
                 lineage: Arc::new(lineage),
@@ -64,9 +75,40 @@ impl AppContext {
         }
     }
 
-    /// The policy in force.
-    pub fn policy(&self) -> &Policy {
-        &self.inner.policy
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(
+            &self
+                .inner
+                .policy
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Puts `policy` in force for every request from now on; returns the old one.
+    pub fn replace_policy(&self, policy: Policy) -> Arc<Policy> {
+        let mut p = self
+            .inner
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *p, Arc::new(policy))
+    }
+
+    /// Held requests and decisions.
+    pub fn approvals(&self) -> &Approvals {
+        &self.inner.approvals
+    }
+
+    /// Counts a new session; returns how many there have been.
+    pub fn count_session(&self) -> u64 {
+        self.inner.sessions_total.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Sessions accepted since start.
+    pub fn sessions_total(&self) -> u64 {
+        self.inner.sessions_total.load(Ordering::Relaxed)
     }
 
     /// Where events go.

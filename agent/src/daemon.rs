@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    audit::{AuditOptions, EventKind, EventLog, LogError, Rotation},
+    approval::{Approvals, Notifier},
+    audit::{AuditOptions, EventKind, EventLog, LogError, ReloadTrigger, Rotation},
     context::AppContext,
+    control,
     ebpf::{self, Kernel, KernelError, LoadOptions, monotonic_ns},
     identity::ProcessTable,
     intercept::{Listeners, accept_loop},
@@ -56,6 +58,8 @@ pub struct DaemonOptions {
     pub events_file: Rotation,
     /// Webhook endpoints, secrets, batching and spool bound.
     pub webhooks: WebhookOptions,
+    /// Chat webhooks (Slack-compatible) told about every new hold.
+    pub approval_webhooks: Vec<reqwest::Url>,
 }
 
 /// Why the daemon could not run.
@@ -78,6 +82,11 @@ pub enum DaemonError {
     Sink(#[from] SinkError),
     #[error("cannot bind listeners: {0}")]
     Listen(std::io::Error),
+    #[error("cannot bind the control socket {path}: {source}")]
+    Control {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then drains.
@@ -155,8 +164,19 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     if let Err(e) = processes.seed_from_proc() {
         warn!(error = %e, "cannot seed the process table from /proc");
     }
+    let socket = opts.state_dir.join(control::CONTROL_SOCKET);
+    let control_listener = control::bind(&socket).map_err(|source| DaemonError::Control {
+        path: socket.clone(),
+        source,
+    })?;
+    let approvals = Approvals::new(
+        events.clone(),
+        Notifier::new(opts.approval_webhooks.clone()),
+        &socket,
+    );
     let ctx = AppContext::new(
         policy,
+        approvals,
         maps,
         processes,
         process_events,
@@ -187,6 +207,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         background.spawn(d.run(ctx.events().clone(), ctx.shutdown().clone()));
     }
     background.spawn(follow_lineage(ctx.clone()));
+    background.spawn(control::serve(ctx.clone(), control_listener));
+    background.spawn(watch_policy(ctx.clone(), opts.policy.clone()));
     for (protocol, listener) in listeners.into_inner() {
         background.spawn(accept_loop(ctx.clone(), protocol, listener));
     }
@@ -209,7 +231,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
             }
         });
     }
-    if targets::has_hosts(ctx.policy()) {
+    {
         let ctx = ctx.clone();
         background.spawn(async move {
             let mut tick = tokio::time::interval(RESOLVE_EVERY);
@@ -218,7 +240,11 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
                 tokio::select! {
                     _ = ctx.shutdown().cancelled() => break,
                     _ = tick.tick() => {
-                        let entries = targets::entries(ctx.policy()).await;
+                        let policy = ctx.policy();
+                        if !targets::has_hosts(&policy) {
+                            continue;
+                        }
+                        let entries = targets::entries(&policy).await;
                         if let Err(e) = ctx.with_maps(|m| m.set_targets(&entries)) {
                             warn!(error = %e, "cannot update re-resolved targets");
                         }
@@ -269,6 +295,95 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         opts.instance
     );
     Ok(())
+}
+
+/// How often the policy file is checked for changes.
+const POLICY_POLL: Duration = Duration::from_secs(1);
+
+/// Reloads the policy on SIGHUP and when its file's content changes.
+async fn watch_policy(ctx: AppContext, path: PathBuf) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot install SIGHUP handler; reloads follow file changes only");
+            None
+        }
+    };
+    let mut seen = fingerprint(&path);
+    let mut tick = tokio::time::interval(POLICY_POLL);
+    loop {
+        let trigger = tokio::select! {
+            _ = ctx.shutdown().cancelled() => break,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => ReloadTrigger::Sighup,
+            _ = tick.tick() => {
+                let now = fingerprint(&path);
+                if now == seen {
+                    continue;
+                }
+                ReloadTrigger::FileChange
+            }
+        };
+        seen = fingerprint(&path);
+        reload_policy(&ctx, &path, trigger).await;
+    }
+}
+
+/// The file's content hash (None: unreadable). Content, not mtime, so an
+/// editor's rename-into-place counts and a mere `touch` does not.
+fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
+    use sha2::Digest as _;
+    std::fs::read(path)
+        .ok()
+        .map(|b| sha2::Sha256::digest(&b).into())
+}
+
+/// Loads `path` and puts it in force, or keeps the old policy and says why.
+async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: ReloadTrigger) {
+    let shown = path.display().to_string();
+    let mut new = match policy::load(path) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "policy reload failed; the previous policy stays in force");
+            let _ = ctx
+                .events()
+                .emit(EventKind::PolicyReloadFailed {
+                    path: shown,
+                    trigger,
+                    error: e.to_string(),
+                })
+                .await;
+            return;
+        }
+    };
+    new.keep_ids_of(&ctx.policy());
+    let entries = targets::entries(&new).await;
+    let (targets, rules) = (new.targets().len(), new.rules().len());
+    // The policy first: a flow the new kernel entries redirect must find
+    // its target. Flows of removed targets are refused, never relayed blind.
+    let old = ctx.replace_policy(new);
+    if let Err(e) = ctx.with_maps(|m| m.set_targets(&entries)) {
+        ctx.replace_policy(std::sync::Arc::unwrap_or_clone(old));
+        warn!(error = %e, "policy reload: cannot update the kernel's targets; the previous policy stays in force");
+        let _ = ctx
+            .events()
+            .emit(EventKind::PolicyReloadFailed {
+                path: shown,
+                trigger,
+                error: format!("cannot update the kernel's targets: {e}"),
+            })
+            .await;
+        return;
+    }
+    info!(?trigger, targets, rules, "policy reloaded");
+    let _ = ctx
+        .events()
+        .emit(EventKind::PolicyReloaded {
+            path: shown,
+            trigger,
+            targets,
+            rules,
+        })
+        .await;
 }
 
 /// Feeds the process table from the kernel's fork/exec/exit records until

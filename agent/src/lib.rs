@@ -3,12 +3,15 @@
 //! process and CI job, applies policy and relays or proxies it.
 //! See shared/design.md for the architecture; each module's doc says what it owns.
 
+pub mod approval;
 pub mod audit;
 pub mod cli;
 mod context;
+pub mod control;
 pub mod daemon;
 pub mod ebpf;
 pub mod gate;
+mod gatekeeper;
 pub mod identity;
 pub mod intercept;
 pub mod policy;
@@ -18,3 +21,9 @@ mod targets;
 mod tcp;
 
 pub use daemon::{DaemonOptions, FailureMode, run};
+
+/// Statement classes of `sql` for `policy explain`. The PostgreSQL module
+/// owns classification; until it is built in, explain relies on `--class`.
+pub(crate) fn classify_sql(_sql: &str) -> Vec<policy::StatementClass> {
+    Vec::new()
+}

@@ -6,6 +6,15 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use interlock::cli::{AuditCommand, Cli, Command, PolicyCommand, SessionsCommand, WebhookCommand};
+
+/// Exit code for a command the daemon (or a check) answered with "no".
+fn code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -121,13 +130,42 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Approvals { socket, command } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let ok = rt.block_on(interlock::control::approvals(
+                &socket,
+                &command,
+                &mut std::io::stdout().lock(),
+            ))?;
+            Ok(code(ok))
+        }
+        Command::Status { socket, json } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let ok = rt.block_on(interlock::control::status(
+                &socket,
+                json,
+                &mut std::io::stdout().lock(),
+            ))?;
+            Ok(code(ok))
+        }
+        Command::Policy {
+            command: PolicyCommand::Explain(args),
+        } => {
+            let ok = interlock::policy::explain_command(&args, &mut std::io::stdout().lock())?;
+            Ok(code(ok))
+        }
         Command::Policy {
             command: PolicyCommand::Check { files },
         } => {
             let mut ok = true;
             for f in files {
                 match interlock::policy::load(&f) {
-                    Ok(p) => println!("{}: ok ({} targets)", f.display(), p.targets().len()),
+                    Ok(p) => println!(
+                        "{}: ok ({} targets, {} rules)",
+                        f.display(),
+                        p.targets().len(),
+                        p.rules().len()
+                    ),
                     Err(e) => {
                         eprintln!("{e}");
                         ok = false;

@@ -30,6 +30,23 @@ impl DaemonSpec {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         }
     }
+
+    /// A daemon with `policy` (YAML text), scoped to `cg`.
+    pub fn with_policy(cg: &TestCgroup, policy: &str, extra_args: &[&str]) -> DaemonSpec {
+        DaemonSpec {
+            policy: policy.to_string(),
+            scopes: vec![cg.scope().into()],
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// What a CLI invocation printed and how it exited.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// The real `interlock run`, as a child process with its own instance name,
@@ -57,6 +74,82 @@ impl Daemon {
         };
         d.spawn()?;
         Ok(d)
+    }
+
+    /// The daemon's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.state_dir.join("control.sock")
+    }
+
+    /// The policy file the daemon was started with.
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.join("policy.yaml")
+    }
+
+    /// Replaces the policy file's content (atomically, as editors and
+    /// config management do: write beside, rename over).
+    pub fn write_policy(&self, text: &str) -> Result<()> {
+        let tmp = self.dir.join("policy.yaml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, self.policy_path())?;
+        Ok(())
+    }
+
+    /// Runs `interlock ARGS --socket <this daemon's>` as the local `user`
+    /// (with that user's groups), inside `cgroup` if given. The binary is
+    /// copied where every user may execute it.
+    pub fn cli_as(
+        &self,
+        user: &str,
+        cgroup: Option<&TestCgroup>,
+        args: &[&str],
+    ) -> Result<CliOutput> {
+        let bin = self.dir.join("interlock-cli");
+        if !bin.exists() {
+            std::fs::copy(interlock_bin()?, &bin)?;
+        }
+        let gid = std::fs::read_to_string("/etc/passwd")?
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.first() == Some(&user)).then(|| f.get(3).map(|g| g.to_string()))?
+            })
+            .with_context(|| format!("no user {user} in /etc/passwd"))?;
+        let mut full: Vec<String> = vec![
+            format!("--reuid={user}"),
+            format!("--regid={gid}"),
+            "--init-groups".into(),
+            bin.display().to_string(),
+        ];
+        full.extend(args.iter().map(|s| s.to_string()));
+        full.push("--socket".into());
+        full.push(self.socket().display().to_string());
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let setpriv = Path::new("/usr/bin/setpriv");
+        let mut cmd = match cgroup {
+            Some(cg) => cg.command(setpriv, &refs),
+            None => {
+                let mut c = Command::new(setpriv);
+                c.args(&refs);
+                c
+            }
+        };
+        let out = cmd.output().context("run setpriv interlock")?;
+        Ok(CliOutput {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Sends `signal` to the daemon without waiting.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        let pid = self.pid().context("daemon not running")?;
+        // SAFETY: kill has no memory preconditions.
+        if unsafe { libc::kill(pid as i32, signal) } != 0 {
+            bail!("kill: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Changes the scopes used by the next [`Daemon::spawn`].
@@ -231,7 +324,25 @@ impl Daemon {
 
     /// Waits (up to 10 s) until `pred` holds for the events, returns them.
     pub fn wait_events(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_events_for(Duration::from_secs(10), what, pred)
+    }
+
+    /// As [`Daemon::wait_events`], up to 60 s, for steps that start many processes.
+    pub fn wait_events_long(
+        &self,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>> {
+        self.wait_events_for(Duration::from_secs(60), what, pred)
+    }
+
+    fn wait_events_for(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + limit;
         loop {
             let ev = self.events();
             if pred(&ev) {

@@ -5,6 +5,11 @@ use std::{
     net::{SocketAddr, TcpListener},
 };
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
 use anyhow::{Context as _, Result};
 
 /// A loopback TCP server that answers each connection with
@@ -12,14 +17,18 @@ use anyhow::{Context as _, Result};
 /// `hold` mode when data does not end). Runs on threads until the test ends.
 pub struct EchoServer {
     pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl EchoServer {
     pub fn start(addr: &str) -> Result<EchoServer> {
         let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
         let addr = listener.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                counter.fetch_add(1, Ordering::SeqCst);
                 std::thread::spawn(move || {
                     let mut s = stream;
                     let peer = s.peer_addr().map(|p| p.to_string()).unwrap_or_default();
@@ -36,6 +45,11 @@ impl EchoServer {
                 });
             }
         });
-        Ok(EchoServer { addr })
+        Ok(EchoServer { addr, accepted })
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }

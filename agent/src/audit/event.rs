@@ -6,7 +6,12 @@ use std::{net::SocketAddr, time::SystemTime};
 use serde::Serialize;
 
 use super::ocsf::Ocsf;
-use crate::intercept::FlowIdentity;
+use crate::{
+    approval::{Decided, Pending, RequestView},
+    gate::Side,
+    intercept::FlowIdentity,
+    policy::{CommandKind, StatementClass},
+};
 
 /// One thing that happened, with when and where. Serialized flat (`id`,
 /// `time`, `host`, `type`, the kind's fields) plus an `ocsf` object with its
@@ -57,6 +62,39 @@ pub enum SessionOutcome {
     Error,
     /// The daemon shut down and the drain time ran out.
     Drained,
+    /// A rule blocked the session before anything was relayed.
+    Blocked,
+    /// The session waited for approval and was denied, expired or withdrawn.
+    NotApproved,
+}
+
+/// What the policy decided, for events: the action and the deciding rule
+/// (`None`: the target's default).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DecisionView {
+    pub action: Disposition,
+    pub rule: Option<String>,
+}
+
+/// How a request was let through or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// Allowed by a rule or the default.
+    Allowed,
+    /// Allowed after a human approved it (or under a grant).
+    Approved,
+    /// Waiting for a human.
+    Held,
+    Blocked,
+}
+
+/// What made a policy reload happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadTrigger {
+    Sighup,
+    FileChange,
 }
 
 /// What happened.
@@ -76,6 +114,8 @@ pub enum EventKind {
     SessionStarted {
         session_id: String,
         identity: Box<FlowIdentity>,
+        /// The session-level decision.
+        decision: DecisionView,
     },
     SessionEnded {
         session_id: String,
@@ -86,6 +126,79 @@ pub enum EventKind {
         duration_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    },
+    /// A statement or command that was blocked (sessions blocked at the
+    /// start end with outcome `blocked` instead).
+    RequestBlocked {
+        session_id: String,
+        target: String,
+        request: RequestView,
+        rule: String,
+        message: String,
+    },
+    /// A request is held until a human decides.
+    ApprovalRequested {
+        session_id: String,
+        approval: Box<Pending>,
+    },
+    /// A held request was approved, denied, expired or withdrawn; `by` is
+    /// the approver as the kernel identified the caller.
+    ApprovalDecided {
+        session_id: String,
+        approval: Box<Decided>,
+    },
+    /// A SQL statement that ran. `text` is absent at recording level metadata.
+    Statement {
+        session_id: String,
+        target: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        classes: Vec<StatementClass>,
+        decision: DecisionView,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rows: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        duration_ms: u64,
+    },
+    /// An SSH request that ran. `text` is absent at recording level metadata.
+    Command {
+        session_id: String,
+        target: String,
+        command_kind: CommandKind,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        decision: DecisionView,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_status: Option<u32>,
+        duration_ms: u64,
+    },
+    /// Values masked in one statement's results: counts only, never values.
+    Masked {
+        session_id: String,
+        target: String,
+        rule: String,
+        counts: Vec<(String, u64)>,
+    },
+    /// A protocol error from one side of a proxied session.
+    ProtocolError {
+        session_id: String,
+        target: String,
+        side: Side,
+        message: String,
+    },
+    /// A new policy is in force for new requests.
+    PolicyReloaded {
+        path: String,
+        trigger: ReloadTrigger,
+        targets: usize,
+        rules: usize,
+    },
+    /// A changed policy file was invalid; the previous policy stays in force.
+    PolicyReloadFailed {
+        path: String,
+        trigger: ReloadTrigger,
+        error: String,
     },
     /// The kernel dropped process lineage records (its ring was full);
     /// identities of those processes come from /proc instead.

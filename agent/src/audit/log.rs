@@ -41,6 +41,19 @@ impl EventSink {
             .await
             .map_err(|_| LogError::Closed)
     }
+
+    /// A sink whose events the test reads from the receiver.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> (EventSink, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        (
+            EventSink {
+                host: "test".into(),
+                tx,
+            },
+            rx,
+        )
+    }
 }
 
 /// A line of `events.jsonl`: the event with its seq (no chain fields).

@@ -20,7 +20,7 @@ mod verify;
 mod writer;
 
 pub use error::LogError;
-pub use event::{Event, EventKind, SessionOutcome};
+pub use event::{DecisionView, Disposition, Event, EventKind, ReloadTrigger, SessionOutcome};
 pub use jsonl::Rotation;
 pub use log::{EventLog, EventSink};
 pub use read::read_events;

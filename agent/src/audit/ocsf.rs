@@ -9,6 +9,7 @@ use std::time::UNIX_EPOCH;
 use serde::Serialize;
 
 use super::{EventKind, SessionOutcome};
+use crate::approval::{Decision, RequestView};
 
 /// OCSF schema version the mapping follows.
 pub(crate) const OCSF_VERSION: &str = "1.3.0";
@@ -52,6 +53,10 @@ const NETWORK: (u32, &str, u32, &str) = (4001, "Network Activity", 4, "Network A
 const APP_LIFECYCLE: (u32, &str, u32, &str) =
     (6002, "Application Lifecycle", 6, "Application Activity");
 const EVENT_LOG: (u32, &str, u32, &str) = (1008, "Event Log Activity", 1, "System Activity");
+const DATASTORE: (u32, &str, u32, &str) = (6005, "Datastore Activity", 6, "Application Activity");
+const SSH: (u32, &str, u32, &str) = (4007, "SSH Activity", 4, "Network Activity");
+const AUTHORIZE: (u32, &str, u32, &str) =
+    (3003, "Authorize Session", 3, "Identity & Access Management");
 
 /// Severity ids of OCSF.
 const INFORMATIONAL: (u32, &str) = (1, "Informational");
@@ -77,7 +82,42 @@ impl Ocsf {
                 SessionOutcome::UpstreamUnreachable | SessionOutcome::Error => {
                     (NETWORK, (2, "Close"), LOW, FAILURE)
                 }
+                SessionOutcome::Blocked | SessionOutcome::NotApproved => {
+                    (NETWORK, (5, "Refuse"), MEDIUM, FAILURE)
+                }
             },
+            K::RequestBlocked { request, .. } => match request {
+                RequestView::Statement { .. } => (DATASTORE, (99, "Query"), MEDIUM, FAILURE),
+                RequestView::Command { .. } => (SSH, (5, "Refuse"), MEDIUM, FAILURE),
+                RequestView::Session { .. } => (NETWORK, (5, "Refuse"), MEDIUM, FAILURE),
+            },
+            K::ApprovalRequested { .. } => (AUTHORIZE, (99, "Approval Requested"), MEDIUM, SUCCESS),
+            K::ApprovalDecided { approval, .. } => match approval.decision {
+                Decision::Approved => (AUTHORIZE, (99, "Approval Granted"), MEDIUM, SUCCESS),
+                _ => (AUTHORIZE, (99, "Approval Refused"), LOW, FAILURE),
+            },
+            K::Statement { error, .. } => (
+                DATASTORE,
+                (99, "Query"),
+                INFORMATIONAL,
+                if error.is_some() { FAILURE } else { SUCCESS },
+            ),
+            K::Command { exit_status, .. } => (
+                SSH,
+                (6, "Traffic"),
+                INFORMATIONAL,
+                if exit_status.is_some_and(|s| s != 0) {
+                    FAILURE
+                } else {
+                    SUCCESS
+                },
+            ),
+            K::Masked { .. } => (DATASTORE, (99, "Mask"), INFORMATIONAL, SUCCESS),
+            K::ProtocolError { .. } => (NETWORK, (4, "Fail"), LOW, FAILURE),
+            K::PolicyReloaded { .. } => {
+                (APP_LIFECYCLE, (99, "Policy Reload"), INFORMATIONAL, SUCCESS)
+            }
+            K::PolicyReloadFailed { .. } => (APP_LIFECYCLE, (99, "Policy Reload"), MEDIUM, FAILURE),
             K::ConnectionRefused { .. } => (NETWORK, (5, "Refuse"), MEDIUM, FAILURE),
             K::DaemonStarted { .. } => (APP_LIFECYCLE, (3, "Start"), INFORMATIONAL, SUCCESS),
             K::DaemonStopped { .. } => (APP_LIFECYCLE, (4, "Stop"), INFORMATIONAL, SUCCESS),

@@ -22,3 +22,36 @@ pub use ci::CI_ALLOWLIST;
 pub use error::IdentityError;
 pub use process::{Ancestor, ProcessIdentity, ProcessInfo};
 pub use table::{ProcessEvent, ProcessTable};
+
+/// A local peer (a control-socket caller), as the kernel vouches for it
+/// with SO_PEERCRED, with names and cgroup looked up.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalPeer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+    /// From /etc/passwd; `None` when the uid has no entry.
+    pub user: Option<String>,
+    /// Primary and supplementary group names from /etc/group.
+    pub groups: Vec<String>,
+    /// cgroup-v2 path of `pid`; `None` when it has exited or is unreadable.
+    pub cgroup: Option<String>,
+}
+
+impl LocalPeer {
+    /// Looks up names and cgroup for a peer the kernel described.
+    pub fn lookup(uid: u32, gid: u32, pid: u32) -> LocalPeer {
+        let etc = std::path::Path::new("/etc");
+        let user = users::user_name(&etc.join("passwd"), uid).ok().flatten();
+        let groups = users::group_names(&etc.join("group"), user.as_deref(), gid);
+        let cgroup = procfs::read_cgroup(std::path::Path::new("/proc"), pid);
+        LocalPeer {
+            uid,
+            gid,
+            pid,
+            user,
+            groups,
+            cgroup,
+        }
+    }
+}

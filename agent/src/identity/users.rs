@@ -20,6 +20,37 @@ pub(crate) fn user_name(passwd: &Path, uid: u32) -> Result<Option<String>, Ident
     Ok(None)
 }
 
+/// Names of the groups `user` belongs to: the group of its primary `gid`
+/// and every group whose member list names it, from a group-format file
+/// (`name:x:gid:member,member`). An unreadable file gives no groups.
+pub(crate) fn group_names(group: &Path, user: Option<&str>, gid: u32) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(group) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with(['#', '+', '-']) {
+            continue;
+        }
+        let mut f = line.split(':');
+        let (Some(name), _, Some(line_gid), members) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let primary = line_gid.trim().parse::<u32>().ok() == Some(gid);
+        let member = user.is_some_and(|u| {
+            members
+                .unwrap_or_default()
+                .split(',')
+                .any(|m| m.trim() == u)
+        });
+        if (primary || member) && !name.is_empty() && !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
+    }
+    out
+}
+
 fn match_line(line: &[u8], uid: u32) -> Option<String> {
     let line = std::str::from_utf8(line).ok()?;
     if line.starts_with(['#', '+', '-']) {
@@ -53,6 +84,23 @@ mod tests {
         assert_eq!(user_name(&passwd, 5)?, None);
         assert_eq!(user_name(&passwd, 7)?, None);
         assert_eq!(user_name(&passwd, 4242)?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn groups_by_primary_gid_and_membership() -> TestResult {
+        let fake = FakeProc::new()?;
+        let group = fake.file(
+            "group",
+            b"root:x:0:\nsre:x:50:alice,bob\n# c\nbroken\nops:x:51:carol\nalice:x:1000:\n",
+        )?;
+        assert_eq!(
+            group_names(&group, Some("alice"), 1000),
+            vec!["sre", "alice"]
+        );
+        assert_eq!(group_names(&group, Some("carol"), 4242), vec!["ops"]);
+        assert_eq!(group_names(&group, None, 0), vec!["root"]);
+        assert!(group_names(Path::new("/nonexistent/group"), Some("x"), 0).is_empty());
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use super::flow::{FlowIdentity, comm_str, original_destination};
 use crate::{
     audit::EventKind,
     context::AppContext,
+    gatekeeper::DaemonGate,
     policy::{Protocol, TargetId},
 };
 
@@ -159,12 +160,10 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
         pid = identity.process.tgid,
         exe = identity.process.exe.as_deref().unwrap_or("?"),
     );
+    ctx.count_session();
+    let gate = DaemonGate::new(ctx.clone(), session_id, identity, target);
     match protocol {
-        Protocol::Tcp => {
-            crate::tcp::relay(ctx, session_id, identity, stream)
-                .instrument(span)
-                .await
-        }
+        Protocol::Tcp => crate::tcp::relay(ctx, gate, stream).instrument(span).await,
     }
 }
 

@@ -6,8 +6,21 @@ use serde::{Deserialize, Serialize};
 
 /// What a SQL statement does. A statement can have several classes (a
 /// `WITH ... DELETE` without WHERE is both `write` and `delete_without_where`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum StatementClass {
     /// SELECT, SHOW, EXPLAIN without ANALYZE of a write, TABLE, VALUES.
     Read,
@@ -51,8 +64,21 @@ pub enum StatementClass {
 }
 
 /// What an SSH request does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum CommandKind {
     /// An exec request (`ssh host cmd`, legacy `scp -t/-f`, rsync).
     Exec,

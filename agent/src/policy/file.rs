@@ -9,7 +9,10 @@ use serde::Deserialize;
 
 use super::{
     PolicyError,
+    eval::Action,
+    rule::{RawRule, Rule},
     target::{Endpoint, Protocol, Target, TargetId},
+    upstream::Upstream,
 };
 
 /// The only policy format version this build reads.
@@ -20,6 +23,7 @@ const VERSION: u32 = 1;
 pub struct Policy {
     path: PathBuf,
     targets: Vec<Target>,
+    rules: Vec<Rule>,
 }
 
 impl Policy {
@@ -35,7 +39,34 @@ impl Policy {
 
     /// The target with this id; `None` if the id is not from this policy.
     pub fn target(&self, id: TargetId) -> Option<&Target> {
-        self.targets.get(id.0 as usize)
+        self.targets.iter().find(|t| t.id == id)
+    }
+
+    /// The target called `name`.
+    pub fn target_named(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Gives targets that `old` also has the ids they had there, and new
+    /// targets ids `old` never used. The kernel reports target ids with
+    /// each flow, so a flow recorded before a reload must still name its
+    /// target after it.
+    pub fn keep_ids_of(&mut self, old: &Policy) {
+        let mut next = old.targets.iter().map(|t| t.id.0 + 1).max().unwrap_or(0);
+        for t in &mut self.targets {
+            match old.target_named(&t.name) {
+                Some(o) => t.id = o.id,
+                None => {
+                    t.id = TargetId(next);
+                    next += 1;
+                }
+            }
+        }
     }
 }
 
@@ -45,6 +76,17 @@ struct RawPolicy {
     version: u32,
     #[serde(default)]
     targets: Vec<RawTarget>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+/// What a target does with sessions no rule decides.
+#[derive(Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DefaultAction {
+    #[default]
+    Allow,
+    Block,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +96,10 @@ struct RawTarget {
     protocol: Protocol,
     #[serde(rename = "match")]
     endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    upstream: Option<Upstream>,
+    #[serde(default)]
+    default: DefaultAction,
 }
 
 /// Reads and validates the policy file at `path`.
@@ -87,6 +133,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             message: strip_location(&e),
         }
     })?;
+    // serde_yaml keeps no positions after parsing, so semantic errors point
+    // at the first place the offending name is written.
+    let invalid_at = |needle: &str, message: String| {
+        let (line, column) = locate(text, needle);
+        PolicyError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    };
     let invalid = |message: String| PolicyError::Invalid {
         path: path.to_owned(),
         message,
@@ -104,19 +161,34 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             return Err(invalid(format!("target #{} has an empty name", i + 1)));
         }
         if !names.insert(t.name.clone()) {
-            return Err(invalid(format!("target `{}` is defined twice", t.name)));
+            return Err(invalid_at(
+                &t.name,
+                format!("target `{}` is defined twice", t.name),
+            ));
         }
         if t.endpoints.is_empty() {
-            return Err(invalid(format!(
-                "target `{}` has an empty `match` list",
-                t.name
-            )));
+            return Err(invalid_at(
+                &t.name,
+                format!("target `{}` has an empty `match` list", t.name),
+            ));
         }
         if let Some(e) = t.endpoints.iter().find(|e| e.port == 0) {
-            return Err(invalid(format!(
-                "target `{}`: port 0 in match {:?} is not a destination port",
-                t.name, e.address
-            )));
+            return Err(invalid_at(
+                &t.name,
+                format!(
+                    "target `{}`: port 0 in match {:?} is not a destination port",
+                    t.name, e.address
+                ),
+            ));
+        }
+        if t.protocol == Protocol::Tcp && t.upstream.is_some() {
+            return Err(invalid_at(
+                &t.name,
+                format!(
+                    "target `{}`: protocol tcp relays bytes and takes no `upstream` settings",
+                    t.name
+                ),
+            ));
         }
         let id = u32::try_from(i).map_err(|_| invalid("too many targets".into()))?;
         targets.push(Target {
@@ -124,12 +196,60 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             name: t.name,
             protocol: t.protocol,
             endpoints: t.endpoints,
+            upstream: t.upstream.unwrap_or_default(),
+            default_action: match t.default {
+                DefaultAction::Allow => Action::Allow,
+                DefaultAction::Block => Action::Block {
+                    message: "no rule allows this session (target default: block)".into(),
+                },
+            },
         });
+    }
+    let mut rule_names = HashSet::new();
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    for r in raw.rules {
+        let name = r.name.clone();
+        let rule = r.validate().map_err(|m| invalid_at(&name, m))?;
+        if !rule_names.insert(rule.name.clone()) {
+            return Err(invalid_at(
+                &rule.name,
+                format!("rule `{}` is defined twice", rule.name),
+            ));
+        }
+        if let Some(unknown) = rule.conditions.targets.iter().find(|t| !names.contains(*t)) {
+            return Err(invalid_at(
+                &rule.name,
+                format!(
+                    "rule `{}` names target `{unknown}`, which this policy does not define",
+                    rule.name
+                ),
+            ));
+        }
+        rules.push(rule);
     }
     Ok(Policy {
         path: path.to_owned(),
         targets,
+        rules,
     })
+}
+
+/// 1-based line and column of the last `name: <needle>` (or else the last
+/// `<needle>`) in `text`; (0, 0) when absent. The last, because a duplicate
+/// is reported at its second definition.
+fn locate(text: &str, needle: &str) -> (usize, usize) {
+    let mut best = (0, 0);
+    let mut best_is_name = false;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(col) = line.find(needle) {
+            let is_name = line.contains("name:");
+            if is_name || !best_is_name {
+                best = (i + 1, col + 1);
+                best_is_name = is_name;
+            }
+        }
+    }
+    best
 }
 
 /// serde_yaml appends " at line L column C" to its messages; we print the

@@ -1,13 +1,24 @@
-//! Policy files: what to intercept (targets) and, as later issues add them,
-//! the rules deciding each session. Files are parsed and validated here into
+//! Policy files: what to intercept (targets, with how to reach their real
+//! servers) and the rules deciding each session, statement and command. Files are parsed and validated here into
 //! typed values; nothing after [`load`] parses strings again.
 
 mod error;
+mod eval;
+mod explain;
 mod facts;
 mod file;
+mod rule;
 mod target;
+mod upstream;
 
 pub use error::PolicyError;
+pub use eval::{Action, Decision, Explanation, Step, Subject};
+pub use explain::{ExplainError, explain_command};
 pub use facts::{CommandKind, StatementClass};
 pub use file::{Policy, load, parse};
+pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, MaskSpec, RecordLevel, Rule};
 pub use target::{AddressMatch, Endpoint, Protocol, Target, TargetId};
+pub use upstream::{Secret, SecretError, SecretRef, TlsMode, Upstream};
+
+#[cfg(test)]
+mod tests;

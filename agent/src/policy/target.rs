@@ -4,6 +4,8 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
+use super::{eval::Action, upstream::Upstream};
+
 /// Index of a target in its policy; the kernel reports it with each flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct TargetId(pub u32);
@@ -137,6 +139,10 @@ pub struct Target {
     pub name: String,
     pub protocol: Protocol,
     pub endpoints: Vec<Endpoint>,
+    /// How the daemon reaches the real server (not for `tcp`).
+    pub upstream: Upstream,
+    /// What happens to sessions no rule decides.
+    pub default_action: Action,
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The relay session: connect upstream, pump both directions, report.
+//! The relay session: decide the connection (allow, block, or hold it
+//! until approved), connect upstream, pump both directions, report.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -17,30 +18,52 @@ use tracing::{info, warn};
 use crate::{
     audit::{EventKind, SessionOutcome},
     context::AppContext,
-    intercept::FlowIdentity,
+    gate::{Gate as _, HoldOutcome, Request, Verdict},
+    gatekeeper::DaemonGate,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BUF: usize = 64 * 1024;
 
-/// Relays `client` to the identity's original destination until either side
-/// closes or the daemon's drain time runs out. Emits session start and end.
-pub async fn relay(ctx: AppContext, session_id: String, identity: FlowIdentity, client: TcpStream) {
-    let target = identity.target.clone();
-    let dst = identity.original_destination;
-    let _ = ctx
-        .events()
-        .emit(EventKind::SessionStarted {
-            session_id: session_id.clone(),
-            identity: Box::new(identity),
-        })
-        .await;
+/// Decides the connection, then relays `client` to the identity's original
+/// destination until either side closes or the daemon's drain time runs
+/// out. The gate emits the session's start; this emits its end.
+pub async fn relay(ctx: AppContext, gate: DaemonGate, client: TcpStream) {
+    let target = gate.identity().target.clone();
+    let dst = gate.identity().original_destination;
+    let session_id = gate.session_id().to_string();
     let started = Instant::now();
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
 
-    let (outcome, error) =
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
+    let refused = match gate.decide(&Request::Session).await {
+        Verdict::Allow { .. } => None,
+        Verdict::Block { message, .. } => Some((SessionOutcome::Blocked, message)),
+        Verdict::Hold(held) => {
+            info!(approval = %held.approval_id, "connection held for approval");
+            tokio::select! {
+                outcome = held.outcome() => match outcome {
+                    HoldOutcome::Approved { .. } => None,
+                    other => Some((SessionOutcome::NotApproved, format!("{other:?}"))),
+                },
+                _ = client_gone(&client) => Some((SessionOutcome::NotApproved, "client closed while held".into())),
+                _ = ctx.force_close().cancelled() => Some((SessionOutcome::Drained, "daemon stopped while held".into())),
+            }
+        }
+    };
+    let connect = async {
+        match refused {
+            Some(r) => Err(r),
+            None => Ok(tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await),
+        }
+    };
+
+    let (outcome, error) = match connect.await {
+        Err((outcome, why)) => {
+            reset(&client);
+            (outcome, Some(why))
+        }
+        Ok(connected) => match connected {
             Err(_) => {
                 reset(&client);
                 (
@@ -69,7 +92,8 @@ pub async fn relay(ctx: AppContext, session_id: String, identity: FlowIdentity, 
                     _ = ctx.force_close().cancelled() => (SessionOutcome::Drained, None),
                 }
             }
-        };
+        },
+    };
     let (c2s, s2c) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
     match &error {
         Some(e) => warn!(?outcome, error = %e, c2s, s2c, "session ended"),
@@ -87,6 +111,22 @@ pub async fn relay(ctx: AppContext, session_id: String, identity: FlowIdentity, 
             error,
         })
         .await;
+}
+
+/// Resolves when the held client closes its side. Data the client sends
+/// early stays queued in the socket for the relay; from then on only the
+/// hold's outcome ends the wait.
+async fn client_gone(client: &TcpStream) {
+    let mut b = [0u8; 1];
+    loop {
+        if client.readable().await.is_err() {
+            return;
+        }
+        match client.peek(&mut b).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => std::future::pending::<()>().await,
+        }
+    }
 }
 
 /// Makes closing `client` send a reset: the daemon accepted it before it

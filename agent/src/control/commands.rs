@@ -1,0 +1,172 @@
+//! The CLI commands that talk to the daemon: `interlock status` and
+//! `interlock approvals ...`. Each prints for a human (or JSON) and says
+//! whether it succeeded; refusals print the daemon's reason.
+
+use std::{io::Write, path::Path};
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use super::{ControlError, call};
+use crate::cli::ApprovalsCommand;
+
+/// Runs `interlock status`; false when the daemon refused.
+///
+/// # Errors
+/// The daemon is unreachable; writing to `out` failed.
+pub async fn status(
+    socket: &Path,
+    as_json: bool,
+    out: &mut impl Write,
+) -> Result<bool, ControlError> {
+    let (code, body) = call(socket, Method::GET, "/v1/status", None).await?;
+    if code != 200 || as_json {
+        return Ok(print(code, &body, out));
+    }
+    let targets: Vec<String> = at(&body, "/policy/targets")
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| format!("{} ({})", s(at(t, "/name")), s(at(t, "/protocol"))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "interlock {} (pid {})",
+        s(at(&body, "/version")),
+        at(&body, "/pid")
+    );
+    let _ = writeln!(
+        out,
+        "policy:    {} — {} rules; targets: {}",
+        s(at(&body, "/policy/path")),
+        at(&body, "/policy/rules"),
+        targets.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "sessions:  {} live, {} since start",
+        at(&body, "/sessions/live"),
+        at(&body, "/sessions/total")
+    );
+    let _ = writeln!(
+        out,
+        "approvals: {} pending",
+        at(&body, "/approvals/pending")
+    );
+    Ok(true)
+}
+
+/// Runs one `interlock approvals` command; false when the daemon refused.
+///
+/// # Errors
+/// The daemon is unreachable.
+pub async fn approvals(
+    socket: &Path,
+    cmd: &ApprovalsCommand,
+    out: &mut impl Write,
+) -> Result<bool, ControlError> {
+    match cmd {
+        ApprovalsCommand::List { json } => {
+            let (code, body) = call(socket, Method::GET, "/v1/approvals", None).await?;
+            if code != 200 || *json {
+                return Ok(print(code, &body, out));
+            }
+            let list = body.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                let _ = writeln!(out, "no requests are waiting for approval");
+            }
+            for p in list {
+                let _ = writeln!(
+                    out,
+                    "{}  target {}  rule {}  by {} (uid {}) {}\n    {}\n    deadline {}",
+                    s(at(&p, "/id")),
+                    s(at(&p, "/target")),
+                    s(at(&p, "/rule")),
+                    s(at(&p, "/requester/user")),
+                    at(&p, "/requester/uid"),
+                    s(at(&p, "/requester/exe")),
+                    request_line(at(&p, "/request")),
+                    s(at(&p, "/deadline")),
+                );
+            }
+            Ok(true)
+        }
+        ApprovalsCommand::Show { id } => {
+            let (code, body) =
+                call(socket, Method::GET, &format!("/v1/approvals/{id}"), None).await?;
+            Ok(print(code, &body, out))
+        }
+        ApprovalsCommand::Approve { id, reason } | ApprovalsCommand::Deny { id, reason } => {
+            let verb = if matches!(cmd, ApprovalsCommand::Approve { .. }) {
+                "approve"
+            } else {
+                "deny"
+            };
+            let (code, body) = call(
+                socket,
+                Method::POST,
+                &format!("/v1/approvals/{id}/{verb}"),
+                Some(json!({ "reason": reason })),
+            )
+            .await?;
+            if code == 200 {
+                let _ = writeln!(
+                    out,
+                    "{}: {}",
+                    id,
+                    if verb == "approve" {
+                        "approved"
+                    } else {
+                        "denied"
+                    }
+                );
+                Ok(true)
+            } else {
+                Ok(print(code, &body, out))
+            }
+        }
+    }
+}
+
+fn request_line(r: &Value) -> String {
+    match s(at(r, "/kind")).as_str() {
+        "session" => format!("connection to {}", s(at(r, "/destination"))),
+        "statement" => format!("statement: {}", s(at(r, "/text"))),
+        "command" => format!("{}: {}", s(at(r, "/command_kind")), s(at(r, "/text"))),
+        other => other.to_string(),
+    }
+}
+
+/// Prints a body (an error goes to stderr by the caller's convention: we
+/// print `error: ...` to `out` and return false so the exit code says it).
+fn print(code: u16, body: &Value, out: &mut impl Write) -> bool {
+    if code == 200 {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(body).unwrap_or_default()
+        );
+        true
+    } else {
+        eprintln!(
+            "interlock: the daemon refused ({code}): {}",
+            s(at(body, "/error"))
+        );
+        false
+    }
+}
+
+/// The value at a JSON pointer, Null when absent.
+fn at<'a>(v: &'a Value, pointer: &str) -> &'a Value {
+    v.pointer(pointer).unwrap_or(&Value::Null)
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,219 @@
+//! The control socket's server side: one hyper connection per caller, with
+//! the caller's kernel-vouched identity attached to every request.
+
+use std::{convert::Infallible, os::unix::fs::PermissionsExt as _, path::Path};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::UnixListener;
+use tracing::{debug, warn};
+
+use crate::{context::AppContext, identity::LocalPeer};
+
+/// The socket's file name in the state directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// Largest request body accepted (a reason text).
+const MAX_BODY: usize = 16 * 1024;
+
+/// Binds the socket at `path`, replacing a stale one, connectable by every
+/// local user (authorisation is per request, by peer credentials).
+///
+/// # Errors
+/// The socket cannot be created.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(l)
+}
+
+/// Serves callers until shutdown.
+pub async fn serve(ctx: AppContext, listener: UnixListener) {
+    loop {
+        let stream = tokio::select! {
+            _ = ctx.shutdown().cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(cred) = stream.peer_cred() else {
+            continue;
+        };
+        let peer = LocalPeer::lookup(
+            cred.uid(),
+            cred.gid(),
+            cred.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        );
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let (ctx, peer) = (ctx.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(route(&ctx, &peer, req).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn route(
+    ctx: &AppContext,
+    peer: &LocalPeer,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, parts.as_slice()) {
+        (Method::GET, ["v1", "status"]) => reply(StatusCode::OK, status(ctx)),
+        (Method::GET, ["v1", "approvals"]) => match may_read(ctx, peer) {
+            Ok(()) => reply(StatusCode::OK, json!(ctx.approvals().list())),
+            Err((code, msg)) => error(code, msg),
+        },
+        (Method::GET, ["v1", "approvals", id]) => match may_read(ctx, peer) {
+            Err((code, msg)) => error(code, msg),
+            Ok(()) => match ctx.approvals().show(id) {
+                Some(Ok(p)) => reply(StatusCode::OK, json!({"state": "pending", "request": p})),
+                Some(Err(d)) => reply(StatusCode::OK, json!({"state": "decided", "request": d})),
+                None => error(StatusCode::NOT_FOUND, format!("no request with id {id}")),
+            },
+        },
+        (Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
+            let approve = *verb == "approve";
+            let id = id.to_string();
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err((code, msg)) => return error(code, msg),
+            };
+            match ctx
+                .approvals()
+                .decide(&id, peer, approve, body.reason)
+                .await
+            {
+                Ok(r) => reply(StatusCode::OK, json!(r)),
+                Err(e) => error(
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN),
+                    e.to_string(),
+                ),
+            }
+        }
+        (_, ["v1", ..]) => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {path} (the API is under /v1/)"),
+        ),
+    }
+}
+
+/// A status and message for a refused request.
+type Refusal = (StatusCode, String);
+
+async fn read_body(req: Request<Incoming>) -> Result<DecisionBody, Refusal> {
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+    let bytes = limited
+        .collect()
+        .await
+        .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")))?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Ok(DecisionBody::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("request body is not {{\"reason\": \"...\"}}: {e}"),
+        )
+    })
+}
+
+/// Root, and anyone who approves something in the policy in force, may see
+/// held requests (they contain statements and identities).
+fn may_read(ctx: &AppContext, peer: &LocalPeer) -> Result<(), Refusal> {
+    if peer.uid == 0 {
+        return Ok(());
+    }
+    let policy = ctx.policy();
+    let listed = policy
+        .rules()
+        .iter()
+        .filter_map(|r| r.approval.as_ref())
+        .any(|a| {
+            peer.user
+                .as_ref()
+                .is_some_and(|u| a.approvers.users.contains(u))
+                || peer.groups.iter().any(|g| a.approvers.groups.contains(g))
+        });
+    if listed {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is not an approver in the policy in force, so cannot see held requests",
+                peer.user
+                    .clone()
+                    .unwrap_or_else(|| format!("uid {}", peer.uid))
+            ),
+        ))
+    }
+}
+
+fn status(ctx: &AppContext) -> serde_json::Value {
+    let policy = ctx.policy();
+    json!({
+        "pid": std::process::id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "policy": {
+            "path": policy.path().display().to_string(),
+            "targets": policy.targets().iter().map(|t| json!({"name": t.name, "protocol": t.protocol})).collect::<Vec<_>>(),
+            "rules": policy.rules().len(),
+        },
+        "sessions": {
+            "live": ctx.tracker().len(),
+            "total": ctx.sessions_total(),
+        },
+        "approvals": {
+            "pending": ctx.approvals().pending_count(),
+            "next_deadline_secs": ctx.approvals().next_deadline().map(|d| d.as_secs()),
+        },
+    })
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    reply(status, json!({ "error": message }))
+}

@@ -1,0 +1,302 @@
+//! The daemon's [`Gate`]: policy -> approval -> audit, written once for
+//! every protocol. It evaluates the policy in force (a reload between two
+//! requests of a session applies to the second), holds requests in the
+//! approval registry, remembers session grants, and turns session records
+//! into audit events at the session's recording level.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use tokio::sync::oneshot;
+
+use crate::{
+    approval::{HoldSpec, RequestView, Requester},
+    audit::{DecisionView, Disposition, EventKind},
+    context::AppContext,
+    gate::{BoxFuture, Gate, Held, HoldOutcome, Record, Request, Verdict},
+    intercept::FlowIdentity,
+    policy::{Action, Grant, RecordLevel, Subject, Target},
+};
+
+/// Decisions awaiting their records (pipelined statements); older ones are
+/// dropped first, which only loses the rule name on a record.
+const PENDING_DECISIONS: usize = 1024;
+
+/// One session's gate.
+pub struct DaemonGate {
+    ctx: AppContext,
+    session_id: String,
+    identity: Arc<FlowIdentity>,
+    subject: Subject,
+    /// The target as it was when the session started, in case a reload
+    /// removes it mid-session.
+    target: Target,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    record: RecordLevel,
+    /// Rules approved for the rest of this session (`grant: session`).
+    session_grants: Vec<String>,
+    decisions: VecDeque<(String, DecisionView, RecordLevel)>,
+}
+
+impl DaemonGate {
+    /// A gate for the session `session_id` of `identity` to `target`.
+    pub fn new(
+        ctx: AppContext,
+        session_id: String,
+        identity: FlowIdentity,
+        target: Target,
+    ) -> DaemonGate {
+        DaemonGate {
+            subject: Subject::from(&identity.process),
+            ctx,
+            session_id,
+            identity: Arc::new(identity),
+            target,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    /// The session's id.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The session's flow identity.
+    pub fn identity(&self) -> &FlowIdentity {
+        &self.identity
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn decide_now(&self, request: &Request) -> Verdict {
+        let policy = self.ctx.policy();
+        let target = policy
+            .target_named(&self.target.name)
+            .unwrap_or(&self.target);
+        let d = policy.decide(target, &self.subject, request);
+        let level = match request {
+            Request::Session => {
+                self.state().record = d.record;
+                d.record
+            }
+            // A statement- or command-scoped `record` overrides the session's.
+            _ if d.record != RecordLevel::default() => d.record,
+            _ => self.state().record,
+        };
+        let (verdict, view) = match d.action {
+            Action::Allow => (
+                Verdict::Allow {
+                    rule: d.rule.clone(),
+                    mask: d.mask,
+                },
+                view(Disposition::Allowed, d.rule),
+            ),
+            Action::Block { message } => {
+                let rule = d.rule.clone().unwrap_or_else(|| "default".into());
+                if !matches!(request, Request::Session) {
+                    let _ = self
+                        .ctx
+                        .events()
+                        .emit(EventKind::RequestBlocked {
+                            session_id: self.session_id.clone(),
+                            target: self.target.name.clone(),
+                            request: RequestView::of(request, self.identity.original_destination),
+                            rule: rule.clone(),
+                            message: message.clone(),
+                        })
+                        .await;
+                }
+                (
+                    Verdict::Block { rule, message },
+                    view(Disposition::Blocked, d.rule),
+                )
+            }
+            Action::RequireApproval(spec) => {
+                let rule = d.rule.clone().unwrap_or_default();
+                let granted = self.state().session_grants.contains(&rule)
+                    || self.ctx.approvals().granted(
+                        &rule,
+                        &self.target.name,
+                        self.subject.uid,
+                        self.subject.cgroup.as_deref(),
+                    );
+                if granted {
+                    (
+                        Verdict::Allow {
+                            rule: d.rule.clone(),
+                            mask: d.mask,
+                        },
+                        view(Disposition::Approved, d.rule),
+                    )
+                } else {
+                    let grant = spec.grant;
+                    let held = self
+                        .ctx
+                        .approvals()
+                        .hold(HoldSpec {
+                            session_id: self.session_id.clone(),
+                            target: self.target.name.clone(),
+                            rule: rule.clone(),
+                            request: RequestView::of(request, self.identity.original_destination),
+                            requester: Requester::from(&*self.identity),
+                            approval: spec,
+                        })
+                        .await;
+                    (
+                        Verdict::Hold(self.watch(held, grant)),
+                        view(Disposition::Approved, d.rule),
+                    )
+                }
+            }
+        };
+        match request {
+            Request::Session => {
+                let _ = self
+                    .ctx
+                    .events()
+                    .emit(EventKind::SessionStarted {
+                        session_id: self.session_id.clone(),
+                        identity: Box::new((*self.identity).clone()),
+                        decision: match &verdict {
+                            Verdict::Hold(_) => DecisionView {
+                                action: Disposition::Held,
+                                rule: view.rule.clone(),
+                            },
+                            _ => view,
+                        },
+                    })
+                    .await;
+            }
+            Request::Statement { text, .. } | Request::Command { text, .. } => {
+                let mut st = self.state();
+                if st.decisions.len() >= PENDING_DECISIONS {
+                    st.decisions.pop_front();
+                }
+                st.decisions.push_back((text.clone(), view, level));
+            }
+        }
+        verdict
+    }
+
+    /// Passes `held` on to the session, noting a session grant when it is
+    /// approved. Dropping the returned hold drops `held` (withdrawing it).
+    fn watch(self: &DaemonGate, held: Held, grant: Grant) -> Held {
+        let (tx, rx) = oneshot::channel();
+        let (id, rule, deadline, how) = (
+            held.approval_id.clone(),
+            held.rule.clone(),
+            held.deadline,
+            held.how_to_approve.clone(),
+        );
+        let state = Arc::clone(&self.state);
+        let granted_rule = rule.clone();
+        let mut tx = tx;
+        tokio::spawn(async move {
+            tokio::select! {
+                outcome = held.outcome() => {
+                    if grant == Grant::Session && matches!(outcome, HoldOutcome::Approved { .. }) {
+                        let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
+                        if !st.session_grants.contains(&granted_rule) {
+                            st.session_grants.push(granted_rule);
+                        }
+                    }
+                    let _ = tx.send(outcome);
+                }
+                // The session dropped its hold: `held` drops here, withdrawing it.
+                _ = tx.closed() => {}
+            }
+        });
+        Held::new(id, rule, deadline, how, rx, Box::new(|| {}))
+    }
+
+    async fn record_now(&self, record: Record) {
+        let target = self.target.name.clone();
+        let session_id = self.session_id.clone();
+        let take = |text: &str| {
+            let mut st = self.state();
+            let pos = st.decisions.iter().position(|(t, ..)| t == text);
+            let found = pos.and_then(|p| st.decisions.remove(p));
+            let level = st.record;
+            found.map(|(_, v, l)| (v, l)).unwrap_or((
+                DecisionView {
+                    action: Disposition::Allowed,
+                    rule: None,
+                },
+                level,
+            ))
+        };
+        let kind = match record {
+            Record::Statement {
+                text,
+                classes,
+                rows,
+                error,
+                duration_ms,
+            } => {
+                let (decision, level) = take(&text);
+                EventKind::Statement {
+                    session_id,
+                    target,
+                    text: (level == RecordLevel::Full).then_some(text),
+                    classes,
+                    decision,
+                    rows,
+                    error,
+                    duration_ms,
+                }
+            }
+            Record::Command {
+                kind,
+                text,
+                exit_status,
+                duration_ms,
+            } => {
+                let (decision, level) = take(&text);
+                EventKind::Command {
+                    session_id,
+                    target,
+                    command_kind: kind,
+                    text: (level == RecordLevel::Full).then_some(text),
+                    decision,
+                    exit_status,
+                    duration_ms,
+                }
+            }
+            Record::Masked { rule, counts } => EventKind::Masked {
+                session_id,
+                target,
+                rule,
+                counts,
+            },
+            Record::ProtocolError { side, message } => EventKind::ProtocolError {
+                session_id,
+                target,
+                side,
+                message,
+            },
+        };
+        let _ = self.ctx.events().emit(kind).await;
+    }
+}
+
+fn view(action: Disposition, rule: Option<String>) -> DecisionView {
+    DecisionView { action, rule }
+}
+
+impl Gate for DaemonGate {
+    fn decide<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Verdict> {
+        Box::pin(self.decide_now(request))
+    }
+
+    fn record(&self, record: Record) -> BoxFuture<'_, ()> {
+        Box::pin(self.record_now(record))
+    }
+}

@@ -1,0 +1,295 @@
+//! Evaluation: which rule decides a request, and why (policies/README.md,
+//! "How rules are evaluated", is the contract this file implements).
+//!
+//! Every rule has a scope: `statement` if it has statement conditions
+//! (`statement`, `sql`) or is a `mask` rule, `command` if it has SSH
+//! conditions (`kind`, `command`), `session` otherwise. A request is judged
+//! by the rules of its scope whose conditions all hold. Among deciding rules
+//! the most restrictive action wins (block > require_approval > allow); ties
+//! go to the rule written first. No deciding rule: a session gets the
+//! target's `default`, a statement or command is allowed (its session was).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{
+    Policy, Target,
+    rule::{ActionKind, ApprovalSpec, Conditions, RecordLevel, Rule, UserRef},
+};
+use crate::{
+    gate::{MaskRule, Request},
+    identity::ProcessIdentity,
+};
+
+/// The requester, as rules see it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Subject {
+    pub uid: u32,
+    pub user: Option<String>,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+    pub ancestor_exes: Vec<String>,
+    pub cgroup: Option<String>,
+    pub ci: BTreeMap<String, String>,
+}
+
+impl From<&ProcessIdentity> for Subject {
+    fn from(p: &ProcessIdentity) -> Subject {
+        Subject {
+            uid: p.uid,
+            user: p.user.clone(),
+            exe: p.exe.clone(),
+            argv: p.argv.clone(),
+            ancestor_exes: p.ancestry.iter().filter_map(|a| a.exe.clone()).collect(),
+            cgroup: p.cgroup.clone(),
+            ci: p.ci.clone(),
+        }
+    }
+}
+
+/// What the policy says about a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Allow,
+    Block { message: String },
+    RequireApproval(ApprovalSpec),
+}
+
+/// A decision with the rule that made it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    #[serde(flatten)]
+    pub action: Action,
+    /// The deciding rule; `None` when the target's default decided.
+    pub rule: Option<String>,
+    /// Masking that applies to the request's results.
+    pub mask: Vec<MaskRule>,
+    pub record: RecordLevel,
+}
+
+/// One rule's verdict on one request, for `interlock policy explain`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub rule: String,
+    pub applies: bool,
+    pub why: String,
+}
+
+/// A decision and how it was reached.
+#[derive(Clone, Debug, Serialize)]
+pub struct Explanation {
+    pub decision: Decision,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Session,
+    Statement,
+    Command,
+}
+
+fn scope_of_rule(r: &Rule) -> Scope {
+    if r.conditions.about_statements() || r.action == ActionKind::Mask {
+        Scope::Statement
+    } else if r.conditions.about_commands() {
+        Scope::Command
+    } else {
+        Scope::Session
+    }
+}
+
+fn scope_of_request(r: &Request) -> Scope {
+    match r {
+        Request::Session => Scope::Session,
+        Request::Statement { .. } => Scope::Statement,
+        Request::Command { .. } => Scope::Command,
+    }
+}
+
+impl Policy {
+    /// Decides `request` by `subject` on `target`.
+    pub fn decide(&self, target: &Target, subject: &Subject, request: &Request) -> Decision {
+        self.explain(target, subject, request).decision
+    }
+
+    /// Decides and says, rule by rule, why.
+    pub fn explain(&self, target: &Target, subject: &Subject, request: &Request) -> Explanation {
+        let scope = scope_of_request(request);
+        let mut steps = Vec::new();
+        let mut deciding: Option<&Rule> = None;
+        let mut mask = Vec::new();
+        let mut record: Option<RecordLevel> = None;
+        for rule in self.rules() {
+            let step = |applies, why: String| Step {
+                rule: rule.name.clone(),
+                applies,
+                why,
+            };
+            if scope_of_rule(rule) != scope {
+                steps.push(step(false, "is about another kind of request".into()));
+                continue;
+            }
+            if let Err(why) = check(&rule.conditions, target, subject, request) {
+                steps.push(step(false, why));
+                continue;
+            }
+            if record.is_none() {
+                record = rule.record;
+            }
+            match rule.action {
+                ActionKind::Mask => {
+                    if let Some(m) = &rule.mask {
+                        mask.push(MaskRule {
+                            rule: rule.name.clone(),
+                            columns: m.columns.clone(),
+                            detectors: m.detectors.clone(),
+                        });
+                    }
+                    steps.push(step(true, "matches: adds masking".into()));
+                }
+                ActionKind::Record => {
+                    steps.push(step(true, "matches: sets the recording level".into()))
+                }
+                a => {
+                    let wins = deciding.is_none_or(|d| a > d.action);
+                    let why = if wins {
+                        format!("matches: {} (deciding so far)", action_name(a))
+                    } else {
+                        format!(
+                            "matches: {}, but rule `{}` is as or more restrictive and comes first",
+                            action_name(a),
+                            deciding.map(|d| d.name.as_str()).unwrap_or_default()
+                        )
+                    };
+                    if wins {
+                        deciding = Some(rule);
+                    }
+                    steps.push(step(true, why));
+                }
+            }
+        }
+        let (action, rule) = match deciding {
+            Some(r) => (action_of(r), Some(r.name.clone())),
+            None if scope == Scope::Session => (target.default_action.clone(), None),
+            None => (Action::Allow, None),
+        };
+        Explanation {
+            decision: Decision {
+                action,
+                rule,
+                mask,
+                record: record.unwrap_or_default(),
+            },
+            steps,
+        }
+    }
+}
+
+fn action_name(a: ActionKind) -> &'static str {
+    match a {
+        ActionKind::Allow => "allow",
+        ActionKind::RequireApproval => "require_approval",
+        ActionKind::Block => "block",
+        ActionKind::Mask => "mask",
+        ActionKind::Record => "record",
+    }
+}
+
+fn action_of(r: &Rule) -> Action {
+    match (r.action, &r.approval) {
+        (ActionKind::Block, _) => Action::Block {
+            message: r
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("forbidden by rule `{}`", r.name)),
+        },
+        (ActionKind::RequireApproval, Some(a)) => Action::RequireApproval(a.clone()),
+        _ => Action::Allow,
+    }
+}
+
+/// `Ok` when every condition holds; otherwise the first one that does not.
+fn check(c: &Conditions, target: &Target, s: &Subject, req: &Request) -> Result<(), String> {
+    if !c.targets.is_empty() && !c.targets.contains(&target.name) {
+        return Err(format!(
+            "target `{}` is not in {:?}",
+            target.name, c.targets
+        ));
+    }
+    if !c.users.is_empty() {
+        let hit = c.users.iter().any(|u| match u {
+            UserRef::Uid(uid) => *uid == s.uid,
+            UserRef::Name(n) => s.user.as_deref() == Some(n.as_str()),
+        });
+        if !hit {
+            return Err(format!(
+                "user {} (uid {}) is not listed",
+                s.user.as_deref().unwrap_or("?"),
+                s.uid
+            ));
+        }
+    }
+    if !c.exe.is_empty() {
+        let exe = s.exe.as_deref().unwrap_or_default();
+        if !c.exe.iter().any(|p| p.is_match(exe)) {
+            return Err(format!("exe `{exe}` matches no `exe` glob"));
+        }
+    }
+    if let Some(re) = &c.argv {
+        let line = s.argv.join(" ");
+        if !re.0.is_match(&line) {
+            return Err(format!("argv does not match /{}/", re.0.as_str()));
+        }
+    }
+    if !c.ancestor_exe.is_empty()
+        && !s
+            .ancestor_exes
+            .iter()
+            .any(|a| c.ancestor_exe.iter().any(|p| p.is_match(a)))
+    {
+        return Err("no ancestor's exe matches `ancestor_exe`".into());
+    }
+    if !c.cgroup.is_empty() {
+        let cg = s.cgroup.as_deref().unwrap_or_default();
+        if !c.cgroup.iter().any(|p| p.is_match(cg)) {
+            return Err(format!("cgroup `{cg}` matches no `cgroup` glob"));
+        }
+    }
+    for (var, p) in &c.ci {
+        match s.ci.get(var) {
+            Some(v) if p.is_match(v) => {}
+            Some(v) => return Err(format!("{var}=`{v}` does not match `{}`", p.as_str())),
+            None => return Err(format!("{var} is not set for this process")),
+        }
+    }
+    match req {
+        Request::Statement { text, classes } => {
+            if !c.statement.is_empty() && !classes.iter().any(|k| c.statement.contains(k)) {
+                return Err(format!(
+                    "statement classes {classes:?} are not in {:?}",
+                    c.statement
+                ));
+            }
+            if let Some(re) = &c.sql
+                && !re.0.is_match(text)
+            {
+                return Err(format!("statement does not match /{}/", re.0.as_str()));
+            }
+        }
+        Request::Command { kind, text } => {
+            if !c.kind.is_empty() && !c.kind.contains(kind) {
+                return Err(format!("request kind {kind:?} is not in {:?}", c.kind));
+            }
+            if let Some(re) = &c.command
+                && !re.0.is_match(text)
+            {
+                return Err(format!("command does not match /{}/", re.0.as_str()));
+            }
+        }
+        Request::Session => {}
+    }
+    Ok(())
+}

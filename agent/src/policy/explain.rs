@@ -1,0 +1,124 @@
+//! `interlock policy explain`: the decision for a described request, and
+//! each rule's part in it.
+
+use std::io::Write;
+
+use super::{Action, PolicyError, Subject, load};
+use crate::{cli::ExplainArgs, gate::Request};
+
+/// Errors of `policy explain` besides an invalid policy.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("target `{0}` is not in the policy (its targets: {1})")]
+    NoTarget(String, String),
+    #[error("cannot write the explanation: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Prints the explanation; true when the request would be allowed.
+///
+/// # Errors
+/// An invalid policy, an unknown target, or a failed write.
+pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool, ExplainError> {
+    let policy = load(&args.policy)?;
+    let target = policy.target_named(&args.target).ok_or_else(|| {
+        ExplainError::NoTarget(
+            args.target.clone(),
+            policy
+                .targets()
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    })?;
+    let subject = Subject {
+        uid: args.uid,
+        user: args.user.clone(),
+        exe: args.exe.clone(),
+        argv: args
+            .argv
+            .as_deref()
+            .map(|a| a.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
+        ancestor_exes: args.ancestor_exes.clone(),
+        cgroup: args.cgroup.clone(),
+        ci: args.ci.iter().cloned().collect(),
+    };
+    let request = if let Some(sql) = &args.sql {
+        let mut classes = args.classes.clone();
+        classes.extend(crate::classify_sql(sql));
+        classes.sort();
+        classes.dedup();
+        Request::Statement {
+            text: sql.clone(),
+            classes,
+        }
+    } else if !args.classes.is_empty() {
+        Request::Statement {
+            text: String::new(),
+            classes: args.classes.clone(),
+        }
+    } else if let Some(cmd) = &args.command {
+        Request::Command {
+            kind: args.kind,
+            text: cmd.clone(),
+        }
+    } else {
+        Request::Session
+    };
+    let ex = policy.explain(target, &subject, &request);
+    let allowed = matches!(ex.decision.action, Action::Allow);
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&ex).unwrap_or_default()
+        )?;
+        return Ok(allowed);
+    }
+    let what = match &request {
+        Request::Session => "a new session".to_string(),
+        Request::Statement { text, classes } => format!("statement `{text}` {classes:?}"),
+        Request::Command { kind, text } => format!("{kind:?} `{text}`"),
+    };
+    writeln!(
+        out,
+        "target {} ({}), {} by uid {}:",
+        target.name, target.protocol, what, subject.uid
+    )?;
+    for s in &ex.steps {
+        writeln!(
+            out,
+            "  {:<8} rule {:<24} {}",
+            if s.applies { "applies" } else { "skipped" },
+            s.rule,
+            s.why
+        )?;
+    }
+    let by = ex
+        .decision
+        .rule
+        .as_deref()
+        .map(|r| format!("rule `{r}`"))
+        .unwrap_or_else(|| "the target's default".into());
+    let verdict = match &ex.decision.action {
+        Action::Allow => "allow".to_string(),
+        Action::Block { message } => format!("block (\"{message}\")"),
+        Action::RequireApproval(a) => format!(
+            "require approval by {:?} {:?}, timeout {}",
+            a.approvers.users,
+            a.approvers.groups,
+            humantime::format_duration(a.timeout)
+        ),
+    };
+    writeln!(out, "decision: {verdict}, by {by}")?;
+    if !ex.decision.mask.is_empty() {
+        let rules: Vec<&str> = ex.decision.mask.iter().map(|m| m.rule.as_str()).collect();
+        writeln!(out, "masking by: {}", rules.join(", "))?;
+    }
+    writeln!(out, "recording: {:?}", ex.decision.record)?;
+    Ok(allowed)
+}

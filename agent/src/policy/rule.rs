@@ -1,0 +1,388 @@
+//! Rules: what a policy allows, blocks, holds for approval, masks and how
+//! much it records. Raw YAML shapes are validated into compiled values here
+//! (globs, regexes, durations), so evaluation never parses strings.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use globset::GlobMatcher;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::facts::{CommandKind, StatementClass};
+
+/// What a deciding rule does, or what a contributing rule adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Allow,
+    RequireApproval,
+    Block,
+    /// Contributes masking to every statement it matches; decides nothing.
+    Mask,
+    /// Contributes a recording level to the session; decides nothing.
+    Record,
+}
+
+impl ActionKind {
+    /// Deciding actions pick the outcome; the others only contribute.
+    pub fn decides(self) -> bool {
+        matches!(
+            self,
+            ActionKind::Allow | ActionKind::RequireApproval | ActionKind::Block
+        )
+    }
+}
+
+/// How much of a session is written to the audit trail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordLevel {
+    /// Every statement and command with its text, and transcripts.
+    #[default]
+    Full,
+    /// Decisions, classes, counts and timings; no statement or command text
+    /// and no transcripts.
+    Metadata,
+}
+
+/// How long an approval lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// This one request.
+    Once,
+    /// Requests this rule matches for the rest of the session.
+    Session,
+    /// Requests this rule matches from the same user and cgroup, on the
+    /// same target, for this long (across sessions).
+    #[serde(serialize_with = "ser_duration")]
+    For(Duration),
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+impl<'de> Deserialize<'de> for Grant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "once" => Ok(Grant::Once),
+            "session" => Ok(Grant::Session),
+            other => humantime::parse_duration(other)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(Grant::For)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "grant `{other}`: expected `once`, `session` or a duration such as `30m`"
+                    ))
+                }),
+        }
+    }
+}
+
+/// Who may approve, by user name or group name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approvers {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// How a `require_approval` rule holds a request.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    pub approvers: Approvers,
+    /// Undecided after this long: denied.
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub timeout: Duration,
+    #[serde(default = "default_grant")]
+    pub grant: Grant,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_grant() -> Grant {
+    Grant::Once
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("`{s}` is not a duration such as `90s` or `10m`"))
+        })
+}
+
+/// What a `mask` rule masks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskSpec {
+    /// `schema.table.column` globs.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Value detectors: `email`, `card`, `aws_key`, `jwt`, `private_key`, `regex:<pattern>`.
+    #[serde(default, deserialize_with = "de_detectors")]
+    pub detectors: Vec<String>,
+}
+
+const DETECTORS: [&str; 5] = ["email", "card", "aws_key", "jwt", "private_key"];
+
+fn de_detectors<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for det in &list {
+        if let Some(re) = det.strip_prefix("regex:") {
+            Regex::new(re).map_err(|e| {
+                serde::de::Error::custom(format!("detector `{det}`: invalid regex: {e}"))
+            })?;
+        } else if !DETECTORS.contains(&det.as_str()) {
+            return Err(serde::de::Error::custom(format!(
+                "unknown detector `{det}`: expected one of {}, or `regex:<pattern>`",
+                DETECTORS.join(", ")
+            )));
+        }
+    }
+    Ok(list)
+}
+
+/// A glob, compiled at load; shown as written.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    text: String,
+    glob: GlobMatcher,
+}
+
+impl Pattern {
+    pub fn is_match(&self, s: &str) -> bool {
+        self.glob.is_match(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        // `*` must not cross `/` in paths unless written `**`.
+        let glob = globset::GlobBuilder::new(&text)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| serde::de::Error::custom(format!("invalid glob `{text}`: {e}")))?
+            .compile_matcher();
+        Ok(Pattern { text, glob })
+    }
+}
+
+/// A regular expression, compiled at load; shown as written.
+#[derive(Clone, Debug)]
+pub struct RegexPattern(pub Regex);
+
+impl<'de> Deserialize<'de> for RegexPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Regex::new(&text)
+            .map(RegexPattern)
+            .map_err(|e| serde::de::Error::custom(format!("invalid regex `{text}`: {e}")))
+    }
+}
+
+/// A user given by name or by numeric uid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserRef {
+    Name(String),
+    Uid(u32),
+}
+
+impl<'de> Deserialize<'de> for UserRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Uid(u32),
+            Name(String),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::Uid(u) => UserRef::Uid(u),
+            Raw::Name(n) => match n.parse() {
+                Ok(u) => UserRef::Uid(u),
+                Err(_) => UserRef::Name(n),
+            },
+        })
+    }
+}
+
+/// Conditions of a rule: all given conditions must hold; a list holds when
+/// any of its entries does.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    /// Target names.
+    #[serde(default, rename = "target")]
+    pub targets: Vec<String>,
+    /// Users by name or uid.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserRef>,
+    /// Executable path globs.
+    #[serde(default)]
+    pub exe: Vec<Pattern>,
+    /// A regex over the command line joined with spaces.
+    #[serde(default)]
+    pub argv: Option<RegexPattern>,
+    /// Globs over the executables of the ancestors (any ancestor).
+    #[serde(default)]
+    pub ancestor_exe: Vec<Pattern>,
+    /// cgroup-v2 path globs.
+    #[serde(default)]
+    pub cgroup: Vec<Pattern>,
+    /// CI variable -> glob over its value; the variable must be present.
+    #[serde(default)]
+    pub ci: BTreeMap<String, Pattern>,
+    /// Statement classes (any of them).
+    #[serde(default)]
+    pub statement: Vec<StatementClass>,
+    /// A regex over the statement text.
+    #[serde(default)]
+    pub sql: Option<RegexPattern>,
+    /// SSH request kinds (any of them).
+    #[serde(default)]
+    pub kind: Vec<CommandKind>,
+    /// A regex over the SSH command (or path, for file operations).
+    #[serde(default)]
+    pub command: Option<RegexPattern>,
+}
+
+impl Conditions {
+    /// Rules with statement conditions are about statements.
+    pub fn about_statements(&self) -> bool {
+        !self.statement.is_empty() || self.sql.is_some()
+    }
+
+    /// Rules with command conditions are about SSH requests.
+    pub fn about_commands(&self) -> bool {
+        !self.kind.is_empty() || self.command.is_some()
+    }
+}
+
+/// One validated rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub name: String,
+    pub conditions: Conditions,
+    pub action: ActionKind,
+    /// Shown to the client when the rule blocks.
+    pub message: Option<String>,
+    pub approval: Option<ApprovalSpec>,
+    pub mask: Option<MaskSpec>,
+    pub record: Option<RecordLevel>,
+}
+
+/// A rule as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub name: String,
+    #[serde(default)]
+    #[allow(dead_code)] // documentation for humans; kept so files may carry it
+    pub description: Option<String>,
+    #[serde(rename = "match", default)]
+    pub conditions: Conditions,
+    pub action: ActionKind,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub approval: Option<ApprovalSpec>,
+    #[serde(default)]
+    pub mask: Option<MaskSpec>,
+    #[serde(default)]
+    pub record: Option<RecordLevel>,
+}
+
+impl RawRule {
+    /// Checks that the action has what it needs; returns the rule or what is wrong.
+    pub(super) fn validate(self) -> Result<Rule, String> {
+        let name = self.name.trim().to_string();
+        if name.is_empty() {
+            return Err("a rule has an empty name".into());
+        }
+        let c = &self.conditions;
+        if c.about_statements() && c.about_commands() {
+            return Err(format!(
+                "rule `{name}` mixes statement conditions (statement/sql) with SSH ones (kind/command); split it in two"
+            ));
+        }
+        match self.action {
+            ActionKind::RequireApproval => {
+                let a = self.approval.as_ref().ok_or_else(|| {
+                    format!("rule `{name}`: action require_approval needs `approval: {{approvers: ...}}`")
+                })?;
+                if a.approvers.users.is_empty() && a.approvers.groups.is_empty() {
+                    return Err(format!(
+                        "rule `{name}`: `approval.approvers` names no user or group, so nobody could approve"
+                    ));
+                }
+            }
+            _ if self.approval.is_some() => {
+                return Err(format!(
+                    "rule `{name}`: `approval` is only meaningful with action require_approval"
+                ));
+            }
+            _ => {}
+        }
+        match self.action {
+            ActionKind::Mask => {
+                let m = self.mask.as_ref().ok_or_else(|| {
+                    format!("rule `{name}`: action mask needs `mask: {{columns: [...], detectors: [...]}}`")
+                })?;
+                if m.columns.is_empty() && m.detectors.is_empty() {
+                    return Err(format!(
+                        "rule `{name}`: `mask` lists no column and no detector"
+                    ));
+                }
+                if c.about_commands() {
+                    return Err(format!(
+                        "rule `{name}`: masking applies to SQL results, not SSH requests"
+                    ));
+                }
+            }
+            _ if self.mask.is_some() => {
+                return Err(format!(
+                    "rule `{name}`: `mask` is only meaningful with action mask"
+                ));
+            }
+            _ => {}
+        }
+        if self.action == ActionKind::Record && self.record.is_none() {
+            return Err(format!(
+                "rule `{name}`: action record needs `record: full|metadata`"
+            ));
+        }
+        if self.message.is_some() && self.action != ActionKind::Block {
+            return Err(format!(
+                "rule `{name}`: `message` is only shown for action block"
+            ));
+        }
+        Ok(Rule {
+            name,
+            conditions: self.conditions,
+            action: self.action,
+            message: self.message,
+            approval: self.approval,
+            mask: self.mask,
+            record: self.record,
+        })
+    }
+}

@@ -1,0 +1,382 @@
+//! Rule evaluation tables: scopes, conflict resolution, every condition
+//! kind, defaults; and rule validation errors with their positions.
+
+use std::path::Path;
+
+use super::*;
+use crate::gate::Request;
+
+/// A policy with two targets and `rules` (one YAML flow mapping each).
+fn policy_of(rules: &[&str]) -> Policy {
+    policy(
+        &rules
+            .iter()
+            .map(|r| format!("  - {r}\n"))
+            .collect::<String>(),
+    )
+}
+
+fn policy(rules: &str) -> Policy {
+    let text = format!(
+        "version: 1\ntargets:\n  - {{name: pg, protocol: tcp, match: [{{port: 5432}}]}}\n  - {{name: other, protocol: tcp, default: block, match: [{{port: 1}}]}}\nrules:\n{rules}"
+    );
+    parse(Path::new("t.yaml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn ci_subject() -> Subject {
+    Subject {
+        uid: 1001,
+        user: Some("ci".into()),
+        exe: Some("/usr/bin/psql".into()),
+        argv: vec!["psql".into(), "-h".into(), "db".into()],
+        ancestor_exes: vec!["/bin/bash".into(), "/usr/bin/gitlab-runner".into()],
+        cgroup: Some("/system.slice/gitlab-runner.service".into()),
+        ci: [("CI_PROJECT_PATH".to_string(), "infra/deploy".to_string())].into(),
+    }
+}
+
+fn stmt(classes: &[StatementClass], text: &str) -> Request {
+    Request::Statement {
+        text: text.into(),
+        classes: classes.to_vec(),
+    }
+}
+
+fn decide(p: &Policy, target: &str, s: &Subject, r: &Request) -> (String, Option<String>) {
+    let d = p.decide(p.target_named(target).unwrap(), s, r);
+    let a = match d.action {
+        Action::Allow => "allow",
+        Action::Block { .. } => "block",
+        Action::RequireApproval(_) => "hold",
+    };
+    (a.to_string(), d.rule)
+}
+
+const APPROVE: &str = "approval: {approvers: {users: [alice]}}";
+
+#[test]
+fn most_restrictive_wins_and_ties_go_to_the_first() {
+    let p = policy_of(&[
+        "{name: allow-all, action: allow, match: {statement: [read, write, drop_table]}}",
+        &format!(
+            "{{name: hold-writes, action: require_approval, {APPROVE}, match: {{statement: [write]}}}}"
+        ),
+        &format!(
+            "{{name: hold-writes-2, action: require_approval, {APPROVE}, match: {{statement: [write]}}}}"
+        ),
+        "{name: no-drops, action: block, match: {statement: [drop_table]}}",
+    ]);
+    let s = ci_subject();
+    let cases = [
+        (&[StatementClass::Read][..], "allow", Some("allow-all")),
+        (&[StatementClass::Write][..], "hold", Some("hold-writes")),
+        (
+            &[StatementClass::Write, StatementClass::DropTable][..],
+            "block",
+            Some("no-drops"),
+        ),
+        (&[StatementClass::Ddl][..], "allow", None),
+    ];
+    for (classes, action, rule) in cases {
+        let got = decide(&p, "pg", &s, &stmt(classes, "x"));
+        assert_eq!(
+            got,
+            (action.to_string(), rule.map(String::from)),
+            "{classes:?}"
+        );
+    }
+}
+
+#[test]
+fn scopes_keep_session_rules_off_statements_and_back() {
+    let p = policy_of(&[
+        "{name: block-bob, action: block, match: {user: [bob]}}",
+        "{name: no-truncate, action: block, match: {statement: [truncate]}}",
+        "{name: no-rm, action: block, match: {command: '^rm '}}",
+    ]);
+    let mut bob = ci_subject();
+    bob.user = Some("bob".into());
+    assert_eq!(decide(&p, "pg", &bob, &Request::Session).0, "block");
+    // A session rule does not judge statements; its session never got that far.
+    assert_eq!(
+        decide(&p, "pg", &bob, &stmt(&[StatementClass::Read], "x")).0,
+        "allow"
+    );
+    let s = ci_subject();
+    assert_eq!(decide(&p, "pg", &s, &Request::Session).0, "allow");
+    assert_eq!(
+        decide(&p, "pg", &s, &stmt(&[StatementClass::Truncate], "x")).0,
+        "block"
+    );
+    let rm = Request::Command {
+        kind: CommandKind::Exec,
+        text: "rm -rf /".into(),
+    };
+    assert_eq!(decide(&p, "pg", &s, &rm).0, "block");
+    let ls = Request::Command {
+        kind: CommandKind::Exec,
+        text: "ls".into(),
+    };
+    assert_eq!(decide(&p, "pg", &s, &ls).0, "allow");
+}
+
+#[test]
+fn target_default_decides_sessions_no_rule_matched() {
+    let p = policy("  - {name: allow-ci, action: allow, match: {target: [other], user: [ci]}}\n");
+    let s = ci_subject();
+    assert_eq!(
+        decide(&p, "other", &s, &Request::Session),
+        ("allow".into(), Some("allow-ci".into()))
+    );
+    let mut eve = s.clone();
+    eve.user = Some("eve".into());
+    eve.uid = 666;
+    assert_eq!(
+        decide(&p, "other", &eve, &Request::Session),
+        ("block".into(), None)
+    );
+    assert_eq!(
+        decide(&p, "pg", &eve, &Request::Session),
+        ("allow".into(), None)
+    );
+}
+
+#[test]
+fn every_identity_condition_matches_and_mismatches() {
+    let s = ci_subject();
+    for (cond, hit) in [
+        ("user: [ci]", true),
+        ("user: [1001]", true),
+        ("user: ['1001']", true),
+        ("user: [root, 0]", false),
+        ("exe: ['/usr/bin/*']", true),
+        ("exe: ['/usr/*']", false), // `*` does not cross `/`
+        ("exe: ['/usr/**']", true),
+        ("argv: '-h\\s+db'", true),
+        ("argv: '^pg_dump'", false),
+        ("ancestor_exe: ['**/gitlab-runner']", true),
+        ("ancestor_exe: ['*/github-runner']", false),
+        ("cgroup: ['/system.slice/gitlab-runner*']", true),
+        ("cgroup: ['/user.slice/**']", false),
+        ("ci: {CI_PROJECT_PATH: 'infra/*'}", true),
+        ("ci: {CI_PROJECT_PATH: 'apps/*'}", false),
+        ("ci: {GITHUB_REPOSITORY: '*'}", false),
+        ("target: [pg]", true),
+        ("target: [other]", false),
+    ] {
+        let p = policy_of(&[&format!("{{name: r, action: block, match: {{{cond}}}}}")]);
+        let ex = p.explain(p.target_named("pg").unwrap(), &s, &Request::Session);
+        assert_eq!(ex.steps[0].applies, hit, "{cond}: {:?}", ex.steps[0]);
+        if !hit {
+            assert!(!ex.steps[0].why.is_empty());
+        }
+    }
+}
+
+#[test]
+fn statement_and_command_conditions() {
+    let s = ci_subject();
+    for (cond, req, hit) in [
+        (
+            "statement: [delete_without_where]",
+            stmt(
+                &[StatementClass::Write, StatementClass::DeleteWithoutWhere],
+                "DELETE FROM t",
+            ),
+            true,
+        ),
+        (
+            "statement: [delete_without_where]",
+            stmt(&[StatementClass::Write], "DELETE FROM t WHERE id=1"),
+            false,
+        ),
+        (
+            "sql: '(?i)pg_sleep'",
+            stmt(&[StatementClass::Read], "select PG_SLEEP(1)"),
+            true,
+        ),
+        (
+            "sql: '(?i)pg_sleep'",
+            stmt(&[StatementClass::Read], "select 1"),
+            false,
+        ),
+        (
+            "kind: [shell]",
+            Request::Command {
+                kind: CommandKind::Shell,
+                text: String::new(),
+            },
+            true,
+        ),
+        (
+            "kind: [shell]",
+            Request::Command {
+                kind: CommandKind::Exec,
+                text: "ls".into(),
+            },
+            false,
+        ),
+        (
+            "{kind: [file_write], command: '^/etc/'}",
+            Request::Command {
+                kind: CommandKind::FileWrite,
+                text: "/etc/passwd".into(),
+            },
+            true,
+        ),
+    ] {
+        let cond = cond.trim_start_matches('{').trim_end_matches('}');
+        let p = policy_of(&[&format!("{{name: r, action: block, match: {{{cond}}}}}")]);
+        assert_eq!(
+            decide(&p, "pg", &s, &req).0 == "block",
+            hit,
+            "{cond} {req:?}"
+        );
+    }
+}
+
+#[test]
+fn mask_rules_add_up_and_record_levels_apply() {
+    let p = policy_of(&[
+        "{name: m1, action: mask, mask: {columns: ['public.users.email']}}",
+        "{name: m2, action: mask, mask: {detectors: [card, 'regex:\\d{3}-\\d{2}']}, match: {user: [ci]}}",
+        "{name: m3, action: mask, mask: {detectors: [email]}, match: {user: [bob]}}",
+        "{name: quiet, action: record, record: metadata, match: {user: [ci]}}",
+    ]);
+    let s = ci_subject();
+    let t = p.target_named("pg").unwrap();
+    let d = p.decide(t, &s, &stmt(&[StatementClass::Read], "select"));
+    let rules: Vec<&str> = d.mask.iter().map(|m| m.rule.as_str()).collect();
+    assert_eq!(rules, ["m1", "m2"]);
+    assert_eq!(d.action, Action::Allow);
+    assert_eq!(
+        p.decide(t, &s, &Request::Session).record,
+        RecordLevel::Metadata
+    );
+}
+
+#[test]
+fn rule_errors_name_position_and_fix() {
+    let base =
+        "version: 1\ntargets:\n  - {name: pg, protocol: tcp, match: [{port: 5432}]}\nrules:\n";
+    for (rules, line, needle) in [
+        (
+            "  - name: a\n    action: require_approval\n",
+            5,
+            "needs `approval",
+        ),
+        (
+            "  - name: a\n    action: require_approval\n    approval: {approvers: {}}\n",
+            5,
+            "nobody could approve",
+        ),
+        (
+            "  - name: a\n    action: block\n    match: {target: [nope]}\n",
+            5,
+            "target `nope`",
+        ),
+        (
+            "  - {name: a, action: allow}\n  - {name: a, action: block}\n",
+            6,
+            "defined twice",
+        ),
+        ("  - name: a\n    action: mask\n", 5, "action mask needs"),
+        (
+            "  - name: a\n    action: allow\n    message: hi\n",
+            5,
+            "only shown for action block",
+        ),
+        (
+            "  - name: a\n    action: block\n    match: {statement: [read], kind: [exec]}\n",
+            5,
+            "split it in two",
+        ),
+        (
+            "  - name: a\n    action: record\n",
+            5,
+            "record: full|metadata",
+        ),
+        // Errors found by the YAML parser carry its own position.
+        (
+            "  - name: a\n    action: explode\n",
+            6,
+            "unknown variant `explode`",
+        ),
+        (
+            "  - name: a\n    action: block\n    match: {argv: '('}\n",
+            7,
+            "invalid regex",
+        ),
+        (
+            "  - name: a\n    action: block\n    match: {exe: ['a[']}\n",
+            7,
+            "invalid glob",
+        ),
+        (
+            "  - name: a\n    action: block\n    match: {statement: [drop_everything]}\n",
+            7,
+            "unknown variant `drop_everything`",
+        ),
+        (
+            "  - name: a\n    action: require_approval\n    approval: {approvers: {users: [x]}, timeout: soon}\n",
+            7,
+            "not a duration",
+        ),
+        (
+            "  - name: a\n    action: require_approval\n    approval: {approvers: {users: [x]}, grant: forever}\n",
+            7,
+            "expected `once`, `session`",
+        ),
+        (
+            "  - name: a\n    action: mask\n    mask: {detectors: [ssn]}\n",
+            7,
+            "unknown detector `ssn`",
+        ),
+        (
+            "  - name: a\n    action: block\n    match: {colour: red}\n",
+            7,
+            "unknown field `colour`",
+        ),
+    ] {
+        let text = format!("{base}{rules}");
+        let err = parse(Path::new("p.yaml"), &text).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("p.yaml:{line}:")),
+            "{rules}: {err}"
+        );
+        assert!(err.contains(needle), "{rules}: {err}");
+    }
+}
+
+#[test]
+fn target_errors_name_position() {
+    let text = "version: 1\ntargets:\n  - name: pg\n    protocol: tcp\n    match: [{port: 1}]\n    upstream: {user: x}\n";
+    let err = parse(Path::new("p.yaml"), text).unwrap_err().to_string();
+    assert!(err.starts_with("p.yaml:3:"), "{err}");
+    assert!(err.contains("takes no `upstream`"), "{err}");
+}
+
+#[test]
+fn reloaded_policies_keep_target_ids_by_name() {
+    let old = parse(
+        Path::new("a"),
+        "version: 1\ntargets:\n  - {name: a, protocol: tcp, match: [{port: 1}]}\n  - {name: b, protocol: tcp, match: [{port: 2}]}\n",
+    )
+    .unwrap();
+    let mut new = parse(
+        Path::new("a"),
+        "version: 1\ntargets:\n  - {name: c, protocol: tcp, match: [{port: 3}]}\n  - {name: b, protocol: tcp, match: [{port: 2}]}\n",
+    )
+    .unwrap();
+    new.keep_ids_of(&old);
+    assert_eq!(
+        new.target_named("b").unwrap().id,
+        old.target_named("b").unwrap().id
+    );
+    let c = new.target_named("c").unwrap().id;
+    assert!(
+        old.targets().iter().all(|t| t.id != c),
+        "new targets get unused ids"
+    );
+    assert_eq!(new.target(c).unwrap().name, "c");
+}

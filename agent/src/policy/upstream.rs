@@ -1,0 +1,177 @@
+//! How the daemon reaches a target's real server: user, credentials by
+//! reference (a file or an environment variable of the daemon — never the
+//! secret itself in the policy), TLS, and SSH host-key pinning.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a secret lives. Resolved when a session needs it, so rotating the
+/// file takes effect without a reload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretRef {
+    File(PathBuf),
+    Env(String),
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            // Only recognised to be refused with a helpful message.
+            Inline(#[allow(dead_code)] String),
+            Ref {
+                file: Option<PathBuf>,
+                env: Option<String>,
+            },
+        }
+        match Raw::deserialize(d)? {
+            Raw::Inline(_) => Err(serde::de::Error::custom(
+                "inline secrets are not allowed in policy files; write `{ file: PATH }` or `{ env: VARIABLE }`",
+            )),
+            Raw::Ref {
+                file: Some(f),
+                env: None,
+            } => Ok(SecretRef::File(f)),
+            Raw::Ref {
+                file: None,
+                env: Some(e),
+            } => Ok(SecretRef::Env(e)),
+            Raw::Ref { .. } => Err(serde::de::Error::custom(
+                "a secret reference needs exactly one of `file` or `env`",
+            )),
+        }
+    }
+}
+
+/// A resolved secret. Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// The secret's bytes, for the one place that sends them upstream.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why a secret could not be read. Names where it was looked for, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("environment variable {0} of the daemon is not set")]
+    Env(String),
+}
+
+impl SecretRef {
+    /// Reads the secret now. A file's trailing newline is not part of it.
+    ///
+    /// # Errors
+    /// The file is unreadable or the variable unset.
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
+        let mut bytes = match self {
+            SecretRef::File(path) => std::fs::read(path).map_err(|source| SecretError::File {
+                path: path.clone(),
+                source,
+            })?,
+            SecretRef::Env(name) => std::env::var_os(name)
+                .ok_or_else(|| SecretError::Env(name.clone()))?
+                .into_encoded_bytes(),
+        };
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        Ok(Secret(bytes))
+    }
+}
+
+/// TLS towards the real server (PostgreSQL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Disable,
+    /// TLS if the server offers it, without certificate checks.
+    #[default]
+    Prefer,
+    /// TLS or nothing, without certificate checks.
+    Require,
+    /// TLS with the certificate checked against `ca_file` and the host name.
+    VerifyFull,
+}
+
+/// A target's upstream settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// The user interlock logs in as (default: the client's).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// PostgreSQL password or SSH password.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// SSH private key (OpenSSH format).
+    #[serde(default)]
+    pub key: Option<SecretRef>,
+    /// PostgreSQL database (default: the client's).
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// CA certificates (PEM) for `tls: verify-full`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// SSH: the server's public host key (`ssh-ed25519 AAAA...`).
+    #[serde(default)]
+    pub host_key: Option<String>,
+    /// SSH: a known_hosts file to check the server's host key against.
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_resolve_and_never_print() {
+        let dir = std::env::temp_dir().join(format!("il-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        std::fs::write(&f, "hunter2\n").unwrap();
+        let s = SecretRef::File(f).resolve().unwrap();
+        assert_eq!(s.expose(), b"hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let missing = SecretRef::Env("INTERLOCK_TEST_NO_SUCH_VAR".into())
+            .resolve()
+            .unwrap_err();
+        assert!(missing.to_string().contains("INTERLOCK_TEST_NO_SUCH_VAR"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn inline_secrets_are_refused() {
+        let e = serde_yaml::from_str::<Upstream>("password: hunter2\n").unwrap_err();
+        assert!(
+            e.to_string().contains("inline secrets are not allowed"),
+            "{e}"
+        );
+        let e = serde_yaml::from_str::<Upstream>("password: {file: /a, env: B}\n").unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
+        let u: Upstream =
+            serde_yaml::from_str("password: {env: PGPASS}\ntls: verify-full\n").unwrap();
+        assert_eq!(u.password, Some(SecretRef::Env("PGPASS".into())));
+        assert_eq!(u.tls, TlsMode::VerifyFull);
+    }
+}
