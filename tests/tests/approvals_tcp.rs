@@ -412,3 +412,38 @@ fn read_one_post(l: &std::net::TcpListener) -> Result<String> {
     (&s).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")?;
     Ok(String::from_utf8(body)?)
 }
+
+#[test]
+fn a_timed_grant_lets_the_same_job_through_without_asking_again() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let server = EchoServer::start("127.0.0.2:0")?;
+    let cg = TestCgroup::new("grant-a")?;
+    let other = TestCgroup::new("grant-b")?;
+    let policy = hold_policy(server.addr.port(), "60s")
+        .replace("timeout: 60s", "timeout: 60s\n      grant: 1h");
+    let mut spec = DaemonSpec::with_policy(&cg, &policy, &[]);
+    spec.scopes.push(other.scope().into());
+    let d = Daemon::start(spec)?;
+    let addr = server.addr.to_string();
+    let first = spawn_client(&cg, &addr, "one")?;
+    let id = held_ids(&d, 1)?.remove(0);
+    assert!(d.cli_as("daemon", None, &["approvals", "approve", &id])?.ok);
+    assert!(client_result(first)?.ends_with(" one"));
+    // Same user, same cgroup: through at once, recorded as approved by the rule.
+    assert!(client_in(&cg, &["echo", &addr, "two"], &[])?.ends_with(" two"));
+    let ev = d.wait_events("second start", |e| of_type(e, "session_started").len() >= 2)?;
+    let second = of_type(&ev, "session_started")[1];
+    assert_eq!(second["decision"]["action"], "approved");
+    assert_eq!(second["decision"]["rule"], "hold-all");
+    // Another cgroup (another job) must ask.
+    let third = spawn_client(&other, &addr, "three")?;
+    let ids = held_ids(&d, 2)?;
+    assert!(
+        d.cli_as("daemon", None, &["approvals", "deny", &ids[1]])?
+            .ok
+    );
+    assert!(client_result(third)?.starts_with("err"));
+    Ok(())
+}

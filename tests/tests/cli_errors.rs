@@ -96,3 +96,54 @@ fn run_refuses_bad_policy_and_bad_scope_with_one_clear_line() -> Result<()> {
     assert!(!ok && err.contains("sometimes"), "{err}");
     Ok(())
 }
+
+#[test]
+fn policy_explain_names_the_deciding_rule_and_why() -> Result<()> {
+    if interlock_bin().is_err() {
+        return Ok(());
+    }
+    let p = temp_file(
+        "explain.yaml",
+        "version: 1
+targets:
+  - {name: db, protocol: tcp, match: [{port: 5432}]}
+rules:
+  - {name: ci-may-read, action: allow, match: {user: [ci], statement: [read]}}
+  - {name: no-truncate, action: block, message: use a migration, match: {statement: [truncate]}}
+  - {name: writes-need-a-human, action: require_approval, approval: {approvers: {groups: [sre]}}, match: {statement: [write]}}
+  - {name: runner-only, action: block, match: {ancestor_exe: ['**/bash']}}
+",
+    )?;
+    let ps = p.display().to_string();
+    let base = [
+        "policy", "explain", "--policy", &ps, "--target", "db", "--user", "ci", "--uid", "1001",
+    ];
+    let run = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        interlock(&a)
+    };
+    let (ok, out, _) = run(&["--class", "write", "--class", "truncate"])?;
+    assert!(!ok, "a blocked request exits non-zero");
+    assert!(
+        out.contains("decision: block (\"use a migration\"), by rule `no-truncate`"),
+        "{out}"
+    );
+    assert!(out.contains("applies  rule writes-need-a-human"), "{out}");
+    let (ok, out, _) = run(&["--class", "read"])?;
+    assert!(ok && out.contains("by rule `ci-may-read`"), "{out}");
+    let (_, out, _) = run(&["--class", "write"])?;
+    assert!(out.contains("decision: require approval"), "{out}");
+    // Session scope: the identity rule decides, statement rules are skipped.
+    let (ok, out, _) = run(&["--ancestor-exe", "/usr/bin/bash"])?;
+    assert!(!ok && out.contains("by rule `runner-only`"), "{out}");
+    assert!(out.contains("skipped  rule ci-may-read"), "{out}");
+    let (ok, out, _) = run(&[])?;
+    assert!(ok && out.contains("the target's default"), "{out}");
+    let (ok, _, err) = interlock(&["policy", "explain", "--policy", &ps, "--target", "nope"])?;
+    assert!(
+        !ok && err.contains("target `nope` is not in the policy"),
+        "{err}"
+    );
+    Ok(())
+}
