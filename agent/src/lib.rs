@@ -14,6 +14,7 @@ pub mod intercept;
 pub mod policy;
 pub mod sessions;
 pub mod sinks;
+pub mod ssh;
 mod targets;
 mod tcp;
 

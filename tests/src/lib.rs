@@ -5,6 +5,8 @@
 mod cgroup;
 mod daemon;
 mod echo;
+mod sshd;
+pub mod sshproxy;
 
 use std::{
     path::{Path, PathBuf},
@@ -17,6 +19,7 @@ use serde_json::Value;
 pub use cgroup::{TestCgroup, client_in, client_outside, testclient};
 pub use daemon::{Daemon, DaemonSpec};
 pub use echo::EchoServer;
+pub use sshd::{Sshd, ssh_keygen};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

@@ -1,0 +1,239 @@
+//! Relays a started session channel both ways: data, extended data, EOF,
+//! window changes, signals, exit status and exit signal. A PTY shell is
+//! recorded (asciicast) and its typed lines reconstructed; an sftp
+//! subsystem has each file operation decided and recorded.
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, server};
+
+use super::{
+    SshError,
+    cast::{CastWriter, LineReader},
+    channel::{Pty, Start, UpChannel},
+    decision,
+    server::{Id, SessionCtx},
+    sftp::{self, SftpTracker},
+};
+use crate::gate::{CommandKind, Record, Side};
+
+/// Everything the relay owns.
+pub(super) struct Relay {
+    pub(super) ctx: Arc<SessionCtx>,
+    pub(super) id: Id,
+    pub(super) cr: ChannelReadHalf,
+    pub(super) cw: ChannelWriteHalf<server::Msg>,
+    pub(super) handle: server::Handle,
+    pub(super) up: UpChannel,
+    pub(super) pty: Option<Pty>,
+    pub(super) pending: Vec<Bytes>,
+    pub(super) client_eof: bool,
+}
+
+/// What the relay watches on the way through.
+enum Tap {
+    Plain,
+    Terminal(Option<CastWriter>, LineReader),
+    Sftp(SftpTracker),
+}
+
+fn millis(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Relays until the upstream closes the channel or the client goes away,
+/// then records the command.
+pub(super) async fn run(mut r: Relay, start: Start) {
+    let started = Instant::now();
+    let (kind, text) = start.kind_and_text();
+    let mut tap = match (&start, &r.pty) {
+        (Start::Subsystem(name), _) if name == "sftp" => Tap::Sftp(SftpTracker::default()),
+        (Start::Shell | Start::Exec(_), Some(pty)) => {
+            let path = r
+                .ctx
+                .target
+                .recording_dir
+                .join(format!("{}-{}.cast", r.ctx.id, r.id));
+            let cast = match CastWriter::create(&path, pty.cols, pty.rows, Some(&pty.term)) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    report(&r.ctx, Side::Server, &e).await;
+                    None
+                }
+            };
+            Tap::Terminal(cast, LineReader::new())
+        }
+        _ => Tap::Plain,
+    };
+    let pending = std::mem::take(&mut r.pending);
+    let mut outcome = Ok(());
+    for data in pending {
+        outcome = client_data(&mut r, &mut tap, data).await;
+        if outcome.is_err() {
+            break;
+        }
+    }
+    if r.client_eof {
+        let _ = r.up.1.eof().await;
+    }
+    let mut exit_status = None;
+    let mut client_open = outcome.is_ok();
+    while outcome.is_ok() {
+        tokio::select! {
+            msg = r.cr.wait(), if client_open => match msg {
+                Some(ChannelMsg::Data { data }) => outcome = client_data(&mut r, &mut tap, data).await,
+                Some(ChannelMsg::Eof) => { let _ = r.up.1.eof().await; }
+                Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
+                    if let Tap::Terminal(Some(cast), _) = &mut tap {
+                        let _ = cast.resize(col_width, row_height);
+                    }
+                    let _ = r.up.1.window_change(col_width, row_height, pix_width, pix_height).await;
+                }
+                Some(ChannelMsg::Signal { signal }) => { let _ = r.up.1.signal(signal).await; }
+                Some(ChannelMsg::Close) | None => {
+                    client_open = false;
+                    let _ = r.up.1.close().await;
+                }
+                Some(_) => {}
+            },
+            msg = r.up.0.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => outcome = server_data(&mut r, &mut tap, data).await,
+                Some(ChannelMsg::ExtendedData { data, ext }) => {
+                    let _ = r.cw.extended_data_bytes(ext, data).await;
+                }
+                Some(ChannelMsg::Eof) => { let _ = r.cw.eof().await; }
+                Some(ChannelMsg::ExitStatus { exit_status: s }) => {
+                    exit_status = Some(s);
+                    let _ = r.cw.exit_status(s).await;
+                }
+                Some(ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag }) => {
+                    let _ = r.handle
+                        .exit_signal_request(r.id, signal_name, core_dumped, error_message, lang_tag)
+                        .await;
+                }
+                Some(ChannelMsg::Failure) => {
+                    let line = format!("interlock: upstream refused the {} request\r\n", kind_name(kind));
+                    let _ = r.cw.extended_data_bytes(1, Bytes::from(line)).await;
+                    let _ = r.cw.exit_status(1).await;
+                    break;
+                }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            },
+        }
+    }
+    if let Err(e) = &outcome {
+        report(&r.ctx, Side::Client, e).await;
+    }
+    let _ = r.cw.close().await;
+    let _ = r.up.1.close().await;
+    let text = match &tap {
+        Tap::Terminal(Some(cast), _) if matches!(start, Start::Shell) => {
+            format!("shell (recording {})", cast.path().display())
+        }
+        _ => text,
+    };
+    r.ctx
+        .gate
+        .record(Record::Command {
+            kind,
+            text,
+            exit_status,
+            duration_ms: millis(started),
+        })
+        .await;
+}
+
+fn kind_name(kind: CommandKind) -> &'static str {
+    match kind {
+        CommandKind::Shell => "shell",
+        CommandKind::Subsystem => "subsystem",
+        _ => "exec",
+    }
+}
+
+async fn report(ctx: &SessionCtx, side: Side, e: &SshError) {
+    tracing::warn!(session = %ctx.id, error = %e, "ssh channel");
+    let message = e.to_string();
+    ctx.gate
+        .record(Record::ProtocolError { side, message })
+        .await;
+}
+
+/// Client -> upstream data.
+async fn client_data(r: &mut Relay, tap: &mut Tap, data: Bytes) -> Result<(), SshError> {
+    match tap {
+        Tap::Plain => {}
+        Tap::Terminal(cast, lines) => {
+            if let Some(cast) = cast {
+                cast.input(&data)?;
+            }
+            for line in lines.feed(&data) {
+                let record = Record::Command {
+                    kind: CommandKind::Shell,
+                    text: line,
+                    exit_status: None,
+                    duration_ms: 0,
+                };
+                r.ctx.gate.record(record).await;
+            }
+        }
+        Tap::Sftp(tracker) => return sftp_client(r, tracker, &data).await,
+    }
+    r.up.1.data_bytes(data).await?;
+    Ok(())
+}
+
+/// Upstream -> client data.
+async fn server_data(r: &mut Relay, tap: &mut Tap, data: Bytes) -> Result<(), SshError> {
+    match tap {
+        Tap::Plain => {}
+        Tap::Terminal(cast, _) => {
+            if let Some(cast) = cast {
+                cast.output(&data)?;
+            }
+        }
+        Tap::Sftp(tracker) => {
+            let (packets, records) = tracker
+                .server_data(&data)
+                .map_err(|e| SshError::Sftp(format!("from server: {e}")))?;
+            for p in packets {
+                r.cw.data_bytes(p).await?;
+            }
+            for record in records {
+                r.ctx.gate.record(record).await;
+            }
+            return Ok(());
+        }
+    }
+    r.cw.data_bytes(data).await?;
+    Ok(())
+}
+
+/// Decides each sftp file operation; refused ones get PERMISSION_DENIED.
+async fn sftp_client(
+    r: &mut Relay,
+    tracker: &mut SftpTracker,
+    data: &[u8],
+) -> Result<(), SshError> {
+    let packets = tracker
+        .client_data(data)
+        .map_err(|e| SshError::Sftp(format!("from client: {e}")))?;
+    for packet in packets {
+        if let Some(op) = &packet.op {
+            let request = crate::gate::Request::Command {
+                kind: op.kind,
+                text: op.text.clone(),
+            };
+            if let Err(line) = decision::decide_quietly(r.ctx.gate.as_ref(), &request).await {
+                r.cw.data_bytes(sftp::permission_denied(packet.id, &line))
+                    .await?;
+                continue;
+            }
+        }
+        tracker.forwarded(&packet);
+        r.up.1.data_bytes(packet.bytes).await?;
+    }
+    Ok(())
+}

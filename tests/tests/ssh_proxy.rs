@@ -1,0 +1,177 @@
+//! The SSH proxy against a real sshd and the real OpenSSH clients: exec
+//! control (allow, block, hold), injected credentials, upstream host key
+//! verification, PTY shells recorded as asciicast, sftp/scp file operations
+//! and host certificates from interlock's SSH CA.
+
+use std::sync::Arc;
+
+use interlock::{
+    gate::{CommandKind, HoldOutcome},
+    ssh::{HostIdentity, HostKeyCheck, SshCa},
+};
+use interlock_tests::{
+    Sshd,
+    sshproxy::{self, TestGate, text},
+};
+
+fn gate() -> TestGate {
+    TestGate {
+        block: vec!["forbidden-cmd".into()],
+        hold: vec!["needs-approval".into()],
+        ..TestGate::default()
+    }
+}
+
+async fn proxy(sshd: &Sshd, gate: Arc<TestGate>) -> sshproxy::Proxy {
+    let target = sshproxy::target(sshd, HostIdentity::generate().unwrap()).unwrap();
+    sshproxy::start(sshd, target, gate, None).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_upstream_with_the_injected_key() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(gate());
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let out = p
+        .ssh(
+            &["-o", "SetEnv=INTERLOCK_GREETING=hi"],
+            "cat; echo \"env=$INTERLOCK_GREETING\"; echo to-stderr >&2; exit 3",
+            b"from-stdin\n",
+        )
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stderr: {stderr}\n{}",
+        sshd.log()
+    );
+    assert_eq!(stdout, "from-stdin\nenv=hi\n");
+    assert!(stderr.contains("to-stderr"), "{stderr}");
+    let cmds = gate.commands();
+    assert!(
+        cmds.iter()
+            .any(|(k, t, s)| *k == CommandKind::Exec && t.starts_with("cat;") && *s == Some(3)),
+        "{cmds:?}"
+    );
+    // The rogue key reached only the proxy: sshd saw the injected one.
+    assert!(
+        sshd.log().contains("Accepted publickey for root"),
+        "{}",
+        sshd.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_exec_does_not_run() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(gate());
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let marker = sshd.dir.join("blocked-marker");
+    let cmd = format!("touch {} # forbidden-cmd", marker.display());
+    let out = p.ssh(&[], &cmd, b"").await.unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "interlock: blocked by rule block-forbidden-cmd: 'forbidden-cmd' is forbidden here"
+        ),
+        "{stderr}"
+    );
+    assert!(!marker.exists());
+    assert!(
+        gate.commands().is_empty(),
+        "a blocked command is not recorded as run"
+    );
+}
+
+async fn held(outcome: HoldOutcome) -> (std::process::Output, bool, Arc<TestGate>) {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(gate());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *gate.holds.lock().unwrap() = Some(tx);
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let marker = sshd.dir.join("held-marker");
+    let cmd = format!("touch {} && echo done # needs-approval", marker.display());
+    let client = tokio::spawn(async move { p.ssh(&[], &cmd, b"").await.unwrap() });
+    let hold = rx.recv().await.unwrap();
+    assert!(hold.text.contains("needs-approval"));
+    assert!(
+        !marker.exists(),
+        "a held command must not run before approval"
+    );
+    hold.resolve.send(outcome).unwrap();
+    let out = client.await.unwrap();
+    (out, marker.exists(), gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_exec_runs_after_approval() {
+    let approved = HoldOutcome::Approved {
+        by: "alice".into(),
+        reason: None,
+    };
+    let (out, ran, gate) = held(approved).await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stderr.contains("interlock: held for approval appr-"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("interlock approvals approve"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, "done\n");
+    assert!(ran);
+    assert!(
+        gate.commands()
+            .iter()
+            .any(|(k, _, s)| *k == CommandKind::Exec && *s == Some(0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_exec_fails_after_denial() {
+    let denied = HoldOutcome::Denied {
+        by: "bob".into(),
+        reason: Some("not today".into()),
+    };
+    let (out, ran, _) = held(denied).await;
+    let (_, stderr) = text(&out);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("denied by bob: not today"), "{stderr}");
+    assert!(!ran);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_host_key_mismatch_refuses() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(gate());
+    let mut target = sshproxy::target(&sshd, HostIdentity::generate().unwrap()).unwrap();
+    let other = HostIdentity::generate().unwrap().public_key_openssh();
+    target.host_key_check = HostKeyCheck::Pinned(other);
+    let p = sshproxy::start(&sshd, target, Arc::clone(&gate), None)
+        .await
+        .unwrap();
+    let out = p.ssh(&[], "true", b"").await.unwrap();
+    let (_, stderr) = text(&out);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("upstream host key mismatch"), "{stderr}");
+    eprintln!("client saw: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_certificate_from_the_ca_is_trusted() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(gate());
+    let ca = SshCa::load_or_create(&sshd.dir.join("state")).unwrap();
+    let identity = ca.mint_host(&["127.0.0.1", "target.internal"]).unwrap();
+    let target = sshproxy::target(&sshd, identity).unwrap();
+    let line = ca.known_hosts_line(&["127.0.0.1", "[127.0.0.1]:*"]);
+    let p = sshproxy::start(&sshd, target, gate, Some(line))
+        .await
+        .unwrap();
+    let out = p.ssh(&[], "echo via-cert", b"").await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, "via-cert\n");
+}
