@@ -16,7 +16,7 @@ use interlock_tests::{
 
 fn gate() -> TestGate {
     TestGate {
-        block: vec!["forbidden-cmd".into()],
+        block: vec!["forbidden-cmd".into(), "secret-keep".into()],
         hold: vec!["needs-approval".into()],
         ..TestGate::default()
     }
@@ -174,4 +174,174 @@ async fn host_certificate_from_the_ca_is_trusted() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(stdout, "via-cert\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_shell_is_relayed_recorded_and_its_lines_reconstructed() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(gate());
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let input = b"echo hi-$((6*7))\nexit 0\n";
+    let out = p.ssh(&["-tt"], "", input).await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("hi-42"), "{stdout}");
+    let casts: Vec<_> = std::fs::read_dir(&p.recordings)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(casts.len(), 1, "{casts:?}");
+    let cast = std::fs::read_to_string(&casts[0]).unwrap();
+    let mut lines = cast.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert!(header["width"].as_u64().unwrap() > 0);
+    assert!(header["timestamp"].as_u64().is_some());
+    let events: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    let output: String = events
+        .iter()
+        .filter(|e| e[1] == "o")
+        .map(|e| e[2].as_str().unwrap())
+        .collect();
+    assert!(output.contains("hi-42"), "{output}");
+    assert!(events.iter().any(|e| e[1] == "i"));
+    assert!(events.iter().all(|e| e[0].as_f64().is_some()));
+    let cmds = gate.commands();
+    assert!(
+        cmds.contains(&(CommandKind::Shell, "echo hi-$((6*7))".into(), None)),
+        "{cmds:?}"
+    );
+    assert!(cmds.iter().any(|(k, t, s)| *k == CommandKind::Shell
+        && t.starts_with("shell (recording")
+        && *s == Some(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_shell_gets_the_reason() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(TestGate {
+        deny_shell: true,
+        ..gate()
+    });
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let out = p.ssh(&["-tt"], "", b"exit 0\n").await.unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interlock: blocked by rule no-shells"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_file_operations_are_decided_and_recorded() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(gate());
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let d = sshd.dir.display();
+    let local = sshd.dir.join("local.txt");
+    let content = "sftp payload\n".repeat(1000);
+    std::fs::write(&local, &content).unwrap();
+    std::fs::write(sshd.dir.join("secret-keep.txt"), "keep").unwrap();
+    let batch = sshd.dir.join("batch");
+    let script = format!(
+        "put {d}/local.txt {d}/up.txt\nget {d}/up.txt {d}/down.txt\nmkdir {d}/newdir\n\
+         rename {d}/up.txt {d}/renamed.txt\n-rm {d}/secret-keep.txt\n"
+    );
+    std::fs::write(&batch, script).unwrap();
+    let out = p.sftp(&batch).await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(sshd.dir.join("renamed.txt")).unwrap(),
+        content
+    );
+    assert_eq!(
+        std::fs::read_to_string(sshd.dir.join("down.txt")).unwrap(),
+        content
+    );
+    assert!(sshd.dir.join("newdir").is_dir());
+    assert!(
+        sshd.dir.join("secret-keep.txt").exists(),
+        "the blocked remove must not reach the server"
+    );
+    let cmds = gate.commands();
+    let n = content.len();
+    let has = |kind: CommandKind, text: String| {
+        cmds.iter()
+            .any(|(k, t, s)| *k == kind && *t == text && *s == Some(0))
+    };
+    assert!(
+        has(
+            CommandKind::FileWrite,
+            format!("{d}/up.txt: {n} bytes written")
+        ),
+        "{cmds:?}"
+    );
+    assert!(
+        has(CommandKind::FileRead, format!("{d}/up.txt: {n} bytes read")),
+        "{cmds:?}"
+    );
+    assert!(
+        has(CommandKind::FileMkdir, format!("{d}/newdir")),
+        "{cmds:?}"
+    );
+    assert!(
+        has(
+            CommandKind::FileRename,
+            format!("{d}/up.txt -> {d}/renamed.txt")
+        ),
+        "{cmds:?}"
+    );
+    assert!(
+        !cmds.iter().any(|(k, _, _)| *k == CommandKind::FileRemove),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.iter()
+            .any(|(k, t, _)| *k == CommandKind::Subsystem && t == "sftp")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scp_works_in_sftp_and_legacy_mode() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(gate());
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let d = sshd.dir.display();
+    let local = sshd.dir.join("scp-local.txt");
+    std::fs::write(&local, "scp payload").unwrap();
+    let from = local.display().to_string();
+    let out = p
+        .scp(&[], &from, &format!("root@127.0.0.1:{d}/scp-new.txt"))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let out = p
+        .scp(&["-O"], &from, &format!("root@127.0.0.1:{d}/scp-old.txt"))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert_eq!(
+        std::fs::read_to_string(sshd.dir.join("scp-new.txt")).unwrap(),
+        "scp payload"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sshd.dir.join("scp-old.txt")).unwrap(),
+        "scp payload"
+    );
+    let cmds = gate.commands();
+    assert!(
+        cmds.iter().any(|(k, t, _)| *k == CommandKind::FileWrite
+            && *t == format!("{d}/scp-new.txt: 11 bytes written")),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.iter().any(|(k, t, s)| *k == CommandKind::Exec
+            && t.starts_with("scp -t")
+            && t.contains("scp-old.txt")
+            && *s == Some(0)),
+        "{cmds:?}"
+    );
 }

@@ -38,6 +38,10 @@ enum Tap {
     Sftp(SftpTracker),
 }
 
+fn nonzero(v: u32, default: u32) -> u32 {
+    if v == 0 { default } else { v }
+}
+
 fn millis(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
@@ -55,7 +59,9 @@ pub(super) async fn run(mut r: Relay, start: Start) {
                 .target
                 .recording_dir
                 .join(format!("{}-{}.cast", r.ctx.id, r.id));
-            let cast = match CastWriter::create(&path, pty.cols, pty.rows, Some(&pty.term)) {
+            // A client without a real terminal sends 0x0; players need a size.
+            let (cols, rows) = (nonzero(pty.cols, 80), nonzero(pty.rows, 24));
+            let cast = match CastWriter::create(&path, cols, rows, Some(&pty.term)) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     report(&r.ctx, Side::Server, &e).await;
