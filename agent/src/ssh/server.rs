@@ -31,10 +31,8 @@ impl SessionCtx {
     pub(super) async fn upstream(&self, user: &str) -> Result<Arc<Upstream>, SshError> {
         // Held across the connect so that two channels opened at once share one session.
         let mut slot = self.upstream.lock().await;
-        if let Some(up) = slot.as_ref() {
-            if !up.is_closed() {
-                return Ok(Arc::clone(up));
-            }
+        if let Some(up) = slot.as_ref().filter(|up| !up.is_closed()) {
+            return Ok(Arc::clone(up));
         }
         let user = self.target.upstream_user.as_deref().unwrap_or(user);
         let up = Arc::new(upstream::connect(&self.target, user).await?);

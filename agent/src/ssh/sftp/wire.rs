@@ -39,8 +39,7 @@ impl Framer {
     pub(super) fn push(&mut self, data: &[u8]) -> Result<Vec<Bytes>, TooLarge> {
         self.buf.extend_from_slice(data);
         let mut out = Vec::new();
-        loop {
-            let Some(head) = self.buf.get(..4) else { break };
+        while let Some(head) = self.buf.get(..4) {
             let len = u32::from_be_bytes(<[u8; 4]>::try_from(head).unwrap_or_default()) as usize;
             if len > MAX_PACKET {
                 return Err(TooLarge(len));
