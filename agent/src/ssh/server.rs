@@ -87,7 +87,8 @@ pub async fn serve(
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![target.host_identity.key.clone()],
         certificates: target.host_identity.certificate.iter().cloned().collect(),
-        inactivity_timeout: Some(Duration::from_secs(3600)),
+        // A held request can wait for hours without traffic; dead peers end by TCP.
+        inactivity_timeout: None,
         ..Default::default()
     };
     let ctx = Arc::new(SessionCtx {

@@ -1,0 +1,124 @@
+//! SSH proxy sessions beyond single commands: the session decision, holds
+//! withdrawn by a disconnect, known_hosts verification of the upstream, and
+//! port forwarding (direct-tcpip via `ssh -W`), against a real sshd and the
+//! real OpenSSH client.
+
+use std::sync::Arc;
+
+use interlock::{
+    gate::CommandKind,
+    ssh::{HostIdentity, HostKeyCheck},
+};
+use interlock_tests::{
+    EchoServer, Sshd,
+    sshproxy::{self, TestGate, text},
+};
+
+async fn proxy(sshd: &Sshd, gate: Arc<TestGate>) -> sshproxy::Proxy {
+    let target = sshproxy::target(sshd, HostIdentity::generate().unwrap()).unwrap();
+    sshproxy::start(sshd, target, gate, None).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_session_is_refused_with_the_message() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(TestGate {
+        block_session: true,
+        ..TestGate::default()
+    });
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let out = p.ssh(&[], "true", b"").await.unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("interlock: blocked by rule no-sessions: sessions are closed"),
+        "{stderr}"
+    );
+    assert!(
+        !sshd.log().contains("Accepted publickey"),
+        "no upstream session for a blocked one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_withdraws_a_hold() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(TestGate {
+        hold: vec!["needs-approval".into()],
+        ..TestGate::default()
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *gate.holds.lock().unwrap() = Some(tx);
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let client = tokio::spawn(async move { p.ssh(&[], "echo x # needs-approval", b"").await });
+    let mut hold = rx.recv().await.unwrap();
+    // Dropping the client's future kills ssh (kill_on_drop).
+    client.abort();
+    let _ = client.await;
+    hold.resolve.closed().await;
+    assert_eq!(gate.withdrawn.lock().unwrap().len(), 1);
+    assert!(gate.commands().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_verified_against_known_hosts() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(TestGate::default());
+    let known = sshd.dir.join("upstream_known_hosts");
+    let line = format!(
+        "[{}]:{} {}\n",
+        sshd.addr.ip(),
+        sshd.addr.port(),
+        sshd.host_public_key
+    );
+    std::fs::write(&known, line).unwrap();
+    let mut target = sshproxy::target(&sshd, HostIdentity::generate().unwrap()).unwrap();
+    target.host_key_check = HostKeyCheck::KnownHosts(known.clone());
+    let p = sshproxy::start(&sshd, target.clone(), Arc::clone(&gate), None)
+        .await
+        .unwrap();
+    let out = p.ssh(&[], "echo known", b"").await.unwrap();
+    assert_eq!(text(&out).0, "known\n", "{}", text(&out).1);
+
+    let empty = sshd.dir.join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    target.host_key_check = HostKeyCheck::KnownHosts(empty);
+    let p = sshproxy::start(&sshd, target, gate, None).await.unwrap();
+    let out = p.ssh(&[], "echo known", b"").await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("is not in"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forwarding_is_decided() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let echo = EchoServer::start("127.0.0.3:0").unwrap();
+    let allowed = EchoServer::start("127.0.0.3:0").unwrap();
+    let gate = Arc::new(TestGate {
+        block: vec![echo.addr.to_string()],
+        ..TestGate::default()
+    });
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let out = p
+        .ssh(&["-W", &allowed.addr.to_string()], "", b"ping")
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.starts_with("echo 127.0.0.1:"), "{stdout} {stderr}");
+    assert!(stdout.ends_with(" ping"), "{stdout}");
+    let out = p
+        .ssh(&["-W", &echo.addr.to_string()], "", b"ping")
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("interlock: blocked by rule"), "{stderr}");
+    let forwarded = gate.commands();
+    assert!(
+        forwarded
+            .iter()
+            .any(|(k, t, _)| *k == CommandKind::PortForward && *t == allowed.addr.to_string()),
+        "{forwarded:?}"
+    );
+}
