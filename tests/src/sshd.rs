@@ -71,6 +71,7 @@ impl Sshd {
              StrictModes no\n\
              PidFile {dir}/sshd.pid\n\
              AcceptEnv INTERLOCK_*\n\
+             GatewayPorts clientspecified\n\
              Subsystem sftp internal-sftp\n",
             hk = host_key.display(),
             dir = dir.display(),

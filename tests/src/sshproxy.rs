@@ -211,6 +211,17 @@ impl Proxy {
 
     /// `ssh [extra] root@127.0.0.1 <command>` with `stdin`.
     pub async fn ssh(&self, extra: &[&str], command: &str, stdin: &[u8]) -> Result<Output> {
+        self.ssh_env(extra, command, stdin, &[]).await
+    }
+
+    /// [`Proxy::ssh`] with extra environment variables for the client.
+    pub async fn ssh_env(
+        &self,
+        extra: &[&str],
+        command: &str,
+        stdin: &[u8],
+        env: &[(&str, &Path)],
+    ) -> Result<Output> {
         let mut args = self.options();
         args.extend(["-p".into(), self.addr.port().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -218,7 +229,7 @@ impl Proxy {
         if !command.is_empty() {
             args.push(command.into());
         }
-        run("ssh", &args, stdin).await
+        run("ssh", &args, stdin, env).await
     }
 
     /// `scp [extra] from to` (paths may use `root@127.0.0.1:`).
@@ -227,7 +238,7 @@ impl Proxy {
         args.extend(["-P".into(), self.addr.port().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend([from.to_string(), to.to_string()]);
-        run("scp", &args, b"").await
+        run("scp", &args, b"", &[]).await
     }
 
     /// `sftp -b batch root@127.0.0.1`.
@@ -236,14 +247,20 @@ impl Proxy {
         args.extend(["-P".into(), self.addr.port().to_string()]);
         args.extend(["-b".into(), batch.display().to_string()]);
         args.push("root@127.0.0.1".into());
-        run("sftp", &args, b"").await
+        run("sftp", &args, b"", &[]).await
     }
 }
 
-async fn run(program: &str, args: &[String], stdin: &[u8]) -> Result<Output> {
+async fn run(
+    program: &str,
+    args: &[String],
+    stdin: &[u8],
+    env: &[(&str, &Path)],
+) -> Result<Output> {
     use tokio::io::AsyncWriteExt as _;
     let mut child = tokio::process::Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -122,3 +122,108 @@ async fn port_forwarding_is_decided() {
         "{forwarded:?}"
     );
 }
+
+/// A real ssh-agent holding `key`, stopped on drop.
+struct Agent {
+    sock: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Agent {
+    fn start(dir: &std::path::Path, key: &std::path::Path) -> Agent {
+        let sock = dir.join(interlock_tests::unique("agent"));
+        let child = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        while !sock.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let added = std::process::Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "{added:?}");
+        Agent { sock, child }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_forwarding_is_decided() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(TestGate::default());
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let agent = Agent::start(&sshd.dir, &p.client_key);
+    let env = [("SSH_AUTH_SOCK", agent.sock.as_path())];
+    let out = p.ssh_env(&["-A"], "ssh-add -l", b"", &env).await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("interlock-test"), "{stdout}");
+
+    let gate = Arc::new(TestGate {
+        block: vec!["agent".into()],
+        ..TestGate::default()
+    });
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let agent = Agent::start(&sshd.dir, &p.client_key);
+    let env = [("SSH_AUTH_SOCK", agent.sock.as_path())];
+    let out = p.ssh_env(&["-A"], "ssh-add -l", b"", &env).await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stderr.contains("interlock: blocked by rule block-agent"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("interlock-test"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_forwarding_is_decided() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let echo = EchoServer::start("127.0.0.3:0").unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.3:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (open_port, shut_port) = (free(), free());
+    let gate = Arc::new(TestGate {
+        block: vec![format!("remote 127.0.0.3:{shut_port}")],
+        ..TestGate::default()
+    });
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let use_forward = |port: u16| {
+        format!(
+            "exec 3<>/dev/tcp/127.0.0.3/{port}; echo ping >&3; read -r line <&3; echo \"$line\""
+        )
+    };
+    let spec = format!("127.0.0.3:{open_port}:{}", echo.addr);
+    let args = ["-o", "ExitOnForwardFailure=yes", "-R", &spec];
+    let out = p.ssh(&args, &use_forward(open_port), b"").await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("echo ") && stdout.ends_with(" ping\n"),
+        "{stdout}"
+    );
+
+    let spec = format!("127.0.0.3:{shut_port}:{}", echo.addr);
+    let args = ["-o", "ExitOnForwardFailure=yes", "-R", &spec];
+    let out = p.ssh(&args, &use_forward(shut_port), b"").await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(255), "{stdout}");
+    assert!(stderr.contains("remote port forwarding failed"), "{stderr}");
+}

@@ -14,7 +14,6 @@ use russh::{
 use super::{
     SshError,
     decision::{self, Decided},
-    forward,
     relay::{self, Relay},
     server::SessionCtx,
     upstream::Upstream,
@@ -211,24 +210,75 @@ impl ChannelTask {
                     self.reply(want_reply, true).await;
                     return Ok(Start::Subsystem(name));
                 }
-                // russh already answered (failure); the gate still sees the request.
-                ChannelMsg::AgentForward { .. } => {
-                    let kind = CommandKind::AgentForward;
-                    forward::ask_unsupported(&self.ctx, kind, "agent".into()).await;
-                }
+                // OpenSSH sends this without want_reply; russh has answered
+                // failure if a reply was wanted. The gate decides the relay.
+                ChannelMsg::AgentForward { .. } => self.agent().await,
                 ChannelMsg::RequestX11 {
                     want_reply,
-                    x11_screen_number,
-                    ..
+                    single_connection,
+                    x11_authentication_protocol: proto,
+                    x11_authentication_cookie: cookie,
+                    x11_screen_number: screen,
                 } => {
-                    let text = format!("screen {x11_screen_number}");
-                    forward::ask_unsupported(&self.ctx, CommandKind::X11, text).await;
-                    self.reply(want_reply, false).await;
+                    let ok = self.x11(single_connection, proto, cookie, screen).await;
+                    self.reply(want_reply, ok).await;
                 }
                 ChannelMsg::Data { data } => self.pending.push(data),
                 ChannelMsg::Eof => self.client_eof = true,
                 ChannelMsg::Close => return Err(Gone),
                 _ => {}
+            }
+        }
+    }
+
+    /// Agent forwarding, if the gate allows it.
+    async fn agent(&mut self) {
+        if !self.ask(CommandKind::AgentForward, "agent".into()).await {
+            return;
+        }
+        let handle = self.handle.clone();
+        let Ok((_, w)) = self.up().await else { return };
+        if w.agent_forward(false).await.is_ok() {
+            self.ctx.grants.allow_agent(handle);
+        }
+    }
+
+    /// X11 forwarding, if the gate allows it; returns whether it is on.
+    async fn x11(&mut self, single: bool, proto: String, cookie: String, screen: u32) -> bool {
+        if !self.ask(CommandKind::X11, format!("screen {screen}")).await {
+            return false;
+        }
+        let handle = self.handle.clone();
+        let Ok((_, w)) = self.up().await else {
+            return false;
+        };
+        let ok = w
+            .request_x11(false, single, proto, cookie, screen)
+            .await
+            .is_ok();
+        if ok {
+            self.ctx.grants.allow_x11(handle);
+        }
+        ok
+    }
+
+    /// Decides a forwarding request; a refusal or hold notice goes to the
+    /// client's stderr.
+    async fn ask(&self, kind: CommandKind, text: String) -> bool {
+        let request = Request::Command { kind, text };
+        let decided = match decision::decide(self.ctx.gate.as_ref(), &request).await {
+            Decided::Run => Ok(()),
+            Decided::Refuse(line) => Err(line),
+            Decided::Hold(held, notice) => {
+                self.stderr(&notice).await;
+                decision::outcome(held).await
+            }
+        };
+        match decided {
+            Ok(()) => true,
+            Err(line) => {
+                self.stderr(&line).await;
+                false
             }
         }
     }

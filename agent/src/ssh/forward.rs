@@ -1,10 +1,9 @@
-//! Forwarding requests: local port forwarding (direct-tcpip) is decided and
-//! relayed; remote forwarding, agent forwarding and X11 are decided but
-//! not relayed yet, so they are refused even when allowed.
+//! Forwarding requests: local (direct-tcpip) and remote (tcpip-forward)
+//! port forwarding are decided by the gate and relayed only if allowed.
 
 use std::sync::Arc;
 
-use russh::{Channel, ChannelMsg, ChannelOpenFailure, server};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure, client, server};
 
 use super::{decision, server::SessionCtx, upstream::Upstream};
 use crate::gate::{CommandKind, Record, Request};
@@ -54,8 +53,22 @@ pub(super) async fn direct_tcpip(
     };
     reply.accept().await;
     let started = std::time::Instant::now();
-    let (mut cr, cw) = channel.split();
-    let (mut ur, uw) = up.split();
+    pipe(channel, up).await;
+    ctx.gate
+        .record(Record::Command {
+            kind: CommandKind::PortForward,
+            text,
+            exit_status: None,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+        .await;
+}
+
+/// Relays bytes and EOF both ways between a client-side and an
+/// upstream-side channel until both are closed.
+pub(super) async fn pipe(client: Channel<server::Msg>, upstream: Channel<client::Msg>) {
+    let (mut cr, cw) = client.split();
+    let (mut ur, uw) = upstream.split();
     let (mut c_open, mut u_open) = (true, true);
     while c_open || u_open {
         tokio::select! {
@@ -77,29 +90,41 @@ pub(super) async fn direct_tcpip(
             },
         }
     }
-    ctx.gate
-        .record(Record::Command {
-            kind: CommandKind::PortForward,
-            text,
-            exit_status: None,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        })
-        .await;
 }
 
-/// Decides a forwarding request interlock cannot relay yet (remote port
-/// forwarding, agent forwarding, X11): the gate sees it, and it is refused
-/// whatever the verdict. Returns whether it was granted (always `false`).
-pub(super) async fn ask_unsupported(ctx: &SessionCtx, kind: CommandKind, text: String) -> bool {
+/// Decides a remote port forwarding request (`ssh -R`) and, if allowed,
+/// asks the upstream to listen; connections to it are relayed back by
+/// [`super::reverse`]. Returns whether the forward is in place. A hold
+/// blocks this session's other traffic until it is decided (global
+/// requests are answered in order).
+pub(super) async fn remote(
+    ctx: &SessionCtx,
+    upstream: &Upstream,
+    client: server::Handle,
+    address: &str,
+    port: &mut u32,
+) -> bool {
     let request = Request::Command {
-        kind,
-        text: text.clone(),
+        kind: CommandKind::PortForward,
+        text: format!("remote {address}:{port}"),
     };
     if decision::decide_quietly(ctx.gate.as_ref(), &request)
         .await
-        .is_ok()
+        .is_err()
     {
-        tracing::info!(session = %ctx.id, ?kind, %text, "ssh forwarding allowed by policy but not relayed by interlock");
+        return false;
     }
-    false
+    match upstream.tcpip_forward(address, *port).await {
+        Ok(bound) => {
+            if *port == 0 {
+                *port = bound;
+            }
+            ctx.grants.allow_forward(client, address, *port);
+            true
+        }
+        Err(e) => {
+            tracing::info!(session = %ctx.id, error = %e, "upstream refused remote forwarding");
+            false
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod decision;
 mod error;
 mod forward;
 mod relay;
+mod reverse;
 mod server;
 mod sftp;
 mod upstream;
@@ -22,5 +23,3 @@ pub use ca::SshCa;
 pub use config::{ClientAuth, Credential, HostIdentity, HostKeyCheck, SshTarget};
 pub use error::SshError;
 pub use server::serve;
-
-use crate::gate::CommandKind;

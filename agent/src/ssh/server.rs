@@ -13,6 +13,7 @@ use tokio::{net::TcpStream, sync::Mutex};
 
 use super::{
     SshError, SshTarget, channel, forward,
+    reverse::Grants,
     upstream::{self, Upstream},
 };
 use crate::gate::{Gate, Held, HoldOutcome, Record, Request, Side, Verdict};
@@ -22,6 +23,8 @@ pub(super) struct SessionCtx {
     pub(super) id: String,
     pub(super) gate: Arc<dyn Gate>,
     pub(super) target: SshTarget,
+    /// Reverse channels (agent, X11, remote forwards) the gate allowed.
+    pub(super) grants: Arc<Grants>,
     /// Connected on the first channel; a tokio lock because connecting awaits.
     upstream: Mutex<Option<Arc<Upstream>>>,
 }
@@ -35,7 +38,8 @@ impl SessionCtx {
             return Ok(Arc::clone(up));
         }
         let user = self.target.upstream_user.as_deref().unwrap_or(user);
-        let up = Arc::new(upstream::connect(&self.target, user).await?);
+        let grants = Arc::clone(&self.grants);
+        let up = Arc::new(upstream::connect(&self.target, user, grants).await?);
         *slot = Some(Arc::clone(&up));
         Ok(up)
     }
@@ -95,6 +99,7 @@ pub async fn serve(
         id: uuid::Uuid::now_v7().to_string(),
         gate,
         target,
+        grants: Arc::default(),
         upstream: Mutex::new(None),
     });
     let handler = ClientSide {
@@ -249,10 +254,26 @@ impl server::Handler for ClientSide {
         &mut self,
         address: &str,
         port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Ok(upstream) = self.ctx.upstream(&self.user).await else {
+            return Ok(false);
+        };
+        let handle = session.handle();
+        Ok(forward::remote(&self.ctx, &upstream, handle, address, port).await)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        let text = format!("remote {address}:{port}");
-        Ok(forward::ask_unsupported(&self.ctx, super::CommandKind::PortForward, text).await)
+        self.ctx.grants.cancel_forward(address, port);
+        let Ok(upstream) = self.ctx.upstream(&self.user).await else {
+            return Ok(false);
+        };
+        Ok(upstream.cancel_tcpip_forward(address, port).await.is_ok())
     }
 }
 

@@ -5,12 +5,15 @@
 use std::{path::PathBuf, sync::Arc};
 
 use russh::{
-    client,
+    Channel, ChannelOpenFailure, client,
     keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate},
 };
 use tokio::net::TcpStream;
 
-use super::{Credential, HostKeyCheck, SshError, SshTarget};
+use super::{
+    Credential, HostKeyCheck, SshError, SshTarget,
+    reverse::{Grants, Reverse},
+};
 
 /// The connected, authenticated upstream session.
 pub(super) type Upstream = client::Handle<Verifier>;
@@ -21,6 +24,7 @@ pub(super) struct Verifier {
     host: String,
     port: u16,
     check: HostKeyCheck,
+    grants: Arc<Grants>,
 }
 
 fn fingerprint(key: &PublicKey) -> String {
@@ -77,6 +81,94 @@ impl client::Handler for Verifier {
             PublicKeyOrCertificate::Certificate(_) => Ok(false),
         }
     }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let kind = Reverse::Forwarded {
+            address: connected_address.to_string(),
+            port: connected_port,
+            originator: originator_address.to_string(),
+            originator_port,
+        };
+        self.grants.open(kind, channel, reply).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.grants.open(Reverse::Agent, channel, reply).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        channel: Channel<client::Msg>,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let kind = Reverse::X11 {
+            originator: originator_address.to_string(),
+            originator_port,
+        };
+        self.grants.open(kind, channel, reply).await;
+        Ok(())
+    }
+
+    // An upstream has no business opening these towards a client.
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
 }
 
 /// Connects to the target's sshd and authenticates as `user` with the
@@ -85,7 +177,11 @@ impl client::Handler for Verifier {
 /// # Errors
 /// TCP connect failure, host key mismatch or unknown key, protocol errors,
 /// and a rejected credential.
-pub(super) async fn connect(target: &SshTarget, user: &str) -> Result<Upstream, SshError> {
+pub(super) async fn connect(
+    target: &SshTarget,
+    user: &str,
+    grants: Arc<Grants>,
+) -> Result<Upstream, SshError> {
     let addr = target.upstream.to_string();
     let tcp = TcpStream::connect(target.upstream)
         .await
@@ -99,6 +195,7 @@ pub(super) async fn connect(target: &SshTarget, user: &str) -> Result<Upstream, 
         host: target.upstream.ip().to_string(),
         port: target.upstream.port(),
         check: target.host_key_check.clone(),
+        grants,
     };
     let config = Arc::new(client::Config::default());
     let mut handle = client::connect_stream(config, tcp, verifier).await?;
