@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use interlock::{
     gate::CommandKind,
-    ssh::{HostIdentity, HostKeyCheck},
+    ssh::{ClientAuth, HostIdentity, HostKeyCheck},
 };
 use interlock_tests::{
     EchoServer, Sshd,
@@ -226,4 +226,54 @@ async fn remote_forwarding_is_decided() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(255), "{stdout}");
     assert!(stderr.contains("remote port forwarding failed"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_signal_is_relayed() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(TestGate::default());
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let out = p.ssh(&[], "echo before; kill -TERM $$", b"").await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(stdout, "before\n");
+    // OpenSSH exits 255 when the remote command died of a signal.
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    let cmds = gate.commands();
+    assert!(
+        cmds.iter()
+            .any(|(k, _, s)| *k == CommandKind::Exec && s.is_none()),
+        "{cmds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_auth_methods_follow_the_target() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(TestGate::default());
+    let mut target = sshproxy::target(&sshd, HostIdentity::generate().unwrap()).unwrap();
+    target.client_auth = ClientAuth {
+        publickey: false,
+        password: false,
+        none: true,
+    };
+    let p = sshproxy::start(&sshd, target.clone(), Arc::clone(&gate), None)
+        .await
+        .unwrap();
+    let out = p
+        .ssh(&["-o", "PubkeyAuthentication=no"], "echo none-ok", b"")
+        .await
+        .unwrap();
+    assert_eq!(text(&out).0, "none-ok\n", "{}", text(&out).1);
+
+    target.client_auth = ClientAuth {
+        publickey: false,
+        password: true,
+        none: false,
+    };
+    let p = sshproxy::start(&sshd, target, gate, None).await.unwrap();
+    let out = p.ssh(&[], "echo nope", b"").await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("Permission denied"), "{stderr}");
 }

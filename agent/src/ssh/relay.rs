@@ -12,11 +12,11 @@ use super::{
     SshError,
     cast::{CastWriter, LineReader},
     channel::{Pty, Start, UpChannel},
-    decision,
+    decision::{self, Decided},
     server::{Id, SessionCtx},
     sftp::{self, SftpTracker},
 };
-use crate::gate::{CommandKind, Record, Side};
+use crate::gate::{CommandKind, Held, Record, Side};
 
 /// Everything the relay owns.
 pub(super) struct Relay {
@@ -72,24 +72,21 @@ pub(super) async fn run(mut r: Relay, start: Start) {
         }
         _ => Tap::Plain,
     };
-    let pending = std::mem::take(&mut r.pending);
-    let mut outcome = Ok(());
-    for data in pending {
-        outcome = client_data(&mut r, &mut tap, data).await;
-        if outcome.is_err() {
-            break;
-        }
-    }
-    if r.client_eof {
-        let _ = r.up.1.eof().await;
-    }
+    let mut eof_sent = false;
+    let mut outcome = drain(&mut r, &mut tap, &mut eof_sent).await;
     let mut exit_status = None;
     let mut client_open = outcome.is_ok();
     while outcome.is_ok() {
         tokio::select! {
             msg = r.cr.wait(), if client_open => match msg {
-                Some(ChannelMsg::Data { data }) => outcome = client_data(&mut r, &mut tap, data).await,
-                Some(ChannelMsg::Eof) => { let _ = r.up.1.eof().await; }
+                Some(ChannelMsg::Data { data }) => {
+                    r.pending.push(data);
+                    outcome = drain(&mut r, &mut tap, &mut eof_sent).await;
+                }
+                Some(ChannelMsg::Eof) => {
+                    r.client_eof = true;
+                    outcome = drain(&mut r, &mut tap, &mut eof_sent).await;
+                }
                 Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
                     if let Tap::Terminal(Some(cast), _) = &mut tap {
                         let _ = cast.resize(col_width, row_height);
@@ -129,8 +126,9 @@ pub(super) async fn run(mut r: Relay, start: Start) {
             },
         }
     }
-    if let Err(e) = &outcome {
-        report(&r.ctx, Side::Client, e).await;
+    match &outcome {
+        Ok(()) | Err(SshError::ClientClosed) => {}
+        Err(e) => report(&r.ctx, Side::Client, e).await,
     }
     let _ = r.cw.close().await;
     let _ = r.up.1.close().await;
@@ -165,6 +163,20 @@ async fn report(ctx: &SessionCtx, side: Side, e: &SshError) {
     ctx.gate
         .record(Record::ProtocolError { side, message })
         .await;
+}
+
+/// Forwards queued client data in order (a hold inside may queue more),
+/// then the client's EOF once.
+async fn drain(r: &mut Relay, tap: &mut Tap, eof_sent: &mut bool) -> Result<(), SshError> {
+    while !r.pending.is_empty() {
+        let data = r.pending.remove(0);
+        client_data(r, tap, data).await?;
+    }
+    if r.client_eof && !*eof_sent {
+        *eof_sent = true;
+        let _ = r.up.1.eof().await;
+    }
+    Ok(())
 }
 
 /// Client -> upstream data.
@@ -232,7 +244,16 @@ async fn sftp_client(
                 kind: op.kind,
                 text: op.text.clone(),
             };
-            if let Err(line) = decision::decide_quietly(r.ctx.gate.as_ref(), &request).await {
+            let verdict = match decision::decide(r.ctx.gate.as_ref(), &request).await {
+                Decided::Run => Ok(()),
+                Decided::Refuse(line) => Err(line),
+                Decided::Hold(held, notice) => {
+                    stderr(r, &notice).await;
+                    hold(r, held).await?
+                }
+            };
+            if let Err(line) = verdict {
+                stderr(r, &line).await;
                 r.cw.data_bytes(sftp::permission_denied(packet.id, &line))
                     .await?;
                 continue;
@@ -242,4 +263,28 @@ async fn sftp_client(
         r.up.1.data_bytes(packet.bytes).await?;
     }
     Ok(())
+}
+
+async fn stderr(r: &Relay, line: &str) {
+    let _ =
+        r.cw.extended_data_bytes(1, Bytes::from(format!("{line}\r\n")))
+            .await;
+}
+
+/// Waits for a hold while queueing what the client sends meanwhile; a
+/// client that goes away drops the hold, which withdraws it.
+async fn hold(r: &mut Relay, held: Held) -> Result<Result<(), String>, SshError> {
+    let outcome = decision::outcome(held);
+    tokio::pin!(outcome);
+    loop {
+        tokio::select! {
+            o = &mut outcome => return Ok(o),
+            msg = r.cr.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => r.pending.push(data),
+                Some(ChannelMsg::Eof) => r.client_eof = true,
+                Some(ChannelMsg::Close) | None => return Err(SshError::ClientClosed),
+                Some(_) => {}
+            },
+        }
+    }
 }
