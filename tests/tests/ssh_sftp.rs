@@ -106,6 +106,32 @@ async fn scp_works_in_sftp_and_legacy_mode() {
     let local = sshd.dir.join("scp-local.txt");
     std::fs::write(&local, "scp payload").unwrap();
     let from = local.display().to_string();
+    // Several MiB each way: flow control through both SSH legs.
+    let big: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(sshd.dir.join("big.bin"), &big).unwrap();
+    let remote_big = format!("root@127.0.0.1:{d}/big.bin");
+    let back = sshd.dir.join("big-back.bin");
+    let out = p
+        .scp(&[], &remote_big, &back.display().to_string())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert!(std::fs::read(&back).unwrap() == big, "download differs");
+    let read = format!("{d}/big.bin: 6000000 bytes read");
+    assert!(
+        gate.commands()
+            .iter()
+            .any(|(k, t, _)| *k == CommandKind::FileRead && *t == read)
+    );
+    let out = p
+        .ssh(&[], &format!("cat > {d}/big-up.bin"), &big)
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert!(
+        std::fs::read(sshd.dir.join("big-up.bin")).unwrap() == big,
+        "upload differs"
+    );
     let out = p
         .scp(&[], &from, &format!("root@127.0.0.1:{d}/scp-new.txt"))
         .await
