@@ -222,6 +222,12 @@ impl Proxy {
         stdin: &[u8],
         env: &[(&str, &Path)],
     ) -> Result<Output> {
+        let args = self.ssh_args(extra, command);
+        run("ssh", &args, stdin, env).await
+    }
+
+    /// The full `ssh` argument list for `extra` and `command`.
+    pub fn ssh_args(&self, extra: &[&str], command: &str) -> Vec<String> {
         let mut args = self.options();
         args.extend(["-p".into(), self.addr.port().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -229,7 +235,7 @@ impl Proxy {
         if !command.is_empty() {
             args.push(command.into());
         }
-        run("ssh", &args, stdin, env).await
+        args
     }
 
     /// `scp [extra] from to` (paths may use `root@127.0.0.1:`).

@@ -11,7 +11,7 @@ use interlock::{
     ssh::{HostIdentity, HostKeyCheck, SshCa},
 };
 use interlock_tests::{
-    Sshd,
+    PtyChild, Sshd,
     sshproxy::{self, TestGate, text},
 };
 
@@ -232,4 +232,62 @@ async fn denied_shell_gets_the_reason() {
         stderr.contains("interlock: blocked by rule no-shells"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_terminal_is_relayed_resized_and_recorded() {
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(gate());
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let args = p.ssh_args(&[], "");
+    let status = tokio::task::spawn_blocking(move || {
+        let mut t = PtyChild::spawn("ssh", &args, 80, 24).unwrap();
+        t.write("stty size; echo MARK-$((1+1))\r").unwrap();
+        let first = t.read_until("MARK-2").unwrap();
+        assert!(first.contains("24 80"), "{first}");
+        t.resize(100, 30).unwrap();
+        // The resize races with the next line typed; ask until it shows.
+        let resized = (0..50).any(|i| {
+            t.write(&format!("stty size; echo MARK{i}-$((1+1))\r"))
+                .unwrap();
+            t.read_until(&format!("MARK{i}-2"))
+                .unwrap()
+                .contains("30 100")
+        });
+        assert!(resized, "the window change never reached the server");
+        t.write("exit\r").unwrap();
+        t.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+    let cast = std::fs::read_dir(&p.recordings)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let cast = std::fs::read_to_string(cast).unwrap();
+    let mut lines = cast.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(80), Some(24))
+    );
+    let events: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        events.iter().any(|e| e[1] == "r" && e[2] == "100x30"),
+        "{cast}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e[1] == "o" && e[2].as_str().unwrap().contains("MARK-2"))
+    );
+    let cmds = gate.commands();
+    assert!(cmds.contains(&(
+        CommandKind::Shell,
+        "stty size; echo MARK-$((1+1))".into(),
+        None
+    )));
 }

@@ -188,12 +188,11 @@ impl ChannelTask {
                 ChannelMsg::WindowChange {
                     col_width,
                     row_height,
-                    ..
+                    pix_width,
+                    pix_height,
                 } => {
-                    if let Some(p) = self.pty.as_mut() {
-                        p.cols = col_width;
-                        p.rows = row_height;
-                    }
+                    self.resize(col_width, row_height, pix_width, pix_height)
+                        .await
                 }
                 ChannelMsg::Exec {
                     want_reply,
@@ -295,15 +294,23 @@ impl ChannelTask {
                     None | Some(ChannelMsg::Close) => return Err(Gone),
                     Some(ChannelMsg::Data { data }) => self.pending.push(data),
                     Some(ChannelMsg::Eof) => self.client_eof = true,
-                    Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
-                        if let Some(p) = self.pty.as_mut() {
-                            p.cols = col_width;
-                            p.rows = row_height;
-                        }
+                    Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
+                        self.resize(col_width, row_height, pix_width, pix_height).await;
                     }
                     Some(_) => {}
                 },
             }
+        }
+    }
+
+    /// Follows a window change before the command started.
+    async fn resize(&mut self, cols: u32, rows: u32, pix_w: u32, pix_h: u32) {
+        if let Some(p) = self.pty.as_mut() {
+            p.cols = cols;
+            p.rows = rows;
+        }
+        if let Some((_, w)) = self.up.as_ref() {
+            let _ = w.window_change(cols, rows, pix_w, pix_h).await;
         }
     }
 

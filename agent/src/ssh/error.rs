@@ -58,6 +58,22 @@ impl SshError {
     pub fn client_reply(&self) -> String {
         format!("interlock: {self}")
     }
+
+    /// Whether this only says the peer went away (a closed TCP connection
+    /// or a disconnect), which ends a session normally.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            SshError::Protocol(russh::Error::Disconnect | russh::Error::HUP) => true,
+            SshError::Protocol(russh::Error::IO(e)) => matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            ),
+            SshError::ClientClosed | SshError::UpstreamClosed => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<russh::keys::ssh_key::Error> for SshError {
@@ -87,5 +103,15 @@ mod tests {
             e.client_reply(),
             "interlock: upstream host key mismatch for 10.0.0.1:22: expected SHA256:a, got SHA256:b"
         );
+        assert!(!e.is_disconnect());
+    }
+
+    #[test]
+    fn a_vanished_peer_is_a_disconnect() {
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "early eof");
+        assert!(SshError::Protocol(russh::Error::IO(eof)).is_disconnect());
+        assert!(SshError::Protocol(russh::Error::Disconnect).is_disconnect());
+        let other = std::io::Error::other("x");
+        assert!(!SshError::Protocol(russh::Error::IO(other)).is_disconnect());
     }
 }

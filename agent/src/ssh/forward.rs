@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use russh::{Channel, ChannelMsg, ChannelOpenFailure, client, server};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf, client, server};
 
 use super::{decision, server::SessionCtx, upstream::Upstream};
 use crate::gate::{CommandKind, Record, Request};
@@ -53,7 +53,7 @@ pub(super) async fn direct_tcpip(
     };
     reply.accept().await;
     let started = std::time::Instant::now();
-    pipe(channel, up).await;
+    let to_client = pipe(channel, up).await;
     ctx.gate
         .record(Record::Command {
             kind: CommandKind::PortForward,
@@ -62,15 +62,21 @@ pub(super) async fn direct_tcpip(
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
         .await;
+    let _ = to_client.close().await;
 }
 
 /// Relays bytes and EOF both ways between a client-side and an
-/// upstream-side channel until both are closed.
-pub(super) async fn pipe(client: Channel<server::Msg>, upstream: Channel<client::Msg>) {
+/// upstream-side channel until the upstream side is closed. Returns the
+/// client side for the caller to close (after recording, so a client that
+/// waits for the close also finds the record).
+pub(super) async fn pipe(
+    client: Channel<server::Msg>,
+    upstream: Channel<client::Msg>,
+) -> ChannelWriteHalf<server::Msg> {
     let (mut cr, cw) = client.split();
     let (mut ur, uw) = upstream.split();
-    let (mut c_open, mut u_open) = (true, true);
-    while c_open || u_open {
+    let mut c_open = true;
+    loop {
         tokio::select! {
             m = cr.wait(), if c_open => match m {
                 Some(ChannelMsg::Data { data }) => {
@@ -80,16 +86,18 @@ pub(super) async fn pipe(client: Channel<server::Msg>, upstream: Channel<client:
                 Some(ChannelMsg::Close) | None => { c_open = false; let _ = uw.close().await; }
                 Some(_) => {}
             },
-            m = ur.wait(), if u_open => match m {
+            m = ur.wait() => match m {
                 Some(ChannelMsg::Data { data }) => {
                     if cw.data_bytes(data).await.is_err() { break; }
                 }
                 Some(ChannelMsg::Eof) => { let _ = cw.eof().await; }
-                Some(ChannelMsg::Close) | None => { u_open = false; let _ = cw.close().await; }
+                Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             },
         }
     }
+    let _ = uw.close().await;
+    cw
 }
 
 /// Decides a remote port forwarding request (`ssh -R`) and, if allowed,

@@ -130,14 +130,14 @@ pub(super) async fn run(mut r: Relay, start: Start) {
         Ok(()) | Err(SshError::ClientClosed) => {}
         Err(e) => report(&r.ctx, Side::Client, e).await,
     }
-    let _ = r.cw.close().await;
-    let _ = r.up.1.close().await;
     let text = match &tap {
         Tap::Terminal(Some(cast), _) if matches!(start, Start::Shell) => {
             format!("shell (recording {})", cast.path().display())
         }
         _ => text,
     };
+    // Recorded before the client sees the channel close, so whoever waits
+    // for the client to finish also finds the record.
     r.ctx
         .gate
         .record(Record::Command {
@@ -147,6 +147,8 @@ pub(super) async fn run(mut r: Relay, start: Start) {
             duration_ms: millis(started),
         })
         .await;
+    let _ = r.cw.close().await;
+    let _ = r.up.1.close().await;
 }
 
 fn kind_name(kind: CommandKind) -> &'static str {
@@ -216,11 +218,12 @@ async fn server_data(r: &mut Relay, tap: &mut Tap, data: Bytes) -> Result<(), Ss
             let (packets, records) = tracker
                 .server_data(&data)
                 .map_err(|e| SshError::Sftp(format!("from server: {e}")))?;
-            for p in packets {
-                r.cw.data_bytes(p).await?;
-            }
+            // Records first: the client acts on the reply only after it.
             for record in records {
                 r.ctx.gate.record(record).await;
+            }
+            for p in packets {
+                r.cw.data_bytes(p).await?;
             }
             return Ok(());
         }

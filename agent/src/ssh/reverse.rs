@@ -127,7 +127,7 @@ impl Grants {
             match opened {
                 Ok(to_client) => {
                     reply.accept().await;
-                    forward::pipe(to_client, channel).await;
+                    let _ = forward::pipe(to_client, channel).await.close().await;
                 }
                 Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
             }

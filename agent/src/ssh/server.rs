@@ -68,7 +68,7 @@ struct ClientSide {
 ///
 /// # Errors
 /// The SSH handshake with the client failed, or the session ended with a
-/// protocol error.
+/// protocol error. A client that simply goes away is `Ok`.
 pub async fn serve(
     client: TcpStream,
     target: SshTarget,
@@ -114,7 +114,10 @@ pub async fn serve(
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
     }
-    result
+    match result {
+        Err(e) if e.is_disconnect() => Ok(()),
+        other => other,
+    }
 }
 
 impl ClientSide {
