@@ -48,6 +48,30 @@ pub fn ssh_keygen(path: &Path) -> Result<()> {
 }
 
 impl Sshd {
+    /// Whether a real sshd can run here (root, `/usr/sbin/sshd`). Tests
+    /// that need it return early with a message otherwise, except under
+    /// `CI=true`, where a missing prerequisite fails the test.
+    pub fn available() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let missing = if unsafe { libc::geteuid() } != 0 {
+            Some("not running as root")
+        } else if !Path::new("/usr/sbin/sshd").exists() {
+            Some("/usr/sbin/sshd is not installed (openssh-server)")
+        } else {
+            None
+        };
+        match missing {
+            None => true,
+            Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true and an sshd prerequisite is missing: {why}")
+            }
+            Some(why) => {
+                eprintln!("SKIPPED: {why}");
+                false
+            }
+        }
+    }
+
     /// Starts sshd on `ip` (a loopback address, 127.0.0.3 or higher) and a free port.
     pub fn start(ip: &str) -> Result<Sshd> {
         let dir = std::env::temp_dir().join(crate::unique("interlock-sshd"));

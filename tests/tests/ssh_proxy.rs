@@ -30,6 +30,9 @@ async fn proxy(sshd: &Sshd, gate: Arc<TestGate>) -> sshproxy::Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_runs_upstream_with_the_injected_key() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(gate());
     let p = proxy(&sshd, Arc::clone(&gate)).await;
@@ -66,6 +69,9 @@ async fn exec_runs_upstream_with_the_injected_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_exec_does_not_run() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(gate());
     let p = proxy(&sshd, Arc::clone(&gate)).await;
@@ -109,6 +115,9 @@ async fn held(outcome: HoldOutcome) -> (std::process::Output, bool, Arc<TestGate
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_exec_runs_after_approval() {
+    if !Sshd::available() {
+        return;
+    }
     let approved = HoldOutcome::Approved {
         by: "alice".into(),
         reason: None,
@@ -132,6 +141,9 @@ async fn held_exec_runs_after_approval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_exec_fails_after_denial() {
+    if !Sshd::available() {
+        return;
+    }
     let denied = HoldOutcome::Denied {
         by: "bob".into(),
         reason: Some("not today".into()),
@@ -145,6 +157,9 @@ async fn held_exec_fails_after_denial() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_host_key_mismatch_refuses() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(gate());
     let mut target = sshproxy::target(&sshd, HostIdentity::generate().unwrap()).unwrap();
@@ -162,6 +177,9 @@ async fn upstream_host_key_mismatch_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_certificate_from_the_ca_is_trusted() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(gate());
     let ca = SshCa::load_or_create(&sshd.dir.join("state")).unwrap();
@@ -179,6 +197,9 @@ async fn host_certificate_from_the_ca_is_trusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pty_shell_is_relayed_recorded_and_its_lines_reconstructed() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(gate());
     let p = proxy(&sshd, Arc::clone(&gate)).await;
@@ -219,6 +240,9 @@ async fn pty_shell_is_relayed_recorded_and_its_lines_reconstructed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_shell_gets_the_reason() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(TestGate {
         deny_shell: true,
@@ -236,6 +260,9 @@ async fn denied_shell_gets_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_terminal_is_relayed_resized_and_recorded() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(gate());
     let p = proxy(&sshd, Arc::clone(&gate)).await;

@@ -21,6 +21,9 @@ async fn proxy(sshd: &Sshd, gate: Arc<TestGate>) -> sshproxy::Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_session_is_refused_with_the_message() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(TestGate {
         block_session: true,
@@ -42,6 +45,9 @@ async fn blocked_session_is_refused_with_the_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_withdraws_a_hold() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(TestGate {
         hold: vec!["needs-approval".into()],
@@ -62,6 +68,9 @@ async fn client_disconnect_withdraws_a_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_verified_against_known_hosts() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(TestGate::default());
     let known = sshd.dir.join("upstream_known_hosts");
@@ -92,6 +101,9 @@ async fn upstream_verified_against_known_hosts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forwarding_is_decided() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let echo = EchoServer::start("127.0.0.3:0").unwrap();
     let allowed = EchoServer::start("127.0.0.3:0").unwrap();
@@ -161,6 +173,9 @@ impl Drop for Agent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_forwarding_is_decided() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(TestGate::default());
     let p = proxy(&sshd, Arc::clone(&gate)).await;
@@ -190,6 +205,9 @@ async fn agent_forwarding_is_decided() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_forwarding_is_decided() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let echo = EchoServer::start("127.0.0.3:0").unwrap();
     let free = || {
@@ -230,6 +248,9 @@ async fn remote_forwarding_is_decided() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_signal_is_relayed() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(TestGate::default());
     let p = proxy(&sshd, Arc::clone(&gate)).await;
@@ -248,6 +269,9 @@ async fn exit_signal_is_relayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_auth_methods_follow_the_target() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(TestGate::default());
     let mut target = sshproxy::target(&sshd, HostIdentity::generate().unwrap()).unwrap();

@@ -28,6 +28,9 @@ async fn proxy(sshd: &Sshd, gate: Arc<TestGate>) -> sshproxy::Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sftp_file_operations_are_decided_and_recorded() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(gate());
     let p = proxy(&sshd, Arc::clone(&gate)).await;
@@ -99,6 +102,9 @@ async fn sftp_file_operations_are_decided_and_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scp_works_in_sftp_and_legacy_mode() {
+    if !Sshd::available() {
+        return;
+    }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(gate());
     let p = proxy(&sshd, Arc::clone(&gate)).await;
@@ -185,6 +191,9 @@ async fn held_upload(outcome: HoldOutcome) -> (std::process::Output, Sshd) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_sftp_upload_waits_for_approval() {
+    if !Sshd::available() {
+        return;
+    }
     let approved = HoldOutcome::Approved {
         by: "alice".into(),
         reason: None,
@@ -199,6 +208,9 @@ async fn held_sftp_upload_waits_for_approval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_sftp_upload_is_not_written() {
+    if !Sshd::available() {
+        return;
+    }
     let (out, sshd) = held_upload(HoldOutcome::Expired).await;
     let (_, stderr) = text(&out);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
