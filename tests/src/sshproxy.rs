@@ -36,6 +36,7 @@ pub struct TestGate {
     pub hold: Vec<String>,
     pub deny_shell: bool,
     pub block_session: bool,
+    pub hold_session: bool,
     pub holds: Mutex<Option<mpsc::UnboundedSender<PendingHold>>>,
     pub requests: Mutex<Vec<Request>>,
     pub records: Mutex<Vec<Record>>,
@@ -69,6 +70,7 @@ impl TestGate {
                     message: "sessions are closed".into(),
                 };
             }
+            Request::Session if self.hold_session => "session".to_string(),
             Request::Command {
                 kind: CommandKind::Shell,
                 ..
@@ -87,7 +89,9 @@ impl TestGate {
                 message: format!("'{p}' is forbidden here"),
             };
         }
-        if self.hold.iter().any(|p| text.contains(p.as_str())) {
+        if self.hold.iter().any(|p| text.contains(p.as_str()))
+            || (self.hold_session && *request == Request::Session)
+        {
             let (tx, rx) = oneshot::channel();
             let id = format!("appr-{}", crate::unique("h"));
             let withdrawn = Arc::clone(&self.withdrawn);

@@ -44,6 +44,36 @@ async fn blocked_session_is_refused_with_the_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_session_starts_after_approval() {
+    if !Sshd::available() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(TestGate {
+        hold_session: true,
+        ..TestGate::default()
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *gate.holds.lock().unwrap() = Some(tx);
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let client = tokio::spawn(async move { p.ssh(&[], "echo in", b"").await.unwrap() });
+    let hold = rx.recv().await.unwrap();
+    assert_eq!(hold.text, "session");
+    let approved = interlock::gate::HoldOutcome::Approved {
+        by: "alice".into(),
+        reason: None,
+    };
+    hold.resolve.send(approved).unwrap();
+    let out = client.await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(stdout, "in\n", "{stderr}");
+    assert!(
+        stderr.contains("interlock: session held for approval appr-"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_withdraws_a_hold() {
     if !Sshd::available() {
         return;

@@ -81,6 +81,15 @@ impl SftpTracker {
                     op(kind, path)
                 }
                 wire::SETSTAT => op(CommandKind::FileWrite, r.string()?),
+                // Attributes through a handle, even one opened for reading.
+                wire::FSETSTAT => {
+                    let handle = r.bytes()?;
+                    let path = self.open.get(&handle).map(|f| f.op.text.clone());
+                    op(
+                        CommandKind::FileWrite,
+                        path.unwrap_or_else(|| "<unknown handle>".into()),
+                    )
+                }
                 wire::REMOVE | wire::RMDIR => op(CommandKind::FileRemove, r.string()?),
                 wire::MKDIR => op(CommandKind::FileMkdir, r.string()?),
                 wire::RENAME => {

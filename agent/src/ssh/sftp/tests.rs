@@ -85,3 +85,29 @@ fn denial_is_a_status_packet() {
     assert_eq!(r.u32(), Some(9));
     assert_eq!(r.u32(), Some(wire::FX_PERMISSION_DENIED));
 }
+
+#[test]
+fn fsetstat_on_a_read_handle_is_a_write() {
+    let mut t = SftpTracker::default();
+    let open = packet(wire::OPEN, 1, |b| {
+        put_string(b, b"/etc/motd");
+        b.put_u32(wire::FXF_READ);
+        b.put_u32(0);
+    });
+    let pkts = t.client_data(&open).unwrap();
+    assert_eq!(pkts[0].op.as_ref().unwrap().kind, CommandKind::FileRead);
+    t.forwarded(&pkts[0]);
+    t.server_data(&packet(wire::HANDLE, 1, |b| put_string(b, b"h")))
+        .unwrap();
+    let chmod = packet(wire::FSETSTAT, 2, |b| {
+        put_string(b, b"h");
+        b.put_u32(0x4);
+        b.put_u32(0o777);
+    });
+    let pkts = t.client_data(&chmod).unwrap();
+    let op = pkts[0].op.clone().unwrap();
+    assert_eq!(
+        (op.kind, op.text.as_str()),
+        (CommandKind::FileWrite, "/etc/motd")
+    );
+}

@@ -7,6 +7,7 @@ pub(super) const CLOSE: u8 = 4;
 pub(super) const READ: u8 = 5;
 pub(super) const WRITE: u8 = 6;
 pub(super) const SETSTAT: u8 = 9;
+pub(super) const FSETSTAT: u8 = 10;
 pub(super) const REMOVE: u8 = 13;
 pub(super) const MKDIR: u8 = 14;
 pub(super) const RMDIR: u8 = 15;
