@@ -58,14 +58,8 @@ pub struct MaskRule {
 /// How a hold ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HoldOutcome {
-    Approved {
-        by: String,
-        reason: Option<String>,
-    },
-    Denied {
-        by: String,
-        reason: Option<String>,
-    },
+    Approved { by: String, reason: Option<String> },
+    Denied { by: String, reason: Option<String> },
     Expired,
     /// The daemon is shutting down or the registry went away: treat as denied.
     Withdrawn,
