@@ -74,6 +74,27 @@ async fn held_session_starts_after_approval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_withdraws_a_session_hold() {
+    if !Sshd::available() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(TestGate {
+        hold_session: true,
+        ..TestGate::default()
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *gate.holds.lock().unwrap() = Some(tx);
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let client = tokio::spawn(async move { p.ssh(&[], "echo in", b"").await });
+    let mut hold = rx.recv().await.unwrap();
+    client.abort();
+    let _ = client.await;
+    hold.resolve.closed().await;
+    assert_eq!(gate.withdrawn.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_withdraws_a_hold() {
     if !Sshd::available() {
         return;
@@ -330,4 +351,44 @@ async fn client_auth_methods_follow_the_target() {
     assert_eq!(out.status.code(), Some(255));
     assert!(stdout.is_empty());
     assert!(stderr.contains("Permission denied"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiplexed_channels_share_one_upstream_session() {
+    if !Sshd::available() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let gate = Arc::new(TestGate {
+        block: vec!["forbidden-cmd".into()],
+        ..TestGate::default()
+    });
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let control = sshd.dir.join("mux.sock");
+    let control = format!("ControlPath={}", control.display());
+    let master = [
+        "-o",
+        "ControlMaster=yes",
+        "-o",
+        &control,
+        "-o",
+        "ControlPersist=yes",
+        "-N",
+        "-f",
+    ];
+    let out = p.ssh(&master, "", b"").await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let mux = ["-o", "ControlMaster=no", "-o", &control];
+    let (a, b) = tokio::join!(p.ssh(&mux, "echo one", b""), p.ssh(&mux, "echo two", b""));
+    assert_eq!(text(&a.unwrap()).0, "one\n");
+    assert_eq!(text(&b.unwrap()).0, "two\n");
+    let blocked = p.ssh(&mux, "echo forbidden-cmd", b"").await.unwrap();
+    assert_eq!(blocked.status.code(), Some(1));
+    let out = p
+        .ssh(&["-o", &control, "-O", "exit"], "", b"")
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let logins = sshd.log().matches("Accepted publickey").count();
+    assert_eq!(logins, 1, "{}", sshd.log());
 }

@@ -58,6 +58,9 @@ struct ClientSide {
     ctx: Arc<SessionCtx>,
     state: SessionState,
     user: String,
+    /// Notices the client leaving while a held session waits; dropped once
+    /// authentication is over (a duplicate fd keeps the connection open).
+    watch: Option<TcpStream>,
 }
 
 /// Proxies one client connection that was redirected to interlock: the
@@ -106,6 +109,7 @@ pub async fn serve(
         ctx: Arc::clone(&ctx),
         state: SessionState::Undecided,
         user: String::new(),
+        watch: watcher(&client),
     };
     let running = server::run_stream(Arc::new(config), client, handler).await?;
     let result = running.await;
@@ -130,18 +134,47 @@ impl ClientSide {
         }
         match std::mem::replace(&mut self.state, SessionState::Blocked) {
             SessionState::Allowed => {
+                self.watch = None;
                 self.state = SessionState::Allowed;
                 Auth::Accept
             }
-            SessionState::Held(held) => match held.outcome().await {
-                HoldOutcome::Approved { .. } => {
-                    self.state = SessionState::Allowed;
-                    Auth::Accept
+            SessionState::Held(held) => {
+                let outcome = match self.watch.take() {
+                    // Dropping the hold when the client leaves withdraws it.
+                    Some(watch) => tokio::select! {
+                        o = held.outcome() => Some(o),
+                        () = client_gone(&watch) => None,
+                    },
+                    None => Some(held.outcome().await),
+                };
+                match outcome {
+                    Some(HoldOutcome::Approved { .. }) => {
+                        self.state = SessionState::Allowed;
+                        Auth::Accept
+                    }
+                    _ => Auth::reject(),
                 }
-                _ => Auth::reject(),
-            },
+            }
             SessionState::Undecided | SessionState::Blocked => Auth::reject(),
         }
+    }
+}
+
+/// A second handle on the client socket, only to notice the client
+/// leaving while authentication waits for a held session.
+fn watcher(client: &TcpStream) -> Option<TcpStream> {
+    use std::os::fd::AsFd as _;
+    let fd = client.as_fd().try_clone_to_owned().ok()?;
+    TcpStream::from_std(std::net::TcpStream::from(fd)).ok()
+}
+
+/// Resolves when the client closed the connection. If the client sent
+/// data instead (it is russh's to read), this never resolves.
+async fn client_gone(watch: &TcpStream) {
+    let mut byte = [0u8; 1];
+    match watch.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 
