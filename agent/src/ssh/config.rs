@@ -42,8 +42,11 @@ pub enum HostKeyCheck {
 /// credential is never forwarded: the flow identity is the credential.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAuth {
+    /// Any key the client proves it holds.
     pub publickey: bool,
+    /// Any password (it is never checked nor forwarded).
     pub password: bool,
+    /// No credential at all.
     pub none: bool,
 }
 
