@@ -276,10 +276,17 @@ async fn run(
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin).await?;
+    // Written concurrently with reading, so a command echoing its input
+    // never fills both pipes.
+    let writer = child.stdin.take().map(|mut input| {
+        let data = stdin.to_vec();
+        tokio::spawn(async move { input.write_all(&data).await })
+    });
+    let out = child.wait_with_output().await?;
+    if let Some(w) = writer {
+        w.await??;
     }
-    Ok(child.wait_with_output().await?)
+    Ok(out)
 }
 
 /// stdout and stderr as text, for assertions.

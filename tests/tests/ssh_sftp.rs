@@ -138,6 +138,12 @@ async fn scp_works_in_sftp_and_legacy_mode() {
         std::fs::read(sshd.dir.join("big-up.bin")).unwrap() == big,
         "upload differs"
     );
+    // Both directions saturated at once (this stalled a relay that read
+    // one direction while blocked writing the other).
+    let echo: Vec<u8> = (0..24_000_000u32).map(|i| (i % 241) as u8).collect();
+    let out = p.ssh(&[], "cat", &echo).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert!(out.stdout == echo, "echoed stream differs");
     let out = p
         .scp(&[], &from, &format!("root@127.0.0.1:{d}/scp-new.txt"))
         .await

@@ -66,34 +66,54 @@ pub(super) async fn direct_tcpip(
 }
 
 /// Relays bytes and EOF both ways between a client-side and an
-/// upstream-side channel until the upstream side is closed. Returns the
-/// client side for the caller to close (after recording, so a client that
-/// waits for the close also finds the record).
+/// upstream-side channel until the upstream side is closed. The directions
+/// run concurrently, so one waiting for window space never stops the other
+/// from being read. Returns the client side for the caller to close (after
+/// recording, so a client that waits for the close also finds the record).
 pub(super) async fn pipe(
     client: Channel<server::Msg>,
     upstream: Channel<client::Msg>,
 ) -> ChannelWriteHalf<server::Msg> {
     let (mut cr, cw) = client.split();
     let (mut ur, uw) = upstream.split();
-    let mut c_open = true;
-    loop {
+    let outbound = async {
+        loop {
+            match cr.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    if uw.data_bytes(data).await.is_err() {
+                        return;
+                    }
+                }
+                Some(ChannelMsg::Eof) => {
+                    let _ = uw.eof().await;
+                }
+                Some(ChannelMsg::Close) | None => return,
+                Some(_) => {}
+            }
+        }
+    };
+    let inbound = async {
+        loop {
+            match ur.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    let _ = cw.data_bytes(data).await;
+                }
+                Some(ChannelMsg::Eof) => {
+                    let _ = cw.eof().await;
+                }
+                Some(ChannelMsg::Close) | None => return,
+                Some(_) => {}
+            }
+        }
+    };
+    {
+        tokio::pin!(outbound, inbound);
         tokio::select! {
-            m = cr.wait(), if c_open => match m {
-                Some(ChannelMsg::Data { data }) => {
-                    if uw.data_bytes(data).await.is_err() { break; }
-                }
-                Some(ChannelMsg::Eof) => { let _ = uw.eof().await; }
-                Some(ChannelMsg::Close) | None => { c_open = false; let _ = uw.close().await; }
-                Some(_) => {}
-            },
-            m = ur.wait() => match m {
-                Some(ChannelMsg::Data { data }) => {
-                    if cw.data_bytes(data).await.is_err() { break; }
-                }
-                Some(ChannelMsg::Eof) => { let _ = cw.eof().await; }
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
-            },
+            () = &mut inbound => {}
+            () = &mut outbound => {
+                let _ = uw.close().await;
+                inbound.await;
+            }
         }
     }
     let _ = uw.close().await;

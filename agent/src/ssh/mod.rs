@@ -13,6 +13,7 @@ mod config;
 mod decision;
 mod error;
 mod forward;
+mod inbound;
 mod relay;
 mod reverse;
 mod server;
