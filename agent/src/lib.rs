@@ -17,6 +17,7 @@ pub mod intercept;
 pub mod policy;
 pub mod sessions;
 pub mod sinks;
+pub mod ssh;
 mod targets;
 mod tcp;
 

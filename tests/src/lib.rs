@@ -5,6 +5,9 @@
 mod cgroup;
 mod daemon;
 mod echo;
+mod pty;
+mod sshd;
+pub mod sshproxy;
 
 use std::{
     path::{Path, PathBuf},
@@ -17,6 +20,8 @@ use serde_json::Value;
 pub use cgroup::{TestCgroup, client_in, client_outside, testclient};
 pub use daemon::{Daemon, DaemonSpec};
 pub use echo::EchoServer;
+pub use pty::PtyChild;
+pub use sshd::{Sshd, ssh_keygen};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

@@ -1,0 +1,155 @@
+//! What one proxied SSH connection needs to know: where the upstream is, the
+//! credential to inject, how to verify the upstream host key, which client
+//! auth methods to accept, the host identity to present, where to record.
+
+use std::{fmt, net::SocketAddr, path::PathBuf};
+
+use russh::keys::{Certificate, PrivateKey};
+
+use super::SshError;
+
+/// The upstream credential interlock injects; the client never sees it.
+/// `Debug` is redacted.
+#[derive(Clone)]
+pub enum Credential {
+    /// An OpenSSH private key (PEM `-----BEGIN OPENSSH PRIVATE KEY-----`).
+    PrivateKey(Vec<u8>),
+    /// A password.
+    Password(String),
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::PrivateKey(_) => f.write_str("PrivateKey(<redacted>)"),
+            Credential::Password(_) => f.write_str("Password(<redacted>)"),
+        }
+    }
+}
+
+/// How the upstream host key is verified. A mismatch refuses the session.
+#[derive(Clone, Debug)]
+pub enum HostKeyCheck {
+    /// The one accepted key, in OpenSSH public key format
+    /// (`ssh-ed25519 AAAA... comment`).
+    Pinned(String),
+    /// An OpenSSH known_hosts file; the entry for the upstream's host and
+    /// port must match.
+    KnownHosts(PathBuf),
+}
+
+/// Which client authentication methods the proxy accepts. The client's
+/// credential is never forwarded: the flow identity is the credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// Any key the client proves it holds.
+    pub publickey: bool,
+    /// Any password (it is never checked nor forwarded).
+    pub password: bool,
+    /// No credential at all.
+    pub none: bool,
+}
+
+impl Default for ClientAuth {
+    fn default() -> Self {
+        ClientAuth {
+            publickey: true,
+            password: false,
+            none: false,
+        }
+    }
+}
+
+/// The identity interlock presents to clients: a host key, optionally with
+/// a host certificate signed by interlock's SSH CA (see [`super::SshCa`]).
+#[derive(Clone)]
+pub struct HostIdentity {
+    pub(super) key: PrivateKey,
+    pub(super) certificate: Option<Certificate>,
+}
+
+impl fmt::Debug for HostIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostIdentity")
+            .field("public_key", &self.public_key_openssh())
+            .field("certificate", &self.certificate.is_some())
+            .finish()
+    }
+}
+
+impl HostIdentity {
+    /// A fresh ed25519 host key without certificate.
+    ///
+    /// # Errors
+    /// Key generation failure.
+    pub fn generate() -> Result<HostIdentity, SshError> {
+        let key = PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)?;
+        Ok(HostIdentity {
+            key,
+            certificate: None,
+        })
+    }
+
+    /// A host key from OpenSSH private key text.
+    ///
+    /// # Errors
+    /// The text is not an unencrypted OpenSSH private key.
+    pub fn from_openssh(private_key: &[u8]) -> Result<HostIdentity, SshError> {
+        let key = PrivateKey::from_openssh(private_key)?;
+        Ok(HostIdentity {
+            key,
+            certificate: None,
+        })
+    }
+
+    /// The host public key in OpenSSH format (for a pinned known_hosts line).
+    pub fn public_key_openssh(&self) -> String {
+        self.key.public_key().to_openssh().unwrap_or_default()
+    }
+
+    /// Whether a host certificate is presented.
+    pub fn has_certificate(&self) -> bool {
+        self.certificate.is_some()
+    }
+}
+
+/// Everything one proxied SSH connection needs.
+#[derive(Clone, Debug)]
+pub struct SshTarget {
+    /// Where the real sshd listens.
+    pub upstream: SocketAddr,
+    /// The upstream user; `None` uses the user name the client sent.
+    pub upstream_user: Option<String>,
+    /// The credential injected upstream.
+    pub credential: Credential,
+    /// How the upstream host key is verified.
+    pub host_key_check: HostKeyCheck,
+    /// Which client auth methods are accepted.
+    pub client_auth: ClientAuth,
+    /// The host key (and certificate) presented to the client.
+    pub host_identity: HostIdentity,
+    /// Where `<session id>.cast` recordings go.
+    pub recording_dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_redacted() {
+        let c = Credential::Password("hunter2".into());
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let k = Credential::PrivateKey(b"secret-bytes".to_vec());
+        assert!(!format!("{k:?}").contains("secret"));
+    }
+
+    #[test]
+    fn host_identity_round_trips_openssh() {
+        let id = HostIdentity::generate().unwrap();
+        let text = id.key.to_openssh(Default::default()).unwrap();
+        let back = HostIdentity::from_openssh(text.as_bytes()).unwrap();
+        assert_eq!(back.public_key_openssh(), id.public_key_openssh());
+        assert!(HostIdentity::from_openssh(b"nope").is_err());
+    }
+}

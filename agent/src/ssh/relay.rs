@@ -1,0 +1,271 @@
+//! Relays a started session channel both ways: data, extended data, EOF,
+//! window changes, signals, exit status and exit signal. A PTY channel is
+//! recorded (asciicast) and its typed lines reconstructed; an sftp
+//! subsystem has each file operation decided and recorded.
+//!
+//! The two directions run concurrently: a direction waiting for window
+//! space (or for a held sftp operation) never stops the other from being
+//! read, which would otherwise stall both SSH sessions when both directions
+//! are saturated.
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, server};
+
+use super::{
+    SshError,
+    cast::{CastWriter, LineReader},
+    channel::{Pty, Start, UpChannel},
+    inbound::{self, Inbound},
+    server::{Id, SessionCtx},
+    sftp::SftpTracker,
+};
+use crate::gate::{CommandKind, Record, Side};
+
+/// Everything the relay owns.
+pub(super) struct Relay {
+    pub(super) ctx: Arc<SessionCtx>,
+    pub(super) id: Id,
+    pub(super) cr: ChannelReadHalf,
+    pub(super) cw: ChannelWriteHalf<server::Msg>,
+    pub(super) handle: server::Handle,
+    pub(super) up: UpChannel,
+    pub(super) pty: Option<Pty>,
+    pub(super) pending: Vec<Bytes>,
+    pub(super) client_eof: bool,
+}
+
+/// What the relay watches on the way through.
+pub(super) enum Tap {
+    Plain,
+    Terminal(Option<CastWriter>, LineReader),
+    Sftp(SftpTracker),
+}
+
+/// What both directions use.
+pub(super) struct Shared<'a> {
+    pub(super) ctx: &'a SessionCtx,
+    cw: &'a ChannelWriteHalf<server::Msg>,
+    /// Held across the awaited write (a tokio lock) so that whole sftp
+    /// packets from the two directions never interleave.
+    cw_lock: tokio::sync::Mutex<()>,
+    /// A std lock: never held across `.await`.
+    tap: Mutex<Tap>,
+}
+
+impl Shared<'_> {
+    pub(super) fn tap(&self) -> MutexGuard<'_, Tap> {
+        match self.tap.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Writes `data` to the client as one unit.
+    pub(super) async fn to_client(&self, data: Bytes) -> Result<(), SshError> {
+        let _turn = self.cw_lock.lock().await;
+        self.cw.data_bytes(data).await?;
+        Ok(())
+    }
+
+    /// Writes one line to the client's stderr.
+    pub(super) async fn stderr(&self, line: &str) {
+        let _turn = self.cw_lock.lock().await;
+        let text = Bytes::from(format!("{line}\r\n"));
+        let _ = self.cw.extended_data_bytes(1, text).await;
+    }
+
+    pub(super) async fn report(&self, side: Side, e: &SshError) {
+        tracing::warn!(session = %self.ctx.id, error = %e, "ssh channel");
+        let message = e.to_string();
+        self.ctx
+            .gate
+            .record(Record::ProtocolError { side, message })
+            .await;
+    }
+}
+
+fn nonzero(v: u32, default: u32) -> u32 {
+    if v == 0 { default } else { v }
+}
+
+fn millis(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Picks what to watch for `start`; a recording that cannot be created is
+/// reported and the channel runs unrecorded.
+async fn tap_for(r: &Relay, start: &Start) -> Tap {
+    match (start, &r.pty) {
+        (Start::Subsystem(name), _) if name == "sftp" => Tap::Sftp(SftpTracker::default()),
+        (Start::Shell | Start::Exec(_), Some(pty)) => {
+            let path = r
+                .ctx
+                .target
+                .recording_dir
+                .join(format!("{}-{}.cast", r.ctx.id, r.id));
+            // A client without a real terminal sends 0x0; players need a size.
+            let (cols, rows) = (nonzero(pty.cols, 80), nonzero(pty.rows, 24));
+            match CastWriter::create(&path, cols, rows, Some(&pty.term)) {
+                Ok(w) => Tap::Terminal(Some(w), LineReader::new()),
+                Err(e) => {
+                    tracing::warn!(session = %r.ctx.id, error = %e, "ssh recording");
+                    let message = e.to_string();
+                    let side = Side::Server;
+                    r.ctx
+                        .gate
+                        .record(Record::ProtocolError { side, message })
+                        .await;
+                    Tap::Terminal(None, LineReader::new())
+                }
+            }
+        }
+        _ => Tap::Plain,
+    }
+}
+
+/// Relays until the upstream closes the channel (after the client went
+/// away, the upstream side is closed first), then records the command.
+pub(super) async fn run(r: Relay, start: Start) {
+    let started = Instant::now();
+    let (kind, text) = start.kind_and_text();
+    let tap = tap_for(&r, &start).await;
+    let Relay {
+        ctx,
+        id,
+        mut cr,
+        cw,
+        handle,
+        up: (mut ur, uw),
+        pending,
+        client_eof,
+        ..
+    } = r;
+    let shared = Shared {
+        ctx: &ctx,
+        cw: &cw,
+        cw_lock: tokio::sync::Mutex::new(()),
+        tap: Mutex::new(tap),
+    };
+    let inbound = Inbound::new(&mut cr, &uw, pending, client_eof);
+    let from_client = inbound::run(&shared, inbound);
+    let from_upstream = upstream_to_client(&shared, &mut ur, &handle, id, kind);
+    tokio::pin!(from_client, from_upstream);
+    let exit_status = tokio::select! {
+        status = &mut from_upstream => status,
+        outcome = &mut from_client => {
+            match &outcome {
+                Ok(()) | Err(SshError::ClientClosed) => {}
+                Err(e) => shared.report(Side::Client, e).await,
+            }
+            let _ = uw.close().await;
+            from_upstream.await
+        }
+    };
+    let text = match &*shared.tap() {
+        Tap::Terminal(Some(cast), _) if matches!(start, Start::Shell) => {
+            format!("shell (recording {})", cast.path().display())
+        }
+        _ => text,
+    };
+    // Recorded before the client sees the channel close, so whoever waits
+    // for the client to finish also finds the record.
+    let record = Record::Command {
+        kind,
+        text,
+        exit_status,
+        duration_ms: millis(started),
+    };
+    ctx.gate.record(record).await;
+    let _ = cw.close().await;
+    let _ = uw.close().await;
+}
+
+/// Upstream -> client until the upstream closes the channel; returns the
+/// exit status if the command reported one.
+async fn upstream_to_client(
+    shared: &Shared<'_>,
+    ur: &mut ChannelReadHalf,
+    handle: &server::Handle,
+    id: Id,
+    kind: CommandKind,
+) -> Option<u32> {
+    let mut exit_status = None;
+    loop {
+        match ur.wait().await {
+            Some(ChannelMsg::Data { data }) => {
+                if let Err(e) = server_data(shared, data).await {
+                    // Fail closed: a stream we cannot follow ends the channel.
+                    shared.report(Side::Server, &e).await;
+                    return exit_status;
+                }
+            }
+            Some(ChannelMsg::ExtendedData { data, ext }) => {
+                let _turn = shared.cw_lock.lock().await;
+                let _ = shared.cw.extended_data_bytes(ext, data).await;
+            }
+            Some(ChannelMsg::Eof) => {
+                let _ = shared.cw.eof().await;
+            }
+            Some(ChannelMsg::ExitStatus { exit_status: s }) => {
+                exit_status = Some(s);
+                let _ = shared.cw.exit_status(s).await;
+            }
+            Some(ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            }) => {
+                let (sig, msg) = (signal_name, error_message);
+                let _ = handle
+                    .exit_signal_request(id, sig, core_dumped, msg, lang_tag)
+                    .await;
+            }
+            Some(ChannelMsg::Failure) => {
+                let what = match kind {
+                    CommandKind::Shell => "shell",
+                    CommandKind::Subsystem => "subsystem",
+                    _ => "exec",
+                };
+                shared
+                    .stderr(&format!("interlock: upstream refused the {what} request"))
+                    .await;
+                let _ = shared.cw.exit_status(1).await;
+                return Some(1);
+            }
+            Some(ChannelMsg::Close) | None => return exit_status,
+            Some(_) => {}
+        }
+    }
+}
+
+/// One upstream data message through the tap.
+async fn server_data(shared: &Shared<'_>, data: Bytes) -> Result<(), SshError> {
+    let (packets, records) = {
+        let mut tap = shared.tap();
+        match &mut *tap {
+            Tap::Plain | Tap::Terminal(None, _) => (vec![data], Vec::new()),
+            Tap::Terminal(Some(cast), _) => {
+                cast.output(&data)?;
+                (vec![data], Vec::new())
+            }
+            Tap::Sftp(tracker) => tracker
+                .server_data(&data)
+                .map_err(|e| SshError::Sftp(format!("from server: {e}")))?,
+        }
+    };
+    // Records first: the client acts on a reply only after it.
+    for record in records {
+        shared.ctx.gate.record(record).await;
+    }
+    for p in packets {
+        // A client that went away is noticed by the other direction.
+        let _ = shared.to_client(p).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The client side: a russh server that terminates the client's SSH
+//! connection, decides the session with the gate during authentication,
+//! connects upstream on the first channel and hands each channel to its
+//! own task.
+
+use std::{sync::Arc, time::Duration};
+
+use russh::{
+    Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet,
+    server::{self, Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey},
+};
+use tokio::{net::TcpStream, sync::Mutex};
+
+use super::{
+    SshError, SshTarget, channel, forward,
+    reverse::Grants,
+    upstream::{self, Upstream},
+};
+use crate::gate::{Gate, Held, HoldOutcome, Record, Request, Side, Verdict};
+
+/// What every task of one proxied connection shares.
+pub(super) struct SessionCtx {
+    pub(super) id: String,
+    pub(super) gate: Arc<dyn Gate>,
+    pub(super) target: SshTarget,
+    /// Reverse channels (agent, X11, remote forwards) the gate allowed.
+    pub(super) grants: Arc<Grants>,
+    /// Connected on the first channel; a tokio lock because connecting awaits.
+    upstream: Mutex<Option<Arc<Upstream>>>,
+}
+
+impl SessionCtx {
+    /// The upstream session, connecting it on first use as `user`.
+    pub(super) async fn upstream(&self, user: &str) -> Result<Arc<Upstream>, SshError> {
+        // Held across the connect so that two channels opened at once share one session.
+        let mut slot = self.upstream.lock().await;
+        if let Some(up) = slot.as_ref().filter(|up| !up.is_closed()) {
+            return Ok(Arc::clone(up));
+        }
+        let user = self.target.upstream_user.as_deref().unwrap_or(user);
+        let grants = Arc::clone(&self.grants);
+        let up = Arc::new(upstream::connect(&self.target, user, grants).await?);
+        *slot = Some(Arc::clone(&up));
+        Ok(up)
+    }
+}
+
+/// How the session decision went.
+enum SessionState {
+    Undecided,
+    Allowed,
+    Blocked,
+    Held(Held),
+}
+
+/// The per-connection russh handler.
+struct ClientSide {
+    ctx: Arc<SessionCtx>,
+    state: SessionState,
+    user: String,
+    /// Notices the client leaving while a held session waits; dropped once
+    /// authentication is over (a duplicate fd keeps the connection open).
+    watch: Option<TcpStream>,
+}
+
+/// Proxies one client connection that was redirected to interlock: the
+/// client is authenticated per `target.client_auth` (its credential is never
+/// forwarded), the session is decided by `gate`, and each channel is relayed
+/// to the upstream sshd with the injected credential, with exec, shell,
+/// subsystem, sftp file operations and forwarding requests decided first.
+///
+/// # Errors
+/// The SSH handshake with the client failed, or the session ended with a
+/// protocol error. A client that simply goes away is `Ok`.
+pub async fn serve(
+    client: TcpStream,
+    target: SshTarget,
+    gate: Arc<dyn Gate>,
+) -> Result<(), SshError> {
+    let _ = client.set_nodelay(true);
+    let mut methods = MethodSet::empty();
+    if target.client_auth.publickey {
+        methods.push(MethodKind::PublicKey);
+    }
+    if target.client_auth.password {
+        methods.push(MethodKind::Password);
+    }
+    if target.client_auth.none {
+        methods.push(MethodKind::None);
+    }
+    let config = server::Config {
+        methods,
+        auth_rejection_time: Duration::ZERO,
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![target.host_identity.key.clone()],
+        certificates: target.host_identity.certificate.iter().cloned().collect(),
+        // A held request can wait for hours without traffic; dead peers end by TCP.
+        inactivity_timeout: None,
+        ..Default::default()
+    };
+    let ctx = Arc::new(SessionCtx {
+        id: uuid::Uuid::now_v7().to_string(),
+        gate,
+        target,
+        grants: Arc::default(),
+        upstream: Mutex::new(None),
+    });
+    let handler = ClientSide {
+        ctx: Arc::clone(&ctx),
+        state: SessionState::Undecided,
+        user: String::new(),
+        watch: watcher(&client),
+    };
+    let running = server::run_stream(Arc::new(config), client, handler).await?;
+    let result = running.await;
+    if let Some(up) = ctx.upstream.lock().await.take() {
+        let _ = up
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+    match result {
+        Err(e) if e.is_disconnect() => Ok(()),
+        other => other,
+    }
+}
+
+impl ClientSide {
+    /// Accepts an authentication attempt if the session is allowed, waiting
+    /// for a held session's outcome.
+    async fn admit(&mut self, user: &str) -> Auth {
+        self.user = user.to_string();
+        if matches!(self.state, SessionState::Undecided) {
+            self.state = decide_session(self.ctx.gate.as_ref()).await.0;
+        }
+        match std::mem::replace(&mut self.state, SessionState::Blocked) {
+            SessionState::Allowed => {
+                self.watch = None;
+                self.state = SessionState::Allowed;
+                Auth::Accept
+            }
+            SessionState::Held(held) => {
+                let outcome = match self.watch.take() {
+                    // Dropping the hold when the client leaves withdraws it.
+                    Some(watch) => tokio::select! {
+                        o = held.outcome() => Some(o),
+                        () = client_gone(&watch) => None,
+                    },
+                    None => Some(held.outcome().await),
+                };
+                match outcome {
+                    Some(HoldOutcome::Approved { .. }) => {
+                        self.state = SessionState::Allowed;
+                        Auth::Accept
+                    }
+                    _ => Auth::reject(),
+                }
+            }
+            SessionState::Undecided | SessionState::Blocked => Auth::reject(),
+        }
+    }
+}
+
+/// A second handle on the client socket, only to notice the client
+/// leaving while authentication waits for a held session.
+fn watcher(client: &TcpStream) -> Option<TcpStream> {
+    use std::os::fd::AsFd as _;
+    let fd = client.as_fd().try_clone_to_owned().ok()?;
+    TcpStream::from_std(std::net::TcpStream::from(fd)).ok()
+}
+
+/// Resolves when the client closed the connection. If the client sent
+/// data instead (it is russh's to read), this never resolves.
+async fn client_gone(watch: &TcpStream) {
+    let mut byte = [0u8; 1];
+    match watch.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+/// Asks the gate about the session; returns the state and the banner text.
+async fn decide_session(gate: &dyn Gate) -> (SessionState, Option<String>) {
+    match gate.decide(&Request::Session).await {
+        Verdict::Allow { .. } => (SessionState::Allowed, None),
+        Verdict::Block { rule, message } => (
+            SessionState::Blocked,
+            Some(format!("interlock: blocked by rule {rule}: {message}\r\n")),
+        ),
+        Verdict::Hold(held) => {
+            let banner = format!(
+                "interlock: session held for approval {} (rule {}); {}\r\n",
+                held.approval_id, held.rule, held.how_to_approve
+            );
+            (SessionState::Held(held), Some(banner))
+        }
+    }
+}
+
+impl server::Handler for ClientSide {
+    type Error = SshError;
+
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        let (state, banner) = decide_session(self.ctx.gate.as_ref()).await;
+        self.state = state;
+        Ok(banner)
+    }
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        if self.ctx.target.client_auth.none {
+            Ok(self.admit(user).await)
+        } else {
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        if self.ctx.target.client_auth.password {
+            Ok(self.admit(user).await)
+        } else {
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        _key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.ctx.target.client_auth.publickey {
+            Ok(self.admit(user).await)
+        } else {
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let upstream = match self.ctx.upstream(&self.user).await {
+            Ok(up) => up,
+            Err(e) => {
+                refuse(&self.ctx, reply, &e).await;
+                return Ok(());
+            }
+        };
+        reply.accept().await;
+        let task =
+            channel::ChannelTask::new(Arc::clone(&self.ctx), channel, session.handle(), upstream);
+        tokio::spawn(task.run());
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let upstream = match self.ctx.upstream(&self.user).await {
+            Ok(up) => up,
+            Err(e) => {
+                refuse(&self.ctx, reply, &e).await;
+                return Ok(());
+            }
+        };
+        let spec = forward::DirectTcpip {
+            host: host_to_connect.to_string(),
+            port: port_to_connect,
+            originator: originator_address.to_string(),
+            originator_port,
+        };
+        tokio::spawn(forward::direct_tcpip(
+            Arc::clone(&self.ctx),
+            upstream,
+            channel,
+            reply,
+            spec,
+        ));
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Ok(upstream) = self.ctx.upstream(&self.user).await else {
+            return Ok(false);
+        };
+        let handle = session.handle();
+        Ok(forward::remote(&self.ctx, &upstream, handle, address, port).await)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.ctx.grants.cancel_forward(address, port);
+        let Ok(upstream) = self.ctx.upstream(&self.user).await else {
+            return Ok(false);
+        };
+        Ok(upstream.cancel_tcpip_forward(address, port).await.is_ok())
+    }
+}
+
+/// Refuses a channel because the upstream session could not be set up.
+async fn refuse(ctx: &SessionCtx, reply: ChannelOpenHandle, e: &SshError) {
+    tracing::warn!(session = %ctx.id, error = %e, "ssh upstream failed");
+    ctx.gate
+        .record(Record::ProtocolError {
+            side: Side::Server,
+            message: e.to_string(),
+        })
+        .await;
+    reply
+        .reject(ChannelOpenFailure::Other {
+            code: 2,
+            reason: e.client_reply(),
+        })
+        .await;
+}
+
+/// Channel ids are only meaningful inside this module.
+pub(super) type Id = ChannelId;
