@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ApprovalsCommand,
     },
+    /// interlock's certificate authorities, for clients to trust.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// The running daemon: policy, sessions, pending approvals.
     Status {
         /// The daemon's control socket.
@@ -75,6 +80,22 @@ pub enum Command {
         /// Pace the entries in real time divided by X (2 = twice as fast); default: print at once.
         #[arg(long, value_name = "X")]
         speed: Option<f64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Print a CA for clients: with --ssh, the `@cert-authority` known_hosts line.
+    Export {
+        /// The SSH CA's known_hosts line (clients keep StrictHostKeyChecking=yes).
+        #[arg(long)]
+        ssh: bool,
+        /// known_hosts host patterns the line covers (comma-separated).
+        #[arg(long, default_value = "*")]
+        hosts: String,
+        /// State directory holding the CA (created on first start).
+        #[arg(long, default_value = "/var/lib/interlock/default")]
+        state_dir: PathBuf,
     },
 }
 

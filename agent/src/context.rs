@@ -35,6 +35,10 @@ struct Inner {
     policy: RwLock<Arc<Policy>>,
     approvals: Approvals,
     sessions_total: AtomicU64,
+    /// Where session transcripts (SSH .cast files) are written.
+    recordings: std::path::PathBuf,
+    /// Signs the host certificates the SSH proxy presents.
+    ssh_ca: Arc<crate::ssh::SshCa>,
     // Both locks guard short synchronous sections (a map syscall, a table
     // lookup) and are never held across an .await or together.
     maps: Mutex<KernelMaps>,
@@ -53,6 +57,8 @@ impl AppContext {
     pub fn new(
         policy: Policy,
         approvals: Approvals,
+        recordings: std::path::PathBuf,
+        ssh_ca: crate::ssh::SshCa,
         maps: KernelMaps,
         processes: ProcessTable,
         lineage: ProcessEventStream,
@@ -64,6 +70,8 @@ impl AppContext {
                 policy: RwLock::new(Arc::new(policy)),
                 approvals,
                 sessions_total: AtomicU64::new(0),
+                recordings,
+                ssh_ca: Arc::new(ssh_ca),
                 maps: Mutex::new(maps),
                 processes: Arc::new(Mutex::new(processes)),
                 lineage: Arc::new(lineage),
@@ -94,6 +102,16 @@ impl AppContext {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         std::mem::replace(&mut *p, Arc::new(policy))
+    }
+
+    /// Where session transcripts go.
+    pub fn recordings(&self) -> &std::path::Path {
+        &self.inner.recordings
+    }
+
+    /// The SSH certificate authority.
+    pub fn ssh_ca(&self) -> &crate::ssh::SshCa {
+        &self.inner.ssh_ca
     }
 
     /// Held requests and decisions.

@@ -82,6 +82,8 @@ pub enum DaemonError {
     Sink(#[from] SinkError),
     #[error("cannot bind listeners: {0}")]
     Listen(std::io::Error),
+    #[error(transparent)]
+    Ssh(#[from] crate::ssh::SshError),
     #[error("cannot bind the control socket {path}: {source}")]
     Control {
         path: PathBuf,
@@ -174,9 +176,12 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         Notifier::new(opts.approval_webhooks.clone()),
         &socket,
     );
+    let ssh_ca = crate::ssh::SshCa::load_or_create(&opts.state_dir)?;
     let ctx = AppContext::new(
         policy,
         approvals,
+        opts.state_dir.join(RECORDINGS_DIR),
+        ssh_ca,
         maps,
         processes,
         process_events,
@@ -296,6 +301,9 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     );
     Ok(())
 }
+
+/// Session transcripts (SSH .cast files) under the state directory.
+pub const RECORDINGS_DIR: &str = "recordings";
 
 /// How often the policy file is checked for changes.
 const POLICY_POLL: Duration = Duration::from_secs(1);

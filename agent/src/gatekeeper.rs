@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     approval::{HoldSpec, RequestView, Requester},
-    audit::{DecisionView, Disposition, EventKind},
+    audit::{DecisionView, Disposition, EventKind, SessionOutcome},
     context::AppContext,
     gate::{BoxFuture, Gate, Held, HoldOutcome, Record, Request, Verdict},
     intercept::FlowIdentity,
@@ -42,6 +42,8 @@ struct State {
     /// Rules approved for the rest of this session (`grant: session`).
     session_grants: Vec<String>,
     decisions: VecDeque<(String, DecisionView, RecordLevel)>,
+    /// Set when the session itself was blocked or its hold not approved.
+    refused: Option<(SessionOutcome, String)>,
 }
 
 impl DaemonGate {
@@ -70,6 +72,12 @@ impl DaemonGate {
     /// The session's flow identity.
     pub fn identity(&self) -> &FlowIdentity {
         &self.identity
+    }
+
+    /// How the session was refused, if the policy refused it (a block, or
+    /// a hold that was not approved); protocols end such sessions quietly.
+    pub fn refused(&self) -> Option<(SessionOutcome, String)> {
+        self.state().refused.clone()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -101,6 +109,9 @@ impl DaemonGate {
             ),
             Action::Block { message } => {
                 let rule = d.rule.clone().unwrap_or_else(|| "default".into());
+                if matches!(request, Request::Session) {
+                    self.state().refused = Some((SessionOutcome::Blocked, message.clone()));
+                }
                 if !matches!(request, Request::Session) {
                     let _ = self
                         .ctx
@@ -150,8 +161,9 @@ impl DaemonGate {
                             approval: spec,
                         })
                         .await;
+                    let session = matches!(request, Request::Session);
                     (
-                        Verdict::Hold(self.watch(held, grant)),
+                        Verdict::Hold(self.watch(held, grant, session)),
                         view(Disposition::Approved, d.rule),
                     )
                 }
@@ -188,7 +200,7 @@ impl DaemonGate {
 
     /// Passes `held` on to the session, noting a session grant when it is
     /// approved. Dropping the returned hold drops `held` (withdrawing it).
-    fn watch(self: &DaemonGate, held: Held, grant: Grant) -> Held {
+    fn watch(self: &DaemonGate, held: Held, grant: Grant, session: bool) -> Held {
         let (tx, rx) = oneshot::channel();
         let (id, rule, deadline, how) = (
             held.approval_id.clone(),
@@ -202,16 +214,24 @@ impl DaemonGate {
         tokio::spawn(async move {
             tokio::select! {
                 outcome = held.outcome() => {
-                    if grant == Grant::Session && matches!(outcome, HoldOutcome::Approved { .. }) {
-                        let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
-                        if !st.session_grants.contains(&granted_rule) {
-                            st.session_grants.push(granted_rule);
-                        }
+                    let approved = matches!(outcome, HoldOutcome::Approved { .. });
+                    let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    if grant == Grant::Session && approved && !st.session_grants.contains(&granted_rule) {
+                        st.session_grants.push(granted_rule);
                     }
+                    if session && !approved {
+                        st.refused = Some((SessionOutcome::NotApproved, format!("{outcome:?}")));
+                    }
+                    drop(st);
                     let _ = tx.send(outcome);
                 }
                 // The session dropped its hold: `held` drops here, withdrawing it.
-                _ = tx.closed() => {}
+                _ = tx.closed() => {
+                    if session {
+                        state.lock().unwrap_or_else(PoisonError::into_inner).refused =
+                            Some((SessionOutcome::NotApproved, "withdrawn".into()));
+                    }
+                }
             }
         });
         Held::new(id, rule, deadline, how, rx, Box::new(|| {}))

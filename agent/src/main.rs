@@ -139,6 +139,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ))?;
             Ok(code(ok))
         }
+        Command::Ca {
+            command:
+                interlock::cli::CaCommand::Export {
+                    ssh,
+                    hosts,
+                    state_dir,
+                },
+        } => {
+            if !ssh {
+                anyhow::bail!("say which CA: --ssh (the SSH host CA's known_hosts line)");
+            }
+            let ca = interlock::ssh::SshCa::load_or_create(&state_dir)?;
+            let patterns: Vec<&str> = hosts.split(',').map(str::trim).collect();
+            println!("{}", ca.known_hosts_line(&patterns));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { socket, json } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let ok = rt.block_on(interlock::control::status(

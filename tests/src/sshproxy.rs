@@ -148,6 +148,7 @@ pub fn target(sshd: &Sshd, identity: HostIdentity) -> Result<SshTarget> {
         client_auth: ClientAuth::default(),
         host_identity: identity,
         recording_dir: sshd.dir.join("recordings"),
+        session_id: None,
     })
 }
 

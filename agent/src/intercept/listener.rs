@@ -161,9 +161,14 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
         exe = identity.process.exe.as_deref().unwrap_or("?"),
     );
     ctx.count_session();
-    let gate = DaemonGate::new(ctx.clone(), session_id, identity, target);
+    let gate = DaemonGate::new(ctx.clone(), session_id, identity, target.clone());
     match protocol {
         Protocol::Tcp => crate::tcp::relay(ctx, gate, stream).instrument(span).await,
+        Protocol::Ssh => {
+            super::dispatch::ssh_session(ctx, gate, target, stream)
+                .instrument(span)
+                .await
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`FlowIdentity`], and hand the connection to its protocol's handler.
 //! An accepted connection with no flow is refused and reported.
 
+mod dispatch;
 mod flow;
 mod listener;
 

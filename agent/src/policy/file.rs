@@ -190,6 +190,27 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                 ),
             ));
         }
+        if t.protocol == Protocol::Ssh {
+            let up = t.upstream.as_ref();
+            if up.is_none_or(|u| u.key.is_none() && u.password.is_none()) {
+                return Err(invalid_at(
+                    &t.name,
+                    format!(
+                        "target `{}`: protocol ssh needs `upstream.key` or `upstream.password` (interlock logs in upstream; the job never holds the credential)",
+                        t.name
+                    ),
+                ));
+            }
+            if up.is_none_or(|u| u.host_key.is_none() && u.known_hosts.is_none()) {
+                return Err(invalid_at(
+                    &t.name,
+                    format!(
+                        "target `{}`: protocol ssh needs `upstream.host_key` or `upstream.known_hosts`; an unverified upstream host key is never accepted",
+                        t.name
+                    ),
+                ));
+            }
+        }
         let id = u32::try_from(i).map_err(|_| invalid("too many targets".into()))?;
         targets.push(Target {
             id: TargetId(id),

@@ -18,7 +18,7 @@ pub use facts::{CommandKind, StatementClass};
 pub use file::{Policy, load, parse};
 pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, MaskSpec, RecordLevel, Rule};
 pub use target::{AddressMatch, Endpoint, Protocol, Target, TargetId};
-pub use upstream::{Secret, SecretError, SecretRef, TlsMode, Upstream};
+pub use upstream::{ClientAuthMethod, Secret, SecretError, SecretRef, TlsMode, Upstream};
 
 #[cfg(test)]
 mod tests;

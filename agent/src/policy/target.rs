@@ -16,16 +16,19 @@ pub struct TargetId(pub u32);
 pub enum Protocol {
     /// A transparent byte relay with session start/end events.
     Tcp,
+    /// The SSH proxy: every exec, shell, sftp operation decided and recorded.
+    Ssh,
 }
 
 impl Protocol {
     /// Every protocol the daemon can serve, in listener order.
-    pub const ALL: [Protocol; 1] = [Protocol::Tcp];
+    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Ssh];
 
     /// The kernel's view of the protocol (listener slot).
     pub fn kernel(self) -> agent_common::target::Protocol {
         match self {
             Protocol::Tcp => agent_common::target::Protocol::Tcp,
+            Protocol::Ssh => agent_common::target::Protocol::Ssh,
         }
     }
 
@@ -33,6 +36,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
+            Protocol::Ssh => "ssh",
         }
     }
 }

@@ -112,7 +112,7 @@ pub enum TlsMode {
 }
 
 /// A target's upstream settings.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// The user interlock logs in as (default: the client's).
@@ -138,6 +138,44 @@ pub struct Upstream {
     /// SSH: a known_hosts file to check the server's host key against.
     #[serde(default)]
     pub known_hosts: Option<PathBuf>,
+    /// SSH: client authentication methods accepted from the CI job (the
+    /// flow identity is the credential; nothing the client sends is checked
+    /// or forwarded). Default: all three.
+    #[serde(default = "all_client_auth")]
+    pub client_auth: Vec<ClientAuthMethod>,
+}
+
+/// A client authentication method the SSH proxy accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    Publickey,
+    Password,
+    None,
+}
+
+fn all_client_auth() -> Vec<ClientAuthMethod> {
+    vec![
+        ClientAuthMethod::Publickey,
+        ClientAuthMethod::Password,
+        ClientAuthMethod::None,
+    ]
+}
+
+impl Default for Upstream {
+    fn default() -> Upstream {
+        Upstream {
+            user: None,
+            password: None,
+            key: None,
+            database: None,
+            tls: TlsMode::default(),
+            ca_file: None,
+            host_key: None,
+            known_hosts: None,
+            client_auth: all_client_auth(),
+        }
+    }
 }
 
 #[cfg(test)]

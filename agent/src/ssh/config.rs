@@ -128,8 +128,11 @@ pub struct SshTarget {
     pub client_auth: ClientAuth,
     /// The host key (and certificate) presented to the client.
     pub host_identity: HostIdentity,
-    /// Where `<session id>.cast` recordings go.
+    /// Where `<session id>-<channel>.cast` recordings go.
     pub recording_dir: PathBuf,
+    /// The session id recordings are named after (the daemon's, so a
+    /// recording and the session's audit events share it); `None`: a fresh one.
+    pub session_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -99,7 +99,10 @@ pub async fn serve(
         ..Default::default()
     };
     let ctx = Arc::new(SessionCtx {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: target
+            .session_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
         gate,
         target,
         grants: Arc::default(),

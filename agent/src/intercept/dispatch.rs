@@ -1,0 +1,166 @@
+//! From an attributed connection to its protocol's session: builds each
+//! protocol's configuration from the policy target (resolving credentials
+//! now, so a rotated secret file applies to the next session), runs the
+//! session with the daemon's gate, and records how it ended.
+
+use std::{sync::Arc, time::Instant};
+
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use crate::{
+    audit::{EventKind, SessionOutcome},
+    context::AppContext,
+    gate::Gate,
+    gatekeeper::DaemonGate,
+    policy::{AddressMatch, ClientAuthMethod, Target},
+    ssh,
+};
+
+/// Why a session's configuration could not be built. Names files and
+/// variables, never secret values.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("target `{target}`: {source}")]
+    Secret {
+        target: String,
+        source: crate::policy::SecretError,
+    },
+    #[error("target `{0}`: the upstream password is not valid UTF-8")]
+    PasswordEncoding(String),
+    #[error("target `{0}`: no upstream credential configured")]
+    NoCredential(String),
+    #[error("target `{0}`: no upstream host key check configured")]
+    NoHostKeyCheck(String),
+    #[error("target `{target}`: cannot mint a host certificate: {source}")]
+    HostCertificate {
+        target: String,
+        source: ssh::SshError,
+    },
+}
+
+/// Runs an SSH session for `gate`'s identity.
+pub(super) async fn ssh_session(
+    ctx: AppContext,
+    gate: DaemonGate,
+    target: Target,
+    client: TcpStream,
+) {
+    let started = Instant::now();
+    let cfg = match ssh_target(&ctx, &gate, &target) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot start the ssh session");
+            let listener = client.local_addr().unwrap_or(gate.identity().client);
+            let _ = ctx
+                .events()
+                .emit(EventKind::ConnectionRefused {
+                    listener,
+                    peer: gate.identity().client,
+                    reason: e.to_string(),
+                })
+                .await;
+            return;
+        }
+    };
+    let gate = Arc::new(gate);
+    let dyn_gate: Arc<dyn Gate> = gate.clone();
+    let result = tokio::select! {
+        r = ssh::serve(client, cfg, dyn_gate) => r.map_err(|e| e.to_string()),
+        _ = ctx.force_close().cancelled() => Err("drained".to_string()),
+    };
+    let (outcome, error) = match (gate.refused(), result) {
+        (Some((o, why)), _) => (o, Some(why)),
+        (None, Ok(())) => (SessionOutcome::Closed, None),
+        (None, Err(e)) if e == "drained" => (SessionOutcome::Drained, None),
+        (None, Err(e)) => (SessionOutcome::Error, Some(e)),
+    };
+    info!(?outcome, "ssh session ended");
+    end(&ctx, &gate, outcome, error, started).await;
+}
+
+/// The `session_ended` of a proxied session. Byte counts are those of the
+/// tcp relay only; proxied sessions report their content as statements and
+/// commands instead.
+async fn end(
+    ctx: &AppContext,
+    gate: &DaemonGate,
+    outcome: SessionOutcome,
+    error: Option<String>,
+    started: Instant,
+) {
+    let _ = ctx
+        .events()
+        .emit(EventKind::SessionEnded {
+            session_id: gate.session_id().to_string(),
+            target: gate.identity().target.clone(),
+            outcome,
+            bytes_client_to_server: 0,
+            bytes_server_to_client: 0,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            error,
+        })
+        .await;
+}
+
+fn ssh_target(
+    ctx: &AppContext,
+    gate: &DaemonGate,
+    target: &Target,
+) -> Result<ssh::SshTarget, SetupError> {
+    let up = &target.upstream;
+    let name = || target.name.clone();
+    let secret = |r: &crate::policy::SecretRef| {
+        r.resolve().map_err(|source| SetupError::Secret {
+            target: name(),
+            source,
+        })
+    };
+    let credential = match (&up.key, &up.password) {
+        (Some(k), _) => ssh::Credential::PrivateKey(secret(k)?.expose().to_vec()),
+        (None, Some(p)) => ssh::Credential::Password(
+            String::from_utf8(secret(p)?.expose().to_vec())
+                .map_err(|_| SetupError::PasswordEncoding(name()))?,
+        ),
+        (None, None) => return Err(SetupError::NoCredential(name())),
+    };
+    let host_key_check = match (&up.host_key, &up.known_hosts) {
+        (Some(k), _) => ssh::HostKeyCheck::Pinned(k.clone()),
+        (None, Some(f)) => ssh::HostKeyCheck::KnownHosts(f.clone()),
+        (None, None) => return Err(SetupError::NoHostKeyCheck(name())),
+    };
+    // The certificate names what clients may have typed: the target's host
+    // names and the address they connected to.
+    let dst = gate.identity().original_destination.ip().to_string();
+    let mut principals: Vec<String> = target
+        .endpoints
+        .iter()
+        .filter_map(|e| match &e.address {
+            AddressMatch::Host(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    principals.push(dst);
+    let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
+    let host_identity =
+        ctx.ssh_ca()
+            .mint_host(&refs)
+            .map_err(|source| SetupError::HostCertificate {
+                target: name(),
+                source,
+            })?;
+    Ok(ssh::SshTarget {
+        upstream: gate.identity().original_destination,
+        upstream_user: up.user.clone(),
+        credential,
+        host_key_check,
+        client_auth: ssh::ClientAuth {
+            publickey: up.client_auth.contains(&ClientAuthMethod::Publickey),
+            password: up.client_auth.contains(&ClientAuthMethod::Password),
+            none: up.client_auth.contains(&ClientAuthMethod::None),
+        },
+        host_identity,
+        recording_dir: ctx.recordings().to_path_buf(),
+        session_id: Some(gate.session_id().to_string()),
+    })
+}
