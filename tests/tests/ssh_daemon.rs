@@ -214,3 +214,71 @@ fn intercepted_ssh_runs_allowed_blocks_forbidden_and_holds_deploys() -> Result<(
     assert!(log.contains("Accepted publickey for root"), "{log}");
     Ok(())
 }
+
+#[test]
+fn a_shell_is_recorded_and_replayed_from_the_audit_trail() -> Result<()> {
+    if !privileged() || !Sshd::available() {
+        return Ok(());
+    }
+    let sshd = Sshd::start("127.0.0.3")?;
+    let cg = TestCgroup::new("ssh-shell")?;
+    let d = daemon(&cg, &sshd)?;
+    let (key, known) = job_files(&d)?;
+    let mut child = cg
+        .command(
+            Path::new("/usr/bin/ssh"),
+            &[
+                "-tt",
+                "-p",
+                &sshd.addr.port().to_string(),
+                "-i",
+                &key.display().to_string(),
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                &format!("UserKnownHostsFile={}", known.display()),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                &format!("root@{}", sshd.addr.ip()),
+            ],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"echo shell-$((6*7))-marker\nexit\n")?;
+    }
+    let out = child.wait_with_output()?;
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("shell-42-marker"), "{stdout}\n{stderr}");
+    let ev = d.wait_events("shell end", |e| !of_type(e, "session_ended").is_empty())?;
+    let sid = of_type(&ev, "session_started")[0]["session_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let shell = of_type(&ev, "command")
+        .into_iter()
+        .find(|c| c["command_kind"] == "shell")
+        .cloned()
+        .expect("the shell is recorded");
+    assert_eq!(shell["decision"]["action"], "allowed");
+    let replay = std::process::Command::new(interlock_bin()?)
+        .args(["replay", &sid, "--state-dir"])
+        .arg(&d.state_dir)
+        .output()?;
+    let shown = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(shown.contains("--- terminal recording"), "{shown}");
+    assert!(shown.contains("shell-42-marker"), "{shown}");
+    assert!(shown.contains("session ended closed"), "{shown}");
+    Ok(())
+}

@@ -7,7 +7,7 @@ use super::{
     error::SessionsError,
     filter::{Filter, find},
     recording::Recording,
-    render,
+    render, terminal,
 };
 use crate::audit;
 
@@ -80,6 +80,12 @@ pub fn replay(
     }
     if r.ended().is_none() {
         writeln!(out, "{}", render::NO_END)?;
+    }
+    // SSH shells: play the terminal itself after the transcript.
+    for cast in terminal::casts(state_dir, r.id()) {
+        writeln!(out, "--- terminal recording {} ---", cast.display())?;
+        terminal::play(&cast, speed, out)?;
+        writeln!(out, "\n--- end of terminal recording ---")?;
     }
     Ok(())
 }

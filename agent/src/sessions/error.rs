@@ -28,6 +28,11 @@ pub enum SessionsError {
     Since(String),
     #[error("--speed {0}: must be a number greater than 0")]
     Speed(f64),
+    #[error("cannot read the terminal recording {path}: {source}")]
+    Recording {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
