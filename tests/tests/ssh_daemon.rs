@@ -3,96 +3,11 @@
 //! the daemon, the policy decides each command, approvals come over the
 //! control socket, and everything lands in the audit trail.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Output,
-};
+use std::process::{Output, Stdio};
 
 use anyhow::Result;
-use interlock_tests::*;
+use interlock_tests::{sshjob::Job, *};
 use serde_json::Value;
-
-/// A daemon whose policy intercepts `sshd`, injects its authorized key and
-/// pins its host key; `rm` is blocked and `deploy` needs approval.
-fn daemon(cg: &TestCgroup, sshd: &Sshd) -> Result<Daemon> {
-    let policy = format!(
-        "version: 1
-targets:
-  - name: deploy-host
-    protocol: ssh
-    match: [{{address: {ip}, port: {port}}}]
-    upstream:
-      user: root
-      key: {{file: {key}}}
-      host_key: \"{host_key}\"
-rules:
-  - name: no-rm
-    match: {{command: '^rm\\s'}}
-    action: block
-    message: deleting files from CI is not allowed
-  - name: deploys-need-a-human
-    match: {{command: '^deploy'}}
-    action: require_approval
-    approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
-",
-        ip = sshd.addr.ip(),
-        port = sshd.addr.port(),
-        key = sshd.client_key.display(),
-        host_key = sshd.host_public_key.trim(),
-    );
-    Daemon::start(DaemonSpec::with_policy(cg, &policy, &[]))
-}
-
-/// The job's side: a key the server does NOT authorize, and a known_hosts
-/// trusting only interlock's SSH CA.
-fn job_files(d: &Daemon) -> Result<(PathBuf, PathBuf)> {
-    let dir = std::env::temp_dir().join(unique("interlock-sshjob"));
-    std::fs::create_dir_all(&dir)?;
-    let key = dir.join("job_key");
-    ssh_keygen(&key)?;
-    let out = std::process::Command::new(interlock_bin()?)
-        .args(["ca", "export", "--ssh", "--state-dir"])
-        .arg(&d.state_dir)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout)?;
-    assert!(line.starts_with("@cert-authority * ssh-ed25519 "), "{line}");
-    let known = dir.join("known_hosts");
-    std::fs::write(&known, line)?;
-    Ok((key, known))
-}
-
-fn ssh(cg: &TestCgroup, sshd: &Sshd, key: &Path, known: &Path, cmd: &str) -> Result<Output> {
-    let port = sshd.addr.port().to_string();
-    let ip = sshd.addr.ip().to_string();
-    let known = format!("UserKnownHostsFile={}", known.display());
-    let key = key.display().to_string();
-    let args = [
-        "-p",
-        &port,
-        "-i",
-        &key,
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        &known,
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "ConnectTimeout=20",
-        &format!("root@{ip}"),
-        cmd,
-    ];
-    Ok(cg
-        .command(std::path::Path::new("/usr/bin/ssh"), &args)
-        .output()?)
-}
 
 fn text(o: &Output) -> (String, String) {
     (
@@ -108,31 +23,28 @@ fn intercepted_ssh_runs_allowed_blocks_forbidden_and_holds_deploys() -> Result<(
     }
     let sshd = Sshd::start("127.0.0.3")?;
     let cg = TestCgroup::new("ssh-e2e")?;
-    let d = daemon(&cg, &sshd)?;
-    let (key, known) = job_files(&d)?;
+    let d = sshjob::daemon(&cg, &sshd, "")?;
+    let job = Job::trusting_ca(&d)?;
     let marker = sshd.dir.join("rm-target");
     std::fs::write(&marker, "keep me")?;
 
     // Allowed: runs upstream with the injected key; the CA certificate is trusted.
-    let out = ssh(
-        &cg,
-        &sshd,
-        &key,
-        &known,
-        "echo hello-from-$(hostname -s >/dev/null; echo upstream)",
-    )?;
+    let out = job
+        .ssh(
+            &cg,
+            &sshd,
+            &[],
+            "echo hello-from-$(hostname -s >/dev/null; echo upstream)",
+        )
+        .output()?;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}\n{}", d.log());
     assert_eq!(stdout.trim(), "hello-from-upstream");
 
     // Blocked: a reason on stderr, non-zero exit, and it never ran.
-    let out = ssh(
-        &cg,
-        &sshd,
-        &key,
-        &known,
-        &format!("rm -f {}", marker.display()),
-    )?;
+    let out = job
+        .ssh(&cg, &sshd, &[], &format!("rm -f {}", marker.display()))
+        .output()?;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(
@@ -142,28 +54,10 @@ fn intercepted_ssh_runs_allowed_blocks_forbidden_and_holds_deploys() -> Result<(
     assert!(marker.exists(), "the blocked rm ran upstream");
 
     // Held: runs once `daemon` approves.
-    let child = cg
-        .command(
-            std::path::Path::new("/usr/bin/ssh"),
-            &[
-                "-p",
-                &sshd.addr.port().to_string(),
-                "-i",
-                &key.display().to_string(),
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                &format!("UserKnownHostsFile={}", known.display()),
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                &format!("root@{}", sshd.addr.ip()),
-                "deploy() { echo deployed; }; deploy",
-            ],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let child = job
+        .ssh(&cg, &sshd, &[], "deploy() { echo deployed; }; deploy")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()?;
     let ev = d.wait_events_long("hold", |e| !of_type(e, "approval_requested").is_empty())?;
     let held = of_type(&ev, "approval_requested")[0];
@@ -222,31 +116,13 @@ fn a_shell_is_recorded_and_replayed_from_the_audit_trail() -> Result<()> {
     }
     let sshd = Sshd::start("127.0.0.3")?;
     let cg = TestCgroup::new("ssh-shell")?;
-    let d = daemon(&cg, &sshd)?;
-    let (key, known) = job_files(&d)?;
-    let mut child = cg
-        .command(
-            Path::new("/usr/bin/ssh"),
-            &[
-                "-tt",
-                "-p",
-                &sshd.addr.port().to_string(),
-                "-i",
-                &key.display().to_string(),
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                &format!("UserKnownHostsFile={}", known.display()),
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                &format!("root@{}", sshd.addr.ip()),
-            ],
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let d = sshjob::daemon(&cg, &sshd, "")?;
+    let job = Job::trusting_ca(&d)?;
+    let mut child = job
+        .ssh(&cg, &sshd, &["-tt"], "")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()?;
     {
         use std::io::Write as _;

@@ -208,6 +208,41 @@ impl SftpTracker {
     }
 }
 
+impl SftpTracker {
+    /// The operations still in flight when the channel ended (a peer went
+    /// away mid-transfer): each open file with the bytes moved so far, and
+    /// each forwarded request that never got its reply, without a status.
+    pub(super) fn unfinished(&mut self) -> Vec<Record> {
+        let mut out: Vec<(Instant, Record)> = Vec::new();
+        for (_, f) in self.open.drain() {
+            let text = match f.op.kind {
+                CommandKind::FileRead => {
+                    format!("{}: {} bytes read (unfinished)", f.op.text, f.read)
+                }
+                _ => format!("{}: {} bytes written (unfinished)", f.op.text, f.written),
+            };
+            out.push((f.started, unfinished(f.op.kind, text, f.started)));
+        }
+        for (_, (op, started)) in self.pending.drain() {
+            let text = format!("{} (unfinished)", op.text);
+            out.push((started, unfinished(op.kind, text, started)));
+        }
+        self.reads.clear();
+        self.closes.clear();
+        out.sort_by_key(|(started, _)| *started);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+fn unfinished(kind: CommandKind, text: String, started: Instant) -> Record {
+    Record::Command {
+        kind,
+        text,
+        exit_status: None,
+        duration_ms: millis(started),
+    }
+}
+
 /// A completed file operation; `exit_status` is the SFTP status code (0 is OK).
 fn command(kind: CommandKind, text: String, code: u32, started: Instant) -> Record {
     Record::Command {

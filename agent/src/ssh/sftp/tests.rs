@@ -111,3 +111,47 @@ fn fsetstat_on_a_read_handle_is_a_write() {
         (CommandKind::FileWrite, "/etc/motd")
     );
 }
+
+#[test]
+fn a_transfer_cut_short_is_recorded_as_unfinished() {
+    let mut t = SftpTracker::default();
+    let open = packet(wire::OPEN, 1, |b| {
+        put_string(b, b"/tmp/big");
+        b.put_u32(0x1a);
+        b.put_u32(0);
+    });
+    let pkts = t.client_data(&open).unwrap();
+    t.forwarded(&pkts[0]);
+    t.server_data(&packet(wire::HANDLE, 1, |b| put_string(b, b"h1")))
+        .unwrap();
+    let write = packet(wire::WRITE, 2, |b| {
+        put_string(b, b"h1");
+        b.put_u64(0);
+        put_string(b, b"partial");
+    });
+    t.client_data(&write).unwrap();
+    let mkdir = packet(wire::MKDIR, 3, |b| {
+        put_string(b, b"/tmp/d");
+        b.put_u32(0);
+    });
+    let pkts = t.client_data(&mkdir).unwrap();
+    t.forwarded(&pkts[0]);
+    let recs = t.unfinished();
+    let texts: Vec<_> = recs
+        .iter()
+        .map(|r| match r {
+            Record::Command {
+                text, exit_status, ..
+            } => (text.clone(), *exit_status),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            ("/tmp/big: 7 bytes written (unfinished)".to_string(), None),
+            ("/tmp/d (unfinished)".to_string(), None),
+        ]
+    );
+    assert!(t.unfinished().is_empty());
+}
