@@ -158,3 +158,76 @@ fn a_shell_is_recorded_and_replayed_from_the_audit_trail() -> Result<()> {
     assert!(shown.contains("session ended closed"), "{shown}");
     Ok(())
 }
+
+#[test]
+fn a_fixed_host_key_is_presented_instead_of_a_certificate() -> Result<()> {
+    if !privileged() || !Sshd::available() {
+        return Ok(());
+    }
+    let sshd = Sshd::start("127.0.0.3")?;
+    let presented = sshd.dir.join("presented_host_key");
+    ssh_keygen(&presented)?;
+    let public = std::fs::read_to_string(sshd.dir.join("presented_host_key.pub"))?;
+    let cg = TestCgroup::new("ssh-hostkey")?;
+    let extra = format!(
+        "      presented_host_key: {{file: {}}}",
+        presented.display()
+    );
+    let d = sshjob::daemon(&cg, &sshd, &extra)?;
+
+    // Pinned in known_hosts: accepted, and the command runs upstream.
+    let line = format!(
+        "[{}]:{} {}",
+        sshd.addr.ip(),
+        sshd.addr.port(),
+        public.trim()
+    );
+    let pinned = Job::with_known_hosts(&line)?;
+    let out = pinned.ssh(&cg, &sshd, &[], "echo pinned-ok").output()?;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{}", d.log());
+    assert_eq!(stdout.trim(), "pinned-ok");
+
+    // No certificate is presented: trusting only the CA fails, as does
+    // pinning the real server's key.
+    let ca_only = Job::trusting_ca(&d)?;
+    let out = ca_only.ssh(&cg, &sshd, &[], "echo must-not-run").output()?;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success() && stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("Host key verification failed"), "{stderr}");
+    let line = format!(
+        "[{}]:{} {}",
+        sshd.addr.ip(),
+        sshd.addr.port(),
+        sshd.host_public_key.trim()
+    );
+    let server_key = Job::with_known_hosts(&line)?;
+    let out = server_key
+        .ssh(&cg, &sshd, &[], "echo must-not-run")
+        .output()?;
+    assert!(!out.status.success() && out.stdout.is_empty());
+
+    // A key that cannot be read refuses the session and says why.
+    std::fs::write(&presented, "not a key")?;
+    let out = pinned.ssh(&cg, &sshd, &[], "echo must-not-run").output()?;
+    assert!(!out.status.success() && out.stdout.is_empty());
+    let ev = d.wait_events("the refusal", |e| {
+        !of_type(e, "connection_refused").is_empty()
+    })?;
+    let reason = of_type(&ev, "connection_refused")[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("deploy-host") && reason.contains("presented_host_key"),
+        "{reason}"
+    );
+    let commands = of_type(&ev, "command");
+    assert_eq!(
+        commands.len(),
+        1,
+        "only the pinned session ran: {commands:?}"
+    );
+    assert_eq!(commands[0]["text"], "echo pinned-ok");
+    Ok(())
+}
