@@ -47,6 +47,20 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
+/// Reads `from` until what was read contains `needle`; returns it all.
+fn read_until(from: &mut impl std::io::Read, needle: &str) -> Result<String> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            bail!("EOF before {needle}: {}", String::from_utf8_lossy(&seen));
+        }
+        seen.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+    Ok(String::from_utf8_lossy(&seen).into_owned())
+}
+
 /// Waits for a pid written by the remote side, then kills that process.
 fn kill_remote(pid_file: &Path) -> Result<u32> {
     wait_for("the remote pid", || {
@@ -198,15 +212,18 @@ fn an_upstream_killed_mid_command_ends_only_its_session() -> Result<()> {
         "echo $PPID > {}; echo started; exec sleep 600",
         ppid.display()
     );
-    let client = job
+    let mut client = job
         .ssh(&cg, &sshd, &[], &cmd)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    // Killed only once the client saw the command's output.
+    let mut stdout = client.stdout.take().context("stdout")?;
+    let mut seen = read_until(&mut stdout, "started\n")?;
     kill_remote(&ppid)?;
-    let out = client.wait_with_output()?;
-    assert!(!out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "started");
+    std::io::Read::read_to_string(&mut stdout, &mut seen)?;
+    assert!(!client.wait()?.success());
+    assert_eq!(seen.trim(), "started");
     let ev = d.wait_events("the exec session's end", |e| {
         of_type(e, "session_ended").len() == 1
     })?;
@@ -236,11 +253,14 @@ fn an_upstream_killed_mid_command_ends_only_its_session() -> Result<()> {
         );
         stdin.write_all(line.as_bytes())?;
     }
+    // Killed only once the client saw the shell's output.
+    let mut stdout = client.stdout.take().context("stdout")?;
+    read_until(&mut stdout, "shell-42-marker")?;
     kill_remote(&ppid)?;
-    let out = client.wait_with_output()?;
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+    let _ = client.wait()?;
     drop(stdin);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("shell-42-marker"), "{stdout}");
     let ev = d.wait_events("the shell session's end", |e| {
         of_type(e, "session_ended").len() == 3
     })?;
