@@ -13,7 +13,8 @@ use anyhow::{Result, ensure};
 use crate::{Daemon, DaemonSpec, Sshd, TestCgroup, interlock_bin, ssh_keygen, unique};
 
 /// A daemon whose policy intercepts `sshd`, injects its authorized key and
-/// pins its host key; `rm` is blocked and `deploy` needs approval.
+/// pins its host key; `rm` is blocked, and `deploy` and sftp writes to
+/// paths containing `approve-me` need approval.
 /// `upstream_extra` is appended to the target's `upstream:` block (lines
 /// indented by six spaces).
 pub fn daemon(cg: &TestCgroup, sshd: &Sshd, upstream_extra: &str) -> Result<Daemon> {
@@ -35,6 +36,10 @@ rules:
     message: deleting files from CI is not allowed
   - name: deploys-need-a-human
     match: {{command: '^deploy'}}
+    action: require_approval
+    approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
+  - name: uploads-need-a-human
+    match: {{kind: [file_write], command: 'approve-me'}}
     action: require_approval
     approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
 ",

@@ -231,3 +231,62 @@ fn a_fixed_host_key_is_presented_instead_of_a_certificate() -> Result<()> {
     assert_eq!(commands[0]["text"], "echo pinned-ok");
     Ok(())
 }
+
+#[test]
+fn an_approved_sftp_upload_is_audited_with_its_decision() -> Result<()> {
+    if !privileged() || !Sshd::available() {
+        return Ok(());
+    }
+    let sshd = Sshd::start("127.0.0.3")?;
+    let cg = TestCgroup::new("ssh-sftp-audit")?;
+    let d = sshjob::daemon(&cg, &sshd, "")?;
+    let job = Job::trusting_ca(&d)?;
+    let local = job.dir.join("upload.txt");
+    std::fs::write(&local, "approved content\n")?;
+    let remote = sshd.dir.join("approve-me.txt");
+    let dest = format!("root@{}:{}", sshd.addr.ip(), remote.display());
+    let mut child = job
+        .scp(&cg, &sshd, &[], &[&local.display().to_string(), &dest])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // scp holds twice: the open for writing, then setting the file's
+    // attributes (both `file_write` on the path). Each is approved.
+    let mut approved = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let wanted = approved + 1;
+        let ev = d.wait_events_long("a hold or the end", |e| {
+            of_type(e, "approval_requested").len() >= wanted
+                || !of_type(e, "session_ended").is_empty()
+        })?;
+        let Some(held) = of_type(&ev, "approval_requested").get(approved).copied() else {
+            continue;
+        };
+        assert_eq!(held["approval"]["request"]["command_kind"], "file_write");
+        assert_eq!(
+            held["approval"]["request"]["text"],
+            remote.display().to_string()
+        );
+        let id = held["approval"]["id"].as_str().unwrap_or_default();
+        let r = d.cli_as("daemon", None, &["approvals", "approve", id])?;
+        assert!(r.ok, "{r:?}");
+        approved += 1;
+    };
+    assert!(status.success());
+    assert!(approved >= 1);
+    assert_eq!(std::fs::read_to_string(&remote)?, "approved content\n");
+    let ev = d.wait_events("the end", |e| !of_type(e, "session_ended").is_empty())?;
+    let want = format!("{}: 17 bytes written", remote.display());
+    let write = of_type(&ev, "command")
+        .into_iter()
+        .find(|c| c["text"] == want.as_str())
+        .cloned()
+        .expect("the upload is recorded");
+    assert_eq!(write["decision"]["action"], "approved", "{write}");
+    assert_eq!(write["decision"]["rule"], "uploads-need-a-human", "{write}");
+    assert_eq!(write["exit_status"], 0);
+    Ok(())
+}
