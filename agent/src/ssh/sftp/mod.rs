@@ -82,13 +82,16 @@ impl SftpTracker {
                 }
                 wire::SETSTAT => op(CommandKind::FileWrite, r.string()?),
                 // Attributes through a handle, even one opened for reading.
+                // Through a handle opened for writing they are part of that
+                // write, already decided for the same kind and path (scp
+                // sets them after every upload: no second approval).
                 wire::FSETSTAT => {
                     let handle = r.bytes()?;
-                    let path = self.open.get(&handle).map(|f| f.op.text.clone());
-                    op(
-                        CommandKind::FileWrite,
-                        path.unwrap_or_else(|| "<unknown handle>".into()),
-                    )
+                    match self.open.get(&handle) {
+                        Some(f) if f.op.kind == CommandKind::FileWrite => None,
+                        Some(f) => op(CommandKind::FileWrite, f.op.text.clone()),
+                        None => op(CommandKind::FileWrite, "<unknown handle>".into()),
+                    }
                 }
                 wire::REMOVE | wire::RMDIR => op(CommandKind::FileRemove, r.string()?),
                 wire::MKDIR => op(CommandKind::FileMkdir, r.string()?),

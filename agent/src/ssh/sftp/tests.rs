@@ -113,6 +113,34 @@ fn fsetstat_on_a_read_handle_is_a_write() {
 }
 
 #[test]
+fn fsetstat_on_a_write_handle_is_part_of_the_write() {
+    let mut t = SftpTracker::default();
+    let open = packet(wire::OPEN, 1, |b| {
+        put_string(b, b"/tmp/up");
+        b.put_u32(0x1a);
+        b.put_u32(0);
+    });
+    let pkts = t.client_data(&open).unwrap();
+    t.forwarded(&pkts[0]);
+    t.server_data(&packet(wire::HANDLE, 1, |b| put_string(b, b"w")))
+        .unwrap();
+    let chmod = packet(wire::FSETSTAT, 2, |b| {
+        put_string(b, b"w");
+        b.put_u32(0x4);
+        b.put_u32(0o644);
+    });
+    let pkts = t.client_data(&chmod).unwrap();
+    assert!(pkts[0].op.is_none());
+    let unknown = packet(wire::FSETSTAT, 3, |b| {
+        put_string(b, b"nope");
+        b.put_u32(0x4);
+        b.put_u32(0o777);
+    });
+    let pkts = t.client_data(&unknown).unwrap();
+    assert_eq!(pkts[0].op.as_ref().unwrap().text, "<unknown handle>");
+}
+
+#[test]
 fn a_transfer_cut_short_is_recorded_as_unfinished() {
     let mut t = SftpTracker::default();
     let open = packet(wire::OPEN, 1, |b| {
