@@ -15,7 +15,7 @@ use crate::{
     approval::{HoldSpec, RequestView, Requester},
     audit::{DecisionView, Disposition, EventKind, SessionOutcome},
     context::AppContext,
-    gate::{BoxFuture, Gate, Held, HoldOutcome, Record, Request, Verdict},
+    gate::{BoxFuture, CommandKind, Gate, Held, HoldOutcome, Record, Request, Verdict},
     intercept::FlowIdentity,
     policy::{Action, Grant, RecordLevel, Subject, Target},
 };
@@ -41,7 +41,9 @@ struct State {
     record: RecordLevel,
     /// Rules approved for the rest of this session (`grant: session`).
     session_grants: Vec<String>,
-    decisions: VecDeque<(String, DecisionView, RecordLevel)>,
+    /// (SSH request kind, request text, decision, record level); `None`
+    /// kind for statements.
+    decisions: VecDeque<(Option<CommandKind>, String, DecisionView, RecordLevel)>,
     /// Set when the session itself was blocked or its hold not approved.
     refused: Option<(SessionOutcome, String)>,
 }
@@ -188,11 +190,15 @@ impl DaemonGate {
                     .await;
             }
             Request::Statement { text, .. } | Request::Command { text, .. } => {
+                let kind = match request {
+                    Request::Command { kind, .. } => Some(*kind),
+                    _ => None,
+                };
                 let mut st = self.state();
                 if st.decisions.len() >= PENDING_DECISIONS {
                     st.decisions.pop_front();
                 }
-                st.decisions.push_back((text.clone(), view, level));
+                st.decisions.push_back((kind, text.clone(), view, level));
             }
         }
         verdict
@@ -240,12 +246,14 @@ impl DaemonGate {
     async fn record_now(&self, record: Record) {
         let target = self.target.name.clone();
         let session_id = self.session_id.clone();
-        let take = |text: &str| {
+        let take = |kind: Option<CommandKind>, text: &str| {
             let mut st = self.state();
-            let pos = st.decisions.iter().position(|(t, ..)| t == text);
+            let pos = st.decisions.iter().position(|(k, t, ..)| {
+                *k == kind && (t == text || k.is_some() && decided_as(t, text))
+            });
             let found = pos.and_then(|p| st.decisions.remove(p));
             let level = st.record;
-            found.map(|(_, v, l)| (v, l)).unwrap_or((
+            found.map(|(_, _, v, l)| (v, l)).unwrap_or((
                 DecisionView {
                     action: Disposition::Allowed,
                     rule: None,
@@ -261,7 +269,7 @@ impl DaemonGate {
                 error,
                 duration_ms,
             } => {
-                let (decision, level) = take(&text);
+                let (decision, level) = take(None, &text);
                 EventKind::Statement {
                     session_id,
                     target,
@@ -279,7 +287,7 @@ impl DaemonGate {
                 exit_status,
                 duration_ms,
             } => {
-                let (decision, level) = take(&text);
+                let (decision, level) = take(Some(kind), &text);
                 EventKind::Command {
                     session_id,
                     target,
@@ -318,5 +326,34 @@ impl Gate for DaemonGate {
 
     fn record(&self, record: Record) -> BoxFuture<'_, ()> {
         Box::pin(self.record_now(record))
+    }
+}
+
+/// Whether a record's `recorded` text reports the request decided as
+/// `decided`: the same text, a shell with its recording
+/// (`shell (recording PATH)`), or (sftp) the file's path followed by what
+/// moved, `PATH: N bytes written` or `PATH (unfinished)`.
+fn decided_as(decided: &str, recorded: &str) -> bool {
+    recorded.strip_prefix(decided).is_some_and(|rest| {
+        rest.is_empty()
+            || rest.starts_with(": ")
+            || rest.starts_with(" (recording ")
+            || rest == " (unfinished)"
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decided_as;
+
+    #[test]
+    fn sftp_records_find_their_decision() {
+        assert!(decided_as("ls -l", "ls -l"));
+        assert!(decided_as("/a/f", "/a/f: 17 bytes written"));
+        assert!(decided_as("/a/f", "/a/f: 0 bytes read (unfinished)"));
+        assert!(decided_as("/a/d", "/a/d (unfinished)"));
+        assert!(!decided_as("/a/f", "/a/fg: 1 bytes written"));
+        assert!(!decided_as("ls", "ls -l"));
+        assert!(decided_as("shell", "shell (recording /r/s-1.cast)"));
     }
 }

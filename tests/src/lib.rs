@@ -7,6 +7,7 @@ mod daemon;
 mod echo;
 mod pty;
 mod sshd;
+pub mod sshjob;
 pub mod sshproxy;
 
 use std::{

@@ -74,6 +74,12 @@ impl Sshd {
 
     /// Starts sshd on `ip` (a loopback address, 127.0.0.3 or higher) and a free port.
     pub fn start(ip: &str) -> Result<Sshd> {
+        Sshd::start_with(ip, "")
+    }
+
+    /// [`Sshd::start`] with `extra` sshd_config lines, which take
+    /// precedence over the defaults (sshd keeps the first value it reads).
+    pub fn start_with(ip: &str, extra: &str) -> Result<Sshd> {
         let dir = std::env::temp_dir().join(crate::unique("interlock-sshd"));
         std::fs::create_dir_all(&dir)?;
         std::fs::create_dir_all("/run/sshd")?;
@@ -85,7 +91,8 @@ impl Sshd {
         let port = TcpListener::bind((ip, 0))?.local_addr()?.port();
         let addr: SocketAddr = format!("{ip}:{port}").parse()?;
         let config = format!(
-            "ListenAddress {addr}\n\
+            "{extra}\n\
+             ListenAddress {addr}\n\
              HostKey {hk}\n\
              AuthorizedKeysFile {dir}/authorized_keys\n\
              PasswordAuthentication no\n\

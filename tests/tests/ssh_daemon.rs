@@ -3,96 +3,11 @@
 //! the daemon, the policy decides each command, approvals come over the
 //! control socket, and everything lands in the audit trail.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Output,
-};
+use std::process::{Output, Stdio};
 
 use anyhow::Result;
-use interlock_tests::*;
+use interlock_tests::{sshjob::Job, *};
 use serde_json::Value;
-
-/// A daemon whose policy intercepts `sshd`, injects its authorized key and
-/// pins its host key; `rm` is blocked and `deploy` needs approval.
-fn daemon(cg: &TestCgroup, sshd: &Sshd) -> Result<Daemon> {
-    let policy = format!(
-        "version: 1
-targets:
-  - name: deploy-host
-    protocol: ssh
-    match: [{{address: {ip}, port: {port}}}]
-    upstream:
-      user: root
-      key: {{file: {key}}}
-      host_key: \"{host_key}\"
-rules:
-  - name: no-rm
-    match: {{command: '^rm\\s'}}
-    action: block
-    message: deleting files from CI is not allowed
-  - name: deploys-need-a-human
-    match: {{command: '^deploy'}}
-    action: require_approval
-    approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
-",
-        ip = sshd.addr.ip(),
-        port = sshd.addr.port(),
-        key = sshd.client_key.display(),
-        host_key = sshd.host_public_key.trim(),
-    );
-    Daemon::start(DaemonSpec::with_policy(cg, &policy, &[]))
-}
-
-/// The job's side: a key the server does NOT authorize, and a known_hosts
-/// trusting only interlock's SSH CA.
-fn job_files(d: &Daemon) -> Result<(PathBuf, PathBuf)> {
-    let dir = std::env::temp_dir().join(unique("interlock-sshjob"));
-    std::fs::create_dir_all(&dir)?;
-    let key = dir.join("job_key");
-    ssh_keygen(&key)?;
-    let out = std::process::Command::new(interlock_bin()?)
-        .args(["ca", "export", "--ssh", "--state-dir"])
-        .arg(&d.state_dir)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout)?;
-    assert!(line.starts_with("@cert-authority * ssh-ed25519 "), "{line}");
-    let known = dir.join("known_hosts");
-    std::fs::write(&known, line)?;
-    Ok((key, known))
-}
-
-fn ssh(cg: &TestCgroup, sshd: &Sshd, key: &Path, known: &Path, cmd: &str) -> Result<Output> {
-    let port = sshd.addr.port().to_string();
-    let ip = sshd.addr.ip().to_string();
-    let known = format!("UserKnownHostsFile={}", known.display());
-    let key = key.display().to_string();
-    let args = [
-        "-p",
-        &port,
-        "-i",
-        &key,
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        &known,
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "ConnectTimeout=20",
-        &format!("root@{ip}"),
-        cmd,
-    ];
-    Ok(cg
-        .command(std::path::Path::new("/usr/bin/ssh"), &args)
-        .output()?)
-}
 
 fn text(o: &Output) -> (String, String) {
     (
@@ -108,31 +23,28 @@ fn intercepted_ssh_runs_allowed_blocks_forbidden_and_holds_deploys() -> Result<(
     }
     let sshd = Sshd::start("127.0.0.3")?;
     let cg = TestCgroup::new("ssh-e2e")?;
-    let d = daemon(&cg, &sshd)?;
-    let (key, known) = job_files(&d)?;
+    let d = sshjob::daemon(&cg, &sshd, "")?;
+    let job = Job::trusting_ca(&d)?;
     let marker = sshd.dir.join("rm-target");
     std::fs::write(&marker, "keep me")?;
 
     // Allowed: runs upstream with the injected key; the CA certificate is trusted.
-    let out = ssh(
-        &cg,
-        &sshd,
-        &key,
-        &known,
-        "echo hello-from-$(hostname -s >/dev/null; echo upstream)",
-    )?;
+    let out = job
+        .ssh(
+            &cg,
+            &sshd,
+            &[],
+            "echo hello-from-$(hostname -s >/dev/null; echo upstream)",
+        )
+        .output()?;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}\n{}", d.log());
     assert_eq!(stdout.trim(), "hello-from-upstream");
 
     // Blocked: a reason on stderr, non-zero exit, and it never ran.
-    let out = ssh(
-        &cg,
-        &sshd,
-        &key,
-        &known,
-        &format!("rm -f {}", marker.display()),
-    )?;
+    let out = job
+        .ssh(&cg, &sshd, &[], &format!("rm -f {}", marker.display()))
+        .output()?;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(
@@ -142,28 +54,10 @@ fn intercepted_ssh_runs_allowed_blocks_forbidden_and_holds_deploys() -> Result<(
     assert!(marker.exists(), "the blocked rm ran upstream");
 
     // Held: runs once `daemon` approves.
-    let child = cg
-        .command(
-            std::path::Path::new("/usr/bin/ssh"),
-            &[
-                "-p",
-                &sshd.addr.port().to_string(),
-                "-i",
-                &key.display().to_string(),
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                &format!("UserKnownHostsFile={}", known.display()),
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                &format!("root@{}", sshd.addr.ip()),
-                "deploy() { echo deployed; }; deploy",
-            ],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let child = job
+        .ssh(&cg, &sshd, &[], "deploy() { echo deployed; }; deploy")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()?;
     let ev = d.wait_events_long("hold", |e| !of_type(e, "approval_requested").is_empty())?;
     let held = of_type(&ev, "approval_requested")[0];
@@ -222,31 +116,13 @@ fn a_shell_is_recorded_and_replayed_from_the_audit_trail() -> Result<()> {
     }
     let sshd = Sshd::start("127.0.0.3")?;
     let cg = TestCgroup::new("ssh-shell")?;
-    let d = daemon(&cg, &sshd)?;
-    let (key, known) = job_files(&d)?;
-    let mut child = cg
-        .command(
-            Path::new("/usr/bin/ssh"),
-            &[
-                "-tt",
-                "-p",
-                &sshd.addr.port().to_string(),
-                "-i",
-                &key.display().to_string(),
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                &format!("UserKnownHostsFile={}", known.display()),
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                &format!("root@{}", sshd.addr.ip()),
-            ],
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let d = sshjob::daemon(&cg, &sshd, "")?;
+    let job = Job::trusting_ca(&d)?;
+    let mut child = job
+        .ssh(&cg, &sshd, &["-tt"], "")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()?;
     {
         use std::io::Write as _;
@@ -280,5 +156,143 @@ fn a_shell_is_recorded_and_replayed_from_the_audit_trail() -> Result<()> {
     assert!(shown.contains("--- terminal recording"), "{shown}");
     assert!(shown.contains("shell-42-marker"), "{shown}");
     assert!(shown.contains("session ended closed"), "{shown}");
+    Ok(())
+}
+
+#[test]
+fn a_fixed_host_key_is_presented_instead_of_a_certificate() -> Result<()> {
+    if !privileged() || !Sshd::available() {
+        return Ok(());
+    }
+    let sshd = Sshd::start("127.0.0.3")?;
+    let presented = sshd.dir.join("presented_host_key");
+    ssh_keygen(&presented)?;
+    let public = std::fs::read_to_string(sshd.dir.join("presented_host_key.pub"))?;
+    let cg = TestCgroup::new("ssh-hostkey")?;
+    let extra = format!(
+        "      presented_host_key: {{file: {}}}",
+        presented.display()
+    );
+    let d = sshjob::daemon(&cg, &sshd, &extra)?;
+
+    // Pinned in known_hosts: accepted, and the command runs upstream.
+    let line = format!(
+        "[{}]:{} {}",
+        sshd.addr.ip(),
+        sshd.addr.port(),
+        public.trim()
+    );
+    let pinned = Job::with_known_hosts(&line)?;
+    let out = pinned.ssh(&cg, &sshd, &[], "echo pinned-ok").output()?;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{}", d.log());
+    assert_eq!(stdout.trim(), "pinned-ok");
+
+    // No certificate is presented: trusting only the CA fails, as does
+    // pinning the real server's key.
+    let ca_only = Job::trusting_ca(&d)?;
+    let out = ca_only.ssh(&cg, &sshd, &[], "echo must-not-run").output()?;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success() && stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("Host key verification failed"), "{stderr}");
+    let line = format!(
+        "[{}]:{} {}",
+        sshd.addr.ip(),
+        sshd.addr.port(),
+        sshd.host_public_key.trim()
+    );
+    let server_key = Job::with_known_hosts(&line)?;
+    let out = server_key
+        .ssh(&cg, &sshd, &[], "echo must-not-run")
+        .output()?;
+    assert!(!out.status.success() && out.stdout.is_empty());
+
+    // A key that cannot be read refuses the session and says why.
+    std::fs::write(&presented, "not a key")?;
+    let out = pinned.ssh(&cg, &sshd, &[], "echo must-not-run").output()?;
+    assert!(!out.status.success() && out.stdout.is_empty());
+    let ev = d.wait_events("the refusal", |e| {
+        !of_type(e, "connection_refused").is_empty()
+    })?;
+    let reason = of_type(&ev, "connection_refused")[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("deploy-host") && reason.contains("presented_host_key"),
+        "{reason}"
+    );
+    let commands = of_type(&ev, "command");
+    assert_eq!(
+        commands.len(),
+        1,
+        "only the pinned session ran: {commands:?}"
+    );
+    assert_eq!(commands[0]["text"], "echo pinned-ok");
+    Ok(())
+}
+
+#[test]
+fn an_approved_sftp_upload_is_audited_with_its_decision() -> Result<()> {
+    if !privileged() || !Sshd::available() {
+        return Ok(());
+    }
+    let sshd = Sshd::start("127.0.0.3")?;
+    let cg = TestCgroup::new("ssh-sftp-audit")?;
+    let d = sshjob::daemon(&cg, &sshd, "")?;
+    let job = Job::trusting_ca(&d)?;
+    let local = job.dir.join("upload.txt");
+    std::fs::write(&local, "approved content\n")?;
+    let remote = sshd.dir.join("approve-me.txt");
+    let dest = format!("root@{}:{}", sshd.addr.ip(), remote.display());
+    let mut child = job
+        .scp(&cg, &sshd, &[], &[&local.display().to_string(), &dest])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // One hold: the attributes scp sets afterwards through the same
+    // handle are part of the approved write. (Any further hold would be
+    // approved too, and fail the count below rather than hang.)
+    let mut approved = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let wanted = approved + 1;
+        let ev = d.wait_events_long("a hold or the end", |e| {
+            of_type(e, "approval_requested").len() >= wanted
+                || !of_type(e, "session_ended").is_empty()
+        })?;
+        let Some(held) = of_type(&ev, "approval_requested").get(approved).copied() else {
+            continue;
+        };
+        assert_eq!(held["approval"]["request"]["command_kind"], "file_write");
+        assert_eq!(
+            held["approval"]["request"]["text"],
+            remote.display().to_string()
+        );
+        let id = held["approval"]["id"].as_str().unwrap_or_default();
+        let r = d.cli_as("daemon", None, &["approvals", "approve", id])?;
+        assert!(r.ok, "{r:?}");
+        approved += 1;
+    };
+    assert!(status.success());
+    assert_eq!(
+        approved,
+        1,
+        "{:?}",
+        of_type(&d.events(), "approval_requested")
+    );
+    assert_eq!(std::fs::read_to_string(&remote)?, "approved content\n");
+    let ev = d.wait_events("the end", |e| !of_type(e, "session_ended").is_empty())?;
+    let want = format!("{}: 17 bytes written", remote.display());
+    let write = of_type(&ev, "command")
+        .into_iter()
+        .find(|c| c["text"] == want.as_str())
+        .cloned()
+        .expect("the upload is recorded");
+    assert_eq!(write["decision"]["action"], "approved", "{write}");
+    assert_eq!(write["decision"]["rule"], "uploads-need-a-human", "{write}");
+    assert_eq!(write["exit_status"], 0);
     Ok(())
 }

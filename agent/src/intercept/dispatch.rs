@@ -32,6 +32,11 @@ enum SetupError {
     NoCredential(String),
     #[error("target `{0}`: no upstream host key check configured")]
     NoHostKeyCheck(String),
+    #[error("target `{target}`: upstream.presented_host_key: {source}")]
+    PresentedHostKey {
+        target: String,
+        source: ssh::SshError,
+    },
     #[error("target `{target}`: cannot mint a host certificate: {source}")]
     HostCertificate {
         target: String,
@@ -129,26 +134,16 @@ fn ssh_target(
         (None, Some(f)) => ssh::HostKeyCheck::KnownHosts(f.clone()),
         (None, None) => return Err(SetupError::NoHostKeyCheck(name())),
     };
-    // The certificate names what clients may have typed: the target's host
-    // names and the address they connected to.
-    let dst = gate.identity().original_destination.ip().to_string();
-    let mut principals: Vec<String> = target
-        .endpoints
-        .iter()
-        .filter_map(|e| match &e.address {
-            AddressMatch::Host(h) => Some(h.clone()),
-            _ => None,
-        })
-        .collect();
-    principals.push(dst);
-    let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
-    let host_identity =
-        ctx.ssh_ca()
-            .mint_host(&refs)
-            .map_err(|source| SetupError::HostCertificate {
+    let host_identity = match &up.presented_host_key {
+        // A fixed key per target: clients pin it instead of trusting the CA.
+        Some(r) => ssh::HostIdentity::from_openssh(secret(r)?.expose()).map_err(|source| {
+            SetupError::PresentedHostKey {
                 target: name(),
                 source,
-            })?;
+            }
+        })?,
+        None => host_certificate(ctx, gate, target)?,
+    };
     Ok(ssh::SshTarget {
         upstream: gate.identity().original_destination,
         upstream_user: up.user.clone(),
@@ -163,4 +158,31 @@ fn ssh_target(
         recording_dir: ctx.recordings().to_path_buf(),
         session_id: Some(gate.session_id().to_string()),
     })
+}
+
+/// A host key with a certificate from interlock's SSH CA.
+fn host_certificate(
+    ctx: &AppContext,
+    gate: &DaemonGate,
+    target: &Target,
+) -> Result<ssh::HostIdentity, SetupError> {
+    // The certificate names what clients may have typed: the target's host
+    // names and the address they connected to.
+    let dst = gate.identity().original_destination.ip().to_string();
+    let mut principals: Vec<String> = target
+        .endpoints
+        .iter()
+        .filter_map(|e| match &e.address {
+            AddressMatch::Host(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    principals.push(dst);
+    let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
+    ctx.ssh_ca()
+        .mint_host(&refs)
+        .map_err(|source| SetupError::HostCertificate {
+            target: target.name.clone(),
+            source,
+        })
 }

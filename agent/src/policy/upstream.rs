@@ -138,6 +138,11 @@ pub struct Upstream {
     /// SSH: a known_hosts file to check the server's host key against.
     #[serde(default)]
     pub known_hosts: Option<PathBuf>,
+    /// SSH: the host key interlock presents to clients for this target (an
+    /// OpenSSH private key), instead of a host certificate minted by
+    /// interlock's SSH CA; clients pin its public key in known_hosts.
+    #[serde(default)]
+    pub presented_host_key: Option<SecretRef>,
     /// SSH: client authentication methods accepted from the CI job (the
     /// flow identity is the credential; nothing the client sends is checked
     /// or forwarded). Default: all three.
@@ -173,6 +178,7 @@ impl Default for Upstream {
             ca_file: None,
             host_key: None,
             known_hosts: None,
+            presented_host_key: None,
             client_auth: all_client_auth(),
         }
     }
@@ -211,5 +217,12 @@ mod tests {
             serde_yaml::from_str("password: {env: PGPASS}\ntls: verify-full\n").unwrap();
         assert_eq!(u.password, Some(SecretRef::Env("PGPASS".into())));
         assert_eq!(u.tls, TlsMode::VerifyFull);
+        let u: Upstream =
+            serde_yaml::from_str("presented_host_key: {file: /etc/interlock/host_key}\n").unwrap();
+        assert_eq!(
+            u.presented_host_key,
+            Some(SecretRef::File("/etc/interlock/host_key".into()))
+        );
+        assert!(serde_yaml::from_str::<Upstream>("presented_host_key: AAAA\n").is_err());
     }
 }

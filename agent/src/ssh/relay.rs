@@ -166,6 +166,15 @@ pub(super) async fn run(r: Relay, start: Start) {
             from_upstream.await
         }
     };
+    // A peer that went away mid-transfer leaves files half written or
+    // read: what moved so far is recorded, not dropped.
+    let unfinished = match &mut *shared.tap() {
+        Tap::Sftp(tracker) => tracker.unfinished(),
+        _ => Vec::new(),
+    };
+    for record in unfinished {
+        ctx.gate.record(record).await;
+    }
     let text = match &*shared.tap() {
         Tap::Terminal(Some(cast), _) if matches!(start, Start::Shell) => {
             format!("shell (recording {})", cast.path().display())

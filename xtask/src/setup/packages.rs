@@ -18,6 +18,7 @@ pub(crate) const PACKAGES: &[&str] = &[
     "postgresql-client",
     "openssh-server",
     "openssh-client",
+    "rsync",
     "bpftool",
     "iproute2",
     "procps",

@@ -82,13 +82,16 @@ impl SftpTracker {
                 }
                 wire::SETSTAT => op(CommandKind::FileWrite, r.string()?),
                 // Attributes through a handle, even one opened for reading.
+                // Through a handle opened for writing they are part of that
+                // write, already decided for the same kind and path (scp
+                // sets them after every upload: no second approval).
                 wire::FSETSTAT => {
                     let handle = r.bytes()?;
-                    let path = self.open.get(&handle).map(|f| f.op.text.clone());
-                    op(
-                        CommandKind::FileWrite,
-                        path.unwrap_or_else(|| "<unknown handle>".into()),
-                    )
+                    match self.open.get(&handle) {
+                        Some(f) if f.op.kind == CommandKind::FileWrite => None,
+                        Some(f) => op(CommandKind::FileWrite, f.op.text.clone()),
+                        None => op(CommandKind::FileWrite, "<unknown handle>".into()),
+                    }
                 }
                 wire::REMOVE | wire::RMDIR => op(CommandKind::FileRemove, r.string()?),
                 wire::MKDIR => op(CommandKind::FileMkdir, r.string()?),
@@ -205,6 +208,41 @@ impl SftpTracker {
             }
             _ => None,
         }
+    }
+}
+
+impl SftpTracker {
+    /// The operations still in flight when the channel ended (a peer went
+    /// away mid-transfer): each open file with the bytes moved so far, and
+    /// each forwarded request that never got its reply, without a status.
+    pub(super) fn unfinished(&mut self) -> Vec<Record> {
+        let mut out: Vec<(Instant, Record)> = Vec::new();
+        for (_, f) in self.open.drain() {
+            let text = match f.op.kind {
+                CommandKind::FileRead => {
+                    format!("{}: {} bytes read (unfinished)", f.op.text, f.read)
+                }
+                _ => format!("{}: {} bytes written (unfinished)", f.op.text, f.written),
+            };
+            out.push((f.started, unfinished(f.op.kind, text, f.started)));
+        }
+        for (_, (op, started)) in self.pending.drain() {
+            let text = format!("{} (unfinished)", op.text);
+            out.push((started, unfinished(op.kind, text, started)));
+        }
+        self.reads.clear();
+        self.closes.clear();
+        out.sort_by_key(|(started, _)| *started);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+fn unfinished(kind: CommandKind, text: String, started: Instant) -> Record {
+    Record::Command {
+        kind,
+        text,
+        exit_status: None,
+        duration_ms: millis(started),
     }
 }
 

@@ -111,3 +111,75 @@ fn fsetstat_on_a_read_handle_is_a_write() {
         (CommandKind::FileWrite, "/etc/motd")
     );
 }
+
+#[test]
+fn fsetstat_on_a_write_handle_is_part_of_the_write() {
+    let mut t = SftpTracker::default();
+    let open = packet(wire::OPEN, 1, |b| {
+        put_string(b, b"/tmp/up");
+        b.put_u32(0x1a);
+        b.put_u32(0);
+    });
+    let pkts = t.client_data(&open).unwrap();
+    t.forwarded(&pkts[0]);
+    t.server_data(&packet(wire::HANDLE, 1, |b| put_string(b, b"w")))
+        .unwrap();
+    let chmod = packet(wire::FSETSTAT, 2, |b| {
+        put_string(b, b"w");
+        b.put_u32(0x4);
+        b.put_u32(0o644);
+    });
+    let pkts = t.client_data(&chmod).unwrap();
+    assert!(pkts[0].op.is_none());
+    let unknown = packet(wire::FSETSTAT, 3, |b| {
+        put_string(b, b"nope");
+        b.put_u32(0x4);
+        b.put_u32(0o777);
+    });
+    let pkts = t.client_data(&unknown).unwrap();
+    assert_eq!(pkts[0].op.as_ref().unwrap().text, "<unknown handle>");
+}
+
+#[test]
+fn a_transfer_cut_short_is_recorded_as_unfinished() {
+    let mut t = SftpTracker::default();
+    let open = packet(wire::OPEN, 1, |b| {
+        put_string(b, b"/tmp/big");
+        b.put_u32(0x1a);
+        b.put_u32(0);
+    });
+    let pkts = t.client_data(&open).unwrap();
+    t.forwarded(&pkts[0]);
+    t.server_data(&packet(wire::HANDLE, 1, |b| put_string(b, b"h1")))
+        .unwrap();
+    let write = packet(wire::WRITE, 2, |b| {
+        put_string(b, b"h1");
+        b.put_u64(0);
+        put_string(b, b"partial");
+    });
+    t.client_data(&write).unwrap();
+    let mkdir = packet(wire::MKDIR, 3, |b| {
+        put_string(b, b"/tmp/d");
+        b.put_u32(0);
+    });
+    let pkts = t.client_data(&mkdir).unwrap();
+    t.forwarded(&pkts[0]);
+    let recs = t.unfinished();
+    let texts: Vec<_> = recs
+        .iter()
+        .map(|r| match r {
+            Record::Command {
+                text, exit_status, ..
+            } => (text.clone(), *exit_status),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            ("/tmp/big: 7 bytes written (unfinished)".to_string(), None),
+            ("/tmp/d (unfinished)".to_string(), None),
+        ]
+    );
+    assert!(t.unfinished().is_empty());
+}
