@@ -12,6 +12,7 @@ pub mod gate;
 pub mod identity;
 pub mod intercept;
 pub mod policy;
+pub mod postgres;
 pub mod sessions;
 pub mod sinks;
 mod targets;
