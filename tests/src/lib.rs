@@ -5,6 +5,8 @@
 mod cgroup;
 mod daemon;
 mod echo;
+pub mod pg_gate;
+pub mod postgres;
 
 use std::{
     path::{Path, PathBuf},
