@@ -6,6 +6,7 @@ mod cgroup;
 mod daemon;
 mod echo;
 pub mod pg_gate;
+pub mod pg_raw;
 pub mod postgres;
 
 use std::{

@@ -23,7 +23,8 @@ enum Entry {
     /// server's error for it is replaced by this frame.
     Injected(Frame),
     /// Sync, Query or FunctionCall end: the server answers ReadyForQuery.
-    Boundary,
+    /// `sync` marks a Sync message, which the server ignores in copy-in mode.
+    Boundary { sync: bool },
 }
 
 /// What to do with a server ErrorResponse.
@@ -52,8 +53,31 @@ impl Pending {
         self.q.push_back(Entry::Injected(reply));
     }
 
+    /// The end of a Query or FunctionCall.
     pub(crate) fn push_boundary(&mut self) {
-        self.q.push_back(Entry::Boundary);
+        self.q.push_back(Entry::Boundary { sync: false });
+    }
+
+    /// A Sync message.
+    pub(crate) fn push_sync(&mut self) {
+        self.q.push_back(Entry::Boundary { sync: true });
+    }
+
+    /// The server entered copy-in mode for the oldest statement: Syncs the
+    /// client pipelined after it are ignored by the server, so they no
+    /// longer count (up to the end of the current Query, if any).
+    pub(crate) fn copy_in_started(&mut self) {
+        let end = self
+            .q
+            .iter()
+            .position(|e| matches!(e, Entry::Boundary { sync: false }))
+            .unwrap_or(self.q.len());
+        let mut i = 0;
+        self.q.retain(|e| {
+            let keep = i == 0 || i >= end || !matches!(e, Entry::Boundary { sync: true });
+            i += 1;
+            keep
+        });
     }
 
     /// A statement completed (CommandComplete, EmptyQueryResponse,
@@ -92,7 +116,7 @@ impl Pending {
     /// ReadyForQuery: the oldest boundary (and anything before it) is done.
     pub(crate) fn ready(&mut self) {
         while let Some(e) = self.q.pop_front() {
-            if matches!(e, Entry::Boundary) {
+            if matches!(e, Entry::Boundary { .. }) {
                 break;
             }
         }
@@ -128,6 +152,28 @@ mod tests {
         assert_eq!(p.complete().unwrap().0.text, "d");
         p.ready();
         assert_eq!(p.error(false), OnError::Forward);
+    }
+
+    #[test]
+    fn syncs_pipelined_into_copy_in_mode_do_not_count() {
+        let mut p = Pending::default();
+        p.push_stmt(info("copy t from stdin"));
+        p.push_sync();
+        p.copy_in_started();
+        p.push_sync(); // sent after CopyDone
+        p.push_stmt(info("next"));
+        p.push_sync();
+        assert_eq!(p.complete().unwrap().0.text, "copy t from stdin");
+        p.ready();
+        assert_eq!(p.complete().unwrap().0.text, "next");
+        // in a simple query the Query's own end is kept
+        let mut p = Pending::default();
+        p.push_stmt(info("copy t from stdin"));
+        p.push_boundary();
+        p.copy_in_started();
+        p.complete();
+        p.ready();
+        assert!(p.q.is_empty());
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub(crate) struct Relay<'a> {
     pending: Pending,
     statements: HashMap<String, Option<StmtInfo>>,
     portals: HashMap<String, String>,
+    /// Between the server's CopyInResponse and the client's CopyDone/CopyFail.
+    copy_in: bool,
 }
 
 enum Event {
@@ -57,6 +59,7 @@ impl<'a> Relay<'a> {
             pending: Pending::default(),
             statements: HashMap::new(),
             portals: HashMap::new(),
+            copy_in: false,
         }
     }
 
@@ -158,7 +161,10 @@ impl<'a> Relay<'a> {
                 self.legs.server_w.send(&frame).await?;
             }
             FrontendMessage::Sync => {
-                self.pending.push_boundary();
+                // The server ignores Sync in copy-in mode.
+                if !self.copy_in {
+                    self.pending.push_sync();
+                }
                 self.legs.server_w.send(&frame).await?;
             }
             FrontendMessage::Close { kind, name } => {
@@ -205,11 +211,13 @@ impl<'a> Relay<'a> {
                     ProtocolError::Unexpected("password message after authentication".into()),
                 ));
             }
+            FrontendMessage::CopyDone | FrontendMessage::CopyFail { .. } => {
+                self.copy_in = false;
+                self.legs.server_w.send(&frame).await?;
+            }
             FrontendMessage::Describe { .. }
             | FrontendMessage::Flush
-            | FrontendMessage::CopyData(_)
-            | FrontendMessage::CopyDone
-            | FrontendMessage::CopyFail { .. } => self.legs.server_w.send(&frame).await?,
+            | FrontendMessage::CopyData(_) => self.legs.server_w.send(&frame).await?,
         }
         Ok(true)
     }
@@ -225,7 +233,13 @@ impl<'a> Relay<'a> {
             BackendMessage::EmptyQueryResponse
             | BackendMessage::PortalSuspended
             | BackendMessage::FunctionCallResponse(_) => self.completed(None, None).await,
+            BackendMessage::CopyInResponse(_) | BackendMessage::CopyBothResponse(_) => {
+                self.copy_in = true;
+                self.pending.copy_in_started();
+            }
             BackendMessage::ErrorResponse(f) => {
+                // An error ends copy-in mode.
+                self.copy_in = false;
                 let ours = f.code() == Some("42601")
                     && f.get(b'M').is_some_and(|m| m.contains(INJECTED_SQL));
                 match self.pending.error(ours) {
