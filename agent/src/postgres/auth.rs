@@ -75,8 +75,8 @@ pub(crate) async fn authenticate(
     loop {
         let (frame, msg) = server_frame(legs).await?;
         let req = match msg {
-            BackendMessage::NegotiateProtocolVersion { minor, .. } => {
-                negotiated = u16::try_from(minor).unwrap_or(0);
+            BackendMessage::NegotiateProtocolVersion { version, .. } => {
+                negotiated = u16::try_from(version & 0xffff).unwrap_or(0);
                 legs.client_w.send(&frame).await?;
                 continue;
             }

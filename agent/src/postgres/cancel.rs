@@ -43,10 +43,10 @@ impl Registration {
 
     /// Records the upstream's real key once the server sent it.
     pub(crate) fn set_upstream_key(&self, pid: i32, secret: Bytes) {
-        if let Ok(mut map) = self.registry.inner.lock() {
-            if let Some(e) = map.get_mut(&self.key) {
-                e.upstream_key = Some((pid, secret));
-            }
+        if let Ok(mut map) = self.registry.inner.lock()
+            && let Some(e) = map.get_mut(&self.key)
+        {
+            e.upstream_key = Some((pid, secret));
         }
     }
 }

@@ -105,7 +105,8 @@ pub enum BackendMessage {
         value: String,
     },
     NegotiateProtocolVersion {
-        minor: i32,
+        /// The newest version the server supports (major << 16 | minor).
+        version: i32,
         unsupported: Vec<String>,
     },
     /// `status` is b'I', b'T' or b'E'.
@@ -184,13 +185,16 @@ impl BackendMessage {
                 value: c.cstr()?,
             },
             b'v' => {
-                let minor = c.i32()?;
+                let version = c.i32()?;
                 let n = c.i32()?;
                 let mut unsupported = Vec::new();
                 for _ in 0..n.clamp(0, 1024) {
                     unsupported.push(c.cstr()?);
                 }
-                BackendMessage::NegotiateProtocolVersion { minor, unsupported }
+                BackendMessage::NegotiateProtocolVersion {
+                    version,
+                    unsupported,
+                }
             }
             b'Z' => match c.u8()? {
                 s @ (b'I' | b'T' | b'E') => BackendMessage::ReadyForQuery { status: s },
@@ -265,9 +269,12 @@ impl BackendMessage {
             BackendMessage::ParameterStatus { name, value } => {
                 Payload::new(b'S').cstr(name).cstr(value).finish()
             }
-            BackendMessage::NegotiateProtocolVersion { minor, unsupported } => {
+            BackendMessage::NegotiateProtocolVersion {
+                version,
+                unsupported,
+            } => {
                 let n = i32::try_from(unsupported.len()).unwrap_or(0);
-                let mut p = Payload::new(b'v').i32(*minor).i32(n);
+                let mut p = Payload::new(b'v').i32(*version).i32(n);
                 for u in unsupported {
                     p = p.cstr(u);
                 }
@@ -351,7 +358,7 @@ mod tests {
                 value: "UTC".into(),
             },
             BackendMessage::NegotiateProtocolVersion {
-                minor: 0,
+                version: 3 << 16,
                 unsupported: vec!["_pq_.x".into()],
             },
             BackendMessage::ReadyForQuery { status: b'T' },
