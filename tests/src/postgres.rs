@@ -39,6 +39,21 @@ fn postgres_ids() -> Result<(u32, u32)> {
 impl PgServer {
     /// Starts a server listening on `addr_ip` (a loopback address) and a free port.
     pub fn start(addr_ip: &str) -> Result<PgServer> {
+        PgServer::start_with(addr_ip, false)
+    }
+
+    /// Like [`PgServer::start`], with TLS on: a certificate for [`TLS_NAME`]
+    /// signed by a fresh CA whose certificate is [`PgServer::ca_file`].
+    pub fn start_tls(addr_ip: &str) -> Result<PgServer> {
+        PgServer::start_with(addr_ip, true)
+    }
+
+    /// The CA certificate (PEM) of a TLS server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("data/ca.crt")
+    }
+
+    fn start_with(addr_ip: &str, tls: bool) -> Result<PgServer> {
         let (uid, gid) = postgres_ids()?;
         let dir = std::env::temp_dir().join(crate::unique("interlock-pg"));
         std::fs::create_dir_all(&dir)?;
@@ -64,6 +79,18 @@ impl PgServer {
             data.join("pg_hba.conf"),
             "local all all trust\nhost all all 127.0.0.0/8 scram-sha-256\n",
         )?;
+        let mut ssl_args: Vec<String> = vec![];
+        if tls {
+            make_certs(&data, uid, gid)?;
+            ssl_args = [
+                "ssl=on",
+                "ssl_cert_file=server.crt",
+                "ssl_key_file=server.key",
+            ]
+            .iter()
+            .flat_map(|a| ["-c".to_string(), a.to_string()])
+            .collect();
+        }
         let port = TcpListener::bind((addr_ip, 0))?.local_addr()?.port();
         let log = std::fs::File::create(dir.join("server.log"))?;
         chown(dir.join("server.log"), Some(uid), Some(gid))?;
@@ -79,6 +106,7 @@ impl PgServer {
             ])
             .args(["-c", "password_encryption=scram-sha-256", "-c", "fsync=off"])
             .args(["-c", "max_connections=40"])
+            .args(&ssl_args)
             .uid(uid)
             .gid(gid)
             .current_dir(&dir)
@@ -142,6 +170,80 @@ impl PgServer {
 }
 
 const DATABASE_ADMIN: &str = "postgres";
+
+/// The host name in a TLS server's certificate.
+pub const TLS_NAME: &str = "pg.interlock.test";
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    if !out.status.success() {
+        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A CA and a server certificate for [`TLS_NAME`] in `data`.
+fn make_certs(data: &std::path::Path, uid: u32, gid: u32) -> Result<()> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=interlock test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(data, &ca)?;
+    let mut csr = vec!["req", "-subj", "/CN=pg"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(data, &csr)?;
+    std::fs::write(
+        data.join("server.ext"),
+        format!(
+            "subjectAltName=DNS:{TLS_NAME}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )?;
+    openssl(
+        data,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    )?;
+    for f in ["server.key", "server.crt", "ca.crt"] {
+        chown(data.join(f), Some(uid), Some(gid))?;
+    }
+    std::fs::set_permissions(
+        data.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    Ok(())
+}
 
 impl Drop for PgServer {
     fn drop(&mut self) {
