@@ -9,6 +9,7 @@ mod decide;
 mod error;
 pub mod frame;
 mod legs;
+mod mask;
 pub mod message;
 mod pending;
 mod relay;

@@ -2,23 +2,34 @@
 //! upstream whose completion is awaited, failures interlock injected, and
 //! the Sync/Query boundaries that end each error-discard run.
 
-use std::{collections::VecDeque, time::Instant};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::Instant,
+};
 
-use super::frame::Frame;
+use super::{frame::Frame, mask::MaskPlan};
 use crate::gate::StatementClass;
 
-/// A statement's text and classes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A statement's text and classes, and the masking for its results.
+#[derive(Clone, Debug)]
 pub(crate) struct StmtInfo {
     pub(crate) text: String,
     pub(crate) classes: Vec<StatementClass>,
+    pub(crate) mask: Vec<Arc<MaskPlan>>,
 }
+
+/// Values masked per plan (aligned with `StmtInfo::mask`): name -> count.
+pub(crate) type MaskCounts = Vec<BTreeMap<String, u64>>;
+
+/// A finished statement: what it was, when it started, what was masked.
+pub(crate) type Done = (StmtInfo, Instant, MaskCounts);
 
 #[derive(Debug)]
 enum Entry {
     /// An Execute, a simple-query statement or a FunctionCall (`None`: not
     /// recorded, e.g. a portal interlock does not know).
-    Stmt(Option<StmtInfo>, Instant),
+    Stmt(Option<StmtInfo>, Instant, MaskCounts),
     /// A failure interlock sent upstream in place of a refused request; the
     /// server's error for it is replaced by this frame.
     Injected(Frame),
@@ -28,10 +39,10 @@ enum Entry {
 }
 
 /// What to do with a server ErrorResponse.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(crate) enum OnError {
     /// A statement failed: record it, forward the error.
-    Record(StmtInfo, Instant),
+    Record(Done),
     /// Our injected failure: send this frame instead.
     Replace(Frame),
     /// Not tied to a tracked statement: forward.
@@ -46,7 +57,11 @@ pub(crate) struct Pending {
 
 impl Pending {
     pub(crate) fn push_stmt(&mut self, info: Option<StmtInfo>) {
-        self.q.push_back(Entry::Stmt(info, Instant::now()));
+        let counts = info
+            .as_ref()
+            .map(|i| vec![BTreeMap::new(); i.mask.len()])
+            .unwrap_or_default();
+        self.q.push_back(Entry::Stmt(info, Instant::now(), counts));
     }
 
     pub(crate) fn push_injected(&mut self, reply: Frame) {
@@ -82,12 +97,22 @@ impl Pending {
 
     /// A statement completed (CommandComplete, EmptyQueryResponse,
     /// PortalSuspended, FunctionCallResponse).
-    pub(crate) fn complete(&mut self) -> Option<(StmtInfo, Instant)> {
+    pub(crate) fn complete(&mut self) -> Option<Done> {
         match self.q.front() {
             Some(Entry::Stmt(..)) => match self.q.pop_front() {
-                Some(Entry::Stmt(Some(info), t)) => Some((info, t)),
+                Some(Entry::Stmt(Some(info), t, c)) => Some((info, t, c)),
                 _ => None,
             },
+            _ => None,
+        }
+    }
+
+    /// The statement whose results are arriving, if it has masking.
+    pub(crate) fn masking(&mut self) -> Option<(&[Arc<MaskPlan>], &mut MaskCounts)> {
+        match self.q.front_mut() {
+            Some(Entry::Stmt(Some(info), _, counts)) if !info.mask.is_empty() => {
+                Some((info.mask.as_slice(), counts))
+            }
             _ => None,
         }
     }
@@ -98,7 +123,7 @@ impl Pending {
     pub(crate) fn error(&mut self, ours: bool) -> OnError {
         let out = match self.q.front() {
             Some(Entry::Stmt(..)) | Some(Entry::Injected(_)) => match self.q.pop_front() {
-                Some(Entry::Stmt(Some(info), t)) => OnError::Record(info, t),
+                Some(Entry::Stmt(Some(info), t, c)) => OnError::Record((info, t, c)),
                 Some(Entry::Injected(f)) if ours => OnError::Replace(f),
                 _ => OnError::Forward,
             },
@@ -132,6 +157,7 @@ mod tests {
         Some(StmtInfo {
             text: t.into(),
             classes: vec![],
+            mask: vec![],
         })
     }
 
@@ -145,13 +171,13 @@ mod tests {
         p.push_stmt(info("d"));
         p.push_boundary();
         assert_eq!(p.complete().unwrap().0.text, "a");
-        assert!(matches!(p.error(false), OnError::Record(i, _) if i.text == "b"));
+        assert!(matches!(p.error(false), OnError::Record((i, ..)) if i.text == "b"));
         // c was discarded by the server; the error does not touch the next group
-        assert_eq!(p.complete(), None);
+        assert!(p.complete().is_none());
         p.ready();
         assert_eq!(p.complete().unwrap().0.text, "d");
         p.ready();
-        assert_eq!(p.error(false), OnError::Forward);
+        assert!(matches!(p.error(false), OnError::Forward));
     }
 
     #[test]
@@ -182,10 +208,10 @@ mod tests {
         let mut p = Pending::default();
         p.push_injected(reply.clone());
         p.push_boundary();
-        assert_eq!(p.error(true), OnError::Replace(reply.clone()));
+        assert!(matches!(p.error(true), OnError::Replace(f) if f == reply));
         p.ready();
         p.push_injected(reply);
         p.push_boundary();
-        assert_eq!(p.error(false), OnError::Forward);
+        assert!(matches!(p.error(false), OnError::Forward));
     }
 }

@@ -7,9 +7,9 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
-    time::Instant,
 };
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{
@@ -18,8 +18,9 @@ use super::{
     error::{PgError, ProtocolError},
     frame::Frame,
     legs::{Legs, proto, read_err},
+    mask::MaskPlan,
     message::{BackendMessage, FrontendMessage},
-    pending::{OnError, Pending, StmtInfo},
+    pending::{Done, MaskCounts, OnError, Pending, StmtInfo},
 };
 use crate::gate::{Gate, Record, Side, StatementClass};
 
@@ -95,11 +96,13 @@ impl<'a> Relay<'a> {
             FrontendMessage::Query { sql } => {
                 let stmts = classify(&sql);
                 match self.decide_all(&stmts).await? {
-                    Decision::Allowed => {
+                    Decision::Allowed(masks) => {
+                        let mut masks = masks.into_iter();
                         for s in stmts {
                             self.pending.push_stmt(Some(StmtInfo {
                                 text: s.text,
                                 classes: s.classes,
+                                mask: masks.next().unwrap_or_default(),
                             }));
                         }
                         self.pending.push_boundary();
@@ -119,7 +122,7 @@ impl<'a> Relay<'a> {
             FrontendMessage::Parse { name, sql, .. } => {
                 let stmts = classify(&sql);
                 match self.decide_all(&stmts).await? {
-                    Decision::Allowed => {
+                    Decision::Allowed(masks) => {
                         let mut classes: Vec<StatementClass> =
                             stmts.into_iter().flat_map(|s| s.classes).collect();
                         classes.sort();
@@ -127,6 +130,7 @@ impl<'a> Relay<'a> {
                         let info = StmtInfo {
                             text: sql.trim().to_string(),
                             classes,
+                            mask: masks.into_iter().flatten().collect(),
                         };
                         self.statements.insert(name, Some(info));
                         self.legs.server_w.send(&frame).await?;
@@ -182,10 +186,11 @@ impl<'a> Relay<'a> {
                 };
                 let decision = self.decide_all(std::slice::from_ref(&stmt)).await?;
                 match decision {
-                    Decision::Allowed => {
+                    Decision::Allowed(_) => {
                         self.pending.push_stmt(Some(StmtInfo {
                             text: stmt.text,
                             classes: stmt.classes,
+                            mask: vec![],
                         }));
                         self.pending.push_boundary();
                         self.legs.server_w.send(&frame).await?;
@@ -246,14 +251,30 @@ impl<'a> Relay<'a> {
                     OnError::Replace(reply) => {
                         return Ok(self.legs.client_w.send(&reply).await?);
                     }
-                    OnError::Record(info, started) => {
-                        self.record(info, started, None, f.code().map(str::to_string))
-                            .await;
+                    OnError::Record(done) => {
+                        self.record(done, None, f.code().map(str::to_string)).await;
                     }
                     OnError::Forward => {}
                 }
             }
             BackendMessage::ReadyForQuery { .. } => self.pending.ready(),
+            BackendMessage::DataRow(cols) => {
+                if let Some((plans, counts)) = self.pending.masking()
+                    && let Some(masked) = mask_row(plans, counts, cols)
+                {
+                    let row = BackendMessage::DataRow(masked).encode();
+                    return Ok(self.legs.client_w.send(&row).await?);
+                }
+            }
+            BackendMessage::CopyData(data) => {
+                if let Some((plans, counts)) = self.pending.masking()
+                    && let Some(masked) = mask_row(plans, counts, vec![Some(data)])
+                {
+                    let data = masked.into_iter().flatten().next().unwrap_or_default();
+                    let copy = BackendMessage::CopyData(data).encode();
+                    return Ok(self.legs.client_w.send(&copy).await?);
+                }
+            }
             BackendMessage::Authentication(_) | BackendMessage::BackendKeyData { .. } => {
                 return Err(PgError::protocol(
                     Side::Server,
@@ -269,29 +290,13 @@ impl<'a> Relay<'a> {
     }
 
     async fn completed(&mut self, rows: Option<u64>, error: Option<String>) {
-        if let Some((info, started)) = self.pending.complete() {
-            let mut info = info;
-            let text = std::mem::take(&mut info.text);
-            self.record(
-                StmtInfo {
-                    text,
-                    classes: info.classes,
-                },
-                started,
-                rows,
-                error,
-            )
-            .await;
+        if let Some(done) = self.pending.complete() {
+            self.record(done, rows, error).await;
         }
     }
 
-    async fn record(
-        &self,
-        info: StmtInfo,
-        started: Instant,
-        rows: Option<u64>,
-        error: Option<String>,
-    ) {
+    async fn record(&self, done: Done, rows: Option<u64>, error: Option<String>) {
+        let (info, started, counts) = done;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let record = Record::Statement {
             text: info.text,
@@ -301,5 +306,33 @@ impl<'a> Relay<'a> {
             duration_ms,
         };
         self.gate.record(record).await;
+        for (plan, counts) in info.mask.iter().zip(counts) {
+            if !counts.is_empty() {
+                let counts = counts.into_iter().collect();
+                self.gate
+                    .record(Record::Masked {
+                        rule: plan.rule().to_string(),
+                        counts,
+                    })
+                    .await;
+            }
+        }
     }
+}
+
+/// Applies every plan to a row; `None` if nothing was masked.
+fn mask_row(
+    plans: &[Arc<MaskPlan>],
+    counts: &mut MaskCounts,
+    cols: Vec<Option<Bytes>>,
+) -> Option<Vec<Option<Bytes>>> {
+    let mut row = cols;
+    let mut changed = false;
+    for (plan, counts) in plans.iter().zip(counts.iter_mut()) {
+        if let Some(masked) = plan.mask_row(&row, counts) {
+            row = masked;
+            changed = true;
+        }
+    }
+    changed.then_some(row)
 }
