@@ -13,7 +13,7 @@ use super::{
     message::{ErrorFields, FrontendMessage},
     relay::Relay,
 };
-use crate::gate::{HoldOutcome, Request, Side, Verdict};
+use crate::gate::{HoldOutcome, Request, Side, StatementClass, Verdict};
 
 /// The outcome for a request (all of its statements).
 pub(crate) enum Decision {
@@ -61,6 +61,14 @@ impl Relay<'_> {
                         .map(MaskPlan::new)
                         .collect::<Result<Vec<_>, _>>()
                     {
+                        // Column rules need RowDescription; COPY TO has none.
+                        Ok(plans)
+                            if s.classes.contains(&StatementClass::CopyTo)
+                                && plans.iter().any(MaskPlan::has_columns) =>
+                        {
+                            let msg = "interlock: COPY TO of masked columns is refused";
+                            return Ok(Decision::Refused(error("42501", msg)));
+                        }
                         Ok(plans) => masks.push(plans.into_iter().map(Arc::new).collect()),
                         Err(e) => {
                             let msg = format!("interlock: {e}; statement refused");

@@ -1,10 +1,10 @@
-//! Masking of result values by value detectors (email, card numbers with a
-//! Luhn check, AWS access keys, JWTs, private keys, custom regexes). Values
-//! are rewritten in DataRow and COPY OUT data; only counts are reported.
-//! Column rules (`schema.table.column`) need a catalog lookup that is not
-//! built yet, so statements they apply to are refused (fail closed).
+//! Masking of result values: by source column (`schema.table.column` globs,
+//! resolved from RowDescription through the catalog) and by value
+//! detectors (email, card numbers with a Luhn check, AWS access keys, JWTs,
+//! private keys, custom regexes). Values are rewritten in DataRow (and, for
+//! detectors, COPY OUT data); only counts are reported.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use bytes::Bytes;
 use regex::Regex;
@@ -20,10 +20,35 @@ struct Detector {
     luhn: bool,
 }
 
+/// Where one result column comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ColumnInfo {
+    /// `schema.table.column`; `None` for computed columns.
+    pub(crate) name: Option<String>,
+    /// Whether "****" is a valid value of its type (text-like types);
+    /// other types are masked to NULL.
+    pub(crate) text: bool,
+}
+
+/// A statement's result columns.
+pub(crate) type Columns = Arc<Vec<ColumnInfo>>;
+
+/// Type OIDs whose values may be replaced by text: text, varchar, bpchar, name.
+pub(crate) fn is_text_type(oid: u32) -> bool {
+    matches!(oid, 25 | 1043 | 1042 | 19)
+}
+
 /// The masking that applies to one statement's results.
 pub(crate) struct MaskPlan {
     rule: String,
+    columns: Vec<Regex>,
     detectors: Vec<Detector>,
+}
+
+/// A `schema.table.column` glob (`*` matches within a part) as a regex.
+fn glob(pattern: &str) -> Result<Regex, regex::Error> {
+    let parts: Vec<String> = pattern.split('*').map(regex::escape).collect();
+    Regex::new(&format!("^{}$", parts.join("[^.]*")))
 }
 
 impl std::fmt::Debug for MaskPlan {
@@ -37,8 +62,6 @@ impl std::fmt::Debug for MaskPlan {
 /// Why a mask rule cannot be applied (the statement is refused).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum MaskError {
-    #[error("column masking (rule \"{0}\") is not supported yet")]
-    Columns(String),
     #[error("unknown detector {1:?} in rule \"{0}\"")]
     Unknown(String, String),
     #[error("bad regex in rule \"{0}\": {1}")]
@@ -84,11 +107,13 @@ pub(crate) fn luhn(s: &str) -> bool {
 }
 
 impl MaskPlan {
-    /// Compiles one rule. Errors: column rules, unknown detectors, bad regexes.
+    /// Compiles one rule. Errors: unknown detectors, bad regexes.
     pub(crate) fn new(rule: &MaskRule) -> Result<MaskPlan, MaskError> {
-        if !rule.columns.is_empty() {
-            return Err(MaskError::Columns(rule.rule.clone()));
-        }
+        let columns = rule
+            .columns
+            .iter()
+            .map(|c| glob(c).map_err(|e| MaskError::Regex(rule.rule.clone(), e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut detectors = Vec::new();
         for d in &rule.detectors {
             let (pattern, luhn) = match d.strip_prefix("regex:") {
@@ -107,8 +132,14 @@ impl MaskPlan {
         }
         Ok(MaskPlan {
             rule: rule.rule.clone(),
+            columns,
             detectors,
         })
+    }
+
+    /// Whether the plan has column rules (and so needs column identity).
+    pub(crate) fn has_columns(&self) -> bool {
+        !self.columns.is_empty()
     }
 
     /// The deciding rule.
@@ -145,15 +176,37 @@ impl MaskPlan {
         changed.then(|| Bytes::from(text))
     }
 
-    /// Masks a row's values; `None` if nothing changed.
+    /// Masks a row's values; `None` if nothing changed. With column rules
+    /// and unknown columns every value is masked (fail closed).
     pub(crate) fn mask_row(
         &self,
         cols: &[Option<Bytes>],
+        columns: Option<&[ColumnInfo]>,
         counts: &mut BTreeMap<String, u64>,
     ) -> Option<Vec<Option<Bytes>>> {
         let mut out = cols.to_vec();
         let mut changed = false;
-        for v in out.iter_mut() {
+        for (i, v) in out.iter_mut().enumerate() {
+            if v.is_none() {
+                continue;
+            }
+            if self.has_columns() {
+                let column = columns.map(|c| c.get(i));
+                let hit = match column {
+                    None | Some(None) => Some(("unresolved".to_string(), false)),
+                    Some(Some(c)) => c
+                        .name
+                        .as_ref()
+                        .filter(|n| self.columns.iter().any(|g| g.is_match(n)))
+                        .map(|n| (n.clone(), c.text)),
+                };
+                if let Some((name, text)) = hit {
+                    *v = text.then(|| Bytes::from_static(REPLACEMENT.as_bytes()));
+                    *counts.entry(name).or_default() += 1;
+                    changed = true;
+                    continue;
+                }
+            }
             if let Some(m) = v.as_deref().and_then(|b| self.mask_value(b, counts)) {
                 *v = Some(m);
                 changed = true;
@@ -225,7 +278,7 @@ mod tests {
             None,
             Some(Bytes::from_static(b"a@b.io")),
         ];
-        let got = p.mask_row(&row, &mut counts).unwrap();
+        let got = p.mask_row(&row, None, &mut counts).unwrap();
         assert_eq!(
             got,
             vec![
@@ -234,24 +287,60 @@ mod tests {
                 Some(Bytes::from_static(b"****"))
             ]
         );
-        assert_eq!(p.mask_row(&got, &mut counts), None);
+        assert_eq!(p.mask_row(&got, None, &mut counts), None);
     }
 
     #[test]
-    fn unsupported_rules_fail_closed() {
-        let mut r = MaskRule {
+    fn column_rules_use_source_columns_and_fail_closed_when_unknown() {
+        let r = MaskRule {
             rule: "r".into(),
-            columns: vec!["public.users.email".into()],
+            columns: vec!["public.users.*".into()],
             detectors: vec![],
         };
-        assert_eq!(
-            MaskPlan::new(&r).unwrap_err(),
-            MaskError::Columns("r".into())
-        );
-        r.columns.clear();
+        let p = MaskPlan::new(&r).unwrap();
+        let cols = vec![
+            ColumnInfo {
+                name: Some("public.users.email".into()),
+                text: true,
+            },
+            ColumnInfo {
+                name: Some("public.users.id".into()),
+                text: false,
+            },
+            ColumnInfo {
+                name: Some("public.orders.id".into()),
+                text: false,
+            },
+            ColumnInfo {
+                name: None,
+                text: true,
+            },
+        ];
+        let b = |s: &'static str| Some(Bytes::from_static(s.as_bytes()));
+        let row = vec![b("a@b.io"), b("7"), b("8"), b("x")];
+        let mut counts = BTreeMap::new();
+        let got = p.mask_row(&row, Some(&cols), &mut counts).unwrap();
+        assert_eq!(got, vec![b("****"), None, b("8"), b("x")]);
+        assert_eq!(counts.get("public.users.email"), Some(&1));
+        // unknown columns: everything is masked
+        let got = p.mask_row(&row, None, &mut counts).unwrap();
+        assert_eq!(got, vec![None, None, None, None]);
+        assert_eq!(counts.get("unresolved"), Some(&4));
+    }
+
+    #[test]
+    fn bad_rules_are_errors() {
+        let mut r = MaskRule {
+            rule: "r".into(),
+            columns: vec![],
+            detectors: vec![],
+        };
         r.detectors = vec!["nope".into()];
         assert!(matches!(MaskPlan::new(&r), Err(MaskError::Unknown(..))));
         r.detectors = vec!["regex:(".into()];
         assert!(matches!(MaskPlan::new(&r), Err(MaskError::Regex(..))));
+        r.detectors.clear();
+        r.columns = vec!["public.(".into()];
+        assert!(MaskPlan::new(&r).is_ok(), "globs escape regex syntax");
     }
 }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod cancel;
+mod catalog;
 pub mod classify;
 mod decide;
 mod error;

@@ -8,7 +8,10 @@ use std::{
     time::Instant,
 };
 
-use super::{frame::Frame, mask::MaskPlan};
+use super::{
+    frame::Frame,
+    mask::{Columns, MaskPlan},
+};
 use crate::gate::StatementClass;
 
 /// A statement's text and classes, and the masking for its results.
@@ -17,6 +20,25 @@ pub(crate) struct StmtInfo {
     pub(crate) text: String,
     pub(crate) classes: Vec<StatementClass>,
     pub(crate) mask: Vec<Arc<MaskPlan>>,
+    /// Result columns, once a RowDescription for this statement was resolved.
+    pub(crate) columns: Option<Columns>,
+}
+
+impl StmtInfo {
+    /// A statement without masking.
+    pub(crate) fn plain(text: String, classes: Vec<StatementClass>) -> StmtInfo {
+        StmtInfo {
+            text,
+            classes,
+            mask: vec![],
+            columns: None,
+        }
+    }
+
+    /// Whether masking needs to know which column each value comes from.
+    pub(crate) fn needs_columns(&self) -> bool {
+        self.mask.iter().any(|m| m.has_columns())
+    }
 }
 
 /// Values masked per plan (aligned with `StmtInfo::mask`): name -> count.
@@ -33,6 +55,9 @@ enum Entry {
     /// A failure interlock sent upstream in place of a refused request; the
     /// server's error for it is replaced by this frame.
     Injected(Frame),
+    /// A Describe of a statement (`Some(name)`) or a portal (`None`):
+    /// answered by RowDescription or NoData.
+    Describe(Option<String>),
     /// Sync, Query or FunctionCall end: the server answers ReadyForQuery.
     /// `sync` marks a Sync message, which the server ignores in copy-in mode.
     Boundary { sync: bool },
@@ -66,6 +91,25 @@ impl Pending {
 
     pub(crate) fn push_injected(&mut self, reply: Frame) {
         self.q.push_back(Entry::Injected(reply));
+    }
+
+    pub(crate) fn push_describe(&mut self, statement: Option<String>) {
+        self.q.push_back(Entry::Describe(statement));
+    }
+
+    /// A RowDescription or NoData arrived. Returns the statement it
+    /// describes: `Ok(name)` for a Describe of a statement, `Err(info)` for
+    /// the statement whose results follow (simple query or portal Describe).
+    pub(crate) fn described(&mut self) -> Option<Result<String, &mut StmtInfo>> {
+        if let Some(Entry::Describe(_)) = self.q.front()
+            && let Some(Entry::Describe(Some(name))) = self.q.pop_front()
+        {
+            return Some(Ok(name));
+        }
+        self.q.iter_mut().find_map(|e| match e {
+            Entry::Stmt(Some(info), ..) => Some(Err(info)),
+            _ => None,
+        })
     }
 
     /// The end of a Query or FunctionCall.
@@ -108,10 +152,10 @@ impl Pending {
     }
 
     /// The statement whose results are arriving, if it has masking.
-    pub(crate) fn masking(&mut self) -> Option<(&[Arc<MaskPlan>], &mut MaskCounts)> {
+    pub(crate) fn masking(&mut self) -> Option<(&StmtInfo, &mut MaskCounts)> {
         match self.q.front_mut() {
             Some(Entry::Stmt(Some(info), _, counts)) if !info.mask.is_empty() => {
-                Some((info.mask.as_slice(), counts))
+                Some((info, counts))
             }
             _ => None,
         }
@@ -158,6 +202,7 @@ mod tests {
             text: t.into(),
             classes: vec![],
             mask: vec![],
+            columns: None,
         })
     }
 

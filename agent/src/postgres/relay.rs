@@ -13,13 +13,14 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{
+    catalog::Catalog,
     classify::classify,
     decide::Decision,
     error::{PgError, ProtocolError},
     frame::Frame,
     legs::{Legs, proto, read_err},
-    mask::MaskPlan,
-    message::{BackendMessage, FrontendMessage},
+    mask::{ColumnInfo, is_text_type},
+    message::{BackendMessage, FrontendMessage, RowField},
     pending::{Done, MaskCounts, OnError, Pending, StmtInfo},
 };
 use crate::gate::{Gate, Record, Side, StatementClass};
@@ -39,6 +40,7 @@ pub(crate) struct Relay<'a> {
     portals: HashMap<String, String>,
     /// Between the server's CopyInResponse and the client's CopyDone/CopyFail.
     copy_in: bool,
+    catalog: Catalog,
 }
 
 enum Event {
@@ -51,9 +53,11 @@ impl<'a> Relay<'a> {
         legs: &'a mut Legs,
         gate: Arc<dyn Gate>,
         cancel: watch::Receiver<u64>,
+        catalog: Catalog,
     ) -> Relay<'a> {
         Relay {
             legs,
+            catalog,
             gate,
             cancel,
             deferred: VecDeque::new(),
@@ -103,6 +107,7 @@ impl<'a> Relay<'a> {
                                 text: s.text,
                                 classes: s.classes,
                                 mask: masks.next().unwrap_or_default(),
+                                columns: None,
                             }));
                         }
                         self.pending.push_boundary();
@@ -131,6 +136,7 @@ impl<'a> Relay<'a> {
                             text: sql.trim().to_string(),
                             classes,
                             mask: masks.into_iter().flatten().collect(),
+                            columns: None,
                         };
                         self.statements.insert(name, Some(info));
                         self.legs.server_w.send(&frame).await?;
@@ -187,11 +193,8 @@ impl<'a> Relay<'a> {
                 let decision = self.decide_all(std::slice::from_ref(&stmt)).await?;
                 match decision {
                     Decision::Allowed(_) => {
-                        self.pending.push_stmt(Some(StmtInfo {
-                            text: stmt.text,
-                            classes: stmt.classes,
-                            mask: vec![],
-                        }));
+                        self.pending
+                            .push_stmt(Some(StmtInfo::plain(stmt.text, stmt.classes)));
                         self.pending.push_boundary();
                         self.legs.server_w.send(&frame).await?;
                     }
@@ -220,9 +223,13 @@ impl<'a> Relay<'a> {
                 self.copy_in = false;
                 self.legs.server_w.send(&frame).await?;
             }
-            FrontendMessage::Describe { .. }
-            | FrontendMessage::Flush
-            | FrontendMessage::CopyData(_) => self.legs.server_w.send(&frame).await?,
+            FrontendMessage::Describe { kind, name } => {
+                self.pending.push_describe((kind == b'S').then_some(name));
+                self.legs.server_w.send(&frame).await?;
+            }
+            FrontendMessage::Flush | FrontendMessage::CopyData(_) => {
+                self.legs.server_w.send(&frame).await?
+            }
         }
         Ok(true)
     }
@@ -258,21 +265,32 @@ impl<'a> Relay<'a> {
                 }
             }
             BackendMessage::ReadyForQuery { .. } => self.pending.ready(),
+            BackendMessage::RowDescription(body) => self.describe(body).await?,
+            BackendMessage::NoData => {
+                let _ = self.pending.described();
+            }
             BackendMessage::DataRow(cols) => {
-                if let Some((plans, counts)) = self.pending.masking()
-                    && let Some(masked) = mask_row(plans, counts, cols)
+                if let Some((info, counts)) = self.pending.masking()
+                    && let Some(masked) = mask_row(info, counts, cols)
                 {
                     let row = BackendMessage::DataRow(masked).encode();
                     return Ok(self.legs.client_w.send(&row).await?);
                 }
             }
             BackendMessage::CopyData(data) => {
-                if let Some((plans, counts)) = self.pending.masking()
-                    && let Some(masked) = mask_row(plans, counts, vec![Some(data)])
-                {
-                    let data = masked.into_iter().flatten().next().unwrap_or_default();
-                    let copy = BackendMessage::CopyData(data).encode();
-                    return Ok(self.legs.client_w.send(&copy).await?);
+                if let Some((info, counts)) = self.pending.masking() {
+                    let mut data = data;
+                    let mut changed = false;
+                    for (plan, counts) in info.mask.iter().zip(counts.iter_mut()) {
+                        if let Some(m) = plan.mask_value(&data, counts) {
+                            data = m;
+                            changed = true;
+                        }
+                    }
+                    if changed {
+                        let copy = BackendMessage::CopyData(data).encode();
+                        return Ok(self.legs.client_w.send(&copy).await?);
+                    }
                 }
             }
             BackendMessage::Authentication(_) | BackendMessage::BackendKeyData { .. } => {
@@ -322,17 +340,60 @@ impl<'a> Relay<'a> {
 
 /// Applies every plan to a row; `None` if nothing was masked.
 fn mask_row(
-    plans: &[Arc<MaskPlan>],
+    info: &StmtInfo,
     counts: &mut MaskCounts,
     cols: Vec<Option<Bytes>>,
 ) -> Option<Vec<Option<Bytes>>> {
+    let columns = info.columns.as_deref().map(Vec::as_slice);
     let mut row = cols;
     let mut changed = false;
-    for (plan, counts) in plans.iter().zip(counts.iter_mut()) {
-        if let Some(masked) = plan.mask_row(&row, counts) {
+    for (plan, counts) in info.mask.iter().zip(counts.iter_mut()) {
+        if let Some(masked) = plan.mask_row(&row, columns, counts) {
             row = masked;
             changed = true;
         }
     }
     changed.then_some(row)
+}
+
+impl Relay<'_> {
+    /// A RowDescription: when the described statement has column masking,
+    /// resolves its columns through the catalog. A failed lookup leaves the
+    /// columns unknown, which masks every value (fail closed).
+    async fn describe(&mut self, body: Bytes) -> Result<(), PgError> {
+        let named = match self.pending.described() {
+            Some(Ok(name)) => match self.statements.get(&name) {
+                Some(Some(info)) if info.needs_columns() => Some(name),
+                _ => return Ok(()),
+            },
+            Some(Err(info)) if info.needs_columns() => None,
+            _ => return Ok(()),
+        };
+        let fields = RowField::parse_all(body).map_err(proto(Side::Server))?;
+        let keys: Vec<(u32, i16)> = fields.iter().map(|f| (f.table_oid, f.attnum)).collect();
+        let columns = self.catalog.resolve(&keys).await.ok().map(|names| {
+            let cols = names
+                .into_iter()
+                .zip(&fields)
+                .map(|(name, f)| ColumnInfo {
+                    name,
+                    text: is_text_type(f.type_oid),
+                })
+                .collect();
+            Arc::new(cols)
+        });
+        match named {
+            Some(name) => {
+                if let Some(Some(info)) = self.statements.get_mut(&name) {
+                    info.columns = columns;
+                }
+            }
+            None => {
+                if let Some(Err(info)) = self.pending.described() {
+                    info.columns = columns;
+                }
+            }
+        }
+        Ok(())
+    }
 }
