@@ -14,7 +14,9 @@ use std::{
 };
 
 use interlock::{
-    gate::{BoxFuture, Gate, Held, HoldOutcome, Record, Request, StatementClass, Verdict},
+    gate::{
+        BoxFuture, Gate, Held, HoldOutcome, MaskRule, Record, Request, StatementClass, Verdict,
+    },
     postgres::{CancelRegistry, PgTarget, serve},
 };
 use tokio::{
@@ -31,6 +33,7 @@ pub struct TestGate {
     block: Vec<StatementClass>,
     hold: Vec<StatementClass>,
     block_session: bool,
+    mask: Vec<MaskRule>,
     requests: Mutex<Vec<Request>>,
     records: Mutex<Vec<Record>>,
     holds: Mutex<VecDeque<(String, oneshot::Sender<HoldOutcome>)>>,
@@ -45,6 +48,14 @@ impl TestGate {
         Arc::new(TestGate {
             block: block.to_vec(),
             hold: hold.to_vec(),
+            ..TestGate::default()
+        })
+    }
+
+    /// Allows everything, masking results with `rules`.
+    pub fn masking(rules: Vec<MaskRule>) -> Arc<TestGate> {
+        Arc::new(TestGate {
+            mask: rules,
             ..TestGate::default()
         })
     }
@@ -140,6 +151,10 @@ impl Gate for TestGate {
                 self.hold_added.notify_one();
                 Verdict::Hold(held)
             }
+            Request::Statement { .. } => Verdict::Allow {
+                rule: None,
+                mask: self.mask.clone(),
+            },
             _ => Verdict::Allow {
                 rule: None,
                 mask: vec![],

@@ -272,3 +272,18 @@ async fn extended_protocol_pipelining_transactions_and_copy() {
     );
     assert!(!stmts.iter().any(|s| s.0.contains("drop")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_pipelines_in_both_directions_do_not_stall() {
+    let (_server, _gate, proxy) = start(IP, &[], &[]).await;
+    let (client, _m) = connect(&proxy.conninfo(ROLE, "x")).await.unwrap();
+    let stmt = client.prepare("select $1::text").await.unwrap();
+    let big = "x".repeat(1 << 20);
+    // 64 MiB each way, all sent before any result is read
+    let futures = (0..64).map(|_| {
+        let (client, stmt, big) = (&client, &stmt, &big);
+        async move { client.query_one(stmt, &[big]).await }
+    });
+    let rows = futures_util::future::try_join_all(futures).await.unwrap();
+    assert!(rows.iter().all(|r| r.get::<_, &str>(0).len() == 1 << 20));
+}

@@ -45,14 +45,14 @@ async fn server_frame(legs: &mut Legs) -> Result<(Frame, BackendMessage), PgErro
 }
 
 /// Sends the upstream StartupMessage and authenticates. Returns the
-/// negotiated protocol minor version. The server's own errors are relayed
+/// negotiated protocol minor version and the startup parameters used. The server's own errors are relayed
 /// to the client and returned as `Refused`.
 pub(crate) async fn authenticate(
     legs: &mut Legs,
     target: &PgTarget,
     minor: u16,
     mut params: Vec<(String, String)>,
-) -> Result<u16, PgError> {
+) -> Result<(u16, Vec<(String, String)>), PgError> {
     let creds = target.credentials.as_ref();
     if let Some(user) = creds.and_then(|c| c.user.as_ref()) {
         params.retain(|(k, _)| k != "user");
@@ -67,7 +67,11 @@ pub(crate) async fn authenticate(
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let startup = StartupPacket::Startup { minor, params }.encode();
+    let startup = StartupPacket::Startup {
+        minor,
+        params: params.clone(),
+    }
+    .encode();
     legs.server_w.send(&startup).await?;
 
     let mut negotiated = minor;
@@ -98,53 +102,66 @@ pub(crate) async fn authenticate(
         };
         if req == AuthRequest::Ok {
             legs.client_w.send(&frame).await?;
-            return Ok(negotiated);
+            return Ok((negotiated, params));
         }
         let Some(creds) = creds else {
             relay_client_auth(legs, req).await?;
             continue;
         };
-        let password = creds.password.expose();
-        let reply = match req {
-            AuthRequest::Cleartext => password_frame(password),
-            AuthRequest::Md5 { salt } => {
-                password_frame(&md5_hash(user.as_bytes(), password.as_bytes(), salt))
-            }
-            AuthRequest::Sasl { mechanisms } => {
-                if !mechanisms.iter().any(|m| m == SCRAM) {
-                    return Err(PgError::Auth(format!(
-                        "no supported SASL mechanism in {mechanisms:?}"
-                    )));
-                }
-                let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                let f = FrontendMessage::sasl_initial(SCRAM, s.message());
-                scram = Some(s);
-                f
-            }
-            AuthRequest::SaslContinue(data) => {
-                let s = scram
-                    .as_mut()
-                    .ok_or_else(|| PgError::Auth("SASL continue without start".into()))?;
-                s.update(&data).map_err(scram_err)?;
-                FrontendMessage::Password(bytes::Bytes::copy_from_slice(s.message())).encode()
-            }
-            AuthRequest::SaslFinal(data) => {
-                let s = scram
-                    .as_mut()
-                    .ok_or_else(|| PgError::Auth("SASL final without start".into()))?;
-                // Verifies the server's signature: a server that does not know the password fails here.
-                s.finish(&data).map_err(scram_err)?;
-                continue;
-            }
-            AuthRequest::Ok => continue,
-            AuthRequest::Other(n) => {
+        if let Some(reply) = answer(req, creds.password.expose(), &user, &mut scram)? {
+            legs.server_w.send(&reply).await?;
+        }
+    }
+}
+
+/// The reply to one authentication request with injected credentials;
+/// `None` when the request needs none. Errors: unsupported methods, a
+/// failed SCRAM exchange (including a server that cannot prove it knows
+/// the password).
+pub(crate) fn answer(
+    req: AuthRequest,
+    password: &str,
+    user: &str,
+    scram: &mut Option<ScramSha256>,
+) -> Result<Option<Frame>, PgError> {
+    Ok(Some(match req {
+        AuthRequest::Cleartext => password_frame(password),
+        AuthRequest::Md5 { salt } => {
+            password_frame(&md5_hash(user.as_bytes(), password.as_bytes(), salt))
+        }
+        AuthRequest::Sasl { mechanisms } => {
+            if !mechanisms.iter().any(|m| m == SCRAM) {
                 return Err(PgError::Auth(format!(
-                    "unsupported authentication method {n}"
+                    "no supported SASL mechanism in {mechanisms:?}"
                 )));
             }
-        };
-        legs.server_w.send(&reply).await?;
-    }
+            let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+            let f = FrontendMessage::sasl_initial(SCRAM, s.message());
+            *scram = Some(s);
+            f
+        }
+        AuthRequest::SaslContinue(data) => {
+            let s = scram
+                .as_mut()
+                .ok_or_else(|| PgError::Auth("SASL continue without start".into()))?;
+            s.update(&data).map_err(scram_err)?;
+            FrontendMessage::Password(bytes::Bytes::copy_from_slice(s.message())).encode()
+        }
+        AuthRequest::SaslFinal(data) => {
+            let s = scram
+                .as_mut()
+                .ok_or_else(|| PgError::Auth("SASL final without start".into()))?;
+            // Verifies the server's signature: a server that does not know the password fails here.
+            s.finish(&data).map_err(scram_err)?;
+            return Ok(None);
+        }
+        AuthRequest::Ok => return Ok(None),
+        AuthRequest::Other(n) => {
+            return Err(PgError::Auth(format!(
+                "unsupported authentication method {n}"
+            )));
+        }
+    }))
 }
 
 /// Passthrough: forwards one server auth request to the client (without

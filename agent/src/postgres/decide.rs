@@ -2,19 +2,23 @@
 //! while the session keeps relaying server messages and watches for the
 //! client leaving or cancelling.
 
+use std::sync::Arc;
+
 use super::{
     classify::Classified,
     error::PgError,
     frame::Frame,
     legs::{error, read_err},
+    mask::MaskPlan,
     message::{ErrorFields, FrontendMessage},
     relay::Relay,
 };
-use crate::gate::{HoldOutcome, Request, Side, Verdict};
+use crate::gate::{HoldOutcome, Request, Side, StatementClass, Verdict};
 
 /// The outcome for a request (all of its statements).
 pub(crate) enum Decision {
-    Allowed,
+    /// Go ahead; the masking for each statement, in order.
+    Allowed(Vec<Vec<Arc<MaskPlan>>>),
     /// Refused: the ErrorResponse the client gets.
     Refused(Frame),
     /// The client went away while a statement was held.
@@ -42,6 +46,7 @@ pub(crate) fn blocked(rule: &str, message: &str, text: &str) -> Frame {
 impl Relay<'_> {
     /// Decides every statement; the first refusal refuses the request.
     pub(crate) async fn decide_all(&mut self, stmts: &[Classified]) -> Result<Decision, PgError> {
+        let mut masks = Vec::with_capacity(stmts.len());
         for s in stmts {
             let request = Request::Statement {
                 text: s.text.clone(),
@@ -49,19 +54,41 @@ impl Relay<'_> {
             };
             let verdict = self.gate.decide(&request).await;
             match verdict {
-                Verdict::Allow { .. } => {}
+                Verdict::Allow { mask, .. } => {
+                    // Fail closed: masking we cannot apply refuses the statement.
+                    match mask
+                        .iter()
+                        .map(MaskPlan::new)
+                        .collect::<Result<Vec<_>, _>>()
+                    {
+                        // Column rules need RowDescription; COPY TO has none.
+                        Ok(plans)
+                            if s.classes.contains(&StatementClass::CopyTo)
+                                && plans.iter().any(MaskPlan::has_columns) =>
+                        {
+                            let msg = "interlock: COPY TO of masked columns is refused";
+                            return Ok(Decision::Refused(error("42501", msg)));
+                        }
+                        Ok(plans) => masks.push(plans.into_iter().map(Arc::new).collect()),
+                        Err(e) => {
+                            let msg = format!("interlock: {e}; statement refused");
+                            return Ok(Decision::Refused(error("42501", &msg)));
+                        }
+                    }
+                }
                 Verdict::Block { rule, message } => {
                     return Ok(Decision::Refused(blocked(&rule, &message, &s.text)));
                 }
                 Verdict::Hold(held) => {
                     let d = self.hold(held, &s.text).await?;
-                    if !matches!(d, Decision::Allowed) {
+                    if !matches!(d, Decision::Allowed(_)) {
                         return Ok(d);
                     }
+                    masks.push(vec![]);
                 }
             }
         }
-        Ok(Decision::Allowed)
+        Ok(Decision::Allowed(masks))
     }
 
     async fn hold(&mut self, held: crate::gate::Held, text: &str) -> Result<Decision, PgError> {
@@ -117,7 +144,7 @@ impl Relay<'_> {
 
 fn outcome_decision(o: HoldOutcome, id: &str, rule: &str) -> Decision {
     let msg = match o {
-        HoldOutcome::Approved { .. } => return Decision::Allowed,
+        HoldOutcome::Approved { .. } => return Decision::Allowed(vec![]),
         HoldOutcome::Denied { by, reason } => match reason {
             Some(r) => {
                 format!("interlock: statement denied by {by} (approval {id}, rule \"{rule}\"): {r}")

@@ -4,11 +4,13 @@
 
 mod auth;
 mod cancel;
+mod catalog;
 pub mod classify;
 mod decide;
 mod error;
 pub mod frame;
 mod legs;
+mod mask;
 pub mod message;
 mod pending;
 mod relay;

@@ -2,36 +2,72 @@
 //! upstream whose completion is awaited, failures interlock injected, and
 //! the Sync/Query boundaries that end each error-discard run.
 
-use std::{collections::VecDeque, time::Instant};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::Instant,
+};
 
-use super::frame::Frame;
+use super::{
+    frame::Frame,
+    mask::{Columns, MaskPlan},
+};
 use crate::gate::StatementClass;
 
-/// A statement's text and classes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A statement's text and classes, and the masking for its results.
+#[derive(Clone, Debug)]
 pub(crate) struct StmtInfo {
     pub(crate) text: String,
     pub(crate) classes: Vec<StatementClass>,
+    pub(crate) mask: Vec<Arc<MaskPlan>>,
+    /// Result columns, once a RowDescription for this statement was resolved.
+    pub(crate) columns: Option<Columns>,
 }
+
+impl StmtInfo {
+    /// A statement without masking.
+    pub(crate) fn plain(text: String, classes: Vec<StatementClass>) -> StmtInfo {
+        StmtInfo {
+            text,
+            classes,
+            mask: vec![],
+            columns: None,
+        }
+    }
+
+    /// Whether masking needs to know which column each value comes from.
+    pub(crate) fn needs_columns(&self) -> bool {
+        self.mask.iter().any(|m| m.has_columns())
+    }
+}
+
+/// Values masked per plan (aligned with `StmtInfo::mask`): name -> count.
+pub(crate) type MaskCounts = Vec<BTreeMap<String, u64>>;
+
+/// A finished statement: what it was, when it started, what was masked.
+pub(crate) type Done = (StmtInfo, Instant, MaskCounts);
 
 #[derive(Debug)]
 enum Entry {
     /// An Execute, a simple-query statement or a FunctionCall (`None`: not
     /// recorded, e.g. a portal interlock does not know).
-    Stmt(Option<StmtInfo>, Instant),
+    Stmt(Option<StmtInfo>, Instant, MaskCounts),
     /// A failure interlock sent upstream in place of a refused request; the
     /// server's error for it is replaced by this frame.
     Injected(Frame),
+    /// A Describe of a statement (`Some(name)`) or a portal (`None`):
+    /// answered by RowDescription or NoData.
+    Describe(Option<String>),
     /// Sync, Query or FunctionCall end: the server answers ReadyForQuery.
     /// `sync` marks a Sync message, which the server ignores in copy-in mode.
     Boundary { sync: bool },
 }
 
 /// What to do with a server ErrorResponse.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(crate) enum OnError {
     /// A statement failed: record it, forward the error.
-    Record(StmtInfo, Instant),
+    Record(Done),
     /// Our injected failure: send this frame instead.
     Replace(Frame),
     /// Not tied to a tracked statement: forward.
@@ -46,11 +82,34 @@ pub(crate) struct Pending {
 
 impl Pending {
     pub(crate) fn push_stmt(&mut self, info: Option<StmtInfo>) {
-        self.q.push_back(Entry::Stmt(info, Instant::now()));
+        let counts = info
+            .as_ref()
+            .map(|i| vec![BTreeMap::new(); i.mask.len()])
+            .unwrap_or_default();
+        self.q.push_back(Entry::Stmt(info, Instant::now(), counts));
     }
 
     pub(crate) fn push_injected(&mut self, reply: Frame) {
         self.q.push_back(Entry::Injected(reply));
+    }
+
+    pub(crate) fn push_describe(&mut self, statement: Option<String>) {
+        self.q.push_back(Entry::Describe(statement));
+    }
+
+    /// A RowDescription or NoData arrived. Returns the statement it
+    /// describes: `Ok(name)` for a Describe of a statement, `Err(info)` for
+    /// the statement whose results follow (simple query or portal Describe).
+    pub(crate) fn described(&mut self) -> Option<Result<String, &mut StmtInfo>> {
+        if let Some(Entry::Describe(_)) = self.q.front()
+            && let Some(Entry::Describe(Some(name))) = self.q.pop_front()
+        {
+            return Some(Ok(name));
+        }
+        self.q.iter_mut().find_map(|e| match e {
+            Entry::Stmt(Some(info), ..) => Some(Err(info)),
+            _ => None,
+        })
     }
 
     /// The end of a Query or FunctionCall.
@@ -82,12 +141,22 @@ impl Pending {
 
     /// A statement completed (CommandComplete, EmptyQueryResponse,
     /// PortalSuspended, FunctionCallResponse).
-    pub(crate) fn complete(&mut self) -> Option<(StmtInfo, Instant)> {
+    pub(crate) fn complete(&mut self) -> Option<Done> {
         match self.q.front() {
             Some(Entry::Stmt(..)) => match self.q.pop_front() {
-                Some(Entry::Stmt(Some(info), t)) => Some((info, t)),
+                Some(Entry::Stmt(Some(info), t, c)) => Some((info, t, c)),
                 _ => None,
             },
+            _ => None,
+        }
+    }
+
+    /// The statement whose results are arriving, if it has masking.
+    pub(crate) fn masking(&mut self) -> Option<(&StmtInfo, &mut MaskCounts)> {
+        match self.q.front_mut() {
+            Some(Entry::Stmt(Some(info), _, counts)) if !info.mask.is_empty() => {
+                Some((info, counts))
+            }
             _ => None,
         }
     }
@@ -98,7 +167,7 @@ impl Pending {
     pub(crate) fn error(&mut self, ours: bool) -> OnError {
         let out = match self.q.front() {
             Some(Entry::Stmt(..)) | Some(Entry::Injected(_)) => match self.q.pop_front() {
-                Some(Entry::Stmt(Some(info), t)) => OnError::Record(info, t),
+                Some(Entry::Stmt(Some(info), t, c)) => OnError::Record((info, t, c)),
                 Some(Entry::Injected(f)) if ours => OnError::Replace(f),
                 _ => OnError::Forward,
             },
@@ -132,6 +201,8 @@ mod tests {
         Some(StmtInfo {
             text: t.into(),
             classes: vec![],
+            mask: vec![],
+            columns: None,
         })
     }
 
@@ -145,13 +216,13 @@ mod tests {
         p.push_stmt(info("d"));
         p.push_boundary();
         assert_eq!(p.complete().unwrap().0.text, "a");
-        assert!(matches!(p.error(false), OnError::Record(i, _) if i.text == "b"));
+        assert!(matches!(p.error(false), OnError::Record((i, ..)) if i.text == "b"));
         // c was discarded by the server; the error does not touch the next group
-        assert_eq!(p.complete(), None);
+        assert!(p.complete().is_none());
         p.ready();
         assert_eq!(p.complete().unwrap().0.text, "d");
         p.ready();
-        assert_eq!(p.error(false), OnError::Forward);
+        assert!(matches!(p.error(false), OnError::Forward));
     }
 
     #[test]
@@ -182,10 +253,10 @@ mod tests {
         let mut p = Pending::default();
         p.push_injected(reply.clone());
         p.push_boundary();
-        assert_eq!(p.error(true), OnError::Replace(reply.clone()));
+        assert!(matches!(p.error(true), OnError::Replace(f) if f == reply));
         p.ready();
         p.push_injected(reply);
         p.push_boundary();
-        assert_eq!(p.error(false), OnError::Forward);
+        assert!(matches!(p.error(false), OnError::Forward));
     }
 }

@@ -7,19 +7,21 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
-    time::Instant,
 };
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{
+    catalog::Catalog,
     classify::classify,
     decide::Decision,
     error::{PgError, ProtocolError},
     frame::Frame,
     legs::{Legs, proto, read_err},
-    message::{BackendMessage, FrontendMessage},
-    pending::{OnError, Pending, StmtInfo},
+    mask::{ColumnInfo, is_text_type},
+    message::{BackendMessage, FrontendMessage, RowField},
+    pending::{Done, MaskCounts, OnError, Pending, StmtInfo},
 };
 use crate::gate::{Gate, Record, Side, StatementClass};
 
@@ -38,6 +40,7 @@ pub(crate) struct Relay<'a> {
     portals: HashMap<String, String>,
     /// Between the server's CopyInResponse and the client's CopyDone/CopyFail.
     copy_in: bool,
+    catalog: Catalog,
 }
 
 enum Event {
@@ -50,9 +53,11 @@ impl<'a> Relay<'a> {
         legs: &'a mut Legs,
         gate: Arc<dyn Gate>,
         cancel: watch::Receiver<u64>,
+        catalog: Catalog,
     ) -> Relay<'a> {
         Relay {
             legs,
+            catalog,
             gate,
             cancel,
             deferred: VecDeque::new(),
@@ -95,11 +100,14 @@ impl<'a> Relay<'a> {
             FrontendMessage::Query { sql } => {
                 let stmts = classify(&sql);
                 match self.decide_all(&stmts).await? {
-                    Decision::Allowed => {
+                    Decision::Allowed(masks) => {
+                        let mut masks = masks.into_iter();
                         for s in stmts {
                             self.pending.push_stmt(Some(StmtInfo {
                                 text: s.text,
                                 classes: s.classes,
+                                mask: masks.next().unwrap_or_default(),
+                                columns: None,
                             }));
                         }
                         self.pending.push_boundary();
@@ -119,7 +127,7 @@ impl<'a> Relay<'a> {
             FrontendMessage::Parse { name, sql, .. } => {
                 let stmts = classify(&sql);
                 match self.decide_all(&stmts).await? {
-                    Decision::Allowed => {
+                    Decision::Allowed(masks) => {
                         let mut classes: Vec<StatementClass> =
                             stmts.into_iter().flat_map(|s| s.classes).collect();
                         classes.sort();
@@ -127,6 +135,8 @@ impl<'a> Relay<'a> {
                         let info = StmtInfo {
                             text: sql.trim().to_string(),
                             classes,
+                            mask: masks.into_iter().flatten().collect(),
+                            columns: None,
                         };
                         self.statements.insert(name, Some(info));
                         self.legs.server_w.send(&frame).await?;
@@ -182,11 +192,9 @@ impl<'a> Relay<'a> {
                 };
                 let decision = self.decide_all(std::slice::from_ref(&stmt)).await?;
                 match decision {
-                    Decision::Allowed => {
-                        self.pending.push_stmt(Some(StmtInfo {
-                            text: stmt.text,
-                            classes: stmt.classes,
-                        }));
+                    Decision::Allowed(_) => {
+                        self.pending
+                            .push_stmt(Some(StmtInfo::plain(stmt.text, stmt.classes)));
                         self.pending.push_boundary();
                         self.legs.server_w.send(&frame).await?;
                     }
@@ -215,9 +223,13 @@ impl<'a> Relay<'a> {
                 self.copy_in = false;
                 self.legs.server_w.send(&frame).await?;
             }
-            FrontendMessage::Describe { .. }
-            | FrontendMessage::Flush
-            | FrontendMessage::CopyData(_) => self.legs.server_w.send(&frame).await?,
+            FrontendMessage::Describe { kind, name } => {
+                self.pending.push_describe((kind == b'S').then_some(name));
+                self.legs.server_w.send(&frame).await?;
+            }
+            FrontendMessage::Flush | FrontendMessage::CopyData(_) => {
+                self.legs.server_w.send(&frame).await?
+            }
         }
         Ok(true)
     }
@@ -246,14 +258,41 @@ impl<'a> Relay<'a> {
                     OnError::Replace(reply) => {
                         return Ok(self.legs.client_w.send(&reply).await?);
                     }
-                    OnError::Record(info, started) => {
-                        self.record(info, started, None, f.code().map(str::to_string))
-                            .await;
+                    OnError::Record(done) => {
+                        self.record(done, None, f.code().map(str::to_string)).await;
                     }
                     OnError::Forward => {}
                 }
             }
             BackendMessage::ReadyForQuery { .. } => self.pending.ready(),
+            BackendMessage::RowDescription(body) => self.describe(body).await?,
+            BackendMessage::NoData => {
+                let _ = self.pending.described();
+            }
+            BackendMessage::DataRow(cols) => {
+                if let Some((info, counts)) = self.pending.masking()
+                    && let Some(masked) = mask_row(info, counts, cols)
+                {
+                    let row = BackendMessage::DataRow(masked).encode();
+                    return Ok(self.legs.client_w.send(&row).await?);
+                }
+            }
+            BackendMessage::CopyData(data) => {
+                if let Some((info, counts)) = self.pending.masking() {
+                    let mut data = data;
+                    let mut changed = false;
+                    for (plan, counts) in info.mask.iter().zip(counts.iter_mut()) {
+                        if let Some(m) = plan.mask_value(&data, counts) {
+                            data = m;
+                            changed = true;
+                        }
+                    }
+                    if changed {
+                        let copy = BackendMessage::CopyData(data).encode();
+                        return Ok(self.legs.client_w.send(&copy).await?);
+                    }
+                }
+            }
             BackendMessage::Authentication(_) | BackendMessage::BackendKeyData { .. } => {
                 return Err(PgError::protocol(
                     Side::Server,
@@ -269,29 +308,13 @@ impl<'a> Relay<'a> {
     }
 
     async fn completed(&mut self, rows: Option<u64>, error: Option<String>) {
-        if let Some((info, started)) = self.pending.complete() {
-            let mut info = info;
-            let text = std::mem::take(&mut info.text);
-            self.record(
-                StmtInfo {
-                    text,
-                    classes: info.classes,
-                },
-                started,
-                rows,
-                error,
-            )
-            .await;
+        if let Some(done) = self.pending.complete() {
+            self.record(done, rows, error).await;
         }
     }
 
-    async fn record(
-        &self,
-        info: StmtInfo,
-        started: Instant,
-        rows: Option<u64>,
-        error: Option<String>,
-    ) {
+    async fn record(&self, done: Done, rows: Option<u64>, error: Option<String>) {
+        let (info, started, counts) = done;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let record = Record::Statement {
             text: info.text,
@@ -301,5 +324,76 @@ impl<'a> Relay<'a> {
             duration_ms,
         };
         self.gate.record(record).await;
+        for (plan, counts) in info.mask.iter().zip(counts) {
+            if !counts.is_empty() {
+                let counts = counts.into_iter().collect();
+                self.gate
+                    .record(Record::Masked {
+                        rule: plan.rule().to_string(),
+                        counts,
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Applies every plan to a row; `None` if nothing was masked.
+fn mask_row(
+    info: &StmtInfo,
+    counts: &mut MaskCounts,
+    cols: Vec<Option<Bytes>>,
+) -> Option<Vec<Option<Bytes>>> {
+    let columns = info.columns.as_deref().map(Vec::as_slice);
+    let mut row = cols;
+    let mut changed = false;
+    for (plan, counts) in info.mask.iter().zip(counts.iter_mut()) {
+        if let Some(masked) = plan.mask_row(&row, columns, counts) {
+            row = masked;
+            changed = true;
+        }
+    }
+    changed.then_some(row)
+}
+
+impl Relay<'_> {
+    /// A RowDescription: when the described statement has column masking,
+    /// resolves its columns through the catalog. A failed lookup leaves the
+    /// columns unknown, which masks every value (fail closed).
+    async fn describe(&mut self, body: Bytes) -> Result<(), PgError> {
+        let named = match self.pending.described() {
+            Some(Ok(name)) => match self.statements.get(&name) {
+                Some(Some(info)) if info.needs_columns() => Some(name),
+                _ => return Ok(()),
+            },
+            Some(Err(info)) if info.needs_columns() => None,
+            _ => return Ok(()),
+        };
+        let fields = RowField::parse_all(body).map_err(proto(Side::Server))?;
+        let keys: Vec<(u32, i16)> = fields.iter().map(|f| (f.table_oid, f.attnum)).collect();
+        let columns = self.catalog.resolve(&keys).await.ok().map(|names| {
+            let cols = names
+                .into_iter()
+                .zip(&fields)
+                .map(|(name, f)| ColumnInfo {
+                    name,
+                    text: is_text_type(f.type_oid),
+                })
+                .collect();
+            Arc::new(cols)
+        });
+        match named {
+            Some(name) => {
+                if let Some(Some(info)) = self.statements.get_mut(&name) {
+                    info.columns = columns;
+                }
+            }
+            None => {
+                if let Some(Err(info)) = self.pending.described() {
+                    info.columns = columns;
+                }
+            }
+        }
+        Ok(())
     }
 }

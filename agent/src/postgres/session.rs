@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 use super::{
     auth,
     cancel::CancelRegistry,
+    catalog::Catalog,
     error::PgError,
     frame::{FrameReader, FrameWriter},
     legs::{Legs, Writer, fatal},
@@ -63,11 +64,14 @@ pub async fn serve(
         server_w: FrameWriter::new(server_w),
     };
     let result = async {
-        let minor = auth::authenticate(&mut legs, &target, minor, params).await?;
+        let (minor, params) = auth::authenticate(&mut legs, &target, minor, params).await?;
+        let catalog = Catalog::new(target.clone(), params);
         let registration = cancels.register(target.upstream, minor);
         auth::finish_startup(&mut legs, &registration).await?;
         let signal = registration.signal.clone();
-        let r = Relay::new(&mut legs, gate.clone(), signal).run().await;
+        let r = Relay::new(&mut legs, gate.clone(), signal, catalog)
+            .run()
+            .await;
         drop(registration);
         r
     }

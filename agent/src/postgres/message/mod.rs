@@ -5,8 +5,10 @@
 mod backend;
 mod cursor;
 mod frontend;
+mod row;
 mod startup;
 
 pub use backend::{AuthRequest, BackendMessage, ErrorFields};
 pub use frontend::FrontendMessage;
+pub use row::RowField;
 pub use startup::{CANCEL_CODE, GSSENC_CODE, SSL_CODE, StartupPacket};
