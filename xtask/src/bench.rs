@@ -55,7 +55,7 @@ impl Plan {
                     spawns: 500,
                     pg_transactions: 1_000,
                     pg_connections: 200,
-                    pg_rows: 200_000,
+                    pg_rows: 100_000,
                     idle_connections: 250,
                     events: 10_000,
                 },

@@ -160,23 +160,42 @@ impl Scenario for PgBench {
 /// discarded; timed around the whole psql process (start, connect, query, exit).
 pub(crate) struct PgRows {
     pub(crate) rows: u64,
+    /// The subject's policy has the email-detector mask rule, which scans both text columns.
+    pub(crate) masking: bool,
 }
 
 impl Scenario for PgRows {
     fn name(&self) -> &'static str {
-        "pg-large-result"
+        if self.masking {
+            "pg-large-result-mask"
+        } else {
+            "pg-large-result"
+        }
     }
 
     fn title(&self) -> &'static str {
-        "psql reads one large result set (int, md5 text, 64-byte text per row)"
+        if self.masking {
+            "psql reads one large result set; the subject's policy masks with the email \
+             detector, which scans both text columns of every row (none matches)"
+        } else {
+            "psql reads one large result set (int, md5 text, 64-byte text per row)"
+        }
     }
 
     fn params(&self) -> Value {
-        json!({ "rows": self.rows, "tool": "psql -At -o /dev/null" })
+        json!({ "rows": self.rows, "tool": "psql -At -o /dev/null", "mask_rule": self.masking })
     }
 
     fn metrics(&self) -> &'static [Metric] {
         ROWS_METRICS
+    }
+
+    fn policy(&self) -> DaemonPolicy {
+        if self.masking {
+            DaemonPolicy::Masking
+        } else {
+            DaemonPolicy::Standard
+        }
     }
 
     fn measure(&self, rig: &Rig, daemon: Option<&Daemon>) -> Result<Measurement> {
