@@ -15,6 +15,7 @@ mod gatekeeper;
 pub mod identity;
 pub mod intercept;
 pub mod policy;
+pub mod postgres;
 pub mod sessions;
 pub mod sinks;
 pub mod ssh;

@@ -5,6 +5,10 @@
 mod cgroup;
 mod daemon;
 mod echo;
+pub mod pg_client;
+pub mod pg_gate;
+pub mod pg_raw;
+pub mod postgres;
 mod pty;
 mod sshd;
 pub mod sshjob;

@@ -5,7 +5,11 @@
 //! There are no thresholds: the bench reports, people judge.
 
 mod daemon;
+mod events;
 mod machine;
+mod memory;
+mod pg;
+mod pgserver;
 mod render;
 mod report;
 mod rig;
@@ -21,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use self::machine::{Git, Machine};
 use self::report::{Report, ScenarioResult};
 use self::rig::Rig;
-use self::scenario::{Scenario, Sizes, Variant};
+use self::scenario::{DaemonPolicy, Scenario, Sizes, Variant};
 use crate::setup;
 use crate::util::{self, Workspace};
 
@@ -49,6 +53,11 @@ impl Plan {
                 sizes: Sizes {
                     connects: 2_000,
                     spawns: 500,
+                    pg_transactions: 1_000,
+                    pg_connections: 200,
+                    pg_rows: 100_000,
+                    idle_connections: 250,
+                    events: 10_000,
                 },
             }
         } else {
@@ -58,6 +67,11 @@ impl Plan {
                 sizes: Sizes {
                     connects: 20_000,
                     spawns: 3_000,
+                    pg_transactions: 5_000,
+                    pg_connections: 1_000,
+                    pg_rows: 1_000_000,
+                    idle_connections: 1_000,
+                    events: 100_000,
                 },
             }
         }
@@ -79,6 +93,14 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
         "interlock",
         "-p",
         "interlock-tests",
+        "--bin",
+        "interlock",
+        "--bin",
+        "loadgen",
+        "--bin",
+        "pgconns",
+        "--bin",
+        "eventbench",
     ]);
     util::run(&mut cargo)?;
 
@@ -126,8 +148,11 @@ fn run_scenario(rig: &Rig, scenario: &dyn Scenario, repetitions: usize) -> Resul
                 bail!("interrupted (Ctrl-C); cleaning up");
             }
             let measured = match variant {
+                _ if scenario.policy() == DaemonPolicy::NoDaemon => {
+                    scenario.measure_side(rig, variant)
+                }
                 Variant::Baseline => scenario.measure(rig, None),
-                Variant::Subject => rig.start_daemon().and_then(|daemon| {
+                Variant::Subject => rig.start_daemon(scenario.policy()).and_then(|daemon| {
                     let measured = scenario.measure(rig, Some(&daemon));
                     // Stopped (and detached) whatever the result: the next baseline needs no programs.
                     let stopped = daemon.stop();

@@ -13,9 +13,87 @@ use crate::{
     context::AppContext,
     gate::Gate,
     gatekeeper::DaemonGate,
-    policy::{AddressMatch, ClientAuthMethod, Target},
-    ssh,
+    policy::{AddressMatch, ClientAuthMethod, Target, TlsMode},
+    postgres, ssh,
 };
+
+/// One cancel registry for every PostgreSQL session of the process (TEMP glue: the
+/// lead's version keeps it in `AppContext`).
+fn pg_cancels() -> postgres::CancelRegistry {
+    static CANCELS: std::sync::OnceLock<postgres::CancelRegistry> = std::sync::OnceLock::new();
+    CANCELS
+        .get_or_init(postgres::CancelRegistry::default)
+        .clone()
+}
+
+/// Runs a PostgreSQL session for `gate`'s identity.
+pub(super) async fn pg_session(
+    ctx: AppContext,
+    gate: DaemonGate,
+    target: Target,
+    client: TcpStream,
+) {
+    let started = Instant::now();
+    let cfg = match pg_target(&gate, &target) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot start the postgres session");
+            let listener = client.local_addr().unwrap_or(gate.identity().client);
+            let _ = ctx
+                .events()
+                .emit(EventKind::ConnectionRefused {
+                    listener,
+                    peer: gate.identity().client,
+                    reason: e.to_string(),
+                })
+                .await;
+            return;
+        }
+    };
+    let gate = Arc::new(gate);
+    let dyn_gate: Arc<dyn Gate> = gate.clone();
+    let result = tokio::select! {
+        r = postgres::serve(client, cfg, dyn_gate, pg_cancels()) => r.map_err(|e| e.to_string()),
+        _ = ctx.force_close().cancelled() => Err("drained".to_string()),
+    };
+    let (outcome, error) = match (gate.refused(), result) {
+        (Some((o, why)), _) => (o, Some(why)),
+        (None, Ok(())) => (SessionOutcome::Closed, None),
+        (None, Err(e)) if e == "drained" => (SessionOutcome::Drained, None),
+        (None, Err(e)) => (SessionOutcome::Error, Some(e)),
+    };
+    info!(?outcome, "postgres session ended");
+    end(&ctx, &gate, outcome, error, started).await;
+}
+
+fn pg_target(gate: &DaemonGate, target: &Target) -> Result<postgres::PgTarget, SetupError> {
+    let up = &target.upstream;
+    let name = || target.name.clone();
+    let mut cfg = postgres::PgTarget::new(gate.identity().original_destination);
+    if let Some(p) = &up.password {
+        let secret = p.resolve().map_err(|source| SetupError::Secret {
+            target: name(),
+            source,
+        })?;
+        let password = String::from_utf8(secret.expose().to_vec())
+            .map_err(|_| SetupError::PasswordEncoding(name()))?;
+        cfg.credentials = Some(postgres::PgCredentials {
+            user: up.user.clone(),
+            password: postgres::Secret::new(password),
+        });
+    }
+    cfg.database = up.database.clone();
+    cfg.tls = match (up.tls, &up.ca_file) {
+        (TlsMode::Disable, _) => postgres::UpstreamTls::Disable,
+        (TlsMode::Prefer, _) => postgres::UpstreamTls::Prefer,
+        (TlsMode::Require, _) => postgres::UpstreamTls::Require,
+        (TlsMode::VerifyFull, Some(ca)) => postgres::UpstreamTls::VerifyFull {
+            ca_file: ca.clone(),
+        },
+        (TlsMode::VerifyFull, None) => postgres::UpstreamTls::Require,
+    };
+    Ok(cfg)
+}
 
 /// Why a session's configuration could not be built. Names files and
 /// variables, never secret values.

@@ -164,6 +164,11 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
     let gate = DaemonGate::new(ctx.clone(), session_id, identity, target.clone());
     match protocol {
         Protocol::Tcp => crate::tcp::relay(ctx, gate, stream).instrument(span).await,
+        Protocol::Postgres => {
+            super::dispatch::pg_session(ctx, gate, target, stream)
+                .instrument(span)
+                .await
+        }
         Protocol::Ssh => {
             super::dispatch::ssh_session(ctx, gate, target, stream)
                 .instrument(span)

@@ -16,18 +16,21 @@ pub struct TargetId(pub u32);
 pub enum Protocol {
     /// A transparent byte relay with session start/end events.
     Tcp,
+    /// The PostgreSQL proxy: every statement decided and recorded.
+    Postgres,
     /// The SSH proxy: every exec, shell, sftp operation decided and recorded.
     Ssh,
 }
 
 impl Protocol {
     /// Every protocol the daemon can serve, in listener order.
-    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Ssh];
+    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Postgres, Protocol::Ssh];
 
     /// The kernel's view of the protocol (listener slot).
     pub fn kernel(self) -> agent_common::target::Protocol {
         match self {
             Protocol::Tcp => agent_common::target::Protocol::Tcp,
+            Protocol::Postgres => agent_common::target::Protocol::Postgres,
             Protocol::Ssh => agent_common::target::Protocol::Ssh,
         }
     }
@@ -36,6 +39,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
+            Protocol::Postgres => "postgres",
             Protocol::Ssh => "ssh",
         }
     }

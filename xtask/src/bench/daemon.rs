@@ -90,11 +90,21 @@ impl Daemon {
 
     /// Number of `session_started` events in the daemon's event log so far.
     pub(crate) fn sessions_started(&self) -> usize {
+        self.events_of_type("session_started")
+    }
+
+    /// Number of events of type `kind` in the daemon's event log so far.
+    pub(crate) fn events_of_type(&self, kind: &str) -> usize {
         let text = fs::read_to_string(self.state_dir.join("events.jsonl")).unwrap_or_default();
         text.lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|event| event["type"] == "session_started")
+            .filter(|event| event["type"] == kind)
             .count()
+    }
+
+    /// The daemon's process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGTERM (SIGKILL after 20 s), then `interlock detach`, then a check that the pins are gone.

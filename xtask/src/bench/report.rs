@@ -180,6 +180,11 @@ pub(crate) mod fixtures {
         let scenarios = all(Sizes {
             connects: 100,
             spawns: 10,
+            pg_transactions: 10,
+            pg_connections: 10,
+            pg_rows: 10,
+            idle_connections: 10,
+            events: 10,
         });
         let runs = vec![
             (0, Variant::Baseline, measurement(10.0, 0)),

@@ -14,6 +14,8 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use super::daemon::{self, Daemon};
+use super::pgserver::{self, PgServer};
+use super::scenario::DaemonPolicy;
 use crate::util::{self, Workspace};
 
 /// Threads accepting on each echo server: enough that a connection the daemon keeps open a
@@ -51,8 +53,12 @@ pub(crate) struct Rig {
     instance: String,
     /// Not a policy target.
     plain: SocketAddr,
-    /// The policy's only target.
+    /// The policy's tcp target.
     target: SocketAddr,
+    /// The policy's postgres target. Stopped before the scratch directory goes.
+    pg: PgServer,
+    /// Names of the directories handed out by [`Rig::fresh_dir`].
+    runs: std::cell::Cell<u32>,
     // Dropped after the fields above, in this order: the cgroup, then the directory.
     cgroup: Cgroup,
     dir: ScratchDir,
@@ -64,7 +70,12 @@ impl Rig {
         let release = ws.target_dir().join("release");
         let interlock = ws.interlock_bin(true);
         let loadgen = release.join("loadgen");
-        for bin in [&interlock, &loadgen] {
+        for bin in [
+            &interlock,
+            &loadgen,
+            &release.join("pgconns"),
+            &release.join("eventbench"),
+        ] {
             if !bin.is_file() {
                 bail!("{} is missing after the release build", bin.display());
             }
@@ -74,14 +85,27 @@ impl Rig {
         let cgroup = Cgroup::create(&format!("interlock-bench-{id}"))?;
         let plain = start_echo("127.0.0.2:0")?;
         let target = start_echo("127.0.0.2:0")?;
-        fs::write(dir.path.join("policy.yaml"), policy(target))
+        eprintln!("bench: starting PostgreSQL 15 on {}", pgserver::ADDRESS);
+        let pg = PgServer::start(&dir.path).context("cannot start the bench's PostgreSQL")?;
+        for (file, masking) in [(STANDARD_POLICY, false), (MASKING_POLICY, true)] {
+            let path = dir.path.join(file);
+            fs::write(
+                &path,
+                policy(target, pg.addr(), pg.password_file(), masking),
+            )
             .context("cannot write the bench policy")?;
+            let mut check = Command::new(&interlock);
+            check.args(["policy", "check"]).arg(&path);
+            pgserver::run_quiet(&mut check).context("the bench policy does not validate")?;
+        }
         Ok(Rig {
             interlock,
             loadgen,
             instance: format!("bench-{id}"),
             plain,
             target,
+            pg,
+            runs: std::cell::Cell::new(0),
             cgroup,
             dir,
         })
@@ -97,12 +121,44 @@ impl Rig {
         self.target
     }
 
-    /// `interlock run` for this rig, as it is started for every subject run.
+    /// The bench's PostgreSQL server.
+    pub(crate) fn pg(&self) -> &PgServer {
+        &self.pg
+    }
+
+    /// A release binary of the workspace (a bench helper from `tests/src/bin`).
+    pub(crate) fn helper(&self, name: &str) -> PathBuf {
+        self.loadgen.with_file_name(name)
+    }
+
+    /// A new empty directory in the scratch directory, named after `prefix`.
+    pub(crate) fn fresh_dir(&self, prefix: &str) -> Result<PathBuf> {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let path = self.dir.path.join(format!("{prefix}-{n}"));
+        fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// `program args...`, started inside the bench cgroup.
+    pub(crate) fn in_cgroup(&self, program: &Path, args: &[String]) -> Command {
+        self.cgroup.command(program, args)
+    }
+
+    /// `interlock run` for this rig, as it is started for every subject run (standard policy).
     pub(crate) fn daemon_command(&self) -> Command {
+        self.daemon_command_with(DaemonPolicy::Standard)
+    }
+
+    fn daemon_command_with(&self, policy: DaemonPolicy) -> Command {
+        let file = match policy {
+            DaemonPolicy::Masking => MASKING_POLICY,
+            DaemonPolicy::Standard | DaemonPolicy::NoDaemon => STANDARD_POLICY,
+        };
         let mut cmd = Command::new(&self.interlock);
         cmd.arg("run")
             .arg("--policy")
-            .arg(self.dir.path.join("policy.yaml"))
+            .arg(self.dir.path.join(file))
             .args(["--instance", &self.instance, "--scope", &self.cgroup.scope])
             .arg("--state-dir")
             .arg(self.state_dir())
@@ -113,14 +169,14 @@ impl Rig {
     }
 
     /// Starts the daemon with the cgroup as its scope and waits until it intercepts.
-    pub(crate) fn start_daemon(&self) -> Result<Daemon> {
+    pub(crate) fn start_daemon(&self, policy: DaemonPolicy) -> Result<Daemon> {
         let state = self.state_dir();
         if state.exists() {
             fs::remove_dir_all(&state)
                 .with_context(|| format!("cannot clear {}", state.display()))?;
         }
         Daemon::start(
-            self.daemon_command(),
+            self.daemon_command_with(policy),
             &self.interlock,
             &self.instance,
             &state,
@@ -165,13 +221,30 @@ impl Drop for Rig {
     }
 }
 
-/// A policy whose only target is `target`, relayed as plain tcp.
-fn policy(target: SocketAddr) -> String {
-    format!(
-        "version: 1\ntargets:\n  - name: bench\n    protocol: tcp\n    match:\n      - {{ address: \"{}\", port: {} }}\n",
+const STANDARD_POLICY: &str = "policy.yaml";
+const MASKING_POLICY: &str = "policy-mask.yaml";
+
+/// A policy with two targets: `target`, relayed as plain tcp, and the PostgreSQL server `pg`
+/// (credentials injected from `password_file`, upstream TLS off as on the baseline).
+/// `masking` adds a mask rule with the email detector on every statement to `pg`.
+fn policy(target: SocketAddr, pg: SocketAddr, password_file: &Path, masking: bool) -> String {
+    let mut text = format!(
+        "version: 1\ntargets:\n  - name: bench\n    protocol: tcp\n    match:\n      - {{ address: \"{}\", port: {} }}\n\
+         \x20 - name: bench-pg\n    protocol: postgres\n    match:\n      - {{ address: \"{}\", port: {} }}\n\
+         \x20   upstream:\n      user: {}\n      password: {{ file: \"{}\" }}\n      tls: disable\n",
         target.ip(),
-        target.port()
-    )
+        target.port(),
+        pg.ip(),
+        pg.port(),
+        pgserver::ROLE,
+        password_file.display(),
+    );
+    if masking {
+        text.push_str(
+            "rules:\n  - name: bench-mask\n    match: { target: [bench-pg] }\n    action: mask\n    mask: { detectors: [email] }\n",
+        );
+    }
+    text
 }
 
 /// A directory removed with everything in it on drop.
@@ -299,10 +372,27 @@ mod tests {
     }
 
     #[test]
-    fn policy_targets_the_given_endpoint() {
-        let p = policy("127.0.0.2:4567".parse().unwrap());
+    fn policy_targets_the_given_endpoints() {
+        let p = policy(
+            "127.0.0.2:4567".parse().unwrap(),
+            "127.0.0.5:5433".parse().unwrap(),
+            Path::new("/tmp/pw"),
+            false,
+        );
         assert!(p.contains("protocol: tcp"));
         assert!(p.contains("{ address: \"127.0.0.2\", port: 4567 }"));
+        assert!(p.contains("  - name: bench-pg\n    protocol: postgres\n"));
+        assert!(p.contains("{ address: \"127.0.0.5\", port: 5433 }"));
+        assert!(p.contains("password: { file: \"/tmp/pw\" }"));
+        assert!(!p.contains("rules:"));
+        let m = policy(
+            "127.0.0.2:4567".parse().unwrap(),
+            "127.0.0.5:5433".parse().unwrap(),
+            Path::new("/tmp/pw"),
+            true,
+        );
+        assert!(m.contains("action: mask"));
+        assert!(m.contains("detectors: [email]"));
     }
 
     #[test]

@@ -8,6 +8,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::daemon::Daemon;
+use super::events::EventPath;
+use super::memory::IdleConnections;
+use super::pg::{PgBench, PgRows};
 use super::rig::{LoadgenResult, Rig};
 
 /// Which side of the comparison a run is.
@@ -66,9 +69,30 @@ pub(crate) trait Scenario {
     fn params(&self) -> Value;
     /// The metrics each [`Measurement`] carries.
     fn metrics(&self) -> &'static [Metric];
-    /// One run; `daemon` is `Some` for the subject. Fails when the set-up is wrong (every
+    /// Which policy the subject's daemon runs with, or whether it runs at all.
+    fn policy(&self) -> DaemonPolicy {
+        DaemonPolicy::Standard
+    }
+    /// One run; `daemon` is `Some` for the subject (unless [`Scenario::policy`] is
+    /// [`DaemonPolicy::NoDaemon`]). Fails when the set-up is wrong (every
     /// operation failed, or the subject was (not) intercepted against expectations).
     fn measure(&self, rig: &Rig, daemon: Option<&Daemon>) -> Result<Measurement>;
+    /// One run of a [`DaemonPolicy::NoDaemon`] scenario, which measures each side itself.
+    fn measure_side(&self, rig: &Rig, variant: Variant) -> Result<Measurement> {
+        let _ = (rig, variant);
+        bail!("{} needs the daemon", self.name())
+    }
+}
+
+/// What the subject side of a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DaemonPolicy {
+    /// The daemon with the rig's policy (echo target, PostgreSQL target).
+    Standard,
+    /// The same plus a `mask` rule (email detector) on the PostgreSQL target.
+    Masking,
+    /// No daemon: the scenario compares two code paths itself (library benchmarks).
+    NoDaemon,
 }
 
 /// Workload sizes.
@@ -76,6 +100,16 @@ pub(crate) trait Scenario {
 pub(crate) struct Sizes {
     pub(crate) connects: u64,
     pub(crate) spawns: u64,
+    /// pgbench transactions per client.
+    pub(crate) pg_transactions: u64,
+    /// pgbench -C connections.
+    pub(crate) pg_connections: u64,
+    /// Rows of the large result set.
+    pub(crate) pg_rows: u64,
+    /// Idle proxied connections held open.
+    pub(crate) idle_connections: u64,
+    /// Events emitted through the audit log and the webhook path.
+    pub(crate) events: u64,
 }
 
 /// Every scenario, in the order they run.
@@ -92,10 +126,67 @@ pub(crate) fn all(sizes: Sizes) -> Vec<Box<dyn Scenario>> {
         Box::new(Spawn {
             count: sizes.spawns,
         }),
+        Box::new(PgBench {
+            name: "pg-select-1",
+            title: "pgbench select-only, 1 client (subject: through the PostgreSQL proxy, recording on)",
+            clients: 1,
+            threads: 1,
+            transactions: sizes.pg_transactions,
+            reconnect: false,
+            masking: false,
+        }),
+        Box::new(PgBench {
+            name: "pg-select-8",
+            title: "pgbench select-only, 8 clients, 2 threads (subject: proxied, recording on)",
+            clients: 8,
+            threads: 2,
+            transactions: sizes.pg_transactions,
+            reconnect: false,
+            masking: false,
+        }),
+        Box::new(PgBench {
+            name: "pg-select-8-mask",
+            title: "pgbench select-only, 8 clients, the subject's policy adds a mask rule (email \
+                    detector); the selected column is an integer, so this is the per-statement \
+                    cost of a mask rule, not of scanning",
+            clients: 8,
+            threads: 2,
+            transactions: sizes.pg_transactions,
+            reconnect: false,
+            masking: true,
+        }),
+        Box::new(PgRows {
+            rows: sizes.pg_rows,
+            masking: false,
+        }),
+        Box::new(PgRows {
+            rows: sizes.pg_rows,
+            masking: true,
+        }),
+        Box::new(PgBench {
+            name: "pg-connect",
+            title: "pgbench -C select-only, 1 client: a new connection (startup, SCRAM, one SELECT, close) per transaction",
+            clients: 1,
+            threads: 1,
+            transactions: sizes.pg_connections,
+            reconnect: true,
+            masking: false,
+        }),
+        Box::new(IdleConnections {
+            count: sizes.idle_connections,
+        }),
+        Box::new(EventPath {
+            delivery: false,
+            count: sizes.events,
+        }),
+        Box::new(EventPath {
+            delivery: true,
+            count: sizes.events,
+        }),
     ]
 }
 
-const fn metric(
+pub(crate) const fn metric(
     key: &'static str,
     label: &'static str,
     unit: &'static str,
@@ -301,10 +392,16 @@ mod tests {
         let all = all(Sizes {
             connects: 10,
             spawns: 5,
+            pg_transactions: 10,
+            pg_connections: 10,
+            pg_rows: 10,
+            idle_connections: 10,
+            events: 10,
         });
         let mut names: Vec<_> = all.iter().map(|s| s.name()).collect();
+        names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 3);
+        assert_eq!(names.len(), 12);
         assert!(all.iter().all(|s| !s.metrics().is_empty()));
     }
 

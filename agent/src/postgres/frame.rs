@@ -1,0 +1,301 @@
+//! Framing: splits a byte stream into PostgreSQL messages, checking each
+//! declared length against the protocol minimum and a configured maximum
+//! before buffering the body. Typing lives in `message/`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::error::ProtocolError;
+
+/// Default cap on one message (PostgreSQL's own limit for most messages is 1 GB).
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// One whole message: its type byte (0 for startup-phase messages, which have
+/// none) and its original bytes, type byte and length included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    tag: u8,
+    raw: Bytes,
+}
+
+impl Frame {
+    /// The type byte; 0 for untagged startup-phase messages.
+    pub fn tag(&self) -> u8 {
+        self.tag
+    }
+
+    /// The message exactly as it was on the wire.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The body after the type byte and length.
+    pub fn body(&self) -> Bytes {
+        let skip = if self.tag == 0 { 4 } else { 5 };
+        self.raw.slice(skip.min(self.raw.len())..)
+    }
+
+    /// A frame from already-encoded bytes (used by builders and tests).
+    pub fn from_raw(tag: u8, raw: Bytes) -> Frame {
+        Frame { tag, raw }
+    }
+}
+
+/// Builds one message, writing the length prefix itself.
+pub struct Payload {
+    buf: BytesMut,
+    tag: u8,
+}
+
+impl Payload {
+    /// A tagged message (`tag` != 0) or an untagged startup message (`tag` == 0).
+    pub fn new(tag: u8) -> Payload {
+        let mut buf = BytesMut::with_capacity(64);
+        if tag != 0 {
+            buf.put_u8(tag);
+        }
+        buf.put_u32(0);
+        Payload { buf, tag }
+    }
+
+    pub fn u8(mut self, v: u8) -> Payload {
+        self.buf.put_u8(v);
+        self
+    }
+    pub fn i16(mut self, v: i16) -> Payload {
+        self.buf.put_i16(v);
+        self
+    }
+    pub fn i32(mut self, v: i32) -> Payload {
+        self.buf.put_i32(v);
+        self
+    }
+    pub fn u32(mut self, v: u32) -> Payload {
+        self.buf.put_u32(v);
+        self
+    }
+    pub fn bytes(mut self, v: &[u8]) -> Payload {
+        self.buf.put_slice(v);
+        self
+    }
+    /// A NUL-terminated string.
+    pub fn cstr(mut self, v: &str) -> Payload {
+        self.buf.put_slice(v.as_bytes());
+        self.buf.put_u8(0);
+        self
+    }
+
+    /// The finished message. Lengths beyond u32 are impossible for our own
+    /// messages (they are far below the frame cap); they saturate.
+    pub fn finish(mut self) -> Frame {
+        let start = usize::from(self.tag != 0);
+        let len = u32::try_from(self.buf.len().saturating_sub(start)).unwrap_or(u32::MAX);
+        if let Some(slot) = self.buf.get_mut(start..start + 4) {
+            slot.copy_from_slice(&len.to_be_bytes());
+        }
+        Frame {
+            tag: self.tag,
+            raw: self.buf.freeze(),
+        }
+    }
+}
+
+/// Printable name of a type byte for error messages.
+pub fn tag_name(tag: u8) -> String {
+    if tag.is_ascii_graphic() {
+        format!("'{}'", char::from(tag))
+    } else {
+        format!("0x{tag:02x}")
+    }
+}
+
+/// A read half with its buffer. Cancel-safe: partial input stays buffered.
+pub struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    max: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Reads from `io`, refusing messages longer than `max` bytes.
+    pub fn new(io: R, max: usize) -> FrameReader<R> {
+        FrameReader {
+            io,
+            buf: BytesMut::with_capacity(8192),
+            max,
+        }
+    }
+
+    /// Bytes read but not yet returned as frames (used after a TLS switch check).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next tagged message; `Ok(None)` on clean EOF between messages.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        self.read(true).await
+    }
+
+    /// The next untagged startup-phase message; `Ok(None)` on clean EOF.
+    pub async fn read_startup(&mut self) -> Result<Option<Frame>, ReadError> {
+        self.read(false).await
+    }
+
+    async fn read(&mut self, tagged: bool) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if let Some(frame) = split_frame(&mut self.buf, tagged, self.max)? {
+                return Ok(Some(frame));
+            }
+            let n = self.io.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(ReadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed in the middle of a message",
+                )));
+            }
+        }
+    }
+}
+
+/// Reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+/// Takes one whole message off the front of `buf` if it is complete.
+/// Checks the declared length before waiting for (or reserving) the body.
+pub fn split_frame(
+    buf: &mut BytesMut,
+    tagged: bool,
+    max: usize,
+) -> Result<Option<Frame>, ProtocolError> {
+    let head = if tagged { 5 } else { 4 };
+    let Some(header) = buf.get(..head) else {
+        return Ok(None);
+    };
+    let (tag, len_bytes) = if tagged {
+        (header.first().copied().unwrap_or(0), header.get(1..5))
+    } else {
+        (0, header.get(0..4))
+    };
+    let len = len_bytes
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(0);
+    let name = if tagged {
+        tag_name(tag)
+    } else {
+        "startup packet".to_string()
+    };
+    let min: u32 = if tagged { 4 } else { 8 };
+    if len < min {
+        return Err(ProtocolError::TooShort {
+            tag: name,
+            len,
+            min,
+        });
+    }
+    let total = usize::try_from(len)
+        .unwrap_or(usize::MAX)
+        .saturating_add(head - 4);
+    if total.saturating_sub(head - 4) > max {
+        return Err(ProtocolError::TooLong {
+            tag: name,
+            len,
+            max,
+        });
+    }
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let raw = buf.split_to(total).freeze();
+    Ok(Some(Frame { tag, raw }))
+}
+
+/// Writes whole frames to a write half.
+pub struct FrameWriter<W> {
+    io: W,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(io: W) -> FrameWriter<W> {
+        FrameWriter { io }
+    }
+
+    /// Writes `frame` and flushes.
+    pub async fn send(&mut self, frame: &Frame) -> std::io::Result<()> {
+        self.io.write_all(frame.raw()).await?;
+        self.io.flush().await
+    }
+
+    /// Writes raw bytes (e.g. the single-byte SSLRequest answer) and flushes.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
+    }
+
+    /// Shuts the write side down (best effort).
+    pub async fn shutdown(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_through_split() {
+        let f = Payload::new(b'Q').cstr("select 1").finish();
+        let mut buf = BytesMut::from(&f.raw()[..]);
+        buf.extend_from_slice(b"Q\0\0");
+        let got = split_frame(&mut buf, true, 1024).unwrap().unwrap();
+        assert_eq!(got, f);
+        assert_eq!(&got.body()[..], b"select 1\0");
+        // the partial second message stays buffered
+        assert_eq!(split_frame(&mut buf, true, 1024).unwrap(), None);
+        assert_eq!(buf.len(), 3);
+    }
+
+    #[test]
+    fn startup_frames_have_no_tag() {
+        let f = Payload::new(0).i32(80877103).finish();
+        assert_eq!(&f.raw()[..], &[0, 0, 0, 8, 4, 210, 22, 47]);
+        let mut buf = BytesMut::from(&f.raw()[..]);
+        assert_eq!(split_frame(&mut buf, false, 1024).unwrap().unwrap(), f);
+    }
+
+    #[test]
+    fn lengths_are_checked_before_buffering() {
+        let mut short = BytesMut::from(&b"Q\0\0\0\x03"[..]);
+        assert!(matches!(
+            split_frame(&mut short, true, 1024),
+            Err(ProtocolError::TooShort { len: 3, .. })
+        ));
+        let mut long = BytesMut::from(&b"Q\x7f\0\0\0"[..]);
+        let err = split_frame(&mut long, true, 1024).unwrap_err();
+        assert!(matches!(err, ProtocolError::TooLong { .. }));
+        assert!(err.to_string().contains("above the limit of 1024"));
+        let mut startup = BytesMut::from(&b"\0\0\0\x04"[..]);
+        assert!(split_frame(&mut startup, false, 1024).is_err());
+    }
+
+    #[tokio::test]
+    async fn reader_handles_eof() {
+        let data: &[u8] = b"S\0\0\0\x04";
+        let mut r = FrameReader::new(data, 1024);
+        assert_eq!(r.read_frame().await.unwrap().unwrap().tag(), b'S');
+        assert!(r.read_frame().await.unwrap().is_none());
+        let cut: &[u8] = b"S\0\0";
+        let mut r = FrameReader::new(cut, 1024);
+        assert!(matches!(r.read_frame().await, Err(ReadError::Io(_))));
+    }
+}

@@ -1,0 +1,14 @@
+//! Typed PostgreSQL messages. Each decodes from a [`Frame`](super::frame::Frame)
+//! and encodes back to one; the session relays original frames untouched and
+//! only decodes what it inspects.
+
+mod backend;
+mod cursor;
+mod frontend;
+mod row;
+mod startup;
+
+pub use backend::{AuthRequest, BackendMessage, ErrorFields};
+pub use frontend::FrontendMessage;
+pub use row::RowField;
+pub use startup::{CANCEL_CODE, GSSENC_CODE, SSL_CODE, StartupPacket};

@@ -1,0 +1,25 @@
+//! PostgreSQL: wire codec, startup/auth, session state machine, classifier.
+//! The public face is [`serve`] (one proxied client connection), its
+//! configuration [`PgTarget`] and the daemon-wide [`CancelRegistry`].
+
+mod auth;
+mod cancel;
+mod catalog;
+pub mod classify;
+mod decide;
+mod error;
+pub mod frame;
+mod legs;
+mod mask;
+pub mod message;
+mod pending;
+mod relay;
+mod session;
+mod startup;
+mod target;
+mod tls;
+
+pub use cancel::CancelRegistry;
+pub use error::{PgError, ProtocolError};
+pub use session::serve;
+pub use target::{PgCredentials, PgTarget, Secret, UpstreamTls};

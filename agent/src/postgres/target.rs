@@ -1,0 +1,96 @@
+//! What one proxied PostgreSQL target looks like to a session: where the
+//! server is, which credentials to inject and how to protect the upstream leg.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use super::frame::DEFAULT_MAX_FRAME;
+
+/// A secret value whose `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that sends it (upstream auth).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Credentials interlock injects upstream (already resolved by the caller).
+#[derive(Clone, Debug)]
+pub struct PgCredentials {
+    /// The upstream role; `None` keeps the client's user name.
+    pub user: Option<String>,
+    pub password: Secret,
+}
+
+/// How the upstream leg uses TLS (libpq's sslmode names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamTls {
+    /// Plain TCP.
+    Disable,
+    /// TLS if the server offers it (no certificate check), else plain.
+    Prefer,
+    /// TLS or fail, without certificate verification (as libpq's `require`).
+    Require,
+    /// TLS, the chain verified against `ca_file` (PEM) and the certificate
+    /// matching [`PgTarget::server_name`].
+    VerifyFull { ca_file: PathBuf },
+}
+
+/// One PostgreSQL target as a session needs it.
+#[derive(Clone, Debug)]
+pub struct PgTarget {
+    /// The real server.
+    pub upstream: SocketAddr,
+    /// The server's host name (TLS SNI and verify-full).
+    pub server_name: String,
+    /// Injected credentials; `None` relays the client's own authentication.
+    pub credentials: Option<PgCredentials>,
+    /// Database to connect to instead of the client's choice.
+    pub database: Option<String>,
+    pub tls: UpstreamTls,
+    /// Largest message accepted from either side, in bytes.
+    pub max_frame: usize,
+}
+
+impl PgTarget {
+    /// A target at `upstream` with passthrough auth, plain TCP and the default frame cap.
+    pub fn new(upstream: SocketAddr) -> PgTarget {
+        PgTarget {
+            upstream,
+            server_name: upstream.ip().to_string(),
+            credentials: None,
+            database: None,
+            tls: UpstreamTls::Disable,
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = PgCredentials {
+            user: Some("app".into()),
+            password: Secret::new("hunter2"),
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("***"));
+    }
+}

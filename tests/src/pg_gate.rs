@@ -1,0 +1,221 @@
+//! A test [`Gate`]: allows everything except configured statement classes,
+//! which it blocks or holds (the test resolves each hold), and keeps every
+//! request and record. Plus an in-process proxy that runs
+//! `interlock::postgres::serve` per accepted connection.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use interlock::{
+    gate::{
+        BoxFuture, Gate, Held, HoldOutcome, MaskRule, Record, Request, StatementClass, Verdict,
+    },
+    postgres::{CancelRegistry, PgTarget, serve},
+};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, oneshot},
+};
+
+/// Rule names the gate uses.
+pub const BLOCK_RULE: &str = "test-block";
+pub const HOLD_RULE: &str = "test-hold";
+
+#[derive(Default)]
+pub struct TestGate {
+    block: Vec<StatementClass>,
+    hold: Vec<StatementClass>,
+    block_session: bool,
+    mask: Vec<MaskRule>,
+    requests: Mutex<Vec<Request>>,
+    records: Mutex<Vec<Record>>,
+    holds: Mutex<VecDeque<(String, oneshot::Sender<HoldOutcome>)>>,
+    hold_added: Notify,
+    withdrawn: Arc<AtomicUsize>,
+    seq: AtomicUsize,
+}
+
+impl TestGate {
+    /// Blocks statements with any class in `block`, holds those in `hold`.
+    pub fn new(block: &[StatementClass], hold: &[StatementClass]) -> Arc<TestGate> {
+        Arc::new(TestGate {
+            block: block.to_vec(),
+            hold: hold.to_vec(),
+            ..TestGate::default()
+        })
+    }
+
+    /// Allows everything, masking results with `rules`.
+    pub fn masking(rules: Vec<MaskRule>) -> Arc<TestGate> {
+        Arc::new(TestGate {
+            mask: rules,
+            ..TestGate::default()
+        })
+    }
+
+    /// Blocks every session.
+    pub fn blocking_sessions() -> Arc<TestGate> {
+        Arc::new(TestGate {
+            block_session: true,
+            ..TestGate::default()
+        })
+    }
+
+    /// Waits for the next held statement: its approval id and the sender
+    /// that decides it.
+    pub async fn next_hold(&self) -> (String, oneshot::Sender<HoldOutcome>) {
+        loop {
+            if let Some(h) = self.holds.lock().unwrap().pop_front() {
+                return h;
+            }
+            self.hold_added.notified().await;
+        }
+    }
+
+    /// Holds dropped without an outcome (client cancelled or left).
+    pub fn withdrawn(&self) -> usize {
+        self.withdrawn.load(Ordering::SeqCst)
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.records.lock().unwrap().clone()
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Recorded statements as (text, rows, error).
+    pub fn statements(&self) -> Vec<(String, Option<u64>, Option<String>)> {
+        self.records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Statement {
+                    text, rows, error, ..
+                } => Some((text, rows, error)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Recorded protocol errors as (side, message).
+    pub fn protocol_errors(&self) -> Vec<String> {
+        self.records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::ProtocolError { side, message } => Some(format!("{side:?}: {message}")),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Gate for TestGate {
+    fn decide<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Verdict> {
+        self.requests.lock().unwrap().push(request.clone());
+        let verdict = match request {
+            Request::Session if self.block_session => Verdict::Block {
+                rule: BLOCK_RULE.into(),
+                message: "no sessions today".into(),
+            },
+            Request::Statement { classes, .. }
+                if classes.iter().any(|c| self.block.contains(c)) =>
+            {
+                Verdict::Block {
+                    rule: BLOCK_RULE.into(),
+                    message: "not allowed in tests".into(),
+                }
+            }
+            Request::Statement { classes, .. } if classes.iter().any(|c| self.hold.contains(c)) => {
+                let id = format!("ap-{}", self.seq.fetch_add(1, Ordering::SeqCst));
+                let (tx, rx) = oneshot::channel();
+                let withdrawn = self.withdrawn.clone();
+                let held = Held::new(
+                    id.clone(),
+                    HOLD_RULE.into(),
+                    SystemTime::now() + Duration::from_secs(3600),
+                    format!("run `interlock approvals approve {id}`"),
+                    rx,
+                    Box::new(move || {
+                        withdrawn.fetch_add(1, Ordering::SeqCst);
+                    }),
+                );
+                self.holds.lock().unwrap().push_back((id, tx));
+                self.hold_added.notify_one();
+                Verdict::Hold(held)
+            }
+            Request::Statement { .. } => Verdict::Allow {
+                rule: None,
+                mask: self.mask.clone(),
+            },
+            _ => Verdict::Allow {
+                rule: None,
+                mask: vec![],
+            },
+        };
+        Box::pin(async move { verdict })
+    }
+
+    fn record(&self, record: Record) -> BoxFuture<'_, ()> {
+        self.records.lock().unwrap().push(record);
+        Box::pin(async {})
+    }
+}
+
+/// An in-process proxy on 127.0.0.1:0 in front of `target`.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub cancels: CancelRegistry,
+    /// Each ended session's result (`Ok` or the error's text).
+    pub ended: Arc<Mutex<Vec<Result<(), String>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: PgTarget, gate: Arc<TestGate>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancels = CancelRegistry::new();
+        let ended = Arc::new(Mutex::new(Vec::new()));
+        let (c, e) = (cancels.clone(), ended.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (target, gate, cancels, ended) =
+                    (target.clone(), gate.clone(), c.clone(), e.clone());
+                tokio::spawn(async move {
+                    let r = serve(sock, target, gate as Arc<dyn Gate>, cancels).await;
+                    ended.lock().unwrap().push(r.map_err(|e| e.to_string()));
+                });
+            }
+        });
+        Proxy {
+            addr,
+            cancels,
+            ended,
+            task,
+        }
+    }
+
+    /// A libpq connection string for the proxy.
+    pub fn conninfo(&self, user: &str, password: &str) -> String {
+        format!(
+            "host={} port={} user={user} password={password} dbname={}",
+            self.addr.ip(),
+            self.addr.port(),
+            crate::postgres::DATABASE
+        )
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,83 @@
+//! A raw PostgreSQL wire client for protocol-abuse tests: what real client
+//! libraries cannot be made to send.
+
+use std::net::SocketAddr;
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// A StartupMessage for protocol 3.`minor` as [`ROLE`](crate::postgres::ROLE).
+pub fn startup(minor: i32) -> Vec<u8> {
+    let mut body = ((3 << 16) | minor).to_be_bytes().to_vec();
+    for (k, v) in [
+        ("user", crate::postgres::ROLE),
+        ("database", crate::postgres::DATABASE),
+    ] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    m.extend(body);
+    m
+}
+
+/// Sends one tagged message.
+pub async fn send(s: &mut TcpStream, tag: u8, body: &[u8]) {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    s.write_all(&m).await.unwrap();
+}
+
+/// Reads one tagged message; `None` at EOF.
+pub async fn recv(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let tag = s.read_u8().await.ok()?;
+    let len = s.read_u32().await.ok()? as usize;
+    let mut body = vec![0; len - 4];
+    s.read_exact(&mut body).await.ok()?;
+    Some((tag, body))
+}
+
+/// Reads messages up to ReadyForQuery, returning them all.
+pub async fn until_ready(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+    let mut all = Vec::new();
+    while let Some(m) = recv(s).await {
+        let done = m.0 == b'Z';
+        all.push(m);
+        if done {
+            break;
+        }
+    }
+    all
+}
+
+/// Connects, starts up with protocol 3.`minor` and reads to ReadyForQuery.
+pub async fn connect(addr: SocketAddr, minor: i32) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&startup(minor)).await.unwrap();
+    let msgs = until_ready(&mut s).await;
+    assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'), "{msgs:?}");
+    s
+}
+
+/// An ErrorResponse body's fields as (code, value).
+pub fn fields(body: &[u8]) -> Vec<(u8, String)> {
+    body.split(|b| *b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| (f[0], String::from_utf8_lossy(&f[1..]).into_owned()))
+        .collect()
+}
+
+/// The value of field `code` in an ErrorResponse body.
+pub fn field(body: &[u8], code: u8) -> String {
+    fields(body)
+        .into_iter()
+        .find(|f| f.0 == code)
+        .map(|f| f.1)
+        .unwrap_or_default()
+}

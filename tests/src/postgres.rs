@@ -1,0 +1,260 @@
+//! A real PostgreSQL 15 server for the protocol tests: initdb into a temp
+//! dir as the `postgres` OS user, SCRAM required on TCP, a password role
+//! and a database, stopped (fast shutdown) and removed on drop.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    os::unix::{fs::chown, process::CommandExt},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The role tests log in as, and its password.
+pub const ROLE: &str = "app";
+pub const PASSWORD: &str = "s3cret-app";
+/// The database owned by [`ROLE`].
+pub const DATABASE: &str = "appdb";
+
+/// A running server on `addr` (TCP) and a Unix socket in `dir`.
+pub struct PgServer {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+fn postgres_ids() -> Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with("postgres:"))
+        .context("no postgres user (apt-get install postgresql)")?;
+    let f: Vec<&str> = line.split(':').collect();
+    Ok((f[2].parse()?, f[3].parse()?))
+}
+
+impl PgServer {
+    /// Starts a server listening on `addr_ip` (a loopback address) and a free port.
+    pub fn start(addr_ip: &str) -> Result<PgServer> {
+        PgServer::start_with(addr_ip, false)
+    }
+
+    /// Like [`PgServer::start`], with TLS on: a certificate for [`TLS_NAME`]
+    /// signed by a fresh CA whose certificate is [`PgServer::ca_file`].
+    pub fn start_tls(addr_ip: &str) -> Result<PgServer> {
+        PgServer::start_with(addr_ip, true)
+    }
+
+    /// The CA certificate (PEM) of a TLS server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("data/ca.crt")
+    }
+
+    fn start_with(addr_ip: &str, tls: bool) -> Result<PgServer> {
+        let (uid, gid) = postgres_ids()?;
+        let dir = std::env::temp_dir().join(crate::unique("interlock-pg"));
+        std::fs::create_dir_all(&dir)?;
+        chown(&dir, Some(uid), Some(gid))?;
+        let data = dir.join("data");
+        let out = Command::new(format!("{BIN}/initdb"))
+            .args([
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-U",
+                "postgres",
+                "--no-sync",
+            ])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .uid(uid)
+            .gid(gid)
+            .current_dir(&dir)
+            .output()?;
+        if !out.status.success() {
+            bail!("initdb: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.0/8 scram-sha-256\n",
+        )?;
+        let mut ssl_args: Vec<String> = vec![];
+        if tls {
+            make_certs(&data, uid, gid)?;
+            ssl_args = [
+                "ssl=on",
+                "ssl_cert_file=server.crt",
+                "ssl_key_file=server.key",
+            ]
+            .iter()
+            .flat_map(|a| ["-c".to_string(), a.to_string()])
+            .collect();
+        }
+        let port = TcpListener::bind((addr_ip, 0))?.local_addr()?.port();
+        let log = std::fs::File::create(dir.join("server.log"))?;
+        chown(dir.join("server.log"), Some(uid), Some(gid))?;
+        let child = Command::new(format!("{BIN}/postgres"))
+            .args(["-D", data.to_str().unwrap_or_default()])
+            .args([
+                "-k",
+                dir.to_str().unwrap_or_default(),
+                "-h",
+                addr_ip,
+                "-p",
+                &port.to_string(),
+            ])
+            .args(["-c", "password_encryption=scram-sha-256", "-c", "fsync=off"])
+            .args(["-c", "max_connections=40"])
+            .args(&ssl_args)
+            .uid(uid)
+            .gid(gid)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let server = PgServer {
+            addr: format!("{addr_ip}:{port}").parse()?,
+            dir,
+            child,
+        };
+        server.wait_ready()?;
+        server.admin(&format!("create role {ROLE} login password '{PASSWORD}'"))?;
+        server.admin(&format!("create database {DATABASE} owner {ROLE}"))?;
+        Ok(server)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        for _ in 0..300 {
+            let ok = Command::new("pg_isready")
+                .args(["-q", "-h", self.dir.to_str().unwrap_or_default()])
+                .args(["-p", &self.addr.port().to_string()])
+                .status()?
+                .success();
+            if ok {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("postgres did not start: {}", self.log())
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs `sql` as the superuser over the Unix socket (bypassing the proxy);
+    /// fails on any error.
+    pub fn admin(&self, sql: &str) -> Result<String> {
+        self.psql_socket(DATABASE_ADMIN, sql)
+    }
+
+    /// Runs `sql` in [`DATABASE`] as the superuser over the Unix socket; returns
+    /// unaligned tuples-only output.
+    pub fn query(&self, sql: &str) -> Result<String> {
+        self.psql_socket(DATABASE, sql)
+    }
+
+    fn psql_socket(&self, db: &str, sql: &str) -> Result<String> {
+        let out: Output = Command::new("psql")
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-U", "postgres"])
+            .args(["-h", self.dir.to_str().unwrap_or_default()])
+            .args(["-p", &self.addr.port().to_string(), "-d", db, "-c", sql])
+            .output()?;
+        if !out.status.success() {
+            bail!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+const DATABASE_ADMIN: &str = "postgres";
+
+/// The host name in a TLS server's certificate.
+pub const TLS_NAME: &str = "pg.interlock.test";
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    if !out.status.success() {
+        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A CA and a server certificate for [`TLS_NAME`] in `data`.
+fn make_certs(data: &std::path::Path, uid: u32, gid: u32) -> Result<()> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=interlock test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(data, &ca)?;
+    let mut csr = vec!["req", "-subj", "/CN=pg"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(data, &csr)?;
+    std::fs::write(
+        data.join("server.ext"),
+        format!(
+            "subjectAltName=DNS:{TLS_NAME}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )?;
+    openssl(
+        data,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    )?;
+    for f in ["server.key", "server.crt", "ca.crt"] {
+        chown(data.join(f), Some(uid), Some(gid))?;
+    }
+    std::fs::set_permissions(
+        data.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    Ok(())
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // SIGINT: fast shutdown (backends end, no checkpoint wait).
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let _ = self.child.wait();
+        if std::env::var_os("INTERLOCK_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
