@@ -39,6 +39,8 @@ struct Inner {
     recordings: std::path::PathBuf,
     /// Signs the host certificates the SSH proxy presents.
     ssh_ca: Arc<crate::ssh::SshCa>,
+    /// interlock-issued PostgreSQL cancel keys -> the upstream's, shared by all sessions.
+    pg_cancels: crate::postgres::CancelRegistry,
     // Both locks guard short synchronous sections (a map syscall, a table
     // lookup) and are never held across an .await or together.
     maps: Mutex<KernelMaps>,
@@ -72,6 +74,7 @@ impl AppContext {
                 sessions_total: AtomicU64::new(0),
                 recordings,
                 ssh_ca: Arc::new(ssh_ca),
+                pg_cancels: crate::postgres::CancelRegistry::default(),
                 maps: Mutex::new(maps),
                 processes: Arc::new(Mutex::new(processes)),
                 lineage: Arc::new(lineage),
@@ -107,6 +110,11 @@ impl AppContext {
     /// Where session transcripts go.
     pub fn recordings(&self) -> &std::path::Path {
         &self.inner.recordings
+    }
+
+    /// PostgreSQL cancel keys of live sessions.
+    pub fn pg_cancels(&self) -> &crate::postgres::CancelRegistry {
+        &self.inner.pg_cancels
     }
 
     /// The SSH certificate authority.

@@ -24,8 +24,11 @@ mod tcp;
 
 pub use daemon::{DaemonOptions, FailureMode, run};
 
-/// Statement classes of `sql` for `policy explain`. The PostgreSQL module
-/// owns classification; until it is built in, explain relies on `--class`.
-pub(crate) fn classify_sql(_sql: &str) -> Vec<policy::StatementClass> {
-    Vec::new()
+/// Statement classes of `sql` (every statement of it), as the PostgreSQL
+/// proxy classifies them, for `policy explain`.
+pub(crate) fn classify_sql(sql: &str) -> Vec<policy::StatementClass> {
+    postgres::classify::classify(sql)
+        .into_iter()
+        .flat_map(|c| c.classes)
+        .collect()
 }

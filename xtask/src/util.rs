@@ -49,6 +49,11 @@ impl Workspace {
     pub(crate) fn cargo(&self) -> Command {
         let mut cmd = Command::new("cargo");
         cmd.current_dir(&self.root);
+        // pg_query (the PostgreSQL grammar) generates bindings with libclang;
+        // point it at the LLVM 22 that set-up installs unless told otherwise.
+        if std::env::var_os("LIBCLANG_PATH").is_none() {
+            cmd.env("LIBCLANG_PATH", "/usr/lib/llvm-22/lib");
+        }
         cmd
     }
 }

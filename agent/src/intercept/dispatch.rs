@@ -17,15 +17,6 @@ use crate::{
     postgres, ssh,
 };
 
-/// One cancel registry for every PostgreSQL session of the process (TEMP glue: the
-/// lead's version keeps it in `AppContext`).
-fn pg_cancels() -> postgres::CancelRegistry {
-    static CANCELS: std::sync::OnceLock<postgres::CancelRegistry> = std::sync::OnceLock::new();
-    CANCELS
-        .get_or_init(postgres::CancelRegistry::default)
-        .clone()
-}
-
 /// Runs a PostgreSQL session for `gate`'s identity.
 pub(super) async fn pg_session(
     ctx: AppContext,
@@ -53,7 +44,7 @@ pub(super) async fn pg_session(
     let gate = Arc::new(gate);
     let dyn_gate: Arc<dyn Gate> = gate.clone();
     let result = tokio::select! {
-        r = postgres::serve(client, cfg, dyn_gate, pg_cancels()) => r.map_err(|e| e.to_string()),
+        r = postgres::serve(client, cfg, dyn_gate, ctx.pg_cancels().clone()) => r.map_err(|e| e.to_string()),
         _ = ctx.force_close().cancelled() => Err("drained".to_string()),
     };
     let (outcome, error) = match (gate.refused(), result) {
@@ -90,8 +81,16 @@ fn pg_target(gate: &DaemonGate, target: &Target) -> Result<postgres::PgTarget, S
         (TlsMode::VerifyFull, Some(ca)) => postgres::UpstreamTls::VerifyFull {
             ca_file: ca.clone(),
         },
-        (TlsMode::VerifyFull, None) => postgres::UpstreamTls::Require,
+        // Refused at policy load; never silently weakened to `require`.
+        (TlsMode::VerifyFull, None) => return Err(SetupError::NoCaFile(name())),
     };
+    // verify-full checks the name the job asked for: the target's host name.
+    if let Some(host) = target.endpoints.iter().find_map(|e| match &e.address {
+        AddressMatch::Host(h) => Some(h.clone()),
+        _ => None,
+    }) {
+        cfg.server_name = host;
+    }
     Ok(cfg)
 }
 
@@ -106,6 +105,8 @@ enum SetupError {
     },
     #[error("target `{0}`: the upstream password is not valid UTF-8")]
     PasswordEncoding(String),
+    #[error("target `{0}`: tls verify-full needs `upstream.ca_file`")]
+    NoCaFile(String),
     #[error("target `{0}`: no upstream credential configured")]
     NoCredential(String),
     #[error("target `{0}`: no upstream host key check configured")]

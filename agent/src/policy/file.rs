@@ -190,6 +190,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                 ),
             ));
         }
+        if let Some(up) = &t.upstream
+            && up.tls == super::TlsMode::VerifyFull
+            && up.ca_file.is_none()
+        {
+            return Err(invalid_at(
+                &t.name,
+                format!(
+                    "target `{}`: tls verify-full needs `upstream.ca_file`",
+                    t.name
+                ),
+            ));
+        }
         if t.protocol == Protocol::Ssh {
             let up = t.upstream.as_ref();
             if up.is_none_or(|u| u.key.is_none() && u.password.is_none()) {

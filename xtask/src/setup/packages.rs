@@ -19,6 +19,8 @@ pub(crate) const PACKAGES: &[&str] = &[
     "openssh-server",
     "openssh-client",
     "rsync",
+    // The PostgreSQL TLS tests make their certificates with it.
+    "openssl",
     "bpftool",
     "iproute2",
     "procps",
