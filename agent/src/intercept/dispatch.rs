@@ -24,37 +24,12 @@ pub(super) async fn pg_session(
     target: Target,
     client: TcpStream,
 ) {
-    let started = Instant::now();
-    let cfg = match pg_target(&gate, &target) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "cannot start the postgres session");
-            let listener = client.local_addr().unwrap_or(gate.identity().client);
-            let _ = ctx
-                .events()
-                .emit(EventKind::ConnectionRefused {
-                    listener,
-                    peer: gate.identity().client,
-                    reason: e.to_string(),
-                })
-                .await;
-            return;
-        }
-    };
-    let gate = Arc::new(gate);
-    let dyn_gate: Arc<dyn Gate> = gate.clone();
-    let result = tokio::select! {
-        r = postgres::serve(client, cfg, dyn_gate, ctx.pg_cancels().clone()) => r.map_err(|e| e.to_string()),
-        _ = ctx.force_close().cancelled() => Err("drained".to_string()),
-    };
-    let (outcome, error) = match (gate.refused(), result) {
-        (Some((o, why)), _) => (o, Some(why)),
-        (None, Ok(())) => (SessionOutcome::Closed, None),
-        (None, Err(e)) if e == "drained" => (SessionOutcome::Drained, None),
-        (None, Err(e)) => (SessionOutcome::Error, Some(e)),
-    };
-    info!(?outcome, "postgres session ended");
-    end(&ctx, &gate, outcome, error, started).await;
+    let cfg = pg_target(&gate, &target);
+    let cancels = ctx.pg_cancels().clone();
+    run_proxied(ctx, gate, client, "postgres", cfg, |client, cfg, gate| {
+        postgres::serve(client, cfg, gate, cancels)
+    })
+    .await;
 }
 
 fn pg_target(gate: &DaemonGate, target: &Target) -> Result<postgres::PgTarget, SetupError> {
@@ -130,11 +105,37 @@ pub(super) async fn ssh_session(
     target: Target,
     client: TcpStream,
 ) {
+    let cfg = ssh_target(&ctx, &gate, &target);
+    run_proxied(ctx, gate, client, "ssh", cfg, ssh::serve).await;
+}
+
+/// How a proxied session's protocol loop ended.
+enum Ended<E> {
+    Served(Result<(), E>),
+    /// The daemon's drain time ran out.
+    Drained,
+}
+
+/// The part every proxied protocol shares: refuse (and report) a session
+/// whose configuration could not be built, run `serve` with the gate until
+/// it ends or the drain time runs out, and record how it ended.
+async fn run_proxied<C, E, F, Fut>(
+    ctx: AppContext,
+    gate: DaemonGate,
+    client: TcpStream,
+    protocol: &'static str,
+    cfg: Result<C, SetupError>,
+    serve: F,
+) where
+    E: std::fmt::Display,
+    F: FnOnce(TcpStream, C, Arc<dyn Gate>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
     let started = Instant::now();
-    let cfg = match ssh_target(&ctx, &gate, &target) {
+    let cfg = match cfg {
         Ok(c) => c,
         Err(e) => {
-            warn!(error = %e, "cannot start the ssh session");
+            warn!(error = %e, protocol, "cannot start the session");
             let listener = client.local_addr().unwrap_or(gate.identity().client);
             let _ = ctx
                 .events()
@@ -149,17 +150,17 @@ pub(super) async fn ssh_session(
     };
     let gate = Arc::new(gate);
     let dyn_gate: Arc<dyn Gate> = gate.clone();
-    let result = tokio::select! {
-        r = ssh::serve(client, cfg, dyn_gate) => r.map_err(|e| e.to_string()),
-        _ = ctx.force_close().cancelled() => Err("drained".to_string()),
+    let ended = tokio::select! {
+        r = serve(client, cfg, dyn_gate) => Ended::Served(r),
+        _ = ctx.force_close().cancelled() => Ended::Drained,
     };
-    let (outcome, error) = match (gate.refused(), result) {
+    let (outcome, error) = match (gate.refused(), ended) {
         (Some((o, why)), _) => (o, Some(why)),
-        (None, Ok(())) => (SessionOutcome::Closed, None),
-        (None, Err(e)) if e == "drained" => (SessionOutcome::Drained, None),
-        (None, Err(e)) => (SessionOutcome::Error, Some(e)),
+        (None, Ended::Served(Ok(()))) => (SessionOutcome::Closed, None),
+        (None, Ended::Drained) => (SessionOutcome::Drained, None),
+        (None, Ended::Served(Err(e))) => (SessionOutcome::Error, Some(e.to_string())),
     };
-    info!(?outcome, "ssh session ended");
+    info!(?outcome, protocol, "session ended");
     end(&ctx, &gate, outcome, error, started).await;
 }
 
