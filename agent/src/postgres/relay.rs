@@ -95,6 +95,19 @@ impl<'a> Relay<'a> {
     }
 
     /// Handles one client message; false when the session should end.
+    /// Answers a refused simple query with `reply` while the server runs a
+    /// statement that fails to parse at the same point, so its transaction
+    /// state follows what the client sees.
+    async fn refuse_query(&mut self, reply: Frame) -> Result<(), PgError> {
+        self.pending.push_injected(reply);
+        self.pending.push_boundary();
+        let q = FrontendMessage::Query {
+            sql: INJECTED_SQL.into(),
+        };
+        self.legs.server_w.send(&q.encode()).await?;
+        Ok(())
+    }
+
     async fn on_client(&mut self, frame: Frame) -> Result<bool, PgError> {
         match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {
             FrontendMessage::Query { sql } => {
@@ -113,14 +126,7 @@ impl<'a> Relay<'a> {
                         self.pending.push_boundary();
                         self.legs.server_w.send(&frame).await?;
                     }
-                    Decision::Refused(reply) => {
-                        self.pending.push_injected(reply);
-                        self.pending.push_boundary();
-                        let q = FrontendMessage::Query {
-                            sql: INJECTED_SQL.into(),
-                        };
-                        self.legs.server_w.send(&q.encode()).await?;
-                    }
+                    Decision::Refused(reply) => self.refuse_query(reply).await?,
                     Decision::ClientGone => return Ok(false),
                 }
             }
@@ -198,14 +204,7 @@ impl<'a> Relay<'a> {
                         self.pending.push_boundary();
                         self.legs.server_w.send(&frame).await?;
                     }
-                    Decision::Refused(reply) => {
-                        self.pending.push_injected(reply);
-                        self.pending.push_boundary();
-                        let q = FrontendMessage::Query {
-                            sql: INJECTED_SQL.into(),
-                        };
-                        self.legs.server_w.send(&q.encode()).await?;
-                    }
+                    Decision::Refused(reply) => self.refuse_query(reply).await?,
                     Decision::ClientGone => return Ok(false),
                 }
             }
