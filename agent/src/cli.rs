@@ -85,13 +85,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
-    /// Print a CA for clients: with --ssh, the `@cert-authority` known_hosts line.
+    /// Print a CA for clients: the PostgreSQL client-leg CA certificate (PEM, for
+    /// `sslrootcert` with `sslmode=verify-full`), or with --ssh the `@cert-authority`
+    /// known_hosts line.
     Export {
         /// The SSH CA's known_hosts line (clients keep StrictHostKeyChecking=yes).
         #[arg(long)]
         ssh: bool,
-        /// known_hosts host patterns the line covers (comma-separated).
-        #[arg(long, default_value = "*")]
+        /// known_hosts host patterns the line covers (comma-separated; with --ssh).
+        #[arg(long, default_value = "*", requires = "ssh")]
         hosts: String,
         /// State directory holding the CA (created on first start).
         #[arg(long, default_value = "/var/lib/interlock/default")]
@@ -304,6 +306,10 @@ pub struct RunArgs {
     /// Chat webhook (Slack-compatible incoming webhook) told about each new hold (repeatable).
     #[arg(long = "approval-webhook", value_name = "URL", value_parser = webhook_url)]
     pub approval_webhooks: Vec<reqwest::Url>,
+    /// Answer PostgreSQL clients' SSLRequest with 'N' (and refuse direct TLS) instead of
+    /// terminating TLS with a certificate from interlock's CA (`interlock ca export`).
+    #[arg(long)]
+    pub no_client_tls: bool,
 }
 
 fn webhook_url(s: &str) -> Result<reqwest::Url, String> {
@@ -353,6 +359,7 @@ impl RunArgs {
                 spool_bytes: self.webhook_spool_mib.saturating_mul(1 << 20),
             },
             approval_webhooks: self.approval_webhooks.clone(),
+            client_tls: !self.no_client_tls,
         }
     }
 }

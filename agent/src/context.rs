@@ -39,6 +39,8 @@ struct Inner {
     recordings: std::path::PathBuf,
     /// Signs the host certificates the SSH proxy presents.
     ssh_ca: Arc<crate::ssh::SshCa>,
+    /// Mints the certificates PostgreSQL clients see; `None`: clients get no TLS.
+    pg_ca: Option<Arc<crate::postgres::PgCa>>,
     /// interlock-issued PostgreSQL cancel keys -> the upstream's, shared by all sessions.
     pg_cancels: crate::postgres::CancelRegistry,
     // Both locks guard short synchronous sections (a map syscall, a table
@@ -61,6 +63,7 @@ impl AppContext {
         approvals: Approvals,
         recordings: std::path::PathBuf,
         ssh_ca: crate::ssh::SshCa,
+        pg_ca: Option<crate::postgres::PgCa>,
         maps: KernelMaps,
         processes: ProcessTable,
         lineage: ProcessEventStream,
@@ -74,6 +77,7 @@ impl AppContext {
                 sessions_total: AtomicU64::new(0),
                 recordings,
                 ssh_ca: Arc::new(ssh_ca),
+                pg_ca: pg_ca.map(Arc::new),
                 pg_cancels: crate::postgres::CancelRegistry::default(),
                 maps: Mutex::new(maps),
                 processes: Arc::new(Mutex::new(processes)),
@@ -115,6 +119,11 @@ impl AppContext {
     /// PostgreSQL cancel keys of live sessions.
     pub fn pg_cancels(&self) -> &crate::postgres::CancelRegistry {
         &self.inner.pg_cancels
+    }
+
+    /// The PostgreSQL client-leg CA, unless client TLS is off.
+    pub fn pg_ca(&self) -> Option<&crate::postgres::PgCa> {
+        self.inner.pg_ca.as_deref()
     }
 
     /// The SSH certificate authority.

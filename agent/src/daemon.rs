@@ -60,6 +60,8 @@ pub struct DaemonOptions {
     pub webhooks: WebhookOptions,
     /// Chat webhooks (Slack-compatible) told about every new hold.
     pub approval_webhooks: Vec<reqwest::Url>,
+    /// Terminate PostgreSQL clients' TLS with certificates from interlock's CA.
+    pub client_tls: bool,
 }
 
 /// Why the daemon could not run.
@@ -84,6 +86,8 @@ pub enum DaemonError {
     Listen(std::io::Error),
     #[error(transparent)]
     Ssh(#[from] crate::ssh::SshError),
+    #[error("PostgreSQL client-leg CA: {0}")]
+    PgCa(#[from] crate::postgres::CaError),
     #[error("cannot bind the control socket {path}: {source}")]
     Control {
         path: PathBuf,
@@ -177,11 +181,16 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         &socket,
     );
     let ssh_ca = crate::ssh::SshCa::load_or_create(&opts.state_dir)?;
+    let pg_ca = match opts.client_tls {
+        true => Some(crate::postgres::PgCa::load_or_create(&opts.state_dir)?),
+        false => None,
+    };
     let ctx = AppContext::new(
         policy,
         approvals,
         opts.state_dir.join(RECORDINGS_DIR),
         ssh_ca,
+        pg_ca,
         maps,
         processes,
         process_events,

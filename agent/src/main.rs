@@ -148,7 +148,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             if !ssh {
-                anyhow::bail!("say which CA: --ssh (the SSH host CA's known_hosts line)");
+                let ca = interlock::postgres::PgCa::load_or_create(&state_dir)?;
+                print!("{}", ca.cert_pem());
+                return Ok(ExitCode::SUCCESS);
             }
             let ca = interlock::ssh::SshCa::load_or_create(&state_dir)?;
             let patterns: Vec<&str> = hosts.split(',').map(str::trim).collect();

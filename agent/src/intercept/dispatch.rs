@@ -24,7 +24,7 @@ pub(super) async fn pg_session(
     target: Target,
     client: TcpStream,
 ) {
-    let cfg = pg_target(&gate, &target);
+    let cfg = pg_target(&ctx, &gate, &target);
     let cancels = ctx.pg_cancels().clone();
     run_proxied(ctx, gate, client, "postgres", cfg, |client, cfg, gate| {
         postgres::serve(client, cfg, gate, cancels)
@@ -32,7 +32,11 @@ pub(super) async fn pg_session(
     .await;
 }
 
-fn pg_target(gate: &DaemonGate, target: &Target) -> Result<postgres::PgTarget, SetupError> {
+fn pg_target(
+    ctx: &AppContext,
+    gate: &DaemonGate,
+    target: &Target,
+) -> Result<postgres::PgTarget, SetupError> {
     let up = &target.upstream;
     let name = || target.name.clone();
     let mut cfg = postgres::PgTarget::new(gate.identity().original_destination);
@@ -66,7 +70,32 @@ fn pg_target(gate: &DaemonGate, target: &Target) -> Result<postgres::PgTarget, S
     }) {
         cfg.server_name = host;
     }
+    if let Some(ca) = ctx.pg_ca() {
+        let config = ca
+            .server_config(&dialled_names(gate, target))
+            .map_err(|source| SetupError::ClientCertificate {
+                target: name(),
+                source,
+            })?;
+        cfg.client_tls = Some(config);
+    }
     Ok(cfg)
+}
+
+/// What clients may have typed to reach `target`, for the names in the
+/// certificates interlock presents: the target's host names and the
+/// address the client connected to.
+fn dialled_names(gate: &DaemonGate, target: &Target) -> Vec<String> {
+    let mut names: Vec<String> = target
+        .endpoints
+        .iter()
+        .filter_map(|e| match &e.address {
+            AddressMatch::Host(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    names.push(gate.identity().original_destination.ip().to_string());
+    names
 }
 
 /// Why a session's configuration could not be built. Names files and
@@ -80,6 +109,11 @@ enum SetupError {
     },
     #[error("target `{0}`: the upstream password is not valid UTF-8")]
     PasswordEncoding(String),
+    #[error("target `{target}`: cannot mint the certificate clients see: {source}")]
+    ClientCertificate {
+        target: String,
+        source: crate::postgres::CaError,
+    },
     #[error("target `{0}`: tls verify-full needs `upstream.ca_file`")]
     NoCaFile(String),
     #[error("target `{0}`: no upstream credential configured")]
@@ -246,18 +280,7 @@ fn host_certificate(
     gate: &DaemonGate,
     target: &Target,
 ) -> Result<ssh::HostIdentity, SetupError> {
-    // The certificate names what clients may have typed: the target's host
-    // names and the address they connected to.
-    let dst = gate.identity().original_destination.ip().to_string();
-    let mut principals: Vec<String> = target
-        .endpoints
-        .iter()
-        .filter_map(|e| match &e.address {
-            AddressMatch::Host(h) => Some(h.clone()),
-            _ => None,
-        })
-        .collect();
-    principals.push(dst);
+    let principals = dialled_names(gate, target);
     let refs: Vec<&str> = principals.iter().map(String::as_str).collect();
     ctx.ssh_ca()
         .mint_host(&refs)

@@ -48,6 +48,9 @@ pub enum PgError {
     /// Upstream TLS could not be set up.
     #[error("upstream tls: {0}")]
     Tls(String),
+    /// The client's TLS handshake with interlock failed.
+    #[error("client tls: {0}")]
+    ClientTls(String),
     /// Upstream authentication failed on our side (the server's own errors are relayed).
     #[error("upstream auth: {0}")]
     Auth(String),

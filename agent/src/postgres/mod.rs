@@ -3,6 +3,7 @@
 //! configuration [`PgTarget`] and the daemon-wide [`CancelRegistry`].
 
 mod auth;
+mod ca;
 mod cancel;
 mod catalog;
 pub mod classify;
@@ -19,6 +20,7 @@ mod startup;
 mod target;
 mod tls;
 
+pub use ca::{CaError, PgCa};
 pub use cancel::CancelRegistry;
 pub use error::{PgError, ProtocolError};
 pub use session::serve;

@@ -14,7 +14,7 @@ use super::{
     legs::{Legs, Writer, fatal},
     message::ErrorFields,
     relay::Relay,
-    startup::{Hello, read_hello},
+    startup::{ClientLeg, Hello, negotiate, read_hello},
     target::PgTarget,
     tls::{self, BoxIo},
 };
@@ -35,7 +35,26 @@ pub async fn serve(
     cancels: CancelRegistry,
 ) -> Result<(), PgError> {
     let _ = client.set_nodelay(true);
-    let (r, w) = tokio::io::split(Box::new(client) as BoxIo);
+    let (client, leg) = match negotiate(client, target.client_tls.clone()).await {
+        Ok(Some(negotiated)) => negotiated,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            // Nothing can be said to a client whose TLS failed; a protocol
+            // error is still recorded.
+            if let PgError::Protocol { side, source } = &e {
+                gate.record(Record::ProtocolError {
+                    side: *side,
+                    message: source.to_string(),
+                })
+                .await;
+            }
+            return Err(e);
+        }
+    };
+    if leg != ClientLeg::Plain {
+        tracing::debug!(?leg, "client leg encrypted");
+    }
+    let (r, w) = tokio::io::split(client);
     let mut client_r = FrameReader::new(r, target.max_frame);
     let mut client_w = FrameWriter::new(w);
 
@@ -95,7 +114,7 @@ async fn open(
     gate: &dyn Gate,
     cancels: &CancelRegistry,
 ) -> Result<Option<Opened>, PgError> {
-    let (minor, params) = match read_hello(r, w).await? {
+    let (minor, params) = match read_hello(r).await? {
         None => return Ok(None),
         Some(Hello::Cancel { pid, secret }) => {
             cancels.cancel(pid, secret).await;
@@ -157,7 +176,9 @@ async fn report(e: &PgError, w: &mut Writer, gate: &dyn Gate) {
             "08006",
             &format!("interlock: cannot open the upstream session: {e}"),
         )),
-        PgError::Io(_) | PgError::Refused(_) | PgError::Blocked(_) => None,
+        PgError::Io(_) | PgError::ClientTls(_) | PgError::Refused(_) | PgError::Blocked(_) => {
+            None
+        }
     };
     if let Some(reply) = reply {
         let _ = w.send(&reply).await;

@@ -1,7 +1,7 @@
 //! What one proxied PostgreSQL target looks like to a session: where the
 //! server is, which credentials to inject and how to protect the upstream leg.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use super::frame::DEFAULT_MAX_FRAME;
 
@@ -63,6 +63,9 @@ pub struct PgTarget {
     pub tls: UpstreamTls,
     /// Largest message accepted from either side, in bytes.
     pub max_frame: usize,
+    /// The certificate interlock presents to clients that ask for TLS
+    /// (minted by its CA for this target); `None` answers SSLRequest 'N'.
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl PgTarget {
@@ -75,6 +78,7 @@ impl PgTarget {
             database: None,
             tls: UpstreamTls::Disable,
             max_frame: DEFAULT_MAX_FRAME,
+            client_tls: None,
         }
     }
 }
