@@ -7,6 +7,13 @@ pub const FAILURE_CLOSED: u32 = 0;
 /// Skip the redirect while the daemon's heartbeat is stale (fail open).
 pub const FAILURE_OPEN: u32 = 1;
 
+/// The daemon's own connects pass unredirected only while its heartbeat is
+/// younger than this. After a SIGKILL its tgid stays in CONFIG; a process
+/// that is later given the same pid must not slip past interception.
+/// Generous, because a daemon whose heartbeat stalls would otherwise have
+/// its own upstream connects redirected to itself (it then refuses them).
+pub const OWN_CONNECTS_FRESH_NS: u64 = 15_000_000_000;
+
 /// The single entry of the CONFIG array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

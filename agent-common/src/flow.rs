@@ -1,8 +1,29 @@
 //! The FLOWS and PEERS maps: what connect4/6 saw about a redirected connect,
 //! and how the daemon finds it again from an accepted socket's peer address.
 
-/// Maximum number of flows waiting to be accepted (LRU beyond that).
+/// Default number of flows waiting to be accepted (FLOWS and PEERS size;
+/// `interlock run --flow-table-entries` sets it when the maps are created).
+/// When FLOWS is full a connect to a target is refused (fail closed) or, in
+/// fail-open mode, let through, and counted in [`REFUSALS`](crate::maps::REFUSALS).
 pub const FLOWS_MAX: u32 = 65536;
+
+/// Slots of the REFUSALS per-CPU array: why connect4/6 or
+/// sock_ops could not redirect a connect to a target.
+pub mod refusal {
+    /// FLOWS was full: the connect was refused (fail-closed mode).
+    pub const FLOWS_FULL: u32 = 0;
+    /// FLOWS was full: the connect went direct (fail-open mode).
+    pub const FLOWS_FULL_PASSED: u32 = 1;
+    /// No daemon listener for the target's protocol: refused.
+    pub const NO_LISTENER: u32 = 2;
+    /// Another FLOWS update error: refused.
+    pub const MAP_ERROR: u32 = 3;
+    /// PEERS was full at sock_ops: the daemon will refuse the connection
+    /// as one without a flow.
+    pub const PEERS_FULL: u32 = 4;
+    /// Number of slots.
+    pub const SLOTS: u32 = 8;
+}
 
 /// Recorded by connect4/connect6 at redirect time, keyed by socket cookie.
 /// Identity is captured here because sock_ops runs in softirq context.

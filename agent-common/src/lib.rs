@@ -15,9 +15,10 @@ mod user;
 pub mod maps {
     /// LPM trie: [`crate::target::TargetMatch`] -> [`crate::target::TargetValue`].
     pub const TARGETS: &str = "TARGETS";
-    /// LRU hash: socket cookie -> [`crate::flow::FlowInfo`].
+    /// Hash: socket cookie -> [`crate::flow::FlowInfo`]. Not LRU: a full
+    /// map must refuse new connects, never silently evict a pending one.
     pub const FLOWS: &str = "FLOWS";
-    /// LRU hash: [`crate::flow::PeerKey`] -> socket cookie.
+    /// Hash: [`crate::flow::PeerKey`] -> socket cookie (as big as FLOWS).
     pub const PEERS: &str = "PEERS";
     /// Array of one [`crate::config::AgentConfig`].
     pub const CONFIG: &str = "CONFIG";
@@ -33,6 +34,9 @@ pub mod maps {
     pub const ARGV_SCRATCH: &str = "ARGV_SCRATCH";
     /// Per-CPU u64: process records dropped because PROC_EVENTS was full.
     pub const LOST_EVENTS: &str = "LOST_EVENTS";
+    /// Per-CPU u64 per [`crate::flow::refusal`] slot: connects to targets
+    /// that could not be redirected, by reason.
+    pub const REFUSALS: &str = "REFUSALS";
 }
 
 /// Names of the programs in the eBPF object.

@@ -3,7 +3,7 @@
 
 use agent_common::{
     config::AgentConfig,
-    flow::{FLOWS_MAX, FlowInfo, PeerKey},
+    flow::{FLOWS_MAX, FlowInfo, PeerKey, refusal},
     process::{
         PENDING_EXECS_MAX, PROC_EVENTS_BYTES, PendingArgv, SCOPES_MAX, ScopeEntry,
         TracepointOffsets,
@@ -12,17 +12,19 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 #[map]
 pub static TARGETS: LpmTrie<TargetMatch, TargetValue> = LpmTrie::pinned(TARGETS_MAX, 0);
 
+// Plain hash maps: when full, an insert fails and the connect is refused
+// and counted; an LRU map would silently evict another pending flow.
 #[map]
-pub static FLOWS: LruHashMap<u64, FlowInfo> = LruHashMap::pinned(FLOWS_MAX, 0);
+pub static FLOWS: HashMap<u64, FlowInfo> = HashMap::pinned(FLOWS_MAX, 0);
 
 #[map]
-pub static PEERS: LruHashMap<PeerKey, u64> = LruHashMap::pinned(FLOWS_MAX, 0);
+pub static PEERS: HashMap<PeerKey, u64> = HashMap::pinned(FLOWS_MAX, 0);
 
 #[map]
 pub static CONFIG: Array<AgentConfig> = Array::pinned(1, 0);
@@ -44,3 +46,15 @@ pub static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
 
 #[map]
 pub static ARGV_SCRATCH: PerCpuArray<PendingArgv> = PerCpuArray::pinned(1, 0);
+
+#[map]
+pub static REFUSALS: PerCpuArray<u64> = PerCpuArray::pinned(refusal::SLOTS, 0);
+
+/// Counts one connect that could not be redirected, in its `refusal` slot.
+pub fn count_refusal(slot: u32) {
+    if let Some(n) = REFUSALS.get_ptr_mut(slot) {
+        // SAFETY: the pointer is to this CPU's slot, valid for the program run;
+        // per-CPU, so no other writer races us.
+        unsafe { *n += 1 };
+    }
+}

@@ -279,6 +279,16 @@ pub struct RunArgs {
     /// least 4; applies when the instance's maps are first created).
     #[arg(long, default_value_t = 4096, value_parser = ring_kib)]
     pub process_ring_kib: u32,
+    /// Entries of the kernel's flow table: connects to targets waiting to
+    /// be accepted. When it is full further connects are refused (fail
+    /// closed; direct in fail-open mode) and reported. Applies when the
+    /// instance's maps are first created.
+    #[arg(long, default_value_t = agent_common::flow::FLOWS_MAX, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub flow_table_entries: u32,
+    /// How often host names in targets are resolved again, in seconds (a
+    /// failed lookup keeps the addresses a name last resolved to).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub resolve_every_secs: u64,
     /// When audit records reach the disk: within 100 ms (interval), after each (always), or when the OS decides (never).
     #[arg(long, value_enum, default_value = "interval")]
     pub audit_fsync: Fsync,
@@ -343,6 +353,8 @@ impl RunArgs {
             failure_mode: self.failure_mode,
             drain: Duration::try_from_secs_f64(self.drain_secs).unwrap_or(Duration::from_secs(10)),
             process_ring_bytes: self.process_ring_kib.saturating_mul(1024),
+            flow_entries: self.flow_table_entries,
+            resolve_every: Duration::from_secs(self.resolve_every_secs),
             audit: AuditOptions {
                 fsync: self.audit_fsync,
                 segment_bytes: self.audit_segment_kib.saturating_mul(1024),

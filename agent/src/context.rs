@@ -50,6 +50,8 @@ struct Inner {
     /// Drained only while `processes` is locked, so records apply in order.
     lineage: Arc<ProcessEventStream>,
     events: EventSink,
+    /// Serialises updates of the kernel's target map.
+    resolver: crate::targets::Resolver,
     shutdown: CancellationToken,
     force_close: CancellationToken,
     tracker: TaskTracker,
@@ -68,6 +70,7 @@ impl AppContext {
         processes: ProcessTable,
         lineage: ProcessEventStream,
         events: EventSink,
+        resolver: crate::targets::Resolver,
         shutdown: CancellationToken,
     ) -> AppContext {
         AppContext {
@@ -83,6 +86,7 @@ impl AppContext {
                 processes: Arc::new(Mutex::new(processes)),
                 lineage: Arc::new(lineage),
                 events,
+                resolver,
                 force_close: CancellationToken::new(),
                 shutdown,
                 tracker: TaskTracker::new(),
@@ -109,6 +113,11 @@ impl AppContext {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         std::mem::replace(&mut *p, Arc::new(policy))
+    }
+
+    /// Serialises kernel target-map updates (reloads, re-resolution).
+    pub fn resolver(&self) -> &crate::targets::Resolver {
+        &self.inner.resolver
     }
 
     /// Where session transcripts go.

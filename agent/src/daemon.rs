@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::{
     approval::{Approvals, Notifier},
-    audit::{AuditOptions, EventKind, EventLog, LogError, ReloadTrigger, Rotation},
+    audit::{AuditOptions, EventKind, EventLog, LogError, RefusalReason, ReloadTrigger, Rotation},
     context::AppContext,
     control,
     ebpf::{self, Kernel, KernelError, LoadOptions, monotonic_ns},
@@ -27,7 +27,11 @@ use crate::{
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// Fail-open mode treats the daemon as down after this long without a heartbeat.
 const STALE_AFTER: Duration = Duration::from_secs(3);
-const RESOLVE_EVERY: Duration = Duration::from_secs(60);
+/// How often FLOWS/PEERS are swept of flows that can no longer be accepted.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// A redirected connect completes (and is accepted) long before this; an
+/// older flow belongs to a connect that failed.
+const FLOW_TTL: Duration = Duration::from_secs(60);
 const PROCESS_TABLE_CAPACITY: usize = 65_536;
 
 /// What the daemon does when it is not running.
@@ -62,6 +66,10 @@ pub struct DaemonOptions {
     pub approval_webhooks: Vec<reqwest::Url>,
     /// Terminate PostgreSQL clients' TLS with certificates from interlock's CA.
     pub client_tls: bool,
+    /// Entries of the kernel's flow table (FLOWS, PEERS) when first created.
+    pub flow_entries: u32,
+    /// How often host names in targets are resolved again.
+    pub resolve_every: Duration,
 }
 
 /// Why the daemon could not run.
@@ -127,6 +135,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         cgroup_mount: mount,
         scopes: scopes.clone(),
         process_ring_bytes: opts.process_ring_bytes,
+        flow_entries: opts.flow_entries,
     })?;
     let adopted = kernel.adopted();
     let (_hold, mut maps, process_events) = kernel.into_parts()?;
@@ -135,6 +144,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     let listeners = Listeners::bind(&previous)
         .await
         .map_err(DaemonError::Listen)?;
+    // Flows recorded before now went to a listener that no longer exists.
+    let bound_at = monotonic_ns();
     let (port4, port6) = listeners.ports();
     let mut cfg = AgentConfig {
         daemon_tgid: std::process::id(),
@@ -143,12 +154,18 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
             FailureMode::Open => FAILURE_OPEN,
         },
         heartbeat_ns: monotonic_ns(),
-        stale_after_ns: u64::try_from(STALE_AFTER.as_nanos()).unwrap_or(u64::MAX),
+        stale_after_ns: nanos(STALE_AFTER),
         listen_port4: port4,
         listen_port6: port6,
     };
     maps.set_config(&cfg)?;
-    maps.set_targets(&targets::entries(&policy).await)?;
+    let resolver = targets::Resolver::default();
+    maps.set_targets(&resolver.begin().await.entries(&policy).await)?;
+    match maps.sweep_flows(bound_at, nanos(FLOW_TTL)) {
+        Ok((0, 0)) => {}
+        Ok((flows, peers)) => info!(flows, peers, "removed flows left by an earlier run"),
+        Err(e) => warn!(error = %e, "cannot sweep the flow table"),
+    }
 
     let host = hostname();
     // Opening reads the chain's tail and may seal it: blocking file I/O.
@@ -195,6 +212,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         processes,
         process_events,
         events,
+        resolver,
         shutdown.child_token(),
     );
     let _ = ctx
@@ -228,9 +246,12 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     }
     {
         let ctx = ctx.clone();
+        let state_dir = opts.state_dir.clone();
         background.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            let mut sweep = tokio::time::interval(SWEEP_EVERY);
             let mut lost_seen = ctx.with_maps(|m| m.lost_process_records()).unwrap_or(0);
+            let mut refusals = RefusalReports::load(&state_dir);
             loop {
                 tokio::select! {
                     _ = ctx.shutdown().cancelled() => break,
@@ -240,6 +261,12 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
                             warn!(error = %e, "heartbeat failed");
                         }
                         lost_seen = report_lost_records(&ctx, lost_seen).await;
+                        refusals.report(&ctx).await;
+                    }
+                    _ = sweep.tick() => {
+                        if let Err(e) = ctx.with_maps(|m| m.sweep_flows(0, nanos(FLOW_TTL))) {
+                            warn!(error = %e, "cannot sweep the flow table");
+                        }
                     }
                 }
             }
@@ -247,18 +274,22 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     }
     {
         let ctx = ctx.clone();
+        let every = opts.resolve_every;
         background.spawn(async move {
-            let mut tick = tokio::time::interval(RESOLVE_EVERY);
+            let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tokio::select! {
                     _ = ctx.shutdown().cancelled() => break,
                     _ = tick.tick() => {
+                        let mut update = ctx.resolver().begin().await;
+                        // Read under the update lock: a reload in between
+                        // has either finished (we see its policy) or waits.
                         let policy = ctx.policy();
                         if !targets::has_hosts(&policy) {
                             continue;
                         }
-                        let entries = targets::entries(&policy).await;
+                        let entries = update.entries(&policy).await;
                         if let Err(e) = ctx.with_maps(|m| m.set_targets(&entries)) {
                             warn!(error = %e, "cannot update re-resolved targets");
                         }
@@ -373,7 +404,8 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
         }
     };
     new.keep_ids_of(&ctx.policy());
-    let entries = targets::entries(&new).await;
+    let mut update = ctx.resolver().begin().await;
+    let entries = update.entries(&new).await;
     let (targets, rules) = (new.targets().len(), new.rules().len());
     // The policy first: a flow the new kernel entries redirect must find
     // its target. Flows of removed targets are refused, never relayed blind.
@@ -441,6 +473,77 @@ async fn report_lost_records(ctx: &AppContext, seen: u64) -> u64 {
             .await;
     }
     total
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Where the refusal totals already reported are kept, so a restarted
+/// daemon reports what the kernel refused while it was down, and nothing twice.
+const REFUSALS_FILE: &str = "kernel-refusals.json";
+
+/// Reports increases of the kernel's refusal counters as events.
+struct RefusalReports {
+    path: PathBuf,
+    reported: ebpf::Refusals,
+}
+
+impl RefusalReports {
+    fn load(state_dir: &std::path::Path) -> RefusalReports {
+        let path = state_dir.join(REFUSALS_FILE);
+        let reported = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        RefusalReports { path, reported }
+    }
+
+    async fn report(&mut self, ctx: &AppContext) {
+        let now = match ctx.with_maps(|m| m.refusals()) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "cannot read the refusal counters");
+                return;
+            }
+        };
+        let mut changed = false;
+        for (slot, (total, seen)) in (0u32..).zip(now.iter().zip(self.reported.iter_mut())) {
+            // Fewer than reported: the maps were created anew (detach).
+            if *total < *seen {
+                *seen = 0;
+                changed = true;
+            }
+            if *total == *seen {
+                continue;
+            }
+            let count = *total - *seen;
+            *seen = *total;
+            changed = true;
+            let Some(reason) = RefusalReason::of_slot(slot) else {
+                continue;
+            };
+            warn!(
+                ?reason,
+                count, total, "the kernel could not redirect connects to targets"
+            );
+            let _ = ctx
+                .events()
+                .emit(EventKind::ConnectsRefused {
+                    reason,
+                    count,
+                    total: *total,
+                })
+                .await;
+        }
+        if changed
+            && let Err(e) = serde_json::to_vec(&self.reported)
+                .map_err(std::io::Error::other)
+                .and_then(|b| std::fs::write(&self.path, b))
+        {
+            warn!(error = %e, path = %self.path.display(), "cannot save the reported refusal totals");
+        }
+    }
 }
 
 /// Written once the daemon intercepts: its pid and listener addresses, for

@@ -42,7 +42,8 @@ fn steps(ws: &Workspace) -> Vec<Box<dyn Step>> {
 }
 
 pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
-    preflight(true)?;
+    // Checking changes nothing, so anyone may ask what is missing.
+    preflight(!args.check)?;
     if args.check {
         let missing = check_all(ws)?;
         if missing > 0 {

@@ -3,8 +3,8 @@
 //! the destination to the daemon's listener for the target's protocol.
 
 use agent_common::{
-    config::{AgentConfig, FAILURE_OPEN},
-    flow::FlowInfo,
+    config::{AgentConfig, FAILURE_OPEN, OWN_CONNECTS_FRESH_NS},
+    flow::{FlowInfo, refusal},
     target::{
         ADDR_BITS, PORT_BITS, PROTOCOL_SLOTS, TargetMatch, TargetValue, ip6_words_to_bytes,
         v4_mapped,
@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 
 use super::ProbeError;
-use crate::maps::{CONFIG, FLOWS, TARGETS};
+use crate::maps::{CONFIG, FLOWS, TARGETS, count_refusal};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -31,6 +31,8 @@ const SOCK_STREAM: u32 = 1;
 /// cgroup/connect return codes: 1 lets the connect proceed, 0 fails it with EPERM.
 const PROCEED: i32 = 1;
 const REFUSE: i32 = 0;
+/// What a full hash map's update returns.
+const E2BIG: i32 = 7;
 
 /// What to do with one connect.
 enum Verdict {
@@ -129,9 +131,14 @@ fn try_connect(
         Some(c) => *c,
         None => return Ok(Verdict::Pass),
     };
-    // The daemon's own upstream connects are never redirected (no loop).
+    // No daemon ever configured this instance: nothing to redirect to.
+    if cfg.daemon_tgid == 0 {
+        return Ok(Verdict::Pass);
+    }
+    // The daemon's own upstream connects are never redirected (no loop),
+    // but only while it is alive: a dead daemon's pid may be reused.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if cfg.daemon_tgid == 0 || tgid == cfg.daemon_tgid {
+    if tgid == cfg.daemon_tgid && heartbeat_age(&cfg) <= OWN_CONNECTS_FRESH_NS {
         return Ok(Verdict::Pass);
     }
 
@@ -148,37 +155,51 @@ fn try_connect(
         Some(t) => *t,
         None => return Ok(Verdict::Pass),
     };
-    if cfg.failure_mode == FAILURE_OPEN && daemon_stale(&cfg) {
+    let open = cfg.failure_mode == FAILURE_OPEN;
+    if open && heartbeat_age(&cfg) > cfg.stale_after_ns {
         return Ok(Verdict::Pass);
     }
 
     let to_v4 = family == AF_INET || is_v4_mapped(&addr);
     let slot = target.protocol as usize;
-    if slot >= PROTOCOL_SLOTS {
-        return Err(ProbeError::NoListener);
-    }
-    let port = if to_v4 {
-        cfg.listen_port4[slot]
-    } else {
-        cfg.listen_port6[slot]
+    let port = match (to_v4, slot < PROTOCOL_SLOTS) {
+        (true, true) => cfg.listen_port4[slot],
+        (false, true) => cfg.listen_port6[slot],
+        (_, false) => 0,
     };
     if port == 0 {
+        count_refusal(refusal::NO_LISTENER);
         return Err(ProbeError::NoListener);
     }
-    record_flow(
+    match record_flow(
         ctx,
         &addr,
         u16::from_be_bytes(port_be),
         family,
         target.target_id,
-    )?;
-    Ok(Verdict::Redirect { to_v4, port })
+    ) {
+        Ok(()) => Ok(Verdict::Redirect { to_v4, port }),
+        // Fail open means availability first, for a full table too.
+        Err(ProbeError::MapFull) if open => {
+            count_refusal(refusal::FLOWS_FULL_PASSED);
+            Ok(Verdict::Pass)
+        }
+        Err(ProbeError::MapFull) => {
+            count_refusal(refusal::FLOWS_FULL);
+            Err(ProbeError::MapFull)
+        }
+        Err(e) => {
+            count_refusal(refusal::MAP_ERROR);
+            Err(e)
+        }
+    }
 }
 
-fn daemon_stale(cfg: &AgentConfig) -> bool {
+/// Nanoseconds since the daemon's last heartbeat.
+fn heartbeat_age(cfg: &AgentConfig) -> u64 {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    now.saturating_sub(cfg.heartbeat_ns) > cfg.stale_after_ns
+    now.saturating_sub(cfg.heartbeat_ns)
 }
 
 fn is_v4_mapped(a: &[u8; 16]) -> bool {
@@ -215,7 +236,11 @@ fn record_flow(
         ktime_ns: now,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    FLOWS
-        .insert(cookie, flow, 0)
-        .map_err(|_| ProbeError::MapUpdate)
+    FLOWS.insert(cookie, flow, 0).map_err(|e| {
+        if e == -E2BIG {
+            ProbeError::MapFull
+        } else {
+            ProbeError::MapUpdate
+        }
+    })
 }

@@ -11,6 +11,8 @@ pub enum ProbeError {
     NoListener,
     /// A map update failed.
     MapUpdate,
+    /// A hash map is full (its update failed with E2BIG).
+    MapFull,
     /// A map had no entry where one must be.
     MapLookup,
     /// Reading tracepoint or user memory failed.

@@ -3,7 +3,7 @@
 //! daemon's listener sees on accept.
 
 use agent_common::{
-    flow::PeerKey,
+    flow::{PeerKey, refusal},
     target::{ip6_words_to_bytes, v4_mapped},
 };
 use core::ptr::read_volatile;
@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 
 use super::ProbeError;
-use crate::maps::{FLOWS, PEERS};
+use crate::maps::{FLOWS, PEERS, count_refusal};
 
 const AF_INET: u32 = 2;
 
@@ -63,7 +63,10 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), ProbeError> {
         port: port as u16,
         _pad: [0; 2],
     };
-    PEERS
-        .insert(key, cookie, 0)
-        .map_err(|_| ProbeError::MapUpdate)
+    PEERS.insert(key, cookie, 0).map_err(|_| {
+        // The daemon will refuse this connection as one without a flow;
+        // the count says why.
+        count_refusal(refusal::PEERS_FULL);
+        ProbeError::MapUpdate
+    })
 }

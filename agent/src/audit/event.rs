@@ -50,6 +50,39 @@ impl Serialize for Event {
     }
 }
 
+/// Why the kernel could not redirect a connect to a target
+/// (`agent_common::flow::refusal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalReason {
+    /// FLOWS was full; the connect failed with EPERM (fail closed).
+    FlowTableFull,
+    /// FLOWS was full; in fail-open mode the connect went direct, unrecorded.
+    FlowTableFullPassed,
+    /// No daemon listener for the target's protocol; refused.
+    NoListener,
+    /// Another kernel map error; refused.
+    MapError,
+    /// PEERS was full when the connection was established; the daemon
+    /// refuses such a connection as one without a flow.
+    PeerTableFull,
+}
+
+impl RefusalReason {
+    /// The reason counted in `slot` of the kernel's REFUSALS map.
+    pub fn of_slot(slot: u32) -> Option<RefusalReason> {
+        use agent_common::flow::refusal;
+        match slot {
+            refusal::FLOWS_FULL => Some(RefusalReason::FlowTableFull),
+            refusal::FLOWS_FULL_PASSED => Some(RefusalReason::FlowTableFullPassed),
+            refusal::NO_LISTENER => Some(RefusalReason::NoListener),
+            refusal::MAP_ERROR => Some(RefusalReason::MapError),
+            refusal::PEERS_FULL => Some(RefusalReason::PeerTableFull),
+            _ => None,
+        }
+    }
+}
+
 /// How a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -204,6 +237,15 @@ pub enum EventKind {
     /// identities of those processes come from /proc instead.
     ProcessRecordsLost {
         lost: u64,
+        total: u64,
+    },
+    /// The kernel could not redirect connects to targets (e.g. its flow
+    /// table was full): `count` of them since the previous report, refused
+    /// (or, for `flow_table_full_passed` in fail-open mode, let through).
+    ConnectsRefused {
+        reason: RefusalReason,
+        count: u64,
+        /// Since the kernel maps were created (they outlive daemon restarts).
         total: u64,
     },
     /// An accepted connection the kernel recorded no redirect for: refused,

@@ -20,7 +20,9 @@ mod verify;
 mod writer;
 
 pub use error::LogError;
-pub use event::{DecisionView, Disposition, Event, EventKind, ReloadTrigger, SessionOutcome};
+pub use event::{
+    DecisionView, Disposition, Event, EventKind, RefusalReason, ReloadTrigger, SessionOutcome,
+};
 pub use jsonl::Rotation;
 pub use log::{EventLog, EventSink};
 pub use read::read_events;

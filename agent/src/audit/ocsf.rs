@@ -119,6 +119,12 @@ impl Ocsf {
             }
             K::PolicyReloadFailed { .. } => (APP_LIFECYCLE, (99, "Policy Reload"), MEDIUM, FAILURE),
             K::ConnectionRefused { .. } => (NETWORK, (5, "Refuse"), MEDIUM, FAILURE),
+            // Let through unrecorded is a hole in enforcement: high.
+            K::ConnectsRefused {
+                reason: super::event::RefusalReason::FlowTableFullPassed,
+                ..
+            } => (NETWORK, (5, "Refuse"), HIGH, FAILURE),
+            K::ConnectsRefused { .. } => (NETWORK, (5, "Refuse"), MEDIUM, FAILURE),
             K::DaemonStarted { .. } => (APP_LIFECYCLE, (3, "Start"), INFORMATIONAL, SUCCESS),
             K::DaemonStopped { .. } => (APP_LIFECYCLE, (4, "Stop"), INFORMATIONAL, SUCCESS),
             K::ProcessRecordsLost { .. } => (EVENT_LOG, (99, "Records Lost"), MEDIUM, FAILURE),

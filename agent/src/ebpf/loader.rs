@@ -45,6 +45,9 @@ pub struct LoadOptions {
     pub scopes: Vec<PathBuf>,
     /// Size of PROC_EVENTS in bytes (power of two, a multiple of the page size).
     pub process_ring_bytes: u32,
+    /// Entries of FLOWS and PEERS when they are created (adopted pins keep
+    /// the size they were created with).
+    pub flow_entries: u32,
 }
 
 /// The loaded kernel side. Dropping it closes our handles; the pins keep the
@@ -88,6 +91,8 @@ impl Kernel {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .map_max_entries(map_names::PROC_EVENTS, opts.process_ring_bytes)
+            .map_max_entries(map_names::FLOWS, opts.flow_entries)
+            .map_max_entries(map_names::PEERS, opts.flow_entries)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/interlock"

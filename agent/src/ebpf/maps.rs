@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use agent_common::{
     config::AgentConfig,
-    flow::{FlowInfo, PeerKey},
+    flow::{FlowInfo, PeerKey, refusal},
     maps as names,
     target::{TargetMatch, TargetValue},
 };
@@ -22,7 +22,12 @@ pub struct KernelMaps {
     peers: HashMap<MapData, PeerKey, u64>,
     config: Array<MapData, AgentConfig>,
     lost_events: PerCpuArray<MapData, u64>,
+    refusals: PerCpuArray<MapData, u64>,
 }
+
+/// Connects to targets the kernel could not redirect, by reason, since the
+/// maps were created (summed over CPUs). Indexed by `agent_common::flow::refusal`.
+pub type Refusals = [u64; refusal::SLOTS as usize];
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
     move |source| KernelError::Map { name, source }
@@ -40,6 +45,8 @@ impl KernelMaps {
             config: Array::try_from(take(names::CONFIG)?).map_err(map_err(names::CONFIG))?,
             lost_events: PerCpuArray::try_from(take(names::LOST_EVENTS)?)
                 .map_err(map_err(names::LOST_EVENTS))?,
+            refusals: PerCpuArray::try_from(take(names::REFUSALS)?)
+                .map_err(map_err(names::REFUSALS))?,
         })
     }
 
@@ -70,6 +77,71 @@ impl KernelMaps {
             .get(&0, 0)
             .map_err(map_err(names::LOST_EVENTS))?;
         Ok(per_cpu.iter().fold(0u64, |a, b| a.saturating_add(*b)))
+    }
+
+    /// The refusal counters (see [`Refusals`]).
+    ///
+    /// # Errors
+    /// A map lookup failed.
+    pub fn refusals(&self) -> Result<Refusals, KernelError> {
+        let mut out = [0u64; refusal::SLOTS as usize];
+        for (slot, total) in (0u32..).zip(out.iter_mut()) {
+            let per_cpu = self
+                .refusals
+                .get(&slot, 0)
+                .map_err(map_err(names::REFUSALS))?;
+            *total = per_cpu.iter().fold(0u64, |a, b| a.saturating_add(*b));
+        }
+        Ok(out)
+    }
+
+    /// Removes flows that can no longer be accepted: recorded before
+    /// `dead_before_ns` (the listeners of an earlier daemon, whose backlog
+    /// died with it) or older than `ttl_ns` (a connect that never completed),
+    /// both on the `bpf_ktime_get_ns` clock; then PEERS entries whose flow is
+    /// gone. Keeps FLOWS from filling up with connects refused while the
+    /// daemon was down. Returns (flows, peers) removed.
+    ///
+    /// # Errors
+    /// Iterating or deleting failed.
+    pub fn sweep_flows(
+        &mut self,
+        dead_before_ns: u64,
+        ttl_ns: u64,
+    ) -> Result<(usize, usize), KernelError> {
+        let now = monotonic_ns();
+        let stale: Vec<u64> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, f)| f.ktime_ns < dead_before_ns || now.saturating_sub(f.ktime_ns) > ttl_ns)
+            .map(|(cookie, _)| cookie)
+            .collect();
+        for cookie in &stale {
+            match self.flows.remove(cookie) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::FLOWS)(e)),
+            }
+        }
+        let orphans: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, cookie)| {
+                matches!(
+                    self.flows.get(cookie, 0),
+                    Err(aya::maps::MapError::KeyNotFound)
+                )
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in &orphans {
+            match self.peers.remove(key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::PEERS)(e)),
+            }
+        }
+        Ok((stale.len(), orphans.len()))
     }
 
     /// Takes (looks up and deletes) the flow of the connection whose client

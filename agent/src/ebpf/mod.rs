@@ -15,4 +15,4 @@ pub use cgroup::{cgroup2_mount, resolve_scope};
 pub use error::KernelError;
 pub use lineage::ProcessEventStream;
 pub use loader::{Kernel, KernelHold, LoadOptions, detach, pin_dir};
-pub use maps::{KernelMaps, monotonic_ns};
+pub use maps::{KernelMaps, Refusals, monotonic_ns};

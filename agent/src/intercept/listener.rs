@@ -73,15 +73,45 @@ impl Listeners {
     }
 }
 
+/// Listener ports come from the privileged range, so that while the daemon
+/// is down no unprivileged local process can bind the port the kernel still
+/// redirects to and receive intercepted connections.
+const PRIVILEGED_PORTS: std::ops::Range<u16> = 600..1024;
+
 async fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
-    match TcpListener::bind(addr).await {
-        Ok(l) => Ok(l),
-        Err(e) if addr.port() != 0 => {
-            warn!(%addr, error = %e, "previous listener port unavailable; binding a new one");
-            TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await
+    if addr.port() != 0 {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => {
+                warn!(%addr, error = %e, "previous listener port unavailable; binding a new one")
+            }
         }
-        Err(e) => Err(e),
     }
+    bind_fresh(addr.ip()).await
+}
+
+/// Binds a free privileged port on `ip`, starting at a random point of the
+/// range; an ephemeral port (with a warning) only if all are taken.
+async fn bind_fresh(ip: std::net::IpAddr) -> io::Result<TcpListener> {
+    let span = PRIVILEGED_PORTS.end - PRIVILEGED_PORTS.start;
+    let start: u16 = rand::random::<u16>() % span;
+    for i in 0..span {
+        let port = PRIVILEGED_PORTS.start + (start + i) % span;
+        match TcpListener::bind(SocketAddr::new(ip, port)).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            // Not allowed privileged ports (no CAP_NET_BIND_SERVICE): say so once.
+            Err(e) => {
+                warn!(%ip, error = %e, "cannot bind a privileged listener port");
+                break;
+            }
+        }
+    }
+    warn!(
+        %ip,
+        "listener on an unprivileged port: while the daemon is down another local user could bind it"
+    );
+    TcpListener::bind(SocketAddr::new(ip, 0)).await
 }
 
 /// Accepts until shutdown; each connection runs as a tracked task.
@@ -130,6 +160,18 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
         )
         .await;
     };
+    // Only possible if the daemon's heartbeat stalled so long that the
+    // kernel stopped trusting its tgid (OWN_CONNECTS_FRESH_NS): refusing
+    // breaks what would be a loop.
+    if flow.tgid == std::process::id() {
+        return refuse(
+            &ctx,
+            listener,
+            peer,
+            "the daemon's own connect was redirected (its heartbeat is stale)",
+        )
+        .await;
+    }
     if target.protocol != protocol {
         return refuse(
             &ctx,

@@ -6,6 +6,9 @@
 //!   testclient loop ADDR N              N short connections, prints "done OK FAILED"
 //!   testclient hold ADDR SECS MSG       one connection kept open SECS, sending MSG every 100 ms
 //!   testclient read ADDR                one connection that sends nothing and reads until EOF
+//!   testclient many ADDR N MSG          opens N connections at once and prints
+//!                                       "opened K refused R <error kinds>"; after a line on
+//!                                       stdin, exchanges MSG on each and prints "replies G"
 
 use std::{
     io::{Read as _, Write as _},
@@ -69,6 +72,42 @@ fn main() -> anyhow::Result<()> {
                 Ok(reply) => println!("ok {reply}"),
                 Err(e) => println!("err {:?} {e}", e.kind()),
             }
+        }
+        "many" => {
+            let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(10);
+            let msg = args.get(4).map(String::as_str).unwrap_or("many");
+            let mut open = Vec::new();
+            let mut kinds = std::collections::BTreeSet::new();
+            for _ in 0..n {
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                    Ok(s) => open.push(s),
+                    Err(e) => {
+                        kinds.insert(format!("{:?}", e.kind()));
+                    }
+                }
+            }
+            let kinds: Vec<String> = kinds.into_iter().collect();
+            println!(
+                "opened {} refused {} {}",
+                open.len(),
+                n - open.len(),
+                kinds.join(",")
+            );
+            std::io::stdout().flush()?;
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let mut good = 0usize;
+            for mut s in open {
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                let ok = s.write_all(msg.as_bytes()).is_ok()
+                    && s.shutdown(std::net::Shutdown::Write).is_ok()
+                    && {
+                        let mut out = String::new();
+                        s.read_to_string(&mut out).is_ok() && out.ends_with(msg)
+                    };
+                good += usize::from(ok);
+            }
+            println!("replies {good}");
         }
         other => anyhow::bail!("unknown command {other}"),
     }
