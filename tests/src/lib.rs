@@ -40,20 +40,32 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Whether the privileged tests can run here. Without root, bpffs or cgroup
-/// v2 they are skipped with a message, except under `CI=true`, where a
-/// missing prerequisite fails the test.
+/// v2 they are skipped with a message, except in CI ([`ci_strict`]), where
+/// a missing prerequisite fails the test.
 pub fn privileged() -> bool {
     let missing = missing_prerequisite();
     match missing {
         None => true,
-        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true and a privileged prerequisite is missing: {why}")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED: {why} (set up with `cargo xtask setup`, run as root)");
-            false
-        }
+        Some(why) => skip_or_fail("a privileged prerequisite", &why),
     }
+}
+
+/// Whether this is a CI run, where a missing prerequisite is a failure, not
+/// a skip: `CI` set to anything but empty, `0` or `false` (CI systems set
+/// `CI=true`; `.ci/run` does too).
+pub fn ci_strict() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+}
+
+/// Skips (false, with a message) or, under [`ci_strict`], fails the test
+/// because `what` is missing for `why`.
+pub fn skip_or_fail(what: &str, why: &str) -> bool {
+    if ci_strict() {
+        panic!("CI run and {what} is missing: {why}");
+    }
+    eprintln!("SKIPPED: {what} is missing: {why} (set up with `cargo xtask setup`, run as root)");
+    false
 }
 
 fn missing_prerequisite() -> Option<String> {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod build_cmd;
+mod install;
 mod run;
 mod setup;
 mod test;
@@ -37,6 +38,8 @@ enum Task {
     Test(test::Args),
     /// Set up, build release, measure interception overhead against a baseline (root).
     Bench(bench::Args),
+    /// Install as a systemd service: binary, policy, unit, state dir (root; or --root DIR).
+    Install(install::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn dispatch(task: &Task) -> Result<ExitCode> {
         Task::Run(args) => return run::cmd(args, &ws),
         Task::Test(args) => test::cmd(args, &ws)?,
         Task::Bench(args) => bench::cmd(args, &ws)?,
+        Task::Install(args) => install::cmd(args, &ws)?,
     }
     Ok(ExitCode::SUCCESS)
 }
