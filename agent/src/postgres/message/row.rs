@@ -1,4 +1,4 @@
-//! RowDescription fields (parsed only when masking needs column identity).
+//! RowDescription fields (parsed only when masking applies to the result).
 
 use bytes::Bytes;
 
@@ -14,6 +14,9 @@ pub struct RowField {
     /// The source column's number (0 when computed).
     pub attnum: i16,
     pub type_oid: u32,
+    /// 0 text, 1 binary (always 0 in the answer to a statement Describe,
+    /// as the formats are chosen later, by Bind).
+    pub format: i16,
 }
 
 impl RowField {
@@ -29,12 +32,13 @@ impl RowField {
             let type_oid = c.i32()? as u32;
             let _typlen = c.i16()?;
             let _typmod = c.i32()?;
-            let _format = c.i16()?;
+            let format = c.i16()?;
             out.push(RowField {
                 name,
                 table_oid,
                 attnum,
                 type_oid,
+                format,
             });
         }
         c.finish()?;
@@ -57,7 +61,7 @@ mod tests {
             .i32(25)
             .i16(-1)
             .i32(-1)
-            .i16(0)
+            .i16(1)
             .finish();
         let got = RowField::parse_all(f.body()).unwrap();
         assert_eq!(
@@ -66,7 +70,8 @@ mod tests {
                 name: "email".into(),
                 table_oid: 16384,
                 attnum: 2,
-                type_oid: 25
+                type_oid: 25,
+                format: 1,
             }]
         );
         let short = Payload::new(b'T').i16(1).cstr("x").i32(1).finish();
