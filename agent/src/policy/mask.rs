@@ -86,8 +86,9 @@ pub const DETECTORS: [&str; 5] = ["email", "card", "aws_key", "jwt", "private_ke
 
 fn builtin(name: &str) -> Option<(&'static str, bool)> {
     Some(match name {
+        // Letters of any script: addresses may be internationalised (RFC 6531).
         "email" => (
-            r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+            r"[\p{L}\p{N}._%+-]+@[\p{L}\p{N}-]+(?:\.[\p{L}\p{N}-]+)*\.\p{L}{2,}",
             false,
         ),
         "card" => (r"\b\d(?:[ -]?\d){12,18}\b", true),
@@ -322,6 +323,10 @@ mod tests {
         .unwrap();
         let found = |i: usize, text: &str| spec.detectors()[i].find(text);
         assert_eq!(found(0, "mail bob@example.com now"), vec![5..20]);
+        assert_eq!(
+            found(0, "josé@exämple.de"),
+            vec![0.."josé@exämple.de".len()]
+        );
         assert_eq!(found(1, "card 4111 1111 1111 1111"), vec![5..24]);
         // a 16-digit number failing Luhn is not a card
         assert!(found(1, "4111 1111 1111 1112").is_empty());

@@ -20,6 +20,8 @@ pub(crate) struct StmtDef {
     pub(crate) info: StmtInfo,
     /// From a Describe of the statement (formats not yet chosen).
     pub(crate) columns: Option<ResultColumns>,
+    /// Parameter type OIDs (from Parse, completed by ParameterDescription).
+    pub(crate) param_types: Vec<u32>,
     /// The plan last built for a Bind, by the result formats it asked for.
     plan: Option<(Vec<i16>, Arc<RowPlan>)>,
 }
@@ -91,11 +93,12 @@ impl Names {
     }
 
     /// A Parse: `name` is `info` from now on, unless the server rejects it.
-    pub(crate) fn parse(&mut self, name: String, info: StmtInfo) -> Undo {
+    pub(crate) fn parse(&mut self, name: String, info: StmtInfo, param_types: Vec<u32>) -> Undo {
         let def = StmtDef {
             id: self.take_id(),
             info,
             columns: None,
+            param_types,
             plan: None,
         };
         let previous = self.statements.insert(name.clone(), def);
@@ -159,6 +162,7 @@ impl Names {
             id,
             info: unknown,
             columns: None,
+            param_types: vec![],
             plan: None,
         };
         self.statements.insert(name, def);
@@ -236,9 +240,9 @@ mod tests {
     #[test]
     fn rejected_definitions_are_undone_newest_first() {
         let mut n = Names::default();
-        n.parse("s".into(), info("old"));
-        let a = n.parse("s".into(), info("new1"));
-        let b = n.parse("s".into(), info("new2"));
+        n.parse("s".into(), info("old"), vec![]);
+        let a = n.parse("s".into(), info("new1"), vec![]);
+        let b = n.parse("s".into(), info("new2"), vec![]);
         n.undo(vec![a, b]);
         assert_eq!(n.statement_mut("s").unwrap().info.text, "old");
         let u = n.bind("p".into(), portal("x"));
@@ -260,7 +264,7 @@ mod tests {
     #[test]
     fn sql_names_and_transaction_ends_forget_definitions() {
         let mut n = Names::default();
-        n.parse("p".into(), info("x"));
+        n.parse("p".into(), info("x"), vec![]);
         n.bind("c".into(), portal("y"));
         n.apply(&NameChange::Prepare("p".into()));
         n.apply(&NameChange::Declare("c".into()));
@@ -270,7 +274,7 @@ mod tests {
         n.bind("b".into(), portal("b"));
         n.transaction_ended(mark);
         assert!(n.portal("a").is_none() && n.portal("b").is_some());
-        n.parse("q".into(), info("q"));
+        n.parse("q".into(), info("q"), vec![]);
         n.apply(&NameChange::DiscardAll);
         assert!(n.statement_mut("q").is_none() && n.portal("b").is_none());
     }

@@ -148,6 +148,15 @@ impl Pending {
         self.q.push_back(Entry::Define(Box::new(undo)));
     }
 
+    /// The Describe a ParameterDescription answers (it precedes the
+    /// RowDescription or NoData, which removes the entry).
+    pub(crate) fn describing(&self) -> Option<&Described> {
+        match self.q.front() {
+            Some(Entry::Describe(d)) => Some(d),
+            _ => None,
+        }
+    }
+
     /// ParseComplete or BindComplete: the oldest definition stands.
     pub(crate) fn defined(&mut self) {
         if let Some(Entry::Define(_)) = self.q.front() {

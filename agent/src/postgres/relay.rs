@@ -17,7 +17,7 @@ use super::{
     frame::Frame,
     legs::{Legs, fatal, proto, read_err},
     mask::{MaskKey, Masks, ResultColumns},
-    message::{BackendMessage, BindParams, FrontendMessage},
+    message::{BackendMessage, BindParams, FrontendMessage, parameter_types},
     names::{Names, PortalDef},
     pending::{Described, OnError, Pending, Running, StmtInfo},
 };
@@ -190,12 +190,17 @@ impl<'a> Relay<'a> {
                     Decision::ClientGone => return Ok(false),
                 }
             }
-            FrontendMessage::Parse { name, sql, .. } => {
+            FrontendMessage::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
                 let stmts = classify(&sql);
                 match self.decide_all(&stmts).await? {
                     Decision::Allowed(masks) => {
                         let info = self.prepared(stmts, masks);
-                        let undo = self.names.parse(name, info);
+                        let types = param_types.iter().map(|t| *t as u32).collect();
+                        let undo = self.names.parse(name, info, types);
                         self.pending.push_define(undo);
                         self.legs.server_w.send(&frame).await?;
                     }
@@ -218,11 +223,12 @@ impl<'a> Relay<'a> {
                 rest,
             } => {
                 let bind = BindParams::parse(rest).map_err(proto(Side::Client))?;
-                let known = self
-                    .names
-                    .statement_mut(&statement)
-                    .map(|def| (def.info.clone(), def.bound(&bind.result_formats)));
-                let (mut info, (columns, plan)) = match known {
+                let known = self.names.statement_mut(&statement).map(|def| {
+                    let info = def.info.clone();
+                    let types = def.param_types.clone();
+                    (info, types, def.bound(&bind.result_formats))
+                });
+                let (mut info, types, (columns, plan)) = match known {
                     Some(k) => k,
                     None => {
                         let info = self.unknown(format!(
@@ -231,10 +237,10 @@ impl<'a> Relay<'a> {
                         let cols = ResultColumns::undescribed(&bind.result_formats);
                         let plan =
                             (!info.masks.is_empty()).then(|| Arc::new(info.masks.plan(&cols)));
-                        (info, (cols, plan))
+                        (info, vec![], (cols, plan))
                     }
                 };
-                info.params = super::results::params(&info.masks, &bind);
+                info.params = super::results::params(&info.masks, &bind, &types);
                 let def = PortalDef {
                     id: 0,
                     info,
@@ -283,7 +289,7 @@ impl<'a> Relay<'a> {
                     Decision::Allowed(masks) => {
                         let masks = masks.into_iter().next().unwrap_or_default();
                         let info = StmtInfo {
-                            params: super::results::params(&masks, &args),
+                            params: super::results::params(&masks, &args, &[]),
                             masks,
                             ..StmtInfo::plain(stmt.text, stmt.classes)
                         };
@@ -421,6 +427,14 @@ impl<'a> Relay<'a> {
             }
             BackendMessage::NoData => {
                 let _ = self.pending.described();
+                None
+            }
+            BackendMessage::ParameterDescription(body) => {
+                if let Some(Described::Statement(name, id)) = self.pending.describing()
+                    && let Some(def) = self.names.statement_def(name, *id)
+                {
+                    def.param_types = parameter_types(body).map_err(proto(Side::Server))?;
+                }
                 None
             }
             BackendMessage::ParseComplete | BackendMessage::BindComplete => {

@@ -13,7 +13,7 @@ use super::{
     error::PgError,
     frame::Frame,
     legs::proto,
-    mask::{ColumnInfo, Format, MaskCounts, Masks, ResultColumns, Source, Touches},
+    mask::{ColumnInfo, Format, MaskCounts, Masks, ResultColumns, Source, Touches, text_of},
     message::{BackendMessage, BindParams, ErrorFields, RowField},
     pending::{DescribeTarget, Described, Running},
     relay::Relay,
@@ -35,21 +35,25 @@ const WITHHELD: &str = "interlock: withheld (column masking is active for this s
 /// integer: "bob@example.com"`).
 static QUOTED: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r#""[^"]*""#).ok());
 
-/// A statement's Bind parameters as recorded: text values through the
-/// detectors (column rules do not apply to parameters), binary ones by size.
-pub(super) fn params(masks: &Masks, bind: &BindParams) -> Vec<Option<String>> {
+/// A statement's Bind parameters as recorded, through the detectors
+/// (column rules do not apply to parameters): text values, and binary ones
+/// of types (`types`, from Parse or the statement's ParameterDescription)
+/// whose binary form is text or decodes to it; other binary values by size.
+pub(super) fn params(masks: &Masks, bind: &BindParams, types: &[u32]) -> Vec<Option<String>> {
     let mut counts = masks.counters();
     bind.params
         .iter()
         .enumerate()
         .map(|(i, p)| {
             let p = p.as_ref()?;
-            if bind.param_format(i) == 1 {
+            let format = Format::from_code(bind.param_format(i));
+            let ty = types.get(i).copied().filter(|t| *t != 0);
+            let Some(text) = text_of(ty, format, p) else {
                 return Some(format!("<binary {} bytes>", p.len()));
-            }
-            let masked = masks.mask_text(p, &mut counts);
-            let text = String::from_utf8_lossy(masked.as_deref().unwrap_or(p)).into_owned();
-            Some(clip(text))
+            };
+            let masked = masks.mask_text(&text, &mut counts);
+            let shown = String::from_utf8_lossy(masked.as_deref().unwrap_or(&text)).into_owned();
+            Some(clip(shown))
         })
         .collect()
 }
@@ -350,13 +354,31 @@ mod tests {
             ],
             result_formats: vec![],
         };
-        let got = params(&masks(&["public.users.email"], &["email"]), &bind);
+        let m = masks(&["public.users.email"], &["email"]);
         assert_eq!(
-            got,
+            params(&m, &bind, &[]),
             vec![
                 Some("mail ****".to_string()),
                 None,
                 Some("<binary 4 bytes>".to_string())
+            ]
+        );
+        // binary parameters of known types: text as is, integers decoded
+        let binary = BindParams {
+            param_formats: vec![1],
+            params: vec![
+                Some(Bytes::from_static(b"to bob@example.com")),
+                Some(Bytes::from_static(&[0, 0, 0, 5])),
+                Some(Bytes::from_static(&[1, 2, 3])),
+            ],
+            result_formats: vec![],
+        };
+        assert_eq!(
+            params(&m, &binary, &[25, 23, 17]),
+            vec![
+                Some("to ****".to_string()),
+                Some("5".to_string()),
+                Some("<binary 3 bytes>".to_string())
             ]
         );
         let long = BindParams {
@@ -364,7 +386,7 @@ mod tests {
             params: vec![Some(Bytes::from("é".repeat(600)))],
             result_formats: vec![],
         };
-        let got = params(&Masks::default(), &long);
+        let got = params(&Masks::default(), &long, &[]);
         let p = got[0].as_deref().unwrap();
         assert!(p.ends_with("... (1200 bytes)") && p.len() < 1100, "{p}");
     }

@@ -14,4 +14,4 @@ mod value;
 pub(crate) use columns::{BaseRef, ColumnInfo, ResultColumns, Source, Touches};
 pub use key::{MASK_KEY_FILE, MaskKey, MaskKeyError};
 pub(crate) use plan::{MaskCounts, Masks, RowPlan};
-pub(crate) use value::Format;
+pub(crate) use value::{Format, text_of};

@@ -229,6 +229,7 @@ fn apply(
             Some(whole.then(|| Bytes::from(replace(strategy, v, masks.key.as_deref()))))
         }
         Action::Scan(Repr::Text { .. }) => masks.mask_text(v, counts).map(|m| Some(Bytes::from(m))),
+        Action::Scan(Repr::TextOrNull) => masks.mask_text(v, counts).map(|_| None),
         Action::Scan(Repr::Jsonb) => {
             let (version, text) = v.split_first()?;
             let masked = masks.mask_text(text, counts)?;

@@ -125,6 +125,9 @@ pub(crate) enum Repr {
     /// of the type (text, varchar, bpchar, name); if not, a value masked
     /// whole becomes NULL.
     Text { whole: bool },
+    /// The text form of a type a replacement would not fit (a number, a
+    /// uuid, a date): NULL if anything is found.
+    TextOrNull,
     /// Binary jsonb: a version byte, then JSON text.
     Jsonb,
     /// Binary integers, numeric, uuid, bool: decoded to text to be scanned;
@@ -132,8 +135,8 @@ pub(crate) enum Repr {
     Decoded(binary::Decoder),
     /// Binary floats, dates and times: nothing a detector looks for fits.
     Inert,
-    /// Binary of any other type (arrays, records, bytea, unknown): NULL
-    /// whenever masking applies to it.
+    /// Binary of any other type (arrays, records, bytea, unknown), and
+    /// bytea in text (hex hides the bytes): NULL whenever masking applies.
     Opaque,
 }
 
@@ -146,9 +149,16 @@ impl Repr {
     /// The representation of a column of type `oid` (`None`: unknown) in `format`.
     pub(crate) fn of(oid: Option<u32>, format: Format) -> Repr {
         match (format, oid) {
-            (Format::Text, oid) => Repr::Text {
-                whole: oid.is_some_and(replaceable),
-            },
+            (Format::Text, Some(17)) => Repr::Opaque,
+            (Format::Text, Some(oid)) if replaceable(oid) => Repr::Text { whole: true },
+            (Format::Text, Some(oid))
+                if binary::Decoder::of(oid).is_some() || binary::inert(oid) =>
+            {
+                Repr::TextOrNull
+            }
+            // Arrays, records, json, xml, types interlock does not know:
+            // text with a value replaced inside stays valid.
+            (Format::Text, _) => Repr::Text { whole: false },
             (Format::Binary, Some(oid)) if replaceable(oid) => Repr::Text { whole: true },
             // "char", json, xml, unknown (literals) are sent as their text.
             (Format::Binary, Some(18 | 114 | 142 | 705)) => Repr::Text { whole: false },
@@ -160,6 +170,17 @@ impl Repr {
             },
             (Format::Binary, None) => Repr::Opaque,
         }
+    }
+}
+
+/// A value's text, when a value of type `oid` in `format` has one interlock
+/// can read (for recording parameters); `None` for opaque binary values.
+pub(crate) fn text_of(oid: Option<u32>, format: Format, v: &[u8]) -> Option<Cow<'_, [u8]>> {
+    match Repr::of(oid, format) {
+        Repr::Text { .. } | Repr::TextOrNull => Some(Cow::Borrowed(v)),
+        Repr::Jsonb => v.get(1..).map(Cow::Borrowed),
+        Repr::Decoded(d) => d.text(v).map(|t| Cow::Owned(t.into_bytes())),
+        Repr::Inert | Repr::Opaque => None,
     }
 }
 
@@ -225,10 +246,12 @@ mod tests {
     #[test]
     fn representations_follow_type_and_format() {
         assert_eq!(Repr::of(Some(25), Format::Text), Repr::Text { whole: true });
+        assert_eq!(Repr::of(Some(23), Format::Text), Repr::TextOrNull);
         assert_eq!(
-            Repr::of(Some(23), Format::Text),
+            Repr::of(Some(1009), Format::Text),
             Repr::Text { whole: false }
         );
+        assert_eq!(Repr::of(Some(17), Format::Text), Repr::Opaque);
         assert_eq!(Repr::of(None, Format::Text), Repr::Text { whole: false });
         assert_eq!(
             Repr::of(Some(1043), Format::Binary),

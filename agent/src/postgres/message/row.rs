@@ -46,6 +46,18 @@ impl RowField {
     }
 }
 
+/// The parameter type OIDs of a ParameterDescription body.
+pub fn parameter_types(body: Bytes) -> Result<Vec<u32>, ProtocolError> {
+    let mut c = Cursor::new(body, "ParameterDescription");
+    let n = c.count16()?;
+    let mut out = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        out.push(c.i32()? as u32);
+    }
+    c.finish()?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +88,9 @@ mod tests {
         );
         let short = Payload::new(b'T').i16(1).cstr("x").i32(1).finish();
         assert!(RowField::parse_all(short.body()).is_err());
+        let params = Payload::new(b't').i16(2).i32(25).i32(23).finish();
+        assert_eq!(parameter_types(params.body()).unwrap(), vec![25, 23]);
+        let bad = Payload::new(b't').i16(2).i32(25).finish();
+        assert!(parameter_types(bad.body()).is_err());
     }
 }
