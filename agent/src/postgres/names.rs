@@ -153,14 +153,14 @@ impl Names {
     /// The id of statement `name`'s definition; one interlock did not see
     /// made (PREPARE in SQL) is adopted with `unknown`, so its description
     /// has somewhere to go.
-    pub(crate) fn statement_id(&mut self, name: String, unknown: StmtInfo) -> u64 {
+    pub(crate) fn statement_id(&mut self, name: String, unknown: impl FnOnce() -> StmtInfo) -> u64 {
         if let Some(d) = self.statements.get(&name) {
             return d.id;
         }
         let id = self.take_id();
         let def = StmtDef {
             id,
-            info: unknown,
+            info: unknown(),
             columns: None,
             param_types: vec![],
             plan: None,
@@ -170,14 +170,14 @@ impl Names {
     }
 
     /// As [`Names::statement_id`], for a portal (a cursor DECLAREd in SQL).
-    pub(crate) fn portal_id(&mut self, name: String, unknown: StmtInfo) -> u64 {
+    pub(crate) fn portal_id(&mut self, name: String, unknown: impl FnOnce() -> StmtInfo) -> u64 {
         if let Some(d) = self.portals.get(&name) {
             return d.id;
         }
         let id = self.take_id();
         let def = PortalDef {
             id,
-            info: unknown,
+            info: unknown(),
             columns: ResultColumns::undescribed(&[1]),
             plan: None,
         };

@@ -47,6 +47,28 @@ enum Event {
     Server(Option<Frame>),
 }
 
+fn fallback(gate: &dyn Gate, key: &Option<Arc<MaskKey>>) -> Masks {
+    Masks::new(gate.possible_masks(), key.clone())
+}
+
+/// What interlock records and masks for something it did not see defined.
+fn unknown(gate: &dyn Gate, key: &Option<Arc<MaskKey>>, text: String) -> StmtInfo {
+    StmtInfo {
+        masks: fallback(gate, key),
+        ..StmtInfo::plain(text, vec![])
+    }
+}
+
+/// The recorded text of a statement prepared outside interlock's view.
+fn unprepared(name: &str) -> String {
+    format!("execute prepared statement \"{name}\" (not prepared through interlock)")
+}
+
+/// The recorded text of a portal bound outside interlock's view.
+fn unbound(name: &str) -> String {
+    format!("execute portal \"{name}\" (not bound through interlock)")
+}
+
 impl<'a> Relay<'a> {
     pub(crate) fn new(
         legs: &'a mut Legs,
@@ -110,15 +132,7 @@ impl<'a> Relay<'a> {
     /// The masking for results interlock cannot tie to a statement it
     /// decided: every mask rule that could apply (fail closed).
     pub(super) fn fallback(&self) -> Masks {
-        Masks::new(self.gate.possible_masks(), self.key.clone())
-    }
-
-    /// What interlock records and masks for something it did not see defined.
-    fn unknown(&self, text: String) -> StmtInfo {
-        StmtInfo {
-            masks: self.fallback(),
-            ..StmtInfo::plain(text, vec![])
-        }
+        fallback(&*self.gate, &self.key)
     }
 
     /// One allowed statement of a simple query: queued for its results.
@@ -231,9 +245,7 @@ impl<'a> Relay<'a> {
                 let (mut info, types, (columns, plan)) = match known {
                     Some(k) => k,
                     None => {
-                        let info = self.unknown(format!(
-                            "execute prepared statement \"{statement}\" (not prepared through interlock)"
-                        ));
+                        let info = unknown(&*self.gate, &self.key, unprepared(&statement));
                         let cols = ResultColumns::undescribed(&bind.result_formats);
                         let plan =
                             (!info.masks.is_empty()).then(|| Arc::new(info.masks.plan(&cols)));
@@ -259,9 +271,7 @@ impl<'a> Relay<'a> {
                         plan: def.plan.clone(),
                         ..Running::new(def.info.clone())
                     },
-                    None => Running::new(self.unknown(format!(
-                        "execute portal \"{portal}\" (not bound through interlock)"
-                    ))),
+                    None => Running::new(unknown(&*self.gate, &self.key, unbound(&portal))),
                 };
                 self.pending.push_stmt(running);
                 self.legs.server_w.send(&frame).await?;
@@ -319,16 +329,13 @@ impl<'a> Relay<'a> {
                 self.legs.server_w.send(&frame).await?;
             }
             FrontendMessage::Describe { kind, name } => {
+                let (gate, key) = (&*self.gate, &self.key);
                 let described = if kind == b'S' {
-                    let fallback = self.unknown(format!(
-                        "execute prepared statement \"{name}\" (not prepared through interlock)"
-                    ));
-                    Described::Statement(name.clone(), self.names.statement_id(name, fallback))
+                    let u = || unknown(gate, key, unprepared(&name));
+                    Described::Statement(name.clone(), self.names.statement_id(name.clone(), u))
                 } else {
-                    let fallback = self.unknown(format!(
-                        "execute portal \"{name}\" (not bound through interlock)"
-                    ));
-                    Described::Portal(name.clone(), self.names.portal_id(name, fallback))
+                    let u = || unknown(gate, key, unbound(&name));
+                    Described::Portal(name.clone(), self.names.portal_id(name.clone(), u))
                 };
                 self.pending.push_describe(described);
                 self.legs.server_w.send(&frame).await?;

@@ -24,17 +24,21 @@ pub(crate) enum MaskError {
     NoKey(String),
 }
 
-/// The mask rules for one statement, with the key for `hash`.
+/// The mask rules for one statement, with the key for `hash`. Cloned for
+/// every execution of a prepared statement, so the rules are shared.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Masks {
-    rules: Vec<MaskRule>,
+    rules: Arc<[MaskRule]>,
     key: Option<Arc<MaskKey>>,
 }
 
 impl Masks {
     /// Masking by `rules`; `key` for the hash strategy.
     pub(crate) fn new(rules: Vec<MaskRule>, key: Option<Arc<MaskKey>>) -> Masks {
-        Masks { rules, key }
+        Masks {
+            rules: rules.into(),
+            key,
+        }
     }
 
     /// Errors when a rule cannot be applied: hash without a key (without
@@ -79,10 +83,15 @@ impl Masks {
 
     /// These rules and those of `other` not already among them.
     pub(crate) fn union(mut self, other: &Masks) -> Masks {
-        for r in &other.rules {
-            if !self.rules.iter().any(|m| m.rule == r.rule) {
-                self.rules.push(r.clone());
-            }
+        let missing: Vec<&MaskRule> = other
+            .rules
+            .iter()
+            .filter(|r| !self.rules.iter().any(|m| m.rule == r.rule))
+            .collect();
+        if !missing.is_empty() {
+            let mut rules = self.rules.to_vec();
+            rules.extend(missing.into_iter().cloned());
+            self.rules = rules.into();
         }
         if self.key.is_none() {
             self.key.clone_from(&other.key);
