@@ -3,10 +3,7 @@
 //! the control socket (real CLI, run as other local users), deadlines deny,
 //! requesters cannot approve themselves, reloads keep holds alive.
 
-use std::{
-    process::{Child, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::{Child, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 use interlock_tests::*;
