@@ -115,7 +115,6 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Handles one client message; false when the session should end.
     /// Answers a refused simple query with `reply` while the server runs a
     /// statement that fails to parse at the same point, so its transaction
     /// state follows what the client sees.
@@ -187,6 +186,7 @@ impl<'a> Relay<'a> {
         }
     }
 
+    /// Handles one client message; false when the session should end.
     async fn on_client(&mut self, frame: Frame) -> Result<bool, PgError> {
         match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {
             FrontendMessage::Query { sql } => {

@@ -28,10 +28,15 @@ static CONNINFO: LazyLock<Option<Regex>> = LazyLock::new(|| {
 static URI_PASSWORD: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s']*:)([^@\s']+)@").ok());
 
-/// Whether `sql` might carry a secret at all (the common case skips the scan).
+/// Whether `sql` might carry a secret at all (the common case skips the
+/// scan, and allocates nothing).
 fn suspicious(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    lower.contains("pass") || lower.contains("secret") || lower.contains("://")
+    let has = |needle: &[u8]| {
+        sql.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    has(b"pass") || has(b"secret") || has(b"://")
 }
 
 /// Whether an identifier or keyword names a secret.
