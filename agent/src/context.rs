@@ -41,6 +41,8 @@ struct Inner {
     ssh_ca: Arc<crate::ssh::SshCa>,
     /// Mints the certificates PostgreSQL clients see; `None`: clients get no TLS.
     pg_ca: Option<Arc<crate::postgres::PgCa>>,
+    /// The host's key for the `hash` masking strategy.
+    mask_key: Arc<crate::postgres::MaskKey>,
     /// interlock-issued PostgreSQL cancel keys -> the upstream's, shared by all sessions.
     pg_cancels: crate::postgres::CancelRegistry,
     // Both locks guard short synchronous sections (a map syscall, a table
@@ -66,6 +68,7 @@ impl AppContext {
         recordings: std::path::PathBuf,
         ssh_ca: crate::ssh::SshCa,
         pg_ca: Option<crate::postgres::PgCa>,
+        mask_key: crate::postgres::MaskKey,
         maps: KernelMaps,
         processes: ProcessTable,
         lineage: ProcessEventStream,
@@ -81,6 +84,7 @@ impl AppContext {
                 recordings,
                 ssh_ca: Arc::new(ssh_ca),
                 pg_ca: pg_ca.map(Arc::new),
+                mask_key: Arc::new(mask_key),
                 pg_cancels: crate::postgres::CancelRegistry::default(),
                 maps: Mutex::new(maps),
                 processes: Arc::new(Mutex::new(processes)),
@@ -133,6 +137,11 @@ impl AppContext {
     /// The PostgreSQL client-leg CA, unless client TLS is off.
     pub fn pg_ca(&self) -> Option<&crate::postgres::PgCa> {
         self.inner.pg_ca.as_deref()
+    }
+
+    /// The key for the `hash` masking strategy.
+    pub fn mask_key(&self) -> Arc<crate::postgres::MaskKey> {
+        Arc::clone(&self.inner.mask_key)
     }
 
     /// The SSH certificate authority.

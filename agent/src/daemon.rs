@@ -96,6 +96,8 @@ pub enum DaemonError {
     Ssh(#[from] crate::ssh::SshError),
     #[error("PostgreSQL client-leg CA: {0}")]
     PgCa(#[from] crate::postgres::CaError),
+    #[error(transparent)]
+    MaskKey(#[from] crate::postgres::MaskKeyError),
     #[error("cannot bind the control socket {path}: {source}")]
     Control {
         path: PathBuf,
@@ -202,12 +204,14 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         true => Some(crate::postgres::PgCa::load_or_create(&opts.state_dir)?),
         false => None,
     };
+    let mask_key = crate::postgres::MaskKey::load_or_create(&opts.state_dir)?;
     let ctx = AppContext::new(
         policy,
         approvals,
         opts.state_dir.join(RECORDINGS_DIR),
         ssh_ca,
         pg_ca,
+        mask_key,
         maps,
         processes,
         process_events,

@@ -5,19 +5,20 @@
 //! registers holds with the approval registry and turns records into audit
 //! events. Tests plug in their own implementation.
 
-use std::{future::Future, pin::Pin, time::SystemTime};
+use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-pub use crate::policy::{CommandKind, StatementClass};
+pub use crate::policy::{CommandKind, MaskSpec, StatementClass, Strategy};
 
 /// What a session asks about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Opening the session itself (decided once, before anything is relayed).
     Session,
-    /// One SQL statement, as the client sent it, with its classes.
+    /// One SQL statement, as the client sent it but with secrets (password
+    /// literals) redacted, with its classes.
     Statement {
         text: String,
         classes: Vec<StatementClass>,
@@ -39,20 +40,35 @@ pub enum Verdict {
     /// Refuse with `message` (for the client), naming `rule`.
     Block { rule: String, message: String },
     /// Wait for a human: tell the client about `held.approval_id`, then await
-    /// [`Held::outcome`].
+    /// [`Held::outcome`]. An approved request is masked by [`Held::mask`],
+    /// exactly as an allowed one would be.
     Hold(Held),
 }
 
-/// A masking instruction from policy (the PostgreSQL issue fills this in).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A masking instruction from policy: a `mask` rule that applies to a
+/// request's results, with its spec compiled once per policy load.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaskRule {
     /// The deciding rule's name.
     pub rule: String,
-    /// `schema.table.column` globs whose values are masked.
-    pub columns: Vec<String>,
-    /// Value detectors (`email`, `card`, `aws_key`, `jwt`, `private_key`, or
-    /// `regex:<pattern>`) applied to every text value.
-    pub detectors: Vec<String>,
+    /// Columns, detectors and strategy.
+    pub spec: Arc<MaskSpec>,
+}
+
+impl Serialize for MaskRule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            rule: &'a str,
+            #[serde(flatten)]
+            spec: &'a MaskSpec,
+        }
+        Shown {
+            rule: &self.rule,
+            spec: &self.spec,
+        }
+        .serialize(s)
+    }
 }
 
 /// How a hold ended.
@@ -79,6 +95,7 @@ pub struct Held {
     pub deadline: SystemTime,
     /// How a human approves, for the client-facing notice.
     pub how_to_approve: String,
+    mask: Vec<MaskRule>,
     outcome: oneshot::Receiver<HoldOutcome>,
     withdraw: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -108,9 +125,21 @@ impl Held {
             rule,
             deadline,
             how_to_approve,
+            mask: vec![],
             outcome,
             withdraw: Some(withdraw),
         }
+    }
+
+    /// The same hold, its results masked by `mask` once approved.
+    pub fn with_mask(mut self, mask: Vec<MaskRule>) -> Held {
+        self.mask = mask;
+        self
+    }
+
+    /// The masking for the request's results if it is approved.
+    pub fn mask(&self) -> &[MaskRule] {
+        &self.mask
     }
 
     /// Waits for the decision. A vanished registry counts as withdrawn.
@@ -136,8 +165,13 @@ impl Drop for Held {
 pub enum Record {
     /// A statement that ran (after `Allow` or an approved hold).
     Statement {
+        /// The statement with secrets (passwords) redacted.
         text: String,
         classes: Vec<StatementClass>,
+        /// Bind parameters (extended protocol), value detectors applied:
+        /// text values as sent, `<binary N bytes>` for binary ones, `None`
+        /// for NULL.
+        params: Vec<Option<String>>,
         /// Rows returned or affected, when the server said.
         rows: Option<u64>,
         /// The server's error SQLSTATE, if it failed.
@@ -178,4 +212,8 @@ pub trait Gate: Send + Sync {
     fn decide<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Verdict>;
     /// Records `record` in the audit trail (and the session's recording).
     fn record(&self, record: Record) -> BoxFuture<'_, ()>;
+    /// The masking for results interlock cannot tie to a request it
+    /// decided (a cursor or prepared statement created in SQL or by a
+    /// function): every mask rule that could apply to this session.
+    fn possible_masks(&self) -> Vec<MaskRule>;
 }

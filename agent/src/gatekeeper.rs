@@ -15,7 +15,7 @@ use crate::{
     approval::{HoldSpec, RequestView, Requester},
     audit::{DecisionView, Disposition, EventKind, SessionOutcome},
     context::AppContext,
-    gate::{BoxFuture, CommandKind, Gate, Held, HoldOutcome, Record, Request, Verdict},
+    gate::{BoxFuture, CommandKind, Gate, Held, HoldOutcome, MaskRule, Record, Request, Verdict},
     intercept::FlowIdentity,
     policy::{Action, Grant, RecordLevel, Subject, Target},
 };
@@ -151,6 +151,7 @@ impl DaemonGate {
                     )
                 } else {
                     let grant = spec.grant;
+                    let mask = d.mask;
                     let held = self
                         .ctx
                         .approvals()
@@ -165,7 +166,7 @@ impl DaemonGate {
                         .await;
                     let session = matches!(request, Request::Session);
                     (
-                        Verdict::Hold(self.watch(held, grant, session)),
+                        Verdict::Hold(self.watch(held, grant, session).with_mask(mask)),
                         view(Disposition::Approved, d.rule),
                     )
                 }
@@ -265,15 +266,19 @@ impl DaemonGate {
             Record::Statement {
                 text,
                 classes,
+                params,
                 rows,
                 error,
                 duration_ms,
             } => {
                 let (decision, level) = take(None, &text);
+                let full = level == RecordLevel::Full;
                 EventKind::Statement {
                     session_id,
                     target,
-                    text: (level == RecordLevel::Full).then_some(text),
+                    text: full.then_some(text),
+                    // Parameters are values: only at level full, and never empty noise.
+                    params: (full && !params.is_empty()).then_some(params),
                     classes,
                     decision,
                     rows,
@@ -326,6 +331,14 @@ impl Gate for DaemonGate {
 
     fn record(&self, record: Record) -> BoxFuture<'_, ()> {
         Box::pin(self.record_now(record))
+    }
+
+    fn possible_masks(&self) -> Vec<MaskRule> {
+        let policy = self.ctx.policy();
+        let target = policy
+            .target_named(&self.target.name)
+            .unwrap_or(&self.target);
+        policy.possible_masks(target, &self.subject)
     }
 }
 

@@ -124,6 +124,33 @@ pub fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == ty).collect()
 }
 
+/// Accepts one HTTP POST on `l`, answers 200 "ok" (as Slack does), returns the body.
+pub fn read_one_post(l: &std::net::TcpListener) -> Result<String> {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    l.set_nonblocking(false)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (s, _) = l.accept()?;
+    s.set_read_timeout(Some(deadline - std::time::Instant::now()))?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut len = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse()?;
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    (&s).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")?;
+    Ok(String::from_utf8(body)?)
+}
+
 /// A policy with one tcp target over the given `address:port` endpoints.
 pub fn tcp_policy(name: &str, endpoints: &[(&str, u16)]) -> String {
     let mut s = format!("version: 1\ntargets:\n  - name: {name}\n    protocol: tcp\n    match:\n");

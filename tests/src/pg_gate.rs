@@ -15,7 +15,8 @@ use std::{
 
 use interlock::{
     gate::{
-        BoxFuture, Gate, Held, HoldOutcome, MaskRule, Record, Request, StatementClass, Verdict,
+        BoxFuture, Gate, Held, HoldOutcome, MaskRule, MaskSpec, Record, Request, StatementClass,
+        Strategy, Verdict,
     },
     postgres::{CancelRegistry, PgTarget, serve},
 };
@@ -23,6 +24,16 @@ use tokio::{
     net::TcpListener,
     sync::{Notify, oneshot},
 };
+
+/// A mask rule as a policy file would compile it.
+pub fn mask_rule(name: &str, columns: &[&str], detectors: &[&str], strategy: Strategy) -> MaskRule {
+    let c: Vec<String> = columns.iter().map(|s| s.to_string()).collect();
+    let d: Vec<String> = detectors.iter().map(|s| s.to_string()).collect();
+    MaskRule {
+        rule: name.into(),
+        spec: Arc::new(MaskSpec::new(&c, &d, strategy).unwrap()),
+    }
+}
 
 /// Rule names the gate uses.
 pub const BLOCK_RULE: &str = "test-block";
@@ -58,6 +69,38 @@ impl TestGate {
             mask: rules,
             ..TestGate::default()
         })
+    }
+
+    /// Holds statements with any class in `hold`, masks with `rules`
+    /// (also the held ones, once approved).
+    pub fn holding_and_masking(hold: &[StatementClass], rules: Vec<MaskRule>) -> Arc<TestGate> {
+        Arc::new(TestGate {
+            hold: hold.to_vec(),
+            mask: rules,
+            ..TestGate::default()
+        })
+    }
+
+    /// Recorded statements with their parameters.
+    pub fn statements_with_params(&self) -> Vec<(String, Vec<Option<String>>)> {
+        self.records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Statement { text, params, .. } => Some((text, params)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Masked counts recorded, per rule.
+    pub fn masked(&self) -> Vec<(String, Vec<(String, u64)>)> {
+        self.records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Masked { rule, counts } => Some((rule, counts)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Blocks every session.
@@ -149,7 +192,7 @@ impl Gate for TestGate {
                 );
                 self.holds.lock().unwrap().push_back((id, tx));
                 self.hold_added.notify_one();
-                Verdict::Hold(held)
+                Verdict::Hold(held.with_mask(self.mask.clone()))
             }
             Request::Statement { .. } => Verdict::Allow {
                 rule: None,
@@ -166,6 +209,10 @@ impl Gate for TestGate {
     fn record(&self, record: Record) -> BoxFuture<'_, ()> {
         self.records.lock().unwrap().push(record);
         Box::pin(async {})
+    }
+
+    fn possible_masks(&self) -> Vec<MaskRule> {
+        self.mask.clone()
     }
 }
 

@@ -81,3 +81,55 @@ pub fn field(body: &[u8], code: u8) -> String {
         .map(|f| f.1)
         .unwrap_or_default()
 }
+
+/// A body of NUL-terminated strings (Query, Parse without types, Describe...).
+pub fn cstrs(parts: &[&str]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for p in parts {
+        b.extend_from_slice(p.as_bytes());
+        b.push(0);
+    }
+    b
+}
+
+/// A Bind body: no parameters, the given result formats.
+pub fn bind(portal: &str, statement: &str, result_formats: &[i16]) -> Vec<u8> {
+    let mut b = cstrs(&[portal, statement]);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(result_formats.len() as i16).to_be_bytes());
+    for f in result_formats {
+        b.extend_from_slice(&f.to_be_bytes());
+    }
+    b
+}
+
+/// An Execute body for `portal`, all rows.
+pub fn execute(portal: &str) -> Vec<u8> {
+    let mut b = cstrs(&[portal]);
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b
+}
+
+/// The values of every DataRow among `msgs`.
+pub fn data_rows(msgs: &[(u8, Vec<u8>)]) -> Vec<Vec<Option<Vec<u8>>>> {
+    msgs.iter()
+        .filter(|m| m.0 == b'D')
+        .map(|(_, body)| {
+            let n = i16::from_be_bytes([body[0], body[1]]) as usize;
+            let mut at = 2;
+            let mut row = Vec::with_capacity(n);
+            for _ in 0..n {
+                let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+                at += 4;
+                if len < 0 {
+                    row.push(None);
+                } else {
+                    row.push(Some(body[at..at + len as usize].to_vec()));
+                    at += len as usize;
+                }
+            }
+            row
+        })
+        .collect()
+}

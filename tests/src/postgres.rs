@@ -171,6 +171,33 @@ impl PgServer {
 
 const DATABASE_ADMIN: &str = "postgres";
 
+/// psql in `cg` to `pg` as [`ROLE`] with a wrong password (the daemon
+/// injects the real one), unaligned tuples only, stopping at the first error.
+pub fn psql_in(cg: &crate::TestCgroup, pg: &PgServer, sql: &str) -> Command {
+    let mut c = cg.command(
+        std::path::Path::new("/usr/bin/psql"),
+        &[
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            &pg.addr.ip().to_string(),
+            "-p",
+            &pg.addr.port().to_string(),
+            "-U",
+            ROLE,
+            "-d",
+            DATABASE,
+            "-c",
+            sql,
+        ],
+    );
+    c.env("PGPASSWORD", "not-the-password")
+        .env("PGSSLMODE", "disable");
+    c
+}
+
 /// The host name in a TLS server's certificate.
 pub const TLS_NAME: &str = "pg.interlock.test";
 

@@ -127,6 +127,10 @@ impl Gate for TestGate {
         self.records.lock().unwrap().push(record);
         Box::pin(async {})
     }
+
+    fn possible_masks(&self) -> Vec<interlock::gate::MaskRule> {
+        Vec::new()
+    }
 }
 
 /// A proxy in front of `sshd`, and what a client needs to use it.

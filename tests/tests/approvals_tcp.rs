@@ -3,10 +3,7 @@
 //! the control socket (real CLI, run as other local users), deadlines deny,
 //! requesters cannot approve themselves, reloads keep holds alive.
 
-use std::{
-    process::{Child, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::{Child, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 use interlock_tests::*;
@@ -384,33 +381,6 @@ fn new_holds_are_announced_to_chat_webhooks() -> Result<()> {
     d.cli_as("daemon", None, &["approvals", "deny", &id])?;
     client_result(client)?;
     Ok(())
-}
-
-/// Accepts one HTTP POST on `l`, answers 200 "ok" (as Slack does), returns the body.
-fn read_one_post(l: &std::net::TcpListener) -> Result<String> {
-    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-    l.set_nonblocking(false)?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (s, _) = l.accept()?;
-    s.set_read_timeout(Some(deadline - Instant::now()))?;
-    let mut r = BufReader::new(s.try_clone()?);
-    let mut len = 0usize;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse()?;
-        }
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
-    (&s).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")?;
-    Ok(String::from_utf8(body)?)
 }
 
 #[test]

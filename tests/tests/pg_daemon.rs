@@ -9,29 +9,7 @@ use anyhow::Result;
 use interlock_tests::{postgres::*, *};
 
 fn psql(cg: &TestCgroup, pg: &PgServer, sql: &str) -> Command {
-    let mut c = cg.command(
-        std::path::Path::new("/usr/bin/psql"),
-        &[
-            "-X",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            &pg.addr.ip().to_string(),
-            "-p",
-            &pg.addr.port().to_string(),
-            "-U",
-            ROLE,
-            "-d",
-            DATABASE,
-            "-c",
-            sql,
-        ],
-    );
-    // Any password: the flow identity is the credential, interlock injects the real one.
-    c.env("PGPASSWORD", "not-the-password")
-        .env("PGSSLMODE", "disable");
-    c
+    psql_in(cg, pg, sql)
 }
 
 fn text(o: &Output) -> (String, String) {

@@ -186,6 +186,10 @@ pub enum EventKind {
         target: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         text: Option<String>,
+        /// Bind parameters with value detectors applied; absent at
+        /// recording level metadata and for statements without any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        params: Option<Vec<Option<String>>>,
         classes: Vec<StatementClass>,
         decision: DecisionView,
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -53,6 +53,7 @@ fn pg_target(
         });
     }
     cfg.database = up.database.clone();
+    cfg.mask_key = Some(ctx.mask_key());
     cfg.tls = match (up.tls, &up.ca_file) {
         (TlsMode::Disable, _) => postgres::UpstreamTls::Disable,
         (TlsMode::Prefer, _) => postgres::UpstreamTls::Prefer,

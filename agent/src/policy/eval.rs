@@ -9,7 +9,7 @@
 //! go to the rule written first. No deciding rule: a session gets the
 //! target's `default`, a statement or command is allowed (its session was).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::Serialize;
 
@@ -115,6 +115,24 @@ impl Policy {
         self.explain(target, subject, request).decision
     }
 
+    /// Every mask rule that could apply to some statement of `subject` on
+    /// `target`: its statement conditions (`statement`, `sql`) are taken to
+    /// hold. For results interlock cannot tie to a statement it decided
+    /// (a cursor or prepared statement made in SQL), so masking fails closed.
+    pub fn possible_masks(&self, target: &Target, subject: &Subject) -> Vec<MaskRule> {
+        self.rules()
+            .iter()
+            .filter(|r| r.action == ActionKind::Mask)
+            .filter(|r| check(&r.conditions, target, subject, &Request::Session).is_ok())
+            .filter_map(|r| {
+                r.mask.as_ref().map(|m| MaskRule {
+                    rule: r.name.clone(),
+                    spec: Arc::clone(m),
+                })
+            })
+            .collect()
+    }
+
     /// Decides and says, rule by rule, why.
     pub fn explain(&self, target: &Target, subject: &Subject, request: &Request) -> Explanation {
         let scope = scope_of_request(request);
@@ -144,8 +162,7 @@ impl Policy {
                     if let Some(m) = &rule.mask {
                         mask.push(MaskRule {
                             rule: rule.name.clone(),
-                            columns: m.columns.clone(),
-                            detectors: m.detectors.clone(),
+                            spec: Arc::clone(m),
                         });
                     }
                     steps.push(step(true, "matches: adds masking".into()));

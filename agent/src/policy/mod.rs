@@ -7,6 +7,7 @@ mod eval;
 mod explain;
 mod facts;
 mod file;
+mod mask;
 mod rule;
 mod target;
 mod upstream;
@@ -16,7 +17,8 @@ pub use eval::{Action, Decision, Explanation, Step, Subject};
 pub use explain::{ExplainError, explain_command};
 pub use facts::{CommandKind, StatementClass};
 pub use file::{Policy, load, parse};
-pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, MaskSpec, RecordLevel, Rule};
+pub use mask::{ColumnGlob, DETECTORS, Detector, MaskSpec, Strategy, luhn};
+pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, RecordLevel, Rule};
 pub use target::{AddressMatch, Endpoint, Protocol, Target, TargetId};
 pub use upstream::{ClientAuthMethod, Secret, SecretError, SecretRef, TlsMode, Upstream};
 

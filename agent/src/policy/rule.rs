@@ -2,13 +2,16 @@
 //! much it records. Raw YAML shapes are validated into compiled values here
 //! (globs, regexes, durations), so evaluation never parses strings.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use globset::GlobMatcher;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::facts::{CommandKind, StatementClass};
+use super::{
+    facts::{CommandKind, StatementClass},
+    mask::MaskSpec,
+};
 
 /// What a deciding rule does, or what a contributing rule adds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
@@ -124,37 +127,6 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Er
         .ok_or_else(|| {
             serde::de::Error::custom(format!("`{s}` is not a duration such as `90s` or `10m`"))
         })
-}
-
-/// What a `mask` rule masks.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaskSpec {
-    /// `schema.table.column` globs.
-    #[serde(default)]
-    pub columns: Vec<String>,
-    /// Value detectors: `email`, `card`, `aws_key`, `jwt`, `private_key`, `regex:<pattern>`.
-    #[serde(default, deserialize_with = "de_detectors")]
-    pub detectors: Vec<String>,
-}
-
-const DETECTORS: [&str; 5] = ["email", "card", "aws_key", "jwt", "private_key"];
-
-fn de_detectors<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let list = Vec::<String>::deserialize(d)?;
-    for det in &list {
-        if let Some(re) = det.strip_prefix("regex:") {
-            Regex::new(re).map_err(|e| {
-                serde::de::Error::custom(format!("detector `{det}`: invalid regex: {e}"))
-            })?;
-        } else if !DETECTORS.contains(&det.as_str()) {
-            return Err(serde::de::Error::custom(format!(
-                "unknown detector `{det}`: expected one of {}, or `regex:<pattern>`",
-                DETECTORS.join(", ")
-            )));
-        }
-    }
-    Ok(list)
 }
 
 /// A glob, compiled at load; shown as written.
@@ -286,7 +258,8 @@ pub struct Rule {
     /// Shown to the client when the rule blocks.
     pub message: Option<String>,
     pub approval: Option<ApprovalSpec>,
-    pub mask: Option<MaskSpec>,
+    /// Compiled once per load and shared by every statement it masks.
+    pub mask: Option<Arc<MaskSpec>>,
     pub record: Option<RecordLevel>,
 }
 
@@ -347,7 +320,7 @@ impl RawRule {
                 let m = self.mask.as_ref().ok_or_else(|| {
                     format!("rule `{name}`: action mask needs `mask: {{columns: [...], detectors: [...]}}`")
                 })?;
-                if m.columns.is_empty() && m.detectors.is_empty() {
+                if m.is_empty() {
                     return Err(format!(
                         "rule `{name}`: `mask` lists no column and no detector"
                     ));
@@ -381,7 +354,7 @@ impl RawRule {
             action: self.action,
             message: self.message,
             approval: self.approval,
-            mask: self.mask,
+            mask: self.mask.map(Arc::new),
             record: self.record,
         })
     }

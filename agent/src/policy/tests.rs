@@ -238,8 +238,8 @@ fn statement_and_command_conditions() {
 #[test]
 fn mask_rules_add_up_and_record_levels_apply() {
     let p = policy_of(&[
-        "{name: m1, action: mask, mask: {columns: ['public.users.email']}}",
-        "{name: m2, action: mask, mask: {detectors: [card, 'regex:\\d{3}-\\d{2}']}, match: {user: [ci]}}",
+        "{name: m1, action: mask, mask: {columns: ['public.users.email'], strategy: hash}}",
+        "{name: m2, action: mask, mask: {detectors: [card, 'regex:\\d{3}-\\d{2}'], strategy: partial, keep_last: 4}, match: {user: [ci]}}",
         "{name: m3, action: mask, mask: {detectors: [email]}, match: {user: [bob]}}",
         "{name: quiet, action: record, record: metadata, match: {user: [ci]}}",
     ]);
@@ -248,6 +248,28 @@ fn mask_rules_add_up_and_record_levels_apply() {
     let d = p.decide(t, &s, &stmt(&[StatementClass::Read], "select"));
     let rules: Vec<&str> = d.mask.iter().map(|m| m.rule.as_str()).collect();
     assert_eq!(rules, ["m1", "m2"]);
+    assert_eq!(d.mask[0].spec.strategy(), Strategy::Hash);
+    assert_eq!(
+        d.mask[1].spec.strategy(),
+        Strategy::Partial { keep_last: 4 }
+    );
+    assert_eq!(d.mask[1].spec.detectors()[1].name(), "regex:\\d{3}-\\d{2}");
+    assert_eq!(
+        p.rules()[2].mask.as_ref().unwrap().strategy(),
+        Strategy::Redact
+    );
+    // mask rules with statement conditions still count for unknown statements
+    let p2 = policy_of(&[
+        "{name: m1, action: mask, mask: {detectors: [email]}, match: {statement: [read]}}",
+        "{name: m2, action: mask, mask: {detectors: [card]}, match: {user: [nobody]}}",
+        "{name: m3, action: mask, mask: {detectors: [jwt]}, match: {sql: 'users'}}",
+    ]);
+    let possible: Vec<String> = p2
+        .possible_masks(p2.target_named("pg").unwrap(), &s)
+        .into_iter()
+        .map(|m| m.rule)
+        .collect();
+    assert_eq!(possible, ["m1", "m3"]);
     assert_eq!(d.action, Action::Allow);
     assert_eq!(
         p.decide(t, &s, &Request::Session).record,
@@ -331,6 +353,36 @@ fn rule_errors_name_position_and_fix() {
             "  - name: a\n    action: mask\n    mask: {detectors: [ssn]}\n",
             7,
             "unknown detector `ssn`",
+        ),
+        (
+            "  - name: a\n    action: mask\n    mask: {columns: [users.email]}\n",
+            7,
+            "expected schema.table.column",
+        ),
+        (
+            "  - name: a\n    action: mask\n    mask: {detectors: ['regex:(']}\n",
+            7,
+            "invalid regex",
+        ),
+        (
+            "  - name: a\n    action: mask\n    mask: {detectors: [email], strategy: scramble}\n",
+            7,
+            "unknown variant `scramble`",
+        ),
+        (
+            "  - name: a\n    action: mask\n    mask: {detectors: [email], strategy: partial}\n",
+            5,
+            "needs `keep_last: N`",
+        ),
+        (
+            "  - name: a\n    action: mask\n    mask: {detectors: [email], keep_last: 4}\n",
+            5,
+            "only meaningful with `strategy: partial`",
+        ),
+        (
+            "  - name: a\n    action: mask\n    mask: {detectors: [email], strategy: partial, keep_last: -1}\n",
+            7,
+            "keep_last",
         ),
         (
             "  - name: a\n    action: block\n    match: {colour: red}\n",

@@ -1,26 +1,121 @@
 //! Statement classification with the real PostgreSQL grammar (libpg_query).
 //! Statement-level classes come from the top node; classes that can hide
 //! anywhere (writes, DELETE/UPDATE without WHERE, dangerous functions) come
-//! from a walk over the whole tree, CTEs and subqueries included.
-
-use std::collections::BTreeSet;
+//! from a walk over the whole tree, CTEs, subqueries and query strings run
+//! by functions included. The walk also collects the relations a statement
+//! names (for masking computed columns), and the text for records has its
+//! secrets redacted.
 
 use pg_query::NodeEnum;
-use pg_query::protobuf::{AlterTableType, ObjectType, VariableSetKind};
-use serde_json::Value;
+use pg_query::protobuf::{ObjectType, VariableSetKind};
 
 use crate::gate::StatementClass as C;
 
+mod redact;
 #[cfg(test)]
 mod tests;
+mod walk;
+
+pub use redact::redact;
+use walk::{Facts, walk};
 
 /// One statement of a query string.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Classified {
-    /// The statement's own text (trimmed, without the separating `;`).
+    /// The statement's own text (trimmed, without the separating `;`),
+    /// secrets redacted: what records, approvals and policy `sql` patterns
+    /// see. The client's own text is what goes upstream.
     pub text: String,
     /// Its classes, sorted and deduplicated.
     pub classes: Vec<C>,
+    /// What its rows may come from.
+    pub reads: Reads,
+    /// Its rows come from a cursor or prepared statement made earlier
+    /// (FETCH, EXECUTE, `cursor_to_xml`), which its own text does not show.
+    pub indirect: bool,
+    /// `COPY ... (FORMAT binary)`: rows interlock cannot mask.
+    pub binary_copy: bool,
+    /// The prepared statements or cursors it creates or drops.
+    pub names: Option<NameChange>,
+}
+
+/// A change to the session's prepared statements or cursors made in SQL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameChange {
+    Prepare(String),
+    /// `None`: DEALLOCATE ALL.
+    Deallocate(Option<String>),
+    Declare(String),
+    /// `None`: CLOSE ALL.
+    Close(Option<String>),
+    /// DISCARD ALL: every prepared statement and cursor.
+    DiscardAll,
+}
+
+fn name_change(node: &NodeEnum) -> Option<NameChange> {
+    use NodeEnum as N;
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Some(match node {
+        N::PrepareStmt(p) => NameChange::Prepare(p.name.clone()),
+        N::DeallocateStmt(d) if d.isall => NameChange::Deallocate(None),
+        N::DeallocateStmt(d) => NameChange::Deallocate(some(&d.name)),
+        N::DeclareCursorStmt(d) => NameChange::Declare(d.portalname.clone()),
+        N::ClosePortalStmt(c) => NameChange::Close(some(&c.portalname)),
+        N::DiscardStmt(d) if d.target == pg_query::protobuf::DiscardMode::DiscardAll as i32 => {
+            NameChange::DiscardAll
+        }
+        _ => return None,
+    })
+}
+
+impl Classified {
+    /// A request that is not SQL text (a FunctionCall), with `classes`.
+    pub fn other(text: String, classes: Vec<C>) -> Classified {
+        Classified {
+            text,
+            classes,
+            reads: Reads::Any,
+            indirect: false,
+            binary_copy: false,
+            names: None,
+        }
+    }
+}
+
+/// A relation named in a statement, as written (case-folded by the grammar).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RelName {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl RelName {
+    /// A `regclass` string constant (`users`, `public.users`, `"Users"`).
+    pub fn parse(text: &str) -> RelName {
+        let part = |p: &str| match p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+            Some(quoted) => quoted.replace("\"\"", "\""),
+            None => p.to_lowercase(),
+        };
+        match text.rsplit_once('.') {
+            Some((schema, name)) => RelName {
+                schema: Some(part(schema.trim())),
+                name: part(name.trim()),
+            },
+            None => RelName {
+                schema: None,
+                name: part(text.trim()),
+            },
+        }
+    }
+}
+
+/// What a statement's rows may come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// These relations (tables, views, CTE names) and nothing else.
+    Named(Vec<RelName>),
+    /// Anything (unknown to interlock).
+    Any,
 }
 
 /// Functions whose call is `dangerous_function` (compared on the last name
@@ -65,8 +160,8 @@ pub fn classify(sql: &str) -> Vec<Classified> {
         Ok(p) => p,
         Err(_) => {
             return vec![Classified {
-                text: sql.trim().to_string(),
                 classes: vec![C::Unparseable],
+                ..Classified::other(redact(sql.trim()).into_owned(), vec![])
             }];
         }
     };
@@ -79,29 +174,49 @@ pub fn classify(sql: &str) -> Vec<Classified> {
         }
         .unwrap_or(sql)
         .trim();
-        let mut set = BTreeSet::new();
-        if let Some(node) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
-            statement(node, &mut set);
+        let mut f = Facts::default();
+        let node = raw.stmt.as_ref().and_then(|n| n.node.as_ref());
+        if let Some(node) = node {
+            statement(node, &mut f);
         }
-        if set.is_empty() {
-            set.insert(C::Ddl);
+        if f.classes.is_empty() {
+            f.classes.insert(C::Ddl);
         }
+        let mut relations = f.relations;
+        relations.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        relations.dedup();
         out.push(Classified {
-            text: text.to_string(),
-            classes: set.into_iter().collect(),
+            text: redact(text).into_owned(),
+            classes: f.classes.into_iter().collect(),
+            reads: if f.reads_any || f.indirect {
+                Reads::Any
+            } else {
+                Reads::Named(relations)
+            },
+            indirect: f.indirect,
+            binary_copy: f.binary_copy,
+            names: node.and_then(name_change),
         });
     }
     out
 }
 
-/// Classes of one top-level statement.
-fn statement(node: &NodeEnum, set: &mut BTreeSet<C>) {
+/// Classes of one top-level statement (or one run by a function).
+fn statement(node: &NodeEnum, f: &mut Facts) {
     use NodeEnum as N;
     if let N::ExplainStmt(e) = node {
-        set.insert(C::Read);
+        f.classes.insert(C::Read);
         let inner = e.query.as_ref().and_then(|q| q.node.as_ref());
-        if let Some(inner) = inner.filter(|_| explain_analyzes(&e.options)) {
-            statement(inner, set);
+        match inner.filter(|_| explain_analyzes(&e.options)) {
+            Some(inner) => statement(inner, f),
+            // Plain EXPLAIN runs nothing, but VERBOSE plans quote constants.
+            None => {
+                if let Some(tree) = inner.and_then(|i| serde_json::to_value(i).ok()) {
+                    let mut names = Facts::default();
+                    walk(&tree, &mut names);
+                    f.relations.extend(names.relations);
+                }
+            }
         }
         return;
     }
@@ -173,11 +288,11 @@ fn statement(node: &NodeEnum, set: &mut BTreeSet<C>) {
         | N::ConstraintsSetStmt(_) => &[C::Session],
         _ => &[C::Ddl],
     };
-    set.extend(class.iter().copied());
-    // Fail closed: a tree we cannot serialise gets no extra classes only if
-    // serialisation fails, which prost types never do.
-    if let Ok(tree) = serde_json::to_value(node) {
-        walk(&tree, set);
+    f.classes.extend(class.iter().copied());
+    // prost types always serialise; should one not, reads are unknown.
+    match serde_json::to_value(node) {
+        Ok(tree) => walk(&tree, f),
+        Err(_) => f.reads_any = true,
     }
 }
 
@@ -196,75 +311,4 @@ fn explain_analyzes(options: &[pg_query::protobuf::Node]) -> bool {
         }
         _ => false,
     })
-}
-
-/// Visits every node of the serialised tree (prost's oneof `Node` serialises
-/// as `{"TypeName": {...}}`, so node types are object keys).
-fn walk(v: &Value, set: &mut BTreeSet<C>) {
-    match v {
-        Value::Object(map) => {
-            for (key, val) in map {
-                node(key, val, set);
-                walk(val, set);
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|i| walk(i, set)),
-        _ => {}
-    }
-}
-
-fn node(kind: &str, body: &Value, set: &mut BTreeSet<C>) {
-    let absent = |field: &str| body.get(field).is_none_or(Value::is_null);
-    match kind {
-        "DeleteStmt" => {
-            set.insert(C::Write);
-            if absent("where_clause") {
-                set.insert(C::DeleteWithoutWhere);
-            }
-        }
-        "UpdateStmt" => {
-            set.insert(C::Write);
-            if absent("where_clause") {
-                set.insert(C::UpdateWithoutWhere);
-            }
-        }
-        "InsertStmt" | "MergeStmt" => {
-            set.insert(C::Write);
-        }
-        "SelectStmt" => {
-            let locking = body
-                .get("locking_clause")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
-            if locking || !absent("into_clause") {
-                set.insert(C::Write);
-            }
-        }
-        "FuncCall" => func_call(body, set),
-        // CALL holds its FuncCall directly, not as a Node.
-        "CallStmt" => {
-            if let Some(call) = body.get("funccall") {
-                func_call(call, set);
-            }
-        }
-        "AlterTableCmd" => {
-            let owner = i64::from(AlterTableType::AtChangeOwner as i32);
-            if body.get("subtype").and_then(Value::as_i64) == Some(owner) {
-                set.insert(C::RoleChange);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn func_call(body: &Value, set: &mut BTreeSet<C>) {
-    let name = body
-        .get("funcname")
-        .and_then(Value::as_array)
-        .and_then(|parts| parts.last())
-        .and_then(|p| p.pointer("/node/String/sval"))
-        .and_then(Value::as_str);
-    if name.is_some_and(is_dangerous_function) {
-        set.insert(C::DangerousFunction);
-    }
 }

@@ -2,23 +2,21 @@
 //! while the session keeps relaying server messages and watches for the
 //! client leaving or cancelling.
 
-use std::sync::Arc;
-
 use super::{
     classify::Classified,
     error::PgError,
     frame::Frame,
     legs::{error, read_err},
-    mask::MaskPlan,
+    mask::Masks,
     message::{ErrorFields, FrontendMessage},
     relay::Relay,
 };
-use crate::gate::{HoldOutcome, Request, Side, StatementClass, Verdict};
+use crate::gate::{HoldOutcome, MaskRule, Request, Side, StatementClass, Verdict};
 
 /// The outcome for a request (all of its statements).
 pub(crate) enum Decision {
     /// Go ahead; the masking for each statement, in order.
-    Allowed(Vec<Vec<Arc<MaskPlan>>>),
+    Allowed(Vec<Masks>),
     /// Refused: the ErrorResponse the client gets.
     Refused(Frame),
     /// The client went away while a statement was held.
@@ -45,6 +43,7 @@ pub(crate) fn blocked(rule: &str, message: &str, text: &str) -> Frame {
 
 impl Relay<'_> {
     /// Decides every statement; the first refusal refuses the request.
+    /// A held statement that is approved is masked as an allowed one.
     pub(crate) async fn decide_all(&mut self, stmts: &[Classified]) -> Result<Decision, PgError> {
         let mut masks = Vec::with_capacity(stmts.len());
         for s in stmts {
@@ -54,41 +53,59 @@ impl Relay<'_> {
             };
             let verdict = self.gate.decide(&request).await;
             match verdict {
-                Verdict::Allow { mask, .. } => {
-                    // Fail closed: masking we cannot apply refuses the statement.
-                    match mask
-                        .iter()
-                        .map(MaskPlan::new)
-                        .collect::<Result<Vec<_>, _>>()
-                    {
-                        // Column rules need RowDescription; COPY TO has none.
-                        Ok(plans)
-                            if s.classes.contains(&StatementClass::CopyTo)
-                                && plans.iter().any(MaskPlan::has_columns) =>
-                        {
-                            let msg = "interlock: COPY TO of masked columns is refused";
-                            return Ok(Decision::Refused(error("42501", msg)));
-                        }
-                        Ok(plans) => masks.push(plans.into_iter().map(Arc::new).collect()),
-                        Err(e) => {
-                            let msg = format!("interlock: {e}; statement refused");
-                            return Ok(Decision::Refused(error("42501", &msg)));
-                        }
-                    }
-                }
+                Verdict::Allow { mask, .. } => match self.masks_for(s, mask) {
+                    Ok(m) => masks.push(m),
+                    Err(reply) => return Ok(Decision::Refused(reply)),
+                },
                 Verdict::Block { rule, message } => {
                     return Ok(Decision::Refused(blocked(&rule, &message, &s.text)));
                 }
                 Verdict::Hold(held) => {
+                    // Masking that cannot apply refuses before anyone is asked.
+                    let m = match self.masks_for(s, held.mask().to_vec()) {
+                        Ok(m) => m,
+                        Err(reply) => return Ok(Decision::Refused(reply)),
+                    };
                     let d = self.hold(held, &s.text).await?;
                     if !matches!(d, Decision::Allowed(_)) {
                         return Ok(d);
                     }
-                    masks.push(vec![]);
+                    masks.push(m);
                 }
             }
         }
         Ok(Decision::Allowed(masks))
+    }
+
+    /// The masking for `s` by `rules`; the client's error when it cannot be
+    /// applied (fail closed: the statement is refused).
+    fn masks_for(&self, s: &Classified, rules: Vec<MaskRule>) -> Result<Masks, Frame> {
+        let masks = Masks::new(rules, self.key.clone());
+        let refuse = |why: String| error("42501", &format!("interlock: {why}; statement refused"));
+        masks.check().map_err(|e| refuse(e.to_string()))?;
+        let rule = |pick: fn(&MaskRule) -> bool| {
+            masks
+                .rules()
+                .iter()
+                .find(|r| pick(r))
+                .map(|r| r.rule.clone())
+        };
+        // Column rules need a RowDescription; COPY TO has none.
+        if s.classes.contains(&StatementClass::CopyTo)
+            && let Some(r) = rule(|r| !r.spec.columns().is_empty())
+        {
+            return Err(refuse(format!(
+                "COPY TO of masked columns cannot be masked (rule \"{r}\")"
+            )));
+        }
+        if s.binary_copy
+            && let Some(r) = rule(|_| true)
+        {
+            return Err(refuse(format!(
+                "binary COPY output cannot be masked (rule \"{r}\"); use FORMAT text or csv"
+            )));
+        }
+        Ok(masks)
     }
 
     async fn hold(&mut self, held: crate::gate::Held, text: &str) -> Result<Decision, PgError> {

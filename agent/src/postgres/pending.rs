@@ -1,27 +1,30 @@
 //! Which response belongs to which request: the queue of statements sent
-//! upstream whose completion is awaited, failures interlock injected, and
-//! the Sync/Query boundaries that end each error-discard run.
+//! upstream whose completion is awaited, failures interlock injected,
+//! Describes awaiting their RowDescription, Parse/Bind definitions awaiting
+//! their completion (undone if the server rejects them), and the Sync/Query
+//! boundaries that end each error-discard run.
 
-use std::{
-    collections::{BTreeMap, VecDeque},
-    sync::Arc,
-    time::Instant,
-};
+use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use super::{
+    classify::Reads,
     frame::Frame,
-    mask::{Columns, MaskPlan},
+    mask::{MaskCounts, Masks, ResultColumns, RowPlan},
+    names::Undo,
 };
 use crate::gate::StatementClass;
 
 /// A statement's text and classes, and the masking for its results.
 #[derive(Clone, Debug)]
 pub(crate) struct StmtInfo {
+    /// Secrets redacted.
     pub(crate) text: String,
     pub(crate) classes: Vec<StatementClass>,
-    pub(crate) mask: Vec<Arc<MaskPlan>>,
-    /// Result columns, once a RowDescription for this statement was resolved.
-    pub(crate) columns: Option<Columns>,
+    pub(crate) masks: Masks,
+    /// What its rows may come from (for computed columns).
+    pub(crate) reads: Reads,
+    /// Bind parameters as recorded (detectors applied).
+    pub(crate) params: Vec<Option<String>>,
 }
 
 impl StmtInfo {
@@ -30,44 +33,86 @@ impl StmtInfo {
         StmtInfo {
             text,
             classes,
-            mask: vec![],
-            columns: None,
+            masks: Masks::default(),
+            reads: Reads::Any,
+            params: vec![],
         }
-    }
-
-    /// Whether masking needs to know which column each value comes from.
-    pub(crate) fn needs_columns(&self) -> bool {
-        self.mask.iter().any(|m| m.has_columns())
     }
 }
 
-/// Values masked per plan (aligned with `StmtInfo::mask`): name -> count.
-pub(crate) type MaskCounts = Vec<BTreeMap<String, u64>>;
+/// A statement whose results are awaited.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) info: StmtInfo,
+    pub(crate) started: Instant,
+    pub(crate) counts: MaskCounts,
+    /// The portal definition it executes (extended protocol).
+    pub(crate) portal: Option<u64>,
+    /// Its result columns, once described.
+    pub(crate) columns: Option<ResultColumns>,
+    pub(crate) plan: Option<Arc<RowPlan>>,
+}
 
-/// A finished statement: what it was, when it started, what was masked.
-pub(crate) type Done = (StmtInfo, Instant, MaskCounts);
+impl Running {
+    pub(crate) fn new(info: StmtInfo) -> Running {
+        Running {
+            counts: info.masks.counters(),
+            info,
+            started: Instant::now(),
+            portal: None,
+            columns: None,
+            plan: None,
+        }
+    }
+
+    /// The plan for its rows, built on first use. Without a description
+    /// every column is unknown (masked whenever masking applies).
+    pub(crate) fn plan(&mut self) -> Arc<RowPlan> {
+        if let Some(p) = &self.plan {
+            return Arc::clone(p);
+        }
+        let cols = self
+            .columns
+            .clone()
+            .unwrap_or_else(|| ResultColumns::undescribed(&[1]));
+        let plan = Arc::new(self.info.masks.plan(&cols));
+        self.plan = Some(Arc::clone(&plan));
+        plan
+    }
+}
+
+/// What a Describe described.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Described {
+    /// A prepared statement: its name and definition id.
+    Statement(String, u64),
+    /// A portal: its name and definition id.
+    Portal(String, u64),
+}
 
 #[derive(Debug)]
 enum Entry {
-    /// An Execute, a simple-query statement or a FunctionCall (`None`: not
-    /// recorded, e.g. a portal interlock does not know).
-    Stmt(Option<StmtInfo>, Instant, MaskCounts),
+    /// An Execute, a simple-query statement or a FunctionCall.
+    Stmt(Box<Running>),
     /// A failure interlock sent upstream in place of a refused request; the
     /// server's error for it is replaced by this frame.
     Injected(Frame),
-    /// A Describe of a statement (`Some(name)`) or a portal (`None`):
-    /// answered by RowDescription or NoData.
-    Describe(Option<String>),
+    /// Answered by RowDescription or NoData.
+    Describe(Described),
+    /// A Parse or Bind, answered by ParseComplete or BindComplete; on an
+    /// error the definition is undone.
+    Define(Box<Undo>),
     /// Sync, Query or FunctionCall end: the server answers ReadyForQuery.
-    /// `sync` marks a Sync message, which the server ignores in copy-in mode.
-    Boundary { sync: bool },
+    /// `sync` marks a Sync message, which the server ignores in copy-in
+    /// mode; `portals` is the first portal id defined after it.
+    Boundary { sync: bool, portals: u64 },
 }
 
 /// What to do with a server ErrorResponse.
 #[derive(Debug)]
 pub(crate) enum OnError {
     /// A statement failed: record it, forward the error.
-    Record(Done),
+    Record(Box<Running>),
     /// Our injected failure: send this frame instead.
     Replace(Frame),
     /// Not tied to a tracked statement: forward.
@@ -80,46 +125,83 @@ pub(crate) struct Pending {
     q: VecDeque<Entry>,
 }
 
+/// A statement whose results are arriving or a Describe being answered.
+pub(crate) enum DescribeTarget<'a> {
+    Named(Described),
+    Running(&'a mut Running),
+}
+
 impl Pending {
-    pub(crate) fn push_stmt(&mut self, info: Option<StmtInfo>) {
-        let counts = info
-            .as_ref()
-            .map(|i| vec![BTreeMap::new(); i.mask.len()])
-            .unwrap_or_default();
-        self.q.push_back(Entry::Stmt(info, Instant::now(), counts));
+    pub(crate) fn push_stmt(&mut self, stmt: Running) {
+        self.q.push_back(Entry::Stmt(Box::new(stmt)));
     }
 
     pub(crate) fn push_injected(&mut self, reply: Frame) {
         self.q.push_back(Entry::Injected(reply));
     }
 
-    pub(crate) fn push_describe(&mut self, statement: Option<String>) {
-        self.q.push_back(Entry::Describe(statement));
+    pub(crate) fn push_describe(&mut self, d: Described) {
+        self.q.push_back(Entry::Describe(d));
     }
 
-    /// A RowDescription or NoData arrived. Returns the statement it
-    /// describes: `Ok(name)` for a Describe of a statement, `Err(info)` for
-    /// the statement whose results follow (simple query or portal Describe).
-    pub(crate) fn described(&mut self) -> Option<Result<String, &mut StmtInfo>> {
+    pub(crate) fn push_define(&mut self, undo: Undo) {
+        self.q.push_back(Entry::Define(Box::new(undo)));
+    }
+
+    /// The Describe a ParameterDescription answers (it precedes the
+    /// RowDescription or NoData, which removes the entry).
+    pub(crate) fn describing(&self) -> Option<&Described> {
+        match self.q.front() {
+            Some(Entry::Describe(d)) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// ParseComplete or BindComplete: the oldest definition stands.
+    pub(crate) fn defined(&mut self) {
+        if let Some(Entry::Define(_)) = self.q.front() {
+            self.q.pop_front();
+        }
+    }
+
+    /// A RowDescription or NoData arrived: what it describes (a Describe,
+    /// or the statement whose results follow in a simple query).
+    pub(crate) fn described(&mut self) -> Option<DescribeTarget<'_>> {
         if let Some(Entry::Describe(_)) = self.q.front()
-            && let Some(Entry::Describe(Some(name))) = self.q.pop_front()
+            && let Some(Entry::Describe(d)) = self.q.pop_front()
         {
-            return Some(Ok(name));
+            return Some(DescribeTarget::Named(d));
         }
         self.q.iter_mut().find_map(|e| match e {
-            Entry::Stmt(Some(info), ..) => Some(Err(info)),
+            Entry::Stmt(r) => Some(DescribeTarget::Running(r)),
             _ => None,
         })
     }
 
-    /// The end of a Query or FunctionCall.
-    pub(crate) fn push_boundary(&mut self) {
-        self.q.push_back(Entry::Boundary { sync: false });
+    /// Queued executions of portal definition `id` (a Describe of the
+    /// portal answered after the Execute went upstream).
+    pub(crate) fn executions_of(&mut self, id: u64) -> impl Iterator<Item = &mut Running> {
+        self.q.iter_mut().filter_map(move |e| match e {
+            Entry::Stmt(r) if r.portal == Some(id) => Some(&mut **r),
+            _ => None,
+        })
     }
 
-    /// A Sync message.
-    pub(crate) fn push_sync(&mut self) {
-        self.q.push_back(Entry::Boundary { sync: true });
+    /// The end of a Query or FunctionCall; `portals` as for [`Pending::push_sync`].
+    pub(crate) fn push_boundary(&mut self, portals: u64) {
+        self.q.push_back(Entry::Boundary {
+            sync: false,
+            portals,
+        });
+    }
+
+    /// A Sync message; `portals` is the next portal id (portals defined
+    /// before it are gone once the server is idle after it).
+    pub(crate) fn push_sync(&mut self, portals: u64) {
+        self.q.push_back(Entry::Boundary {
+            sync: true,
+            portals,
+        });
     }
 
     /// The server entered copy-in mode for the oldest statement: Syncs the
@@ -129,11 +211,11 @@ impl Pending {
         let end = self
             .q
             .iter()
-            .position(|e| matches!(e, Entry::Boundary { sync: false }))
+            .position(|e| matches!(e, Entry::Boundary { sync: false, .. }))
             .unwrap_or(self.q.len());
         let mut i = 0;
         self.q.retain(|e| {
-            let keep = i == 0 || i >= end || !matches!(e, Entry::Boundary { sync: true });
+            let keep = i == 0 || i >= end || !matches!(e, Entry::Boundary { sync: true, .. });
             i += 1;
             keep
         });
@@ -141,10 +223,10 @@ impl Pending {
 
     /// A statement completed (CommandComplete, EmptyQueryResponse,
     /// PortalSuspended, FunctionCallResponse).
-    pub(crate) fn complete(&mut self) -> Option<Done> {
+    pub(crate) fn complete(&mut self) -> Option<Box<Running>> {
         match self.q.front() {
             Some(Entry::Stmt(..)) => match self.q.pop_front() {
-                Some(Entry::Stmt(Some(info), t, c)) => Some((info, t, c)),
+                Some(Entry::Stmt(r)) => Some(r),
                 _ => None,
             },
             _ => None,
@@ -152,43 +234,46 @@ impl Pending {
     }
 
     /// The statement whose results are arriving, if it has masking.
-    pub(crate) fn masking(&mut self) -> Option<(&StmtInfo, &mut MaskCounts)> {
+    pub(crate) fn masking(&mut self) -> Option<&mut Running> {
         match self.q.front_mut() {
-            Some(Entry::Stmt(Some(info), _, counts)) if !info.mask.is_empty() => {
-                Some((info, counts))
-            }
+            Some(Entry::Stmt(r)) if !r.info.masks.is_empty() => Some(r),
             _ => None,
         }
     }
 
     /// The server reported an error; `ours` tells whether it looks like the
-    /// failure interlock injects. Everything up to the next boundary is
-    /// discarded by the server, so it is dropped here too.
-    pub(crate) fn error(&mut self, ours: bool) -> OnError {
-        let out = match self.q.front() {
-            Some(Entry::Stmt(..)) | Some(Entry::Injected(_)) => match self.q.pop_front() {
-                Some(Entry::Stmt(Some(info), t, c)) => OnError::Record((info, t, c)),
-                Some(Entry::Injected(f)) if ours => OnError::Replace(f),
-                _ => OnError::Forward,
-            },
-            _ => OnError::Forward,
-        };
-        while matches!(
-            self.q.front(),
-            Some(Entry::Stmt(..)) | Some(Entry::Injected(_))
-        ) {
-            self.q.pop_front();
+    /// failure interlock injects. The server discards everything up to the
+    /// next boundary, so it is dropped here too; definitions among it are
+    /// returned to be undone (newest last).
+    pub(crate) fn error(&mut self, ours: bool) -> (OnError, Vec<Undo>) {
+        let mut out = None;
+        let mut undo = Vec::new();
+        while !matches!(self.q.front(), None | Some(Entry::Boundary { .. })) {
+            match self.q.pop_front() {
+                Some(Entry::Define(u)) => undo.push(*u),
+                Some(Entry::Stmt(r)) if out.is_none() => out = Some(OnError::Record(r)),
+                Some(Entry::Injected(f)) if out.is_none() => {
+                    out = Some(if ours {
+                        OnError::Replace(f)
+                    } else {
+                        OnError::Forward
+                    });
+                }
+                _ => {}
+            }
         }
-        out
+        (out.unwrap_or(OnError::Forward), undo)
     }
 
     /// ReadyForQuery: the oldest boundary (and anything before it) is done.
-    pub(crate) fn ready(&mut self) {
+    /// Returns the boundary's portal mark.
+    pub(crate) fn ready(&mut self) -> Option<u64> {
         while let Some(e) = self.q.pop_front() {
-            if matches!(e, Entry::Boundary { .. }) {
-                break;
+            if let Entry::Boundary { portals, .. } = e {
+                return Some(portals);
             }
         }
+        None
     }
 }
 
@@ -197,50 +282,61 @@ mod tests {
     use super::*;
     use crate::postgres::frame::Payload;
 
-    fn info(t: &str) -> Option<StmtInfo> {
-        Some(StmtInfo {
-            text: t.into(),
-            classes: vec![],
-            mask: vec![],
-            columns: None,
-        })
+    fn stmt(t: &str) -> Running {
+        Running::new(StmtInfo::plain(t.into(), vec![]))
     }
 
     #[test]
     fn pipelined_statements_complete_in_order_and_errors_discard_to_sync() {
         let mut p = Pending::default();
-        p.push_stmt(info("a"));
-        p.push_stmt(info("b"));
-        p.push_stmt(info("c"));
-        p.push_boundary();
-        p.push_stmt(info("d"));
-        p.push_boundary();
-        assert_eq!(p.complete().unwrap().0.text, "a");
-        assert!(matches!(p.error(false), OnError::Record((i, ..)) if i.text == "b"));
+        p.push_stmt(stmt("a"));
+        p.push_stmt(stmt("b"));
+        p.push_stmt(stmt("c"));
+        p.push_boundary(0);
+        p.push_stmt(stmt("d"));
+        p.push_boundary(0);
+        assert_eq!(p.complete().unwrap().info.text, "a");
+        assert!(matches!(p.error(false).0, OnError::Record(r) if r.info.text == "b"));
         // c was discarded by the server; the error does not touch the next group
         assert!(p.complete().is_none());
         p.ready();
-        assert_eq!(p.complete().unwrap().0.text, "d");
+        assert_eq!(p.complete().unwrap().info.text, "d");
         p.ready();
-        assert!(matches!(p.error(false), OnError::Forward));
+        assert!(matches!(p.error(false).0, OnError::Forward));
+    }
+
+    #[test]
+    fn failed_definitions_are_undone_and_their_statement_recorded() {
+        let mut p = Pending::default();
+        p.push_define(Undo::Statement("s".into(), None));
+        p.push_define(Undo::Portal("".into(), None));
+        p.push_describe(Described::Portal("".into(), 1));
+        p.push_stmt(stmt("x"));
+        p.push_sync(2);
+        p.defined();
+        let (out, undo) = p.error(false);
+        assert!(matches!(out, OnError::Record(r) if r.info.text == "x"));
+        assert!(matches!(undo.as_slice(), [Undo::Portal(n, None)] if n.is_empty()));
+        assert_eq!(p.ready(), Some(2));
+        assert!(p.q.is_empty());
     }
 
     #[test]
     fn syncs_pipelined_into_copy_in_mode_do_not_count() {
         let mut p = Pending::default();
-        p.push_stmt(info("copy t from stdin"));
-        p.push_sync();
+        p.push_stmt(stmt("copy t from stdin"));
+        p.push_sync(0);
         p.copy_in_started();
-        p.push_sync(); // sent after CopyDone
-        p.push_stmt(info("next"));
-        p.push_sync();
-        assert_eq!(p.complete().unwrap().0.text, "copy t from stdin");
+        p.push_sync(0); // sent after CopyDone
+        p.push_stmt(stmt("next"));
+        p.push_sync(0);
+        assert_eq!(p.complete().unwrap().info.text, "copy t from stdin");
         p.ready();
-        assert_eq!(p.complete().unwrap().0.text, "next");
+        assert_eq!(p.complete().unwrap().info.text, "next");
         // in a simple query the Query's own end is kept
         let mut p = Pending::default();
-        p.push_stmt(info("copy t from stdin"));
-        p.push_boundary();
+        p.push_stmt(stmt("copy t from stdin"));
+        p.push_boundary(0);
         p.copy_in_started();
         p.complete();
         p.ready();
@@ -252,11 +348,11 @@ mod tests {
         let reply = Payload::new(b'E').u8(0).finish();
         let mut p = Pending::default();
         p.push_injected(reply.clone());
-        p.push_boundary();
-        assert!(matches!(p.error(true), OnError::Replace(f) if f == reply));
+        p.push_boundary(0);
+        assert!(matches!(p.error(true).0, OnError::Replace(f) if f == reply));
         p.ready();
         p.push_injected(reply);
-        p.push_boundary();
-        assert!(matches!(p.error(false), OnError::Forward));
+        p.push_boundary(0);
+        assert!(matches!(p.error(false).0, OnError::Forward));
     }
 }

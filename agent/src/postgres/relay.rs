@@ -1,29 +1,27 @@
 //! The session loop after startup: every client request passes the gate
-//! before it goes upstream; server responses are relayed and matched to
-//! statements for the audit records. A refused request is replaced upstream
-//! by a statement that fails at the same point, so the server itself
-//! discards to Sync and fails an open transaction exactly as it would have.
+//! before it goes upstream; server responses are relayed, masked and
+//! matched to statements for the audit records. A refused request is
+//! replaced upstream by a statement that fails at the same point, so the
+//! server itself discards to Sync and fails an open transaction exactly as
+//! it would have.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::VecDeque, sync::Arc};
 
-use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{
     catalog::Catalog,
-    classify::classify,
+    classify::{Classified, Reads, classify},
     decide::Decision,
     error::{PgError, ProtocolError},
     frame::Frame,
-    legs::{Legs, proto, read_err},
-    mask::{ColumnInfo, is_text_type},
-    message::{BackendMessage, FrontendMessage, RowField},
-    pending::{Done, MaskCounts, OnError, Pending, StmtInfo},
+    legs::{Legs, fatal, proto, read_err},
+    mask::{MaskKey, Masks, ResultColumns},
+    message::{BackendMessage, BindParams, FrontendMessage, parameter_types},
+    names::{Names, PortalDef},
+    pending::{Described, OnError, Pending, Running, StmtInfo},
 };
-use crate::gate::{Gate, Record, Side, StatementClass};
+use crate::gate::{Gate, Side, StatementClass};
 
 /// SQL that fails to parse on the server, sent in place of a refused
 /// request; the server's syntax error for it is replaced by ours.
@@ -35,17 +33,40 @@ pub(crate) struct Relay<'a> {
     pub(crate) cancel: watch::Receiver<u64>,
     /// Client messages read while a statement was held, processed next.
     pub(crate) deferred: VecDeque<Frame>,
-    pending: Pending,
-    statements: HashMap<String, Option<StmtInfo>>,
-    portals: HashMap<String, String>,
+    pub(super) pending: Pending,
+    pub(super) names: Names,
     /// Between the server's CopyInResponse and the client's CopyDone/CopyFail.
     copy_in: bool,
-    catalog: Catalog,
+    pub(super) catalog: Catalog,
+    /// For the `hash` strategy; `None` refuses statements masked by hash.
+    pub(super) key: Option<Arc<MaskKey>>,
 }
 
 enum Event {
     Client(Option<Frame>),
     Server(Option<Frame>),
+}
+
+fn fallback(gate: &dyn Gate, key: &Option<Arc<MaskKey>>) -> Masks {
+    Masks::new(gate.possible_masks(), key.clone())
+}
+
+/// What interlock records and masks for something it did not see defined.
+fn unknown(gate: &dyn Gate, key: &Option<Arc<MaskKey>>, text: String) -> StmtInfo {
+    StmtInfo {
+        masks: fallback(gate, key),
+        ..StmtInfo::plain(text, vec![])
+    }
+}
+
+/// The recorded text of a statement prepared outside interlock's view.
+fn unprepared(name: &str) -> String {
+    format!("execute prepared statement \"{name}\" (not prepared through interlock)")
+}
+
+/// The recorded text of a portal bound outside interlock's view.
+fn unbound(name: &str) -> String {
+    format!("execute portal \"{name}\" (not bound through interlock)")
 }
 
 impl<'a> Relay<'a> {
@@ -57,13 +78,13 @@ impl<'a> Relay<'a> {
     ) -> Relay<'a> {
         Relay {
             legs,
+            key: catalog.mask_key(),
             catalog,
             gate,
             cancel,
             deferred: VecDeque::new(),
             pending: Pending::default(),
-            statements: HashMap::new(),
-            portals: HashMap::new(),
+            names: Names::default(),
             copy_in: false,
         }
     }
@@ -94,13 +115,12 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Handles one client message; false when the session should end.
     /// Answers a refused simple query with `reply` while the server runs a
     /// statement that fails to parse at the same point, so its transaction
     /// state follows what the client sees.
     async fn refuse_query(&mut self, reply: Frame) -> Result<(), PgError> {
         self.pending.push_injected(reply);
-        self.pending.push_boundary();
+        self.pending.push_boundary(self.names.next_id());
         let q = FrontendMessage::Query {
             sql: INJECTED_SQL.into(),
         };
@@ -108,6 +128,65 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
+    /// The masking for results interlock cannot tie to a statement it
+    /// decided: every mask rule that could apply (fail closed).
+    pub(super) fn fallback(&self) -> Masks {
+        fallback(&*self.gate, &self.key)
+    }
+
+    /// One allowed statement of a simple query: queued for its results.
+    fn push_statement(&mut self, s: Classified, masks: Masks) {
+        if let Some(change) = &s.names {
+            self.names.apply(change);
+        }
+        let masks = if s.indirect {
+            masks.union(&self.fallback())
+        } else {
+            masks
+        };
+        self.pending.push_stmt(Running::new(StmtInfo {
+            masks,
+            reads: s.reads,
+            ..StmtInfo::plain(s.text, s.classes)
+        }));
+    }
+
+    /// The statements of one Parse as one prepared statement.
+    fn prepared(&mut self, stmts: Vec<Classified>, masks: Vec<Masks>) -> StmtInfo {
+        let mut merged = Masks::default();
+        for m in &masks {
+            merged = merged.union(m);
+        }
+        let mut classes: Vec<StatementClass> = Vec::new();
+        let mut texts = Vec::new();
+        let mut reads = Reads::Named(vec![]);
+        for s in stmts {
+            if let Some(change) = &s.names {
+                self.names.apply(change);
+            }
+            if s.indirect {
+                merged = merged.union(&self.fallback());
+            }
+            reads = match (reads, s.reads) {
+                (Reads::Named(mut a), Reads::Named(b)) => {
+                    a.extend(b);
+                    Reads::Named(a)
+                }
+                _ => Reads::Any,
+            };
+            classes.extend(s.classes);
+            texts.push(s.text);
+        }
+        classes.sort();
+        classes.dedup();
+        StmtInfo {
+            masks: merged,
+            reads,
+            ..StmtInfo::plain(texts.join("; "), classes)
+        }
+    }
+
+    /// Handles one client message; false when the session should end.
     async fn on_client(&mut self, frame: Frame) -> Result<bool, PgError> {
         match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {
             FrontendMessage::Query { sql } => {
@@ -116,39 +195,31 @@ impl<'a> Relay<'a> {
                     Decision::Allowed(masks) => {
                         let mut masks = masks.into_iter();
                         for s in stmts {
-                            self.pending.push_stmt(Some(StmtInfo {
-                                text: s.text,
-                                classes: s.classes,
-                                mask: masks.next().unwrap_or_default(),
-                                columns: None,
-                            }));
+                            self.push_statement(s, masks.next().unwrap_or_default());
                         }
-                        self.pending.push_boundary();
+                        self.pending.push_boundary(self.names.next_id());
                         self.legs.server_w.send(&frame).await?;
                     }
                     Decision::Refused(reply) => self.refuse_query(reply).await?,
                     Decision::ClientGone => return Ok(false),
                 }
             }
-            FrontendMessage::Parse { name, sql, .. } => {
+            FrontendMessage::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
                 let stmts = classify(&sql);
                 match self.decide_all(&stmts).await? {
                     Decision::Allowed(masks) => {
-                        let mut classes: Vec<StatementClass> =
-                            stmts.into_iter().flat_map(|s| s.classes).collect();
-                        classes.sort();
-                        classes.dedup();
-                        let info = StmtInfo {
-                            text: sql.trim().to_string(),
-                            classes,
-                            mask: masks.into_iter().flatten().collect(),
-                            columns: None,
-                        };
-                        self.statements.insert(name, Some(info));
+                        let info = self.prepared(stmts, masks);
+                        let types = param_types.iter().map(|t| *t as u32).collect();
+                        let undo = self.names.parse(name, info, types);
+                        self.pending.push_define(undo);
                         self.legs.server_w.send(&frame).await?;
                     }
                     Decision::Refused(reply) => {
-                        self.statements.remove(&name);
+                        self.names.close(b'S', &name);
                         self.pending.push_injected(reply);
                         let p = FrontendMessage::Parse {
                             name,
@@ -161,47 +232,82 @@ impl<'a> Relay<'a> {
                 }
             }
             FrontendMessage::Bind {
-                portal, statement, ..
+                portal,
+                statement,
+                rest,
             } => {
-                self.portals.insert(portal, statement);
+                let bind = BindParams::parse(rest).map_err(proto(Side::Client))?;
+                let known = self.names.statement_mut(&statement).map(|def| {
+                    let info = def.info.clone();
+                    let types = def.param_types.clone();
+                    (info, types, def.bound(&bind.result_formats))
+                });
+                let (mut info, types, (columns, plan)) = match known {
+                    Some(k) => k,
+                    None => {
+                        let info = unknown(&*self.gate, &self.key, unprepared(&statement));
+                        let cols = ResultColumns::undescribed(&bind.result_formats);
+                        let plan =
+                            (!info.masks.is_empty()).then(|| Arc::new(info.masks.plan(&cols)));
+                        (info, vec![], (cols, plan))
+                    }
+                };
+                info.params = super::results::params(&info.masks, &bind, &types);
+                let def = PortalDef {
+                    id: 0,
+                    info,
+                    columns,
+                    plan,
+                };
+                let undo = self.names.bind(portal, def);
+                self.pending.push_define(undo);
                 self.legs.server_w.send(&frame).await?;
             }
             FrontendMessage::Execute { portal, .. } => {
-                let info = self
-                    .portals
-                    .get(&portal)
-                    .and_then(|s| self.statements.get(s))
-                    .cloned()
-                    .flatten();
-                self.pending.push_stmt(info);
+                let running = match self.names.portal(&portal) {
+                    Some(def) => Running {
+                        portal: Some(def.id),
+                        columns: Some(def.columns.clone()),
+                        plan: def.plan.clone(),
+                        ..Running::new(def.info.clone())
+                    },
+                    None => Running::new(unknown(&*self.gate, &self.key, unbound(&portal))),
+                };
+                self.pending.push_stmt(running);
                 self.legs.server_w.send(&frame).await?;
             }
             FrontendMessage::Sync => {
                 // The server ignores Sync in copy-in mode.
                 if !self.copy_in {
-                    self.pending.push_sync();
+                    self.pending.push_sync(self.names.next_id());
                 }
                 self.legs.server_w.send(&frame).await?;
             }
             FrontendMessage::Close { kind, name } => {
-                if kind == b'S' {
-                    self.statements.remove(&name);
-                } else {
-                    self.portals.remove(&name);
-                }
+                self.names.close(kind, &name);
                 self.legs.server_w.send(&frame).await?;
             }
-            FrontendMessage::FunctionCall { oid, .. } => {
-                let stmt = super::classify::Classified {
-                    text: format!("function call (oid {oid})"),
-                    classes: vec![StatementClass::DangerousFunction],
-                };
+            FrontendMessage::FunctionCall { oid, rest } => {
+                let (args, result_format) =
+                    BindParams::parse_call(rest).map_err(proto(Side::Client))?;
+                let stmt = Classified::other(
+                    format!("function call (oid {oid})"),
+                    vec![StatementClass::DangerousFunction],
+                );
                 let decision = self.decide_all(std::slice::from_ref(&stmt)).await?;
                 match decision {
-                    Decision::Allowed(_) => {
-                        self.pending
-                            .push_stmt(Some(StmtInfo::plain(stmt.text, stmt.classes)));
-                        self.pending.push_boundary();
+                    Decision::Allowed(masks) => {
+                        let masks = masks.into_iter().next().unwrap_or_default();
+                        let info = StmtInfo {
+                            params: super::results::params(&masks, &args, &[]),
+                            masks,
+                            ..StmtInfo::plain(stmt.text, stmt.classes)
+                        };
+                        self.pending.push_stmt(Running {
+                            columns: Some(ResultColumns::undescribed(&[result_format])),
+                            ..Running::new(info)
+                        });
+                        self.pending.push_boundary(self.names.next_id());
                         self.legs.server_w.send(&frame).await?;
                     }
                     Decision::Refused(reply) => self.refuse_query(reply).await?,
@@ -223,7 +329,15 @@ impl<'a> Relay<'a> {
                 self.legs.server_w.send(&frame).await?;
             }
             FrontendMessage::Describe { kind, name } => {
-                self.pending.push_describe((kind == b'S').then_some(name));
+                let (gate, key) = (&*self.gate, &self.key);
+                let described = if kind == b'S' {
+                    let u = || unknown(gate, key, unprepared(&name));
+                    Described::Statement(name.clone(), self.names.statement_id(name.clone(), u))
+                } else {
+                    let u = || unknown(gate, key, unbound(&name));
+                    Described::Portal(name.clone(), self.names.portal_id(name.clone(), u))
+                };
+                self.pending.push_describe(described);
                 self.legs.server_w.send(&frame).await?;
             }
             FrontendMessage::Flush | FrontendMessage::CopyData(_) => {
@@ -233,65 +347,109 @@ impl<'a> Relay<'a> {
         Ok(true)
     }
 
-    /// Relays one server message, recording completed statements.
+    /// Relays one server message, masking values and recording completed
+    /// statements.
     pub(crate) async fn on_server(&mut self, frame: Frame) -> Result<(), PgError> {
+        // Rows of unmasked statements pass without being decoded.
+        if frame.tag() == b'D' && self.pending.masking().is_none() {
+            return Ok(self.legs.client_w.send(&frame).await?);
+        }
         let msg = BackendMessage::decode(&frame).map_err(proto(Side::Server))?;
-        match msg {
+        let replaced = match msg {
             BackendMessage::CommandComplete { tag } => {
                 let rows = BackendMessage::rows_from_tag(&tag);
-                self.completed(rows, None).await;
+                self.completed(rows).await;
+                None
             }
-            BackendMessage::EmptyQueryResponse
-            | BackendMessage::PortalSuspended
-            | BackendMessage::FunctionCallResponse(_) => self.completed(None, None).await,
+            BackendMessage::EmptyQueryResponse | BackendMessage::PortalSuspended => {
+                self.completed(None).await;
+                None
+            }
+            BackendMessage::FunctionCallResponse(value) => {
+                let masked = self.mask_call_result(value);
+                self.completed(None).await;
+                masked
+            }
             BackendMessage::CopyInResponse(_) | BackendMessage::CopyBothResponse(_) => {
                 self.copy_in = true;
                 self.pending.copy_in_started();
+                None
+            }
+            BackendMessage::CopyOutResponse(body) => {
+                if body.first() == Some(&1)
+                    && let Some(r) = self.pending.masking()
+                {
+                    // Refused before it ran; should one get here anyway,
+                    // nothing of it reaches the client.
+                    let rule = r.info.masks.rules().first().map(|m| m.rule.clone());
+                    let msg = format!(
+                        "interlock: binary COPY output cannot be masked (rule \"{}\"); closing the connection",
+                        rule.unwrap_or_default()
+                    );
+                    let _ = self.legs.client_w.send(&fatal("42501", &msg)).await;
+                    return Err(PgError::Refused(msg));
+                }
+                None
             }
             BackendMessage::ErrorResponse(f) => {
                 // An error ends copy-in mode.
                 self.copy_in = false;
                 let ours = f.code() == Some("42601")
                     && f.get(b'M').is_some_and(|m| m.contains(INJECTED_SQL));
-                match self.pending.error(ours) {
-                    OnError::Replace(reply) => {
-                        return Ok(self.legs.client_w.send(&reply).await?);
+                let (out, undo) = self.pending.error(ours);
+                self.names.undo(undo);
+                match out {
+                    OnError::Replace(reply) => Some(reply),
+                    OnError::Record(mut r) => {
+                        let code = f.code().map(str::to_string);
+                        let masked = super::results::mask_fields(f, &r.info.masks, &mut r.counts)
+                            .map(|f| f.error_frame());
+                        self.record(r, None, code).await;
+                        masked
                     }
-                    OnError::Record(done) => {
-                        self.record(done, None, f.code().map(str::to_string)).await;
-                    }
-                    OnError::Forward => {}
+                    OnError::Forward => None,
                 }
             }
-            BackendMessage::ReadyForQuery { .. } => self.pending.ready(),
-            BackendMessage::RowDescription(body) => self.describe(body).await?,
+            BackendMessage::NoticeResponse(f) => match self.pending.masking() {
+                Some(r) => super::results::mask_fields(f, &r.info.masks, &mut r.counts)
+                    .map(|f| f.notice_frame()),
+                None => None,
+            },
+            BackendMessage::NotificationResponse {
+                pid,
+                channel,
+                payload,
+            } => self.mask_notification(pid, channel, payload).await,
+            BackendMessage::ReadyForQuery { status } => {
+                if let Some(mark) = self.pending.ready()
+                    && status == b'I'
+                {
+                    self.names.transaction_ended(mark);
+                }
+                None
+            }
+            BackendMessage::RowDescription(body) => {
+                self.describe(body).await?;
+                None
+            }
             BackendMessage::NoData => {
                 let _ = self.pending.described();
+                None
             }
-            BackendMessage::DataRow(cols) => {
-                if let Some((info, counts)) = self.pending.masking()
-                    && let Some(masked) = mask_row(info, counts, cols)
+            BackendMessage::ParameterDescription(body) => {
+                if let Some(Described::Statement(name, id)) = self.pending.describing()
+                    && let Some(def) = self.names.statement_def(name, *id)
                 {
-                    let row = BackendMessage::DataRow(masked).encode();
-                    return Ok(self.legs.client_w.send(&row).await?);
+                    def.param_types = parameter_types(body).map_err(proto(Side::Server))?;
                 }
+                None
             }
-            BackendMessage::CopyData(data) => {
-                if let Some((info, counts)) = self.pending.masking() {
-                    let mut data = data;
-                    let mut changed = false;
-                    for (plan, counts) in info.mask.iter().zip(counts.iter_mut()) {
-                        if let Some(m) = plan.mask_value(&data, counts) {
-                            data = m;
-                            changed = true;
-                        }
-                    }
-                    if changed {
-                        let copy = BackendMessage::CopyData(data).encode();
-                        return Ok(self.legs.client_w.send(&copy).await?);
-                    }
-                }
+            BackendMessage::ParseComplete | BackendMessage::BindComplete => {
+                self.pending.defined();
+                None
             }
+            BackendMessage::DataRow(cols) => self.mask_row(&cols),
+            BackendMessage::CopyData(data) => self.mask_copy(&data),
             BackendMessage::Authentication(_) | BackendMessage::BackendKeyData { .. } => {
                 return Err(PgError::protocol(
                     Side::Server,
@@ -301,98 +459,12 @@ impl<'a> Relay<'a> {
                     )),
                 ));
             }
-            _ => {}
-        }
-        Ok(self.legs.client_w.send(&frame).await?)
-    }
-
-    async fn completed(&mut self, rows: Option<u64>, error: Option<String>) {
-        if let Some(done) = self.pending.complete() {
-            self.record(done, rows, error).await;
-        }
-    }
-
-    async fn record(&self, done: Done, rows: Option<u64>, error: Option<String>) {
-        let (info, started, counts) = done;
-        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let record = Record::Statement {
-            text: info.text,
-            classes: info.classes,
-            rows: if error.is_some() { None } else { rows },
-            error,
-            duration_ms,
+            _ => None,
         };
-        self.gate.record(record).await;
-        for (plan, counts) in info.mask.iter().zip(counts) {
-            if !counts.is_empty() {
-                let counts = counts.into_iter().collect();
-                self.gate
-                    .record(Record::Masked {
-                        rule: plan.rule().to_string(),
-                        counts,
-                    })
-                    .await;
-            }
-        }
-    }
-}
-
-/// Applies every plan to a row; `None` if nothing was masked.
-fn mask_row(
-    info: &StmtInfo,
-    counts: &mut MaskCounts,
-    cols: Vec<Option<Bytes>>,
-) -> Option<Vec<Option<Bytes>>> {
-    let columns = info.columns.as_deref().map(Vec::as_slice);
-    let mut row = cols;
-    let mut changed = false;
-    for (plan, counts) in info.mask.iter().zip(counts.iter_mut()) {
-        if let Some(masked) = plan.mask_row(&row, columns, counts) {
-            row = masked;
-            changed = true;
-        }
-    }
-    changed.then_some(row)
-}
-
-impl Relay<'_> {
-    /// A RowDescription: when the described statement has column masking,
-    /// resolves its columns through the catalog. A failed lookup leaves the
-    /// columns unknown, which masks every value (fail closed).
-    async fn describe(&mut self, body: Bytes) -> Result<(), PgError> {
-        let named = match self.pending.described() {
-            Some(Ok(name)) => match self.statements.get(&name) {
-                Some(Some(info)) if info.needs_columns() => Some(name),
-                _ => return Ok(()),
-            },
-            Some(Err(info)) if info.needs_columns() => None,
-            _ => return Ok(()),
-        };
-        let fields = RowField::parse_all(body).map_err(proto(Side::Server))?;
-        let keys: Vec<(u32, i16)> = fields.iter().map(|f| (f.table_oid, f.attnum)).collect();
-        let columns = self.catalog.resolve(&keys).await.ok().map(|names| {
-            let cols = names
-                .into_iter()
-                .zip(&fields)
-                .map(|(name, f)| ColumnInfo {
-                    name,
-                    text: is_text_type(f.type_oid),
-                })
-                .collect();
-            Arc::new(cols)
-        });
-        match named {
-            Some(name) => {
-                if let Some(Some(info)) = self.statements.get_mut(&name) {
-                    info.columns = columns;
-                }
-            }
-            None => {
-                if let Some(Err(info)) = self.pending.described() {
-                    info.columns = columns;
-                }
-            }
-        }
-        Ok(())
+        Ok(self
+            .legs
+            .client_w
+            .send(replaced.as_ref().unwrap_or(&frame))
+            .await?)
     }
 }

@@ -66,6 +66,9 @@ pub struct PgTarget {
     /// The certificate interlock presents to clients that ask for TLS
     /// (minted by its CA for this target); `None` answers SSLRequest 'N'.
     pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The host's key for the `hash` masking strategy; `None` refuses
+    /// statements masked by hash.
+    pub mask_key: Option<Arc<super::MaskKey>>,
 }
 
 impl PgTarget {
@@ -79,6 +82,7 @@ impl PgTarget {
             tls: UpstreamTls::Disable,
             max_frame: DEFAULT_MAX_FRAME,
             client_tls: None,
+            mask_key: None,
         }
     }
 }

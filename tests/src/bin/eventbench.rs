@@ -52,6 +52,7 @@ fn statement(i: u64) -> EventKind {
         text: Some(format!(
             "SELECT abalance FROM pgbench_accounts WHERE aid = {i}"
         )),
+        params: None,
         classes: vec![StatementClass::Read],
         decision: DecisionView {
             action: Disposition::Allowed,

@@ -188,3 +188,169 @@ fn multi_statement_strings_split_with_their_own_text() {
     let got = classify("select 'é'; drop table t");
     assert_eq!(got[1].text, "drop table t");
 }
+
+#[test]
+fn query_strings_run_by_functions_are_classified_too() {
+    use C::*;
+    let table: &[(&str, &[C])] = &[
+        (
+            "select query_to_xml('select pg_read_file(''/etc/passwd'')', true, false, '')",
+            &[Read, DangerousFunction],
+        ),
+        (
+            "select query_to_xmlschema('delete from t', true, false, '')",
+            &[Read, Write, DeleteWithoutWhere],
+        ),
+        (
+            "select query_to_xml_and_xmlschema('select 1'::text, true, false, '')",
+            &[Read],
+        ),
+        // not a constant: nobody can tell what it runs
+        (
+            "select query_to_xml(q, true, false, '') from queries",
+            &[Read, DangerousFunction],
+        ),
+        (
+            "select query_to_xml('select ' || 'pg_ls_dir(''.'')', true, false, '')",
+            &[Read, DangerousFunction],
+        ),
+        (
+            "select * from ts_stat('select pg_ls_dir(''.'')::tsvector')",
+            &[Read, DangerousFunction],
+        ),
+        (
+            "select ts_rewrite('a'::tsquery, 'select pg_read_file(''x'')')",
+            &[Read, DangerousFunction],
+        ),
+        (
+            "select ts_rewrite('a'::tsquery, 'b'::tsquery, 'c'::tsquery)",
+            &[Read],
+        ),
+        // passed by name
+        (
+            "select query_to_xml(nulls => true, query => 'update t set a = 1', tableforest => false, targetns => '')",
+            &[Read, Write, UpdateWithoutWhere],
+        ),
+        // nested query strings, and a string the grammar rejects
+        (
+            "select query_to_xml('select query_to_xml(''select pg_read_file(''''x'''')'', true, false, '''')', true, false, '')",
+            &[Read, DangerousFunction],
+        ),
+        (
+            "select query_to_xml('selec 1', true, false, '')",
+            &[Read, Unparseable],
+        ),
+        ("select table_to_xml('users', true, false, '')", &[Read]),
+        (
+            "select table_to_xml(t::regclass, true, false, '') from names",
+            &[Read, DangerousFunction],
+        ),
+        ("select cursor_to_xml('c', 10, true, false, '')", &[Read]),
+    ];
+    for (sql, want) in table {
+        assert_eq!(classes(sql), vec![want.to_vec()], "{sql}");
+    }
+    // deeper than the limit: dangerous, fail closed
+    let mut sql = "select pg_read_file('x')".to_string();
+    for _ in 0..6 {
+        sql = format!(
+            "select query_to_xml('{}', true, false, '')",
+            sql.replace('\'', "''")
+        );
+    }
+    assert!(classes(&sql)[0].contains(&DangerousFunction));
+}
+
+#[test]
+fn reads_name_every_relation_or_say_any() {
+    let reads = |sql: &str| classify(sql).remove(0).reads;
+    let named = |names: &[(Option<&str>, &str)]| {
+        Reads::Named(
+            names
+                .iter()
+                .map(|(s, n)| RelName {
+                    schema: s.map(str::to_string),
+                    name: n.to_string(),
+                })
+                .collect(),
+        )
+    };
+    assert_eq!(
+        reads("select lower(u.email) from users u join public.orders o on true"),
+        named(&[(None, "users"), (Some("public"), "orders")])
+    );
+    assert_eq!(
+        reads("update accounts set note = note returning note || ''"),
+        named(&[(None, "accounts")])
+    );
+    assert_eq!(
+        reads("select (select email from users limit 1), x from t"),
+        named(&[(None, "t"), (None, "users")])
+    );
+    assert_eq!(
+        reads("with c as (select * from users) select row_to_json(c) from c"),
+        named(&[(None, "c"), (None, "users")])
+    );
+    assert_eq!(
+        reads("select query_to_xml('select email from secrets', true, false, '')"),
+        named(&[(None, "secrets")])
+    );
+    assert_eq!(
+        reads("select table_to_xml('\"Odd\".t', true, false, '')"),
+        named(&[(Some("Odd"), "t")])
+    );
+    assert_eq!(
+        reads("explain verbose select 1 from users"),
+        named(&[(None, "users")])
+    );
+    for any in [
+        "fetch 10 from c",
+        "execute p(1)",
+        "select cursor_to_xml('c', 1, true, false, '')",
+        "select schema_to_xml('public', true, false, '')",
+        "select database_to_xml(true, false, '')",
+    ] {
+        assert_eq!(reads(any), Reads::Any, "{any}");
+    }
+    let c = classify("fetch 10 from c").remove(0);
+    assert!(c.indirect);
+    assert!(!classify("select 1").remove(0).indirect);
+}
+
+#[test]
+fn binary_copies_and_sql_names_are_noticed() {
+    let one = |sql: &str| classify(sql).remove(0);
+    assert!(one("copy t to stdout (format binary)").binary_copy);
+    assert!(one("copy t to stdout with binary").binary_copy);
+    assert!(one("copy (select 1) to stdout (format 'binary')").binary_copy);
+    assert!(!one("copy t to stdout (format csv)").binary_copy);
+    let names = |sql: &str| one(sql).names;
+    assert_eq!(
+        names("prepare p as select 1"),
+        Some(NameChange::Prepare("p".into()))
+    );
+    assert_eq!(
+        names("declare c cursor with hold for select 1"),
+        Some(NameChange::Declare("c".into()))
+    );
+    assert_eq!(names("close c"), Some(NameChange::Close(Some("c".into()))));
+    assert_eq!(names("close all"), Some(NameChange::Close(None)));
+    assert_eq!(
+        names("deallocate p"),
+        Some(NameChange::Deallocate(Some("p".into())))
+    );
+    assert_eq!(names("deallocate all"), Some(NameChange::Deallocate(None)));
+    assert_eq!(names("discard all"), Some(NameChange::DiscardAll));
+    assert_eq!(names("discard plans"), None);
+}
+
+#[test]
+fn recorded_text_has_passwords_redacted() {
+    let got = classify("create role x login password 'hunter2'; select 1");
+    assert_eq!(got[0].text, "create role x login password '<redacted>'");
+    assert_eq!(got[0].classes, vec![C::RoleChange]);
+    assert_eq!(got[1].text, "select 1");
+    let bad = classify("create role x password 'hunter2' nonsense");
+    assert_eq!(bad[0].classes, vec![C::Unparseable]);
+    assert!(!bad[0].text.contains("hunter2"), "{}", bad[0].text);
+}

@@ -56,6 +56,19 @@ impl ErrorFields {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Replaces field values for which `f(code, value)` gives a new one;
+    /// whether any changed.
+    pub fn rewrite(&mut self, mut f: impl FnMut(u8, &str) -> Option<String>) -> bool {
+        let mut changed = false;
+        for (code, value) in &mut self.fields {
+            if let Some(v) = f(*code, value) {
+                *value = v;
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// The SQLSTATE.
     pub fn code(&self) -> Option<&str> {
         self.get(b'C')

@@ -3,12 +3,14 @@
 //! only decodes what it inspects.
 
 mod backend;
+mod bind;
 mod cursor;
 mod frontend;
 mod row;
 mod startup;
 
 pub use backend::{AuthRequest, BackendMessage, ErrorFields};
+pub use bind::BindParams;
 pub use frontend::FrontendMessage;
-pub use row::RowField;
+pub use row::{RowField, parameter_types};
 pub use startup::{CANCEL_CODE, GSSENC_CODE, SSL_CODE, StartupPacket};
