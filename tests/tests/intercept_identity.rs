@@ -126,3 +126,58 @@ fn lineage_survives_a_parent_that_exited_before_the_connect() -> Result<()> {
     assert_eq!(p["ancestry"][1]["tgid"], std::process::id(), "{p:#}");
     Ok(())
 }
+
+#[test]
+fn secrets_on_command_lines_are_redacted_in_identities() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let server = EchoServer::start("127.0.0.2:0")?;
+    let cg = TestCgroup::new("argvsecret")?;
+    let d = Daemon::start(DaemonSpec::tcp(&cg, &[server.addr.port()], &[]))?;
+    let dst = server.addr.to_string();
+    let secret = "pw-on-argv-5d2e";
+    // A parent shell whose own command line carries the secret, and a
+    // client with it in a URI, an option and an assignment (testclient
+    // ignores arguments after the message).
+    let script = format!(
+        "PGPASSWORD={secret} true; exec \"$0\" echo {dst} hi postgres://ci:{secret}@db/app --password {secret} DB_TOKEN={secret}"
+    );
+    let out = cg
+        .command(std::path::Path::new("/bin/sh"), &["-c", &script])
+        .arg(testclient())
+        .output()?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hi"),
+        "{out:?}"
+    );
+    let ev = d.wait_events("session", |e| !of_type(e, "session_ended").is_empty())?;
+    let p = &of_type(&ev, "session_started")[0]["identity"]["process"];
+    let argv: Vec<&str> = p["argv"]
+        .as_array()
+        .context("argv")?
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(
+        argv.get(4..),
+        Some(
+            &[
+                "postgres://ci:<redacted>@db/app",
+                "--password",
+                "<redacted>",
+                "DB_TOKEN=<redacted>"
+            ][..]
+        ),
+        "{argv:?}"
+    );
+    assert!(
+        !d.events_text().contains(secret),
+        "a command-line secret reached an event"
+    );
+    assert!(
+        !d.log().contains(secret),
+        "a command-line secret reached the log"
+    );
+    Ok(())
+}

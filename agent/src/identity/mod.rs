@@ -11,6 +11,7 @@ mod ci;
 mod error;
 mod process;
 mod procfs;
+mod redact;
 mod store;
 mod table;
 mod users;

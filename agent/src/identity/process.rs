@@ -113,8 +113,10 @@ impl ProcessIdentity {
 
 /// Keeps at most [`MAX_ARGS`] arguments and [`MAX_ARGV_BYTES`] bytes of argument text, so one
 /// process with a huge command line cannot blow up the table; the last kept argument may be
-/// cut (at a character boundary).
-pub(crate) fn cap_argv(mut argv: Vec<String>) -> Vec<String> {
+/// cut (at a character boundary). Secrets are redacted first (`redact`): every argv the
+/// table stores passes here.
+pub(crate) fn cap_argv(argv: Vec<String>) -> Vec<String> {
+    let mut argv = super::redact::redact_argv(argv);
     let mut budget = MAX_ARGV_BYTES;
     let mut keep = 0;
     for arg in argv.iter_mut().take(MAX_ARGS) {
