@@ -7,7 +7,9 @@ mod eval;
 mod explain;
 mod facts;
 mod file;
+mod locate;
 mod rule;
+mod scalar;
 mod target;
 mod upstream;
 
