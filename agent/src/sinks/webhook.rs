@@ -152,7 +152,7 @@ impl Delivery {
 
     async fn send(&self, batch: &Batch) -> Outcome {
         let (ep, label) = (&self.endpoint, &self.endpoint.label);
-        let (id, body) = batch_body(batch);
+        let (id, body) = batch_body(batch, self.batch > 1);
         match post(&self.client, &ep.url, Some(&ep.secrets), &id, body).await {
             Ok(resp) => {
                 let status = resp.status();
@@ -182,11 +182,13 @@ impl Delivery {
     }
 }
 
-/// The `webhook-id` and body of a batch: one event as itself, several as a
-/// JSON array with id `<first event id>_<count>`.
-pub(crate) fn batch_body(batch: &Batch) -> (String, Vec<u8>) {
+/// The `webhook-id` and body of a batch. Without batching (`array`
+/// false) the one event as itself, with its id; with batching always a
+/// JSON array (also of one), id `<first event id>_<count>`, so a receiver
+/// set up for batches only ever parses arrays.
+pub(crate) fn batch_body(batch: &Batch, array: bool) -> (String, Vec<u8>) {
     let first = batch.ids.first().cloned().unwrap_or_default();
-    if let ([body], 1) = (batch.bodies.as_slice(), batch.ids.len()) {
+    if let (false, [body]) = (array, batch.bodies.as_slice()) {
         return (first, body.clone());
     }
     let mut body = vec![b'['];
@@ -286,13 +288,17 @@ mod tests {
             bodies: vec![b"{}".to_vec()],
             end: 0,
         };
-        assert_eq!(batch_body(&one), ("a".into(), b"{}".to_vec()));
+        assert_eq!(batch_body(&one, false), ("a".into(), b"{}".to_vec()));
+        assert_eq!(batch_body(&one, true), ("a_1".into(), b"[{}]".to_vec()));
         let two = Batch {
             ids: vec!["a".into(), "b".into()],
             bodies: vec![b"{\"x\":1}".to_vec(), b"{}".to_vec()],
             end: 0,
         };
-        assert_eq!(batch_body(&two), ("a_2".into(), b"[{\"x\":1},{}]".to_vec()));
+        assert_eq!(
+            batch_body(&two, true),
+            ("a_2".into(), b"[{\"x\":1},{}]".to_vec())
+        );
     }
 
     #[test]

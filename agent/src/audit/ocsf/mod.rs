@@ -11,6 +11,7 @@
 //! the event kind; docs/events.md holds the table and why each class.
 
 mod body;
+mod fill;
 mod objects;
 
 use std::time::UNIX_EPOCH;
