@@ -217,6 +217,9 @@ impl EventLog {
     /// drop is reported at least once. Drops that these reports cause are
     /// reported next time, so this never loops.
     fn report_overflow(&mut self) {
+        if !self.spools.iter().any(|s| s.unreported().0 > 0) {
+            return;
+        }
         let spools = self.spools.clone();
         for s in spools {
             let (dropped, total) = s.unreported();

@@ -145,6 +145,8 @@ impl Spool {
         };
         inner.pending = spool_file::count_lines(&inner, inner.state.acked, base + len)
             .map_err(SinkError::spool(&inner.path))?;
+        inner.state.seq = inner.last_seq;
+        inner.state.supersede_legacy(dir)?;
         Ok(Spool {
             dir: dir.to_owned(),
             label: label.to_string(),

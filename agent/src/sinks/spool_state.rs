@@ -91,9 +91,20 @@ impl State {
             self.acked, self.delivered, self.dropped, self.reported, self.seq
         );
         crate::state_dir::write_private(&tmp, text.as_bytes()).map_err(SinkError::spool(&tmp))?;
-        std::fs::rename(&tmp, dir.join(STATE)).map_err(SinkError::spool(&tmp))?;
-        // The legacy offset is superseded; a stale copy must not win later.
-        let _ = std::fs::remove_file(dir.join(LEGACY_ACKED));
+        std::fs::rename(&tmp, dir.join(STATE)).map_err(SinkError::spool(&tmp))
+    }
+
+    /// Replaces an older version's `acked` file by the state file (so a
+    /// stale offset never wins later); nothing when there is none.
+    ///
+    /// # Errors
+    /// The state cannot be written.
+    pub(super) fn supersede_legacy(&self, dir: &Path) -> Result<(), SinkError> {
+        let legacy = dir.join(LEGACY_ACKED);
+        if legacy.exists() {
+            self.write(dir)?;
+            let _ = std::fs::remove_file(legacy);
+        }
         Ok(())
     }
 }
@@ -118,7 +129,7 @@ mod tests {
             reported: 4,
             seq: 99,
         };
-        s.write(&d).unwrap();
+        s.supersede_legacy(&d).unwrap();
         assert!(!d.join(LEGACY_ACKED).exists());
         assert_eq!(State::read(&d).unwrap(), (s, true));
         assert_eq!(
