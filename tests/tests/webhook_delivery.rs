@@ -178,7 +178,15 @@ fn events_missing_from_the_spool_are_caught_up_from_the_audit_log() -> Result<()
             "{id} was cut from the spool and never caught up"
         );
     }
-    // That includes the restart's `audit_tail_sealed`, if the kill left a tail.
+    // That includes the restart's `audit_tail_sealed`, if the kill left a
+    // tail; the caught-up bodies are OCSF events like the others.
+    let bodies: Vec<Value> = rx.got().iter().flat_map(|r| r.events()).collect();
+    let cut_bodies: Vec<&Value> = bodies
+        .iter()
+        .filter(|b| event_id(b).is_some_and(|id| cut.contains(&id)))
+        .collect();
+    assert_eq!(cut_bodies.len(), cut.len(), "one body per caught-up event");
+    verify_ocsf(&bodies)?;
     assert!(d.log().contains("caught up"), "{}", d.log());
     Ok(())
 }
