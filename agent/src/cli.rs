@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     audit::{AuditOptions, Fsync, Rotation},
     daemon::{DaemonOptions, FailureMode},
-    sinks::WebhookOptions,
+    sinks::{WebhookOptions, WebhookSpec},
 };
 
 /// interlock: intercept, attribute and control outbound connections of CI jobs.
@@ -181,13 +181,18 @@ pub enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum WebhookCommand {
-    /// Send one signed test event to URL; print the receiver's status line and body.
+    /// Send one signed test event to URL, or (without URL) have the running daemon send one
+    /// to each of its endpoints with their secrets; print each receiver's status and body.
     Test {
+        /// The endpoint; default: every endpoint of the daemon at --socket.
         #[arg(value_parser = webhook_url)]
-        url: reqwest::Url,
-        /// File of `whsec_` secrets (one a line); without it the request is unsigned.
-        #[arg(long)]
+        url: Option<reqwest::Url>,
+        /// With URL: file of `whsec_` secrets (one a line); without it the request is unsigned.
+        #[arg(long, requires = "url")]
         secret_file: Option<PathBuf>,
+        /// Without URL: the daemon's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET, conflicts_with = "url")]
+        socket: PathBuf,
     },
 }
 
@@ -301,10 +306,12 @@ pub struct RunArgs {
     /// Rotated events.jsonl files kept (events.jsonl.1 is the newest).
     #[arg(long, default_value_t = 5)]
     pub events_file_keep: u32,
-    /// Webhook endpoint for every event (repeatable); needs --webhook-secret-file.
-    #[arg(long = "webhook", value_name = "URL", value_parser = webhook_url, requires = "webhook_secret_file")]
-    pub webhooks: Vec<reqwest::Url>,
+    /// Webhook endpoint for every event (repeatable); `URL,secret=PATH` gives it its own
+    /// secret file, else --webhook-secret-file signs for it.
+    #[arg(long = "webhook", value_name = "URL[,secret=PATH]", value_parser = webhook_spec)]
+    pub webhooks: Vec<WebhookSpec>,
     /// File of `whsec_<base64>` secrets, one a line; each signs every request (key rotation).
+    /// Used by every --webhook without a secret file of its own.
     #[arg(long, value_name = "PATH")]
     pub webhook_secret_file: Option<PathBuf>,
     /// Events per webhook request (more than 1: a JSON array body).
@@ -313,6 +320,9 @@ pub struct RunArgs {
     /// Bound of each webhook endpoint's spool of undelivered events, in MiB (the oldest are dropped beyond it).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_spool_mib: u64,
+    /// The same bound in KiB, for small hosts and tests; overrides --webhook-spool-mib.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_spool_kib: Option<u64>,
     /// Chat webhook (Slack-compatible incoming webhook) told about each new hold (repeatable).
     #[arg(long = "approval-webhook", value_name = "URL", value_parser = webhook_url)]
     pub approval_webhooks: Vec<reqwest::Url>,
@@ -320,6 +330,10 @@ pub struct RunArgs {
     /// terminating TLS with a certificate from interlock's CA (`interlock ca export`).
     #[arg(long)]
     pub no_client_tls: bool,
+}
+
+fn webhook_spec(s: &str) -> Result<WebhookSpec, String> {
+    WebhookSpec::parse(s).map_err(|e| e.to_string())
 }
 
 fn webhook_url(s: &str) -> Result<reqwest::Url, String> {
@@ -365,10 +379,13 @@ impl RunArgs {
                 keep: self.events_file_keep,
             },
             webhooks: WebhookOptions {
-                urls: self.webhooks.clone(),
+                endpoints: self.webhooks.clone(),
                 secret_file: self.webhook_secret_file.clone(),
                 batch: usize::from(self.webhook_batch),
-                spool_bytes: self.webhook_spool_mib.saturating_mul(1 << 20),
+                spool_bytes: match self.webhook_spool_kib {
+                    Some(kib) => kib.saturating_mul(1 << 10),
+                    None => self.webhook_spool_mib.saturating_mul(1 << 20),
+                },
             },
             approval_webhooks: self.approval_webhooks.clone(),
             client_tls: !self.no_client_tls,
@@ -458,11 +475,33 @@ mod tests {
             panic!("not run")
         };
         let w = args.options().webhooks;
-        assert_eq!(w.urls.len(), 2);
+        assert_eq!(w.endpoints.len(), 2);
         assert_eq!((w.batch, w.spool_bytes), (10, 256 << 20));
         let err = Cli::try_parse_from(["interlock", "run", "--webhook", "ftp://x/"]).unwrap_err();
         assert!(err.to_string().contains("ftp://x/"), "{err}");
-        assert!(Cli::try_parse_from(["interlock", "run", "--webhook", "https://a/"]).is_err());
+        let cli = Cli::try_parse_from([
+            "interlock",
+            "run",
+            "--webhook",
+            "https://a/,secret=/a.secret",
+            "--webhook-spool-kib",
+            "8",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let w = args.options().webhooks;
+        assert_eq!(
+            w.endpoints[0].secret_file.as_deref(),
+            Some(std::path::Path::new("/a.secret"))
+        );
+        assert_eq!(w.spool_bytes, 8 << 10);
+        assert!(Cli::try_parse_from(["interlock", "webhook", "test"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["interlock", "webhook", "test", "--secret-file", "/s"]).is_err(),
+            "--secret-file only with a URL"
+        );
     }
 
     #[test]

@@ -112,12 +112,10 @@ pub enum DaemonError {
 /// running, problems are per-session and reported as events.
 pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let policy = policy::load(&opts.policy)?;
-    std::fs::create_dir_all(&opts.state_dir).map_err(|source| DaemonError::StateDir {
-        path: opts.state_dir.clone(),
-        source,
-    })?;
+    prepare_state_dir(&opts.state_dir)?;
     // Secrets and spools are checked before anything is attached.
-    let (spools, deliveries) = Webhooks::open(&opts.webhooks, &opts.state_dir)?.into_parts();
+    let (spools, deliveries, endpoints) =
+        Webhooks::open(&opts.webhooks, &opts.state_dir)?.into_parts();
     let runtime_file = opts.state_dir.join(RUNTIME_FILE);
     // A stale file from an earlier run must not look like readiness.
     let _ = std::fs::remove_file(&runtime_file);
@@ -224,8 +222,14 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         .emit(EventKind::DaemonStarted {
             instance: opts.instance.clone(),
             pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").to_string(),
             adopted_pins: adopted,
+            ppid: std::os::unix::process::parent_id(),
+            uid: own_uid(),
+            exe: std::env::current_exe()
+                .ok()
+                .map(|p| p.display().to_string()),
+            argv: std::env::args().collect(),
         })
         .await;
     info!(
@@ -243,7 +247,14 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         background.spawn(d.run(ctx.events().clone(), ctx.shutdown().clone()));
     }
     background.spawn(follow_lineage(ctx.clone()));
-    background.spawn(control::serve(ctx.clone(), control_listener));
+    background.spawn(control::serve(
+        ctx.clone(),
+        control_listener,
+        control::Extras {
+            webhooks: endpoints,
+            host: host.clone(),
+        },
+    ));
     background.spawn(watch_policy(ctx.clone(), opts.policy.clone()));
     for (protocol, listener) in listeners.into_inner() {
         background.spawn(accept_loop(ctx.clone(), protocol, listener));
@@ -329,6 +340,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         .emit(EventKind::DaemonStopped {
             instance: opts.instance.clone(),
             reason: "shutdown".into(),
+            pid: std::process::id(),
         })
         .await;
     drop(ctx);
@@ -586,15 +598,42 @@ fn write_runtime(
         source,
     };
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(
+    crate::state_dir::write_private(
         &tmp,
-        serde_json::to_vec_pretty(&rt).map_err(|e| io(e.into()))?,
+        &serde_json::to_vec_pretty(&rt).map_err(|e| io(e.into()))?,
     )
     .map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-fn hostname() -> String {
+/// Creates the state directory (0711) and its recordings directory
+/// (0700), tightening whatever an earlier run left readable by others.
+fn prepare_state_dir(dir: &std::path::Path) -> Result<(), DaemonError> {
+    let io = |source| DaemonError::StateDir {
+        path: dir.to_owned(),
+        source,
+    };
+    for t in crate::state_dir::prepare(dir).map_err(io)? {
+        warn!(
+            path = %t.path.display(),
+            was = format!("{:o}", t.was),
+            now = format!("{:o}", t.now),
+            "state directory: tightened a file or directory others could read"
+        );
+    }
+    crate::state_dir::private_dir(&dir.join(RECORDINGS_DIR)).map_err(io)
+}
+
+/// The uid this process runs as (the owner of its /proc entry).
+fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// This host's name (events carry it).
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())

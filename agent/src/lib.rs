@@ -19,6 +19,7 @@ pub mod postgres;
 pub mod sessions;
 pub mod sinks;
 pub mod ssh;
+mod state_dir;
 mod targets;
 mod tcp;
 

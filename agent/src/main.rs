@@ -117,18 +117,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhook {
-            command: WebhookCommand::Test { url, secret_file },
+            command:
+                WebhookCommand::Test {
+                    url,
+                    secret_file,
+                    socket,
+                },
         } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let (status, body) =
-                rt.block_on(interlock::sinks::send_test(&url, secret_file.as_deref()))?;
+            let Some(url) = url else {
+                let ok = rt.block_on(interlock::control::webhook_test(
+                    &socket,
+                    &mut std::io::stdout().lock(),
+                ))?;
+                return Ok(code(ok));
+            };
+            let host = interlock::daemon::hostname();
+            let (status, body) = rt.block_on(interlock::sinks::send_test(
+                &url,
+                secret_file.as_deref(),
+                &host,
+            ))?;
             println!("{status}");
             println!("{body}");
-            Ok(if status.is_success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(code(status.is_success()))
         }
         Command::Approvals { socket, command } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

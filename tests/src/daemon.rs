@@ -312,6 +312,45 @@ impl Daemon {
             .collect()
     }
 
+    /// Every event in the audit segments (the record of truth; checkpoints
+    /// left out), in log order, with their chain fields.
+    pub fn audit_events(&self) -> Vec<Value> {
+        let dir = self.state_dir.join("audit");
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("segment-"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        segs.sort();
+        segs.iter()
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|v| v["type"] != "checkpoint")
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Runs `interlock ARGS` as root (the daemon's own user) and returns
+    /// what it printed.
+    pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
+        let out = Command::new(interlock_bin()?).args(args).output()?;
+        Ok(CliOutput {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
     /// Counts the events of one type without parsing every line, which
     /// matters for tests that produce hundreds of thousands of them.
     pub fn count_events(&self, ty: &str) -> u64 {

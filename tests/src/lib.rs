@@ -13,6 +13,7 @@ mod pty;
 mod sshd;
 pub mod sshjob;
 pub mod sshproxy;
+pub mod webhook;
 
 use std::{
     path::{Path, PathBuf},

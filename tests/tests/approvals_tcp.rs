@@ -247,7 +247,15 @@ fn hundred_holds_decided_in_random_order() -> Result<()> {
     let addr = server.addr.to_string();
     let mut clients = Vec::new();
     for i in 0..100 {
-        clients.push((i, spawn_client(&cg, &addr, &format!("m{i}"))?));
+        // 100 decisions, one CLI run each, can take longer than the
+        // client's usual 5 s wait for its echo: it waits for the deadline.
+        let c = cg
+            .command(&testclient(), &["echo", &addr, &format!("m{i}")])
+            .env("INTERLOCK_TEST_READ_SECS", "120")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        clients.push((i, c));
     }
     let held = held_ids(&d, 100)?;
     // Map approval id -> the client's message via each hold's session.
@@ -333,19 +341,43 @@ fn reload_keeps_holds_and_bad_files_keep_the_old_policy() -> Result<()> {
         failed["error"].as_str().unwrap_or_default().contains(":5:"),
         "{failed}"
     );
+    // SIGHUP with the same bad file: another failure, said to come from the signal.
+    d.signal(libc::SIGHUP)?;
+    let ev = d.wait_events("failed reload by SIGHUP", |e| {
+        of_type(e, "policy_reload_failed").len() == 2
+    })?;
+    assert_eq!(of_type(&ev, "policy_reload_failed")[1]["trigger"], "sighup");
     // Still the hold policy: a new connection is held too.
     let second = spawn_client(&cg, &addr, "second")?;
     held_ids(&d, 2)?;
 
-    // A valid policy without the rule, applied by SIGHUP (file written first).
+    // A valid policy without the rule, picked up as a file change.
     d.write_policy(&format!(
         "version: 1\ntargets:\n  - {{name: svc, protocol: tcp, match: [{{address: 127.0.0.2, port: {port}}}]}}\n"
     ))?;
+    let ev = d.wait_events("reload", |e| !of_type(e, "policy_reloaded").is_empty())?;
+    let reloaded = of_type(&ev, "policy_reloaded")[0];
+    assert_eq!(reloaded["trigger"], "file_change");
+    assert_eq!(reloaded["rules"], 0);
+    // SIGHUP reloads an unchanged file too, and says so.
     d.signal(libc::SIGHUP)?;
-    d.wait_events("reload", |e| !of_type(e, "policy_reloaded").is_empty())?;
+    let ev = d.wait_events("reload by SIGHUP", |e| {
+        of_type(e, "policy_reloaded").len() == 2
+    })?;
+    assert_eq!(of_type(&ev, "policy_reloaded")[1]["trigger"], "sighup");
     // New connections pass at once...
     assert!(client_in(&cg, &["echo", &addr, "new"], &[])?.starts_with("ok echo "));
-    // ...and requests held before the reload are still decided by a human.
+    // ...requests held before the reload stay visible to the approvers
+    // captured with them, although no rule in force names those approvers...
+    let list = d.cli_as("daemon", None, &["approvals", "list"])?;
+    assert!(list.ok && list.stdout.contains(&id), "{list:?}");
+    let show = d.cli_as("bin", None, &["approvals", "show", &id])?;
+    assert!(show.ok, "{show:?}");
+    let shown: Value = serde_json::from_str(&show.stdout)?;
+    assert_eq!(shown["state"], "pending");
+    let r = d.cli_as("nobody", None, &["approvals", "show", &id])?;
+    assert!(!r.ok && r.stderr.contains("(403)"), "{r:?}");
+    // ...and are still decided by a human.
     let r = d.cli_as("daemon", None, &["approvals", "approve", &id])?;
     assert!(r.ok, "{r:?}");
     assert!(client_result(held)?.ends_with(" kept"));

@@ -47,6 +47,110 @@ fn policy_check_reports_file_line_and_column() -> Result<()> {
     Ok(())
 }
 
+/// Every kind of semantic error names the line and column of the node it
+/// is about, also when a rule's name contains a target's.
+#[test]
+fn policy_check_places_every_semantic_error() -> Result<()> {
+    if interlock_bin().is_err() {
+        return Ok(());
+    }
+    let target = "  - {name: db, protocol: tcp, match: [{port: 5432}]}\n";
+    for (text, at, needle) in [
+        (
+            "version: 3\n".to_string(),
+            "1:10",
+            "version 3 is not supported",
+        ),
+        (
+            format!(
+                "version: 1\ntargets:\n{target}  - name: db\n    protocol: tcp\n    match: [{{port: 1}}]\n"
+            ),
+            "4:11",
+            "target `db` is defined twice",
+        ),
+        (
+            "version: 1\ntargets:\n  - name: ''\n    protocol: tcp\n    match: [{port: 1}]\n"
+                .to_string(),
+            "3:11",
+            "empty name",
+        ),
+        (
+            format!(
+                "version: 1\ntargets:\n{target}rules:\n  - name: db-readers-dbx\n    action: allow\n    match:\n      target: [db, dbx]\n"
+            ),
+            "8:20",
+            "target `dbx`",
+        ),
+        (
+            format!(
+                "version: 1\ntargets:\n{target}rules:\n  - {{name: db, action: allow}}\n  - {{name: db, action: block}}\n"
+            ),
+            "6:12",
+            "rule `db` is defined twice",
+        ),
+        (
+            format!(
+                "version: 1\ntargets:\n{target}rules:\n  - name: db\n    action: require_approval\n    approval:\n      approvers: {{users: []}}\n"
+            ),
+            "8:18",
+            "nobody could approve",
+        ),
+    ] {
+        let f = temp_file("p.yaml", &text)?;
+        let fs = f.display().to_string();
+        let (ok, _, err) = interlock(&["policy", "check", &fs])?;
+        assert!(!ok, "{text}");
+        assert!(err.starts_with(&format!("{fs}:{at}: ")), "{text}\n{err}");
+        assert!(err.contains(needle), "{text}\n{err}");
+    }
+    Ok(())
+}
+
+#[test]
+fn webhooks_without_secrets_are_refused_naming_the_endpoint() -> Result<()> {
+    if interlock_bin().is_err() {
+        return Ok(());
+    }
+    let policy = temp_file("p.yaml", &tcp_policy("x", &[("127.0.0.2", 9)]))?;
+    let state = policy.with_file_name("state");
+    let base = [
+        "run",
+        "--policy",
+        policy.to_str().unwrap_or_default(),
+        "--state-dir",
+        state.to_str().unwrap_or_default(),
+    ];
+    let run = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        interlock(&a)
+    };
+    let (ok, _, err) = run(&["--webhook", "http://127.0.0.56:9/hook"])?;
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("webhook http://127.0.0.56:9/hook has no secrets")
+            && err.contains(",secret=PATH"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&["--webhook", "http://127.0.0.56:9/hook,secret="])?;
+    assert!(
+        !ok && err.contains("needs the path of a secret file"),
+        "{err}"
+    );
+    let missing = state.with_file_name("no-such.secret");
+    let spec = format!("http://127.0.0.56:9/hook,secret={}", missing.display());
+    let (ok, _, err) = run(&["--webhook", &spec])?;
+    assert!(
+        !ok && err.contains(&format!(
+            "cannot read webhook secret file {}",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert!(!state.join("audit").exists(), "nothing started");
+    Ok(())
+}
+
 #[test]
 fn run_refuses_bad_policy_and_bad_scope_with_one_clear_line() -> Result<()> {
     if !privileged() {

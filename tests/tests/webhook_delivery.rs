@@ -1,261 +1,51 @@
-//! Webhook delivery through receiver outages, slowness, errors, a SIGKILL,
-//! and 410 Gone: every event arrives, signed (checked here and by the
-//! independent Python `standardwebhooks`), in event order.
+//! Webhook delivery through receiver outages, slowness, errors, SIGKILLs
+//! (idle and under load), a spool left behind the audit log, and 410
+//! Gone: every logged event arrives, signed (checked here and by the
+//! independent Python `standardwebhooks`), as OCSF (checked by the Python
+//! `pydantic-ocsf` models), in event order. Receivers on 127.0.0.1 and
+//! 127.0.0.50.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
-use base64::{Engine as _, engine::general_purpose::STANDARD};
-use hmac::{Hmac, Mac as _};
-use interlock_tests::*;
+use anyhow::{Context as _, Result};
+use interlock_tests::{
+    webhook::{
+        Mode, Receiver, echo_sessions, event_id, logged_ids, secret_file, verify_ocsf,
+        verify_python, verify_rust, webhook_daemon,
+    },
+    *,
+};
 use serde_json::Value;
-use sha2::Sha256;
 
 const SECRETS: [&str; 2] = [
     "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "whsec_c2Vjb25kLWtleS1mb3Itcm90YXRpb24=",
 ];
 
-/// How the receiver answers.
-#[derive(Clone, Copy)]
-enum Mode {
-    Slow(Duration),
-    Status(u16),
-}
-
-/// One request as received, and what we answered.
-#[derive(Clone, Debug)]
-struct Received {
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: String,
-    status: u16,
-}
-
-/// A minimal HTTP/1.1 receiver on a fixed loopback port.
-struct Receiver {
-    mode: Arc<Mutex<Mode>>,
-    got: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    /// A free loopback port, closed again (the receiver is down).
-    fn reserve() -> Result<u16> {
-        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-    }
-
-    fn start(port: u16, mode: Mode) -> Result<Receiver> {
-        let listener = TcpListener::bind(("127.0.0.1", port)).context("rebind receiver port")?;
-        let r = Receiver {
-            mode: Arc::new(Mutex::new(mode)),
-            got: Arc::default(),
-        };
-        let (m, g) = (r.mode.clone(), r.got.clone());
-        std::thread::spawn(move || {
-            for s in listener.incoming().flatten() {
-                let (m, g) = (m.clone(), g.clone());
-                std::thread::spawn(move || {
-                    let _ = serve(s, &m, &g);
-                });
-            }
-        });
-        Ok(r)
-    }
-
-    fn set(&self, mode: Mode) {
-        *self.mode.lock().unwrap() = mode;
-    }
-
-    fn got(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-fn serve(s: TcpStream, mode: &Mutex<Mode>, got: &Mutex<Vec<Received>>) -> Result<()> {
-    let mut r = BufReader::new(s.try_clone()?);
-    let mut s = s;
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Ok(());
-    }
-    let (mut len, mut rec) = (
-        0usize,
-        Received {
-            id: String::new(),
-            timestamp: String::new(),
-            signature: String::new(),
-            body: String::new(),
-            status: 0,
-        },
-    );
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':').context("header")?;
-        let v = v.trim().to_string();
-        match k.to_ascii_lowercase().as_str() {
-            "content-length" => len = v.parse()?,
-            "webhook-id" => rec.id = v,
-            "webhook-timestamp" => rec.timestamp = v,
-            "webhook-signature" => rec.signature = v,
-            _ => {}
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body)?;
-    rec.body = String::from_utf8(body)?;
-    let m = *mode.lock().unwrap();
-    let status = match m {
-        Mode::Slow(d) => {
-            std::thread::sleep(d);
-            200
-        }
-        Mode::Status(c) => c,
-    };
-    rec.status = status;
-    got.lock().unwrap().push(rec);
-    write!(
-        s,
-        "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-    )?;
-    Ok(())
-}
-
-fn secret_file(dir: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let f = dir.join("webhook.secrets");
-    std::fs::write(&f, SECRETS.join("\n"))?;
-    Ok(f)
-}
-
-/// Checks every signature of every request with our own HMAC: each secret's
-/// `v1,` signature is present.
-fn verify_rust(got: &[Received]) {
-    for r in got {
-        for s in SECRETS {
-            let key = STANDARD.decode(s.trim_start_matches("whsec_")).unwrap();
-            let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-            mac.update(format!("{}.{}.{}", r.id, r.timestamp, r.body).as_bytes());
-            let want = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
-            assert!(
-                r.signature.split(' ').any(|p| p == want),
-                "bad signature: {r:?}"
-            );
-        }
-    }
-}
-
-/// Checks every request with the Python `standardwebhooks` package, once per secret.
-fn verify_python(got: &[Received]) -> Result<()> {
-    const SCRIPT: &str = r#"
-import json, sys
-from standardwebhooks import Webhook
-n = 0
-for line in sys.stdin:
-    r = json.loads(line)
-    Webhook(r["secret"]).verify(r["body"], {
-        "webhook-id": r["id"], "webhook-timestamp": r["ts"], "webhook-signature": r["sig"]})
-    n += 1
-print(n)
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    {
-        let mut stdin = child.stdin.take().context("stdin")?;
-        for r in got {
-            for s in SECRETS {
-                let line = serde_json::json!({"secret": s, "id": r.id, "ts": r.timestamp,
-                    "sig": r.signature, "body": r.body});
-                writeln!(stdin, "{line}")?;
-            }
-        }
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "standardwebhooks rejected a request (run `cargo xtask setup` if it is missing): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        (got.len() * SECRETS.len()).to_string()
-    );
-    Ok(())
-}
-
 /// Waits until every logged event was delivered (answered 2xx), then checks
 /// the delivered order is the log's order.
 fn wait_all_delivered(d: &Daemon, rx: &Receiver, within: Duration) -> Result<Vec<Value>> {
-    let deadline = Instant::now() + within;
-    loop {
-        let events = d.events();
-        let mut delivered: Vec<String> = Vec::new();
-        for r in rx.got().iter().filter(|r| r.status == 200) {
-            if !delivered.contains(&r.id) {
-                delivered.push(r.id.clone());
-            }
-        }
-        let logged: Vec<String> = events
-            .iter()
-            .filter_map(|e| e["id"].as_str().map(String::from))
-            .collect();
-        if logged.iter().all(|id| delivered.contains(id)) {
-            let order: Vec<&String> = delivered.iter().filter(|id| logged.contains(id)).collect();
-            let want: Vec<&String> = logged.iter().collect();
-            assert_eq!(order, want, "delivery order differs from the log's");
-            return Ok(events);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "not every event was delivered: logged {}, delivered {}\nlog:\n{}",
-                logged.len(),
-                delivered.len(),
-                d.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let logged = logged_ids(d);
+    rx.wait_delivered(&logged, within)
+        .with_context(|| format!("log:\n{}", d.log()))?;
+    let delivered = rx.delivered_ids();
+    let order: Vec<&String> = delivered.iter().filter(|id| logged.contains(id)).collect();
+    let want: Vec<&String> = logged.iter().collect();
+    assert_eq!(order, want, "delivery order differs from the log's");
+    Ok(d.events())
 }
 
 fn sessions(cg: &TestCgroup, echo: &EchoServer, n: usize) -> Result<()> {
-    let dst = format!("127.0.0.2:{}", echo.addr.port());
-    for i in 0..n {
-        let reply = client_in(cg, &["echo", &dst, &format!("m{i}")], &[])?;
-        assert!(reply.starts_with("ok echo "), "{reply}");
-    }
-    Ok(())
+    echo_sessions(cg, echo, n)
 }
 
-fn webhook_daemon(cg: &TestCgroup, echo: &EchoServer, port: u16, tag: &str) -> Result<Daemon> {
-    let secrets = secret_file(&std::env::temp_dir().join(unique(tag)))?;
-    let url = format!("http://127.0.0.1:{port}/hook");
-    Daemon::start(DaemonSpec::tcp(
-        cg,
-        &[echo.addr.port()],
-        &[
-            "--webhook",
-            &url,
-            "--webhook-secret-file",
-            secrets.to_str().context("path")?,
-        ],
-    ))
+/// A daemon with one endpoint `url`, signing with both [`SECRETS`].
+fn daemon(cg: &TestCgroup, echo: &EchoServer, url: &str, tag: &str) -> Result<Daemon> {
+    let secrets = secret_file(&std::env::temp_dir().join(unique(tag)), "s", &SECRETS)?;
+    webhook_daemon(cg, echo, &[url.to_string()], &secrets, &[])
 }
 
 #[test]
@@ -265,11 +55,16 @@ fn every_event_arrives_through_down_slow_500_and_up() -> Result<()> {
     }
     let cg = TestCgroup::new("whoutage")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let port = Receiver::reserve()?;
-    let d = webhook_daemon(&cg, &echo, port, "whoutage")?;
+    let port = Receiver::reserve("127.0.0.1")?;
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let d = daemon(&cg, &echo, &url, "whoutage")?;
     sessions(&cg, &echo, 3)?; // down
     std::thread::sleep(Duration::from_secs(2));
-    let rx = Receiver::start(port, Mode::Slow(Duration::from_millis(1500)))?;
+    let rx = Receiver::start(
+        "127.0.0.1",
+        port,
+        vec![Mode::Slow(Duration::from_millis(1500))],
+    )?;
     sessions(&cg, &echo, 3)?;
     std::thread::sleep(Duration::from_secs(3));
     rx.set(Mode::Status(500));
@@ -284,13 +79,21 @@ fn every_event_arrives_through_down_slow_500_and_up() -> Result<()> {
         got.iter().any(|r| r.status == 500),
         "no request saw the 500 phase"
     );
-    // Each body is the logged event itself.
+    // Each body is the OCSF event, interlock's own event under `unmapped`.
+    let mut bodies = Vec::new();
     for r in got.iter().filter(|r| r.status == 200) {
         let body: Value = serde_json::from_str(&r.body)?;
-        assert_eq!(body["id"].as_str(), Some(r.id.as_str()));
+        assert_eq!(event_id(&body).as_deref(), Some(r.id.as_str()));
+        assert_eq!(body["unmapped"]["id"].as_str(), Some(r.id.as_str()));
+        bodies.push(body);
     }
-    verify_rust(&got);
-    verify_python(&got)
+    let classes = verify_ocsf(&bodies)?;
+    assert!(
+        classes.contains(&4001) && classes.contains(&1007),
+        "{classes:?}"
+    );
+    verify_rust(&got, &SECRETS);
+    verify_python(&got, &SECRETS)
 }
 
 #[test]
@@ -300,31 +103,174 @@ fn spooled_events_survive_sigkill() -> Result<()> {
     }
     let cg = TestCgroup::new("whkill")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let port = Receiver::reserve()?;
-    let mut d = webhook_daemon(&cg, &echo, port, "whkill")?;
+    let port = Receiver::reserve("127.0.0.1")?;
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut d = daemon(&cg, &echo, &url, "whkill")?;
     sessions(&cg, &echo, 5)?;
     d.wait_events("five ended sessions", |e| {
         of_type(e, "session_ended").len() == 5
     })?;
-    let before: Vec<String> = d
-        .events()
-        .iter()
-        .filter_map(|e| e["id"].as_str().map(String::from))
-        .collect();
+    let before = logged_ids(&d);
     d.signal_and_wait(libc::SIGKILL)?;
-    let rx = Receiver::start(port, Mode::Status(200))?;
+    let rx = Receiver::start("127.0.0.1", port, vec![Mode::Status(200)])?;
     d.spawn()?;
-    // The restarted daemon's own first event must be logged (within 100 ms)
-    // before "everything logged was delivered" means anything new.
     d.wait_events("the restart", |e| of_type(e, "daemon_started").len() == 2)?;
-    let events = wait_all_delivered(&d, &rx, Duration::from_secs(60))?;
-    assert!(events.len() > before.len());
-    let got = rx.got();
+    wait_all_delivered(&d, &rx, Duration::from_secs(60))?;
+    let delivered = rx.delivered_ids();
     for id in &before {
-        assert!(got.iter().any(|r| &r.id == id), "{id} lost across SIGKILL");
+        assert!(delivered.contains(id), "{id} lost across SIGKILL");
     }
-    verify_rust(&got);
+    verify_rust(&rx.got(), &SECRETS);
     Ok(())
+}
+
+/// A daemon killed between an event's audit record and its spool line
+/// (simulated: the spool's last lines are cut while it is down) catches
+/// the spool up from the audit log at start; the restart's own `audit_*`
+/// records, logged before the spools are attached, arrive too.
+#[test]
+fn events_missing_from_the_spool_are_caught_up_from_the_audit_log() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("whcatch")?;
+    let echo = EchoServer::start("127.0.0.2:0")?;
+    let port = Receiver::reserve("127.0.0.50")?;
+    let url = format!("http://127.0.0.50:{port}/hook");
+    let mut d = daemon(&cg, &echo, &url, "whcatch")?;
+    sessions(&cg, &echo, 4)?;
+    d.wait_events("four ended sessions", |e| {
+        of_type(e, "session_ended").len() == 4
+    })?;
+    d.signal_and_wait(libc::SIGKILL)?;
+    let spool = std::fs::read_dir(d.state_dir.join("spool"))?
+        .next()
+        .context("a spool directory")??
+        .path();
+    let queue = std::fs::read_dir(&spool)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("queue-"))
+        })
+        .context("a queue file")?;
+    let text = std::fs::read_to_string(&queue)?;
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 6, "{} spooled", lines.len());
+    let cut: Vec<String> = lines[lines.len() - 3..]
+        .iter()
+        .map(|l| l.split('\t').next().unwrap_or_default().to_string())
+        .collect();
+    let kept: String = lines[..lines.len() - 3]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&queue, kept)?;
+    let rx = Receiver::start("127.0.0.50", port, vec![Mode::Status(200)])?;
+    d.spawn()?;
+    d.wait_events("the restart", |e| of_type(e, "daemon_started").len() == 2)?;
+    wait_all_delivered(&d, &rx, Duration::from_secs(60))?;
+    let delivered = rx.delivered_ids();
+    for id in &cut {
+        assert!(
+            delivered.contains(id),
+            "{id} was cut from the spool and never caught up"
+        );
+    }
+    // That includes the restart's `audit_tail_sealed`, if the kill left a
+    // tail; the caught-up bodies are OCSF events like the others.
+    let bodies: Vec<Value> = rx.got().iter().flat_map(|r| r.events()).collect();
+    let cut_bodies: Vec<&Value> = bodies
+        .iter()
+        .filter(|b| event_id(b).is_some_and(|id| cut.contains(&id)))
+        .collect();
+    assert_eq!(cut_bodies.len(), cut.len(), "one body per caught-up event");
+    verify_ocsf(&bodies)?;
+    assert!(d.log().contains("caught up"), "{}", d.log());
+    Ok(())
+}
+
+/// SIGKILL while sessions keep coming: the log still verifies, the
+/// unsealed tail is sealed at restart, and every event in the audit log
+/// (up to the kill and after) reaches the receiver, de-duplicated by id.
+#[test]
+fn sigkill_under_load_loses_no_logged_event() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("whload")?;
+    let echo = EchoServer::start("127.0.0.2:0")?;
+    let port = Receiver::reserve("127.0.0.50")?;
+    let rx = Receiver::start("127.0.0.50", port, vec![Mode::Status(200)])?;
+    let mut d = daemon(&cg, &echo, &rx.url("/hook"), "whload")?;
+    let stop = AtomicBool::new(false);
+    let dst = format!("127.0.0.2:{}", echo.addr.port());
+    let at_kill = std::thread::scope(|s| -> Result<Vec<String>> {
+        let load = s.spawn(|| {
+            // Bounded: at most 400 sessions; the kill stops it sooner.
+            for n in 0..400 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let _ = client_in(&cg, &["echo", &dst, &format!("l{n}")], &[]);
+            }
+        });
+        let waited = d.wait_events_long("a steady stream", |e| {
+            of_type(e, "session_ended").len() >= 20
+        });
+        let killed = d.signal_and_wait(libc::SIGKILL);
+        stop.store(true, Ordering::Relaxed);
+        load.join()
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))?;
+        waited?;
+        killed?;
+        Ok(logged_ids(&d))
+    })?;
+    assert!(at_kill.len() >= 40, "{} events logged", at_kill.len());
+    let state = d.state_dir.display().to_string();
+    // A steady stream leaves records after the last checkpoint (unless the
+    // kill fell right behind one, which the seal check below allows).
+    let before = d.cli(&["audit", "verify", &state])?;
+    assert!(before.ok, "a killed log still verifies: {before:?}");
+    let unsealed = before.stdout.contains("unsealed:");
+    d.spawn()?;
+    if unsealed {
+        let sealed: Vec<Value> = d
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["type"] == "audit_tail_sealed")
+            .collect();
+        assert_eq!(sealed.len(), 1, "the tail is sealed at restart");
+        assert_eq!(
+            sealed[0]["to_seq"].as_u64(),
+            at_kill_last_seq(&d, &at_kill),
+            "{}",
+            sealed[0]
+        );
+    }
+    // Everything logged, up to the kill and since, reaches the receiver.
+    let logged = logged_ids(&d);
+    for id in &at_kill {
+        assert!(logged.contains(id), "{id} vanished from the log");
+    }
+    rx.wait_delivered(&logged, Duration::from_secs(90))
+        .with_context(|| d.log())?;
+    d.signal_and_wait(libc::SIGTERM)?;
+    let after = d.cli(&["audit", "verify", &state])?;
+    assert!(after.ok && after.stdout.starts_with("ok:"), "{after:?}");
+    assert!(!after.stdout.contains("unsealed"), "{}", after.stdout);
+    verify_rust(&rx.got(), &SECRETS);
+    Ok(())
+}
+
+/// The seq of the last of `ids` in the log.
+fn at_kill_last_seq(d: &Daemon, ids: &[String]) -> Option<u64> {
+    let last = ids.last()?;
+    d.audit_events()
+        .iter()
+        .find(|e| e["id"].as_str() == Some(last.as_str()))
+        .and_then(|e| e["seq"].as_u64())
 }
 
 #[test]
@@ -334,15 +280,16 @@ fn gone_disables_the_endpoint_for_good() -> Result<()> {
     }
     let cg = TestCgroup::new("whgone")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let port = Receiver::reserve()?;
-    let rx = Receiver::start(port, Mode::Status(410))?;
-    let mut d = webhook_daemon(&cg, &echo, port, "whgone")?;
+    let port = Receiver::reserve("127.0.0.1")?;
+    let rx = Receiver::start("127.0.0.1", port, vec![Mode::Status(410)])?;
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut d = daemon(&cg, &echo, &url, "whgone")?;
     let ev = d.wait_events("webhook_disabled", |e| {
         !of_type(e, "webhook_disabled").is_empty()
     })?;
     let dis = of_type(&ev, "webhook_disabled")[0];
     assert_eq!(dis["status"], 410);
-    assert_eq!(dis["endpoint"], format!("http://127.0.0.1:{port}/hook"));
+    assert_eq!(dis["endpoint"], url);
     assert_eq!(rx.got().len(), 1);
     // Kept across a restart: nothing more is sent.
     d.signal_and_wait(libc::SIGTERM)?;
@@ -351,5 +298,13 @@ fn gone_disables_the_endpoint_for_good() -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(rx.got().len(), 1, "a disabled endpoint got requests");
     assert!(d.log().contains("disabled"), "{}", d.log());
+    let status = d.cli(&[
+        "status",
+        "--json",
+        "--socket",
+        &d.socket().display().to_string(),
+    ])?;
+    let v: Value = serde_json::from_str(&status.stdout)?;
+    assert_eq!(v["webhooks"][0]["disabled"], true, "{v}");
     Ok(())
 }

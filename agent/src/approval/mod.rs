@@ -9,5 +9,6 @@ mod types;
 
 pub use error::ApprovalError;
 pub use notify::Notifier;
+pub(crate) use registry::caller_name;
 pub use registry::{Approvals, DecisionReport};
 pub use types::{Decided, Decision, HoldSpec, Pending, RequestView, Requester};

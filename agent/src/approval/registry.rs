@@ -197,10 +197,7 @@ impl Approvals {
             };
             authorize(&e.view, caller)?;
         }
-        let by = caller
-            .user
-            .clone()
-            .unwrap_or_else(|| format!("uid {}", caller.uid));
+        let by = caller_name(caller);
         let outcome = if approve {
             HoldOutcome::Approved {
                 by: by.clone(),
@@ -271,6 +268,29 @@ impl Approvals {
         v
     }
 
+    /// The pending requests `caller` may see (root: all; others: those
+    /// whose captured approvers include them), oldest first; `None` when
+    /// `caller` is root-less, approves nothing pending or recently decided,
+    /// and `approves_now` (an approver in the policy in force) is false.
+    pub fn list_for(&self, caller: &LocalPeer, approves_now: bool) -> Option<Vec<Pending>> {
+        let st = self.state();
+        let known = caller.uid == 0
+            || approves_now
+            || st.pending.values().any(|e| admits(&e.view, caller))
+            || st.recent.iter().any(|d| admits(&d.pending, caller));
+        if !known {
+            return None;
+        }
+        let mut v: Vec<Pending> = st
+            .pending
+            .values()
+            .filter(|e| may_see(&e.view, caller))
+            .map(|e| e.view.clone())
+            .collect();
+        v.sort_by_key(|p| p.requested_at);
+        Some(v)
+    }
+
     /// One request, pending or recently decided.
     pub fn show(&self, id: &str) -> Option<Result<Pending, Decided>> {
         let st = self.state();
@@ -282,6 +302,37 @@ impl Approvals {
             .find(|d| d.pending.id == id)
             .cloned()
             .map(Err)
+    }
+
+    /// [`Approvals::show`] for `caller`.
+    ///
+    /// # Errors
+    /// [`ApprovalError::NotFound`] for an unknown id;
+    /// [`ApprovalError::NotApprover`] when `caller` is neither root nor one
+    /// of the approvers captured with the hold.
+    pub fn show_for(
+        &self,
+        id: &str,
+        caller: &LocalPeer,
+    ) -> Result<Result<Pending, Decided>, ApprovalError> {
+        let found = self
+            .show(id)
+            .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
+        let p = match &found {
+            Ok(p) => p,
+            Err(d) => &d.pending,
+        };
+        if may_see(p, caller) {
+            Ok(found)
+        } else {
+            Err(ApprovalError::NotApprover {
+                who: caller
+                    .user
+                    .clone()
+                    .unwrap_or_else(|| format!("uid {}", caller.uid)),
+                rule: p.rule.clone(),
+            })
+        }
     }
 
     /// Number of pending requests.
@@ -302,7 +353,8 @@ impl Approvals {
 
 /// May `caller` decide `p`? The requester (same uid, or a process in the
 /// same cgroup, such as another step of the same CI job) never may, even
-/// when listed as an approver.
+/// when listed as an approver. A caller whose cgroup cannot be read could
+/// be in the requester's: refused (fail closed) when the requester's is known.
 fn authorize(p: &Pending, caller: &LocalPeer) -> Result<(), ApprovalError> {
     if caller.uid == p.requester.uid {
         return Err(ApprovalError::SelfApproval(format!(
@@ -310,29 +362,48 @@ fn authorize(p: &Pending, caller: &LocalPeer) -> Result<(), ApprovalError> {
             caller.uid
         )));
     }
-    if let (Some(a), Some(b)) = (&caller.cgroup, &p.requester.cgroup)
-        && a == b
-    {
-        return Err(ApprovalError::SelfApproval(format!(
-            "the caller runs in the requester's cgroup {a}"
-        )));
+    match (&caller.cgroup, &p.requester.cgroup) {
+        (Some(a), Some(b)) if a == b => {
+            return Err(ApprovalError::SelfApproval(format!(
+                "the caller runs in the requester's cgroup {a}"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(ApprovalError::SelfApproval(format!(
+                "the cgroup of the caller (pid {}) cannot be read, so it cannot be told apart from the requester's",
+                caller.pid
+            )));
+        }
+        _ => {}
     }
-    let by_user = caller
-        .user
-        .as_ref()
-        .is_some_and(|u| p.approvers.users.contains(u));
-    let by_group = caller.groups.iter().any(|g| p.approvers.groups.contains(g));
-    if by_user || by_group {
+    if admits(p, caller) {
         Ok(())
     } else {
         Err(ApprovalError::NotApprover {
-            who: caller
-                .user
-                .clone()
-                .unwrap_or_else(|| format!("uid {}", caller.uid)),
+            who: caller_name(caller),
             rule: p.rule.clone(),
         })
     }
+}
+
+/// The caller's user name, or its uid when it has none.
+pub(crate) fn caller_name(caller: &LocalPeer) -> String {
+    caller
+        .user
+        .clone()
+        .unwrap_or_else(|| format!("uid {}", caller.uid))
+}
+
+/// Whether `caller` is among the approvers captured with the hold (the
+/// policy in force when it was held, whatever reloads happened since).
+fn admits(p: &Pending, caller: &LocalPeer) -> bool {
+    p.approvers.admits(caller.user.as_deref(), &caller.groups)
+}
+
+/// Root and the hold's own approvers may see a held request (it contains
+/// the statement and the requester's identity).
+fn may_see(p: &Pending, caller: &LocalPeer) -> bool {
+    caller.uid == 0 || admits(p, caller)
 }
 
 /// A short id a human can type: 12 hex digits.
@@ -347,152 +418,5 @@ fn new_id() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-    use crate::{
-        approval::{RequestView, Requester},
-        policy::{ApprovalSpec, Approvers},
-    };
-
-    fn registry() -> (Approvals, tokio::sync::mpsc::Receiver<crate::audit::Event>) {
-        let (events, rx) = EventSink::for_test();
-        (
-            Approvals::new(events, Notifier::default(), Path::new("/run/x.sock")),
-            rx,
-        )
-    }
-
-    fn spec(grant: Grant, timeout: Duration) -> HoldSpec {
-        HoldSpec {
-            session_id: "s1".into(),
-            target: "pg".into(),
-            rule: "hold-writes".into(),
-            request: RequestView::Statement {
-                text: "DELETE FROM t".into(),
-                classes: vec![],
-            },
-            requester: Requester {
-                uid: 1001,
-                user: Some("ci".into()),
-                tgid: 42,
-                exe: Some("/usr/bin/psql".into()),
-                cgroup: Some("/ci/job1".into()),
-                ci: Default::default(),
-            },
-            approval: ApprovalSpec {
-                approvers: Approvers {
-                    users: vec!["alice".into()],
-                    groups: vec!["sre".into()],
-                },
-                timeout,
-                grant,
-            },
-        }
-    }
-
-    fn peer(uid: u32, user: &str, groups: &[&str], cgroup: &str) -> LocalPeer {
-        LocalPeer {
-            uid,
-            gid: uid,
-            pid: 7,
-            user: Some(user.into()),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            cgroup: Some(cgroup.into()),
-        }
-    }
-
-    #[tokio::test]
-    async fn who_may_decide() {
-        let (reg, _rx) = registry();
-        let held = reg.hold(spec(Grant::Once, Duration::from_secs(60))).await;
-        let id = held.approval_id.clone();
-        let refusals = [
-            (
-                peer(1001, "ci", &["sre"], "/other"),
-                "cannot decide its own",
-            ),
-            (peer(2000, "alice", &[], "/ci/job1"), "requester's cgroup"),
-            (peer(2001, "mallory", &["dev"], "/user"), "not an approver"),
-        ];
-        for (p, needle) in refusals {
-            let e = reg.decide(&id, &p, true, None).await.unwrap_err();
-            assert!(e.to_string().contains(needle), "{e}");
-            assert_eq!(e.http_status(), 403);
-        }
-        // By group membership.
-        let bob = peer(2002, "bob", &["sre"], "/user");
-        reg.decide(&id, &bob, false, Some("not today".into()))
-            .await
-            .unwrap();
-        assert_eq!(
-            held.outcome().await,
-            HoldOutcome::Denied {
-                by: "bob".into(),
-                reason: Some("not today".into())
-            }
-        );
-        let again = reg.decide(&id, &bob, true, None).await.unwrap_err();
-        assert_eq!(again.http_status(), 409);
-        let unknown = reg.decide("nope", &bob, true, None).await.unwrap_err();
-        assert_eq!(unknown.http_status(), 404);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn deadline_denies_and_drop_withdraws() {
-        let (reg, mut rx) = registry();
-        let held = reg.hold(spec(Grant::Once, Duration::from_secs(5))).await;
-        assert_eq!(reg.pending_count(), 1);
-        assert_eq!(held.outcome().await, HoldOutcome::Expired);
-        assert_eq!(reg.pending_count(), 0);
-        let held = reg.hold(spec(Grant::Once, Duration::from_secs(5))).await;
-        let id = held.approval_id.clone();
-        drop(held);
-        tokio::task::yield_now().await;
-        tokio::task::yield_now().await;
-        assert_eq!(reg.pending_count(), 0);
-        match reg.show(&id) {
-            Some(Err(d)) => assert_eq!(d.decision, super::super::Decision::Withdrawn),
-            other => panic!("{other:?}"),
-        }
-        let mut kinds = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            kinds.push(
-                serde_json::to_value(&e).unwrap()["type"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            );
-        }
-        assert_eq!(
-            kinds,
-            [
-                "approval_requested",
-                "approval_decided",
-                "approval_requested",
-                "approval_decided"
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn timed_grants_cover_the_same_requester_only() {
-        let (reg, _rx) = registry();
-        let held = reg
-            .hold(spec(
-                Grant::For(Duration::from_secs(3600)),
-                Duration::from_secs(60),
-            ))
-            .await;
-        let alice = peer(2000, "alice", &[], "/user");
-        reg.decide(&held.approval_id, &alice, true, None)
-            .await
-            .unwrap();
-        assert!(matches!(held.outcome().await, HoldOutcome::Approved { .. }));
-        assert!(reg.granted("hold-writes", "pg", 1001, Some("/ci/job1")));
-        assert!(!reg.granted("hold-writes", "pg", 1001, Some("/ci/job2")));
-        assert!(!reg.granted("hold-writes", "other", 1001, Some("/ci/job1")));
-        assert!(!reg.granted("other-rule", "pg", 1001, Some("/ci/job1")));
-    }
-}
+#[path = "registry_tests.rs"]
+mod tests;

@@ -93,7 +93,7 @@ pub struct Pending {
     pub request: RequestView,
     pub requester: Requester,
     pub approvers: Approvers,
-    #[serde(skip_deserializing, default = "once")]
+    #[serde(default = "once")]
     pub grant: Grant,
     #[serde(with = "rfc3339")]
     pub requested_at: SystemTime,

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ocsf::Ocsf;
 use crate::{
@@ -25,6 +25,29 @@ pub struct Event {
     /// Host name of the machine the daemon runs on.
     pub host: String,
     pub kind: EventKind,
+}
+
+/// The wire form read back from a record: the same fields; `ocsf`, `seq`,
+/// `prev` and `hash` are ignored.
+#[derive(Deserialize)]
+struct WireIn {
+    id: String,
+    time: String,
+    host: String,
+    #[serde(flatten)]
+    kind: EventKind,
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireIn::deserialize(d)?;
+        Ok(Event {
+            id: w.id,
+            time: w.time,
+            host: w.host,
+            kind: w.kind,
+        })
+    }
 }
 
 impl Serialize for Event {
@@ -52,7 +75,7 @@ impl Serialize for Event {
 
 /// Why the kernel could not redirect a connect to a target
 /// (`agent_common::flow::refusal`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefusalReason {
     /// FLOWS was full; the connect failed with EPERM (fail closed).
@@ -84,7 +107,7 @@ impl RefusalReason {
 }
 
 /// How a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionOutcome {
     /// Both sides closed normally.
@@ -103,14 +126,14 @@ pub enum SessionOutcome {
 
 /// What the policy decided, for events: the action and the deciding rule
 /// (`None`: the target's default).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionView {
     pub action: Disposition,
     pub rule: Option<String>,
 }
 
 /// How a request was let through or not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {
     /// Allowed by a rule or the default.
@@ -123,26 +146,42 @@ pub enum Disposition {
 }
 
 /// What made a policy reload happen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReloadTrigger {
     Sighup,
     FileChange,
 }
 
-/// What happened.
-#[derive(Debug, Serialize)]
+/// What happened. Fields added after the first release are
+/// `#[serde(default)]`, so records of older versions still read back.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     DaemonStarted {
         instance: String,
         pid: u32,
-        version: &'static str,
+        version: String,
         adopted_pins: bool,
+        /// The daemon's parent process (0: unknown).
+        #[serde(default)]
+        ppid: u32,
+        /// Real uid the daemon runs as.
+        #[serde(default)]
+        uid: u32,
+        /// The daemon's executable.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exe: Option<String>,
+        /// Its command line.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        argv: Vec<String>,
     },
     DaemonStopped {
         instance: String,
         reason: String,
+        /// The daemon's pid (0 in records of older versions).
+        #[serde(default)]
+        pid: u32,
     },
     SessionStarted {
         session_id: String,
@@ -157,7 +196,7 @@ pub enum EventKind {
         bytes_client_to_server: u64,
         bytes_server_to_client: u64,
         duration_ms: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
     /// A statement or command that was blocked (sessions blocked at the
@@ -184,7 +223,7 @@ pub enum EventKind {
     Statement {
         session_id: String,
         target: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
         /// Bind parameters with value detectors applied; absent at
         /// recording level metadata and for statements without any.
@@ -192,9 +231,9 @@ pub enum EventKind {
         params: Option<Vec<Option<String>>>,
         classes: Vec<StatementClass>,
         decision: DecisionView,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         rows: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
         duration_ms: u64,
     },
@@ -203,10 +242,10 @@ pub enum EventKind {
         session_id: String,
         target: String,
         command_kind: CommandKind,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
         decision: DecisionView,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         exit_status: Option<u32>,
         duration_ms: u64,
     },
@@ -239,10 +278,7 @@ pub enum EventKind {
     },
     /// The kernel dropped process lineage records (its ring was full);
     /// identities of those processes come from /proc instead.
-    ProcessRecordsLost {
-        lost: u64,
-        total: u64,
-    },
+    ProcessRecordsLost { lost: u64, total: u64 },
     /// The kernel could not redirect connects to targets (e.g. its flow
     /// table was full): `count` of them since the previous report, refused
     /// (or, for `flow_table_full_passed` in fail-open mode, let through).
@@ -261,34 +297,58 @@ pub enum EventKind {
     },
     /// At start, the audit log held records written after its last
     /// checkpoint (the daemon did not stop cleanly); a checkpoint now seals them.
-    AuditTailSealed {
-        from_seq: u64,
-        to_seq: u64,
-    },
+    AuditTailSealed { from_seq: u64, to_seq: u64 },
     /// At start, the last line of the audit log was incomplete (the daemon
     /// died while writing it) and was cut off; its seq is reused.
-    AuditPartialRecordDropped {
-        segment: String,
-        bytes: u64,
-    },
+    AuditPartialRecordDropped { segment: String, bytes: u64 },
     /// At start, the audit log ended before the seq its latest checkpoint
     /// file names: records were removed behind a checkpoint.
-    AuditTruncationDetected {
-        checkpoint_seq: u64,
-        last_seq: u64,
-    },
+    AuditTruncationDetected { checkpoint_seq: u64, last_seq: u64 },
     /// A webhook receiver answered 410 Gone: the endpoint (shown without
     /// credentials or query) gets no more events, also after a restart.
-    WebhookDisabled {
-        endpoint: String,
-        status: u16,
-    },
+    WebhookDisabled { endpoint: String, status: u16 },
     /// A webhook endpoint's spool was full: its `dropped` oldest
-    /// undelivered events were discarded.
+    /// undelivered events were discarded (`total`: since the spool was made).
     WebhookSpoolOverflow {
         endpoint: String,
         dropped: u64,
+        #[serde(default)]
+        total: u64,
     },
+    /// Sent only by `interlock webhook test`, straight to the endpoint;
+    /// never in the audit log.
+    WebhookTest { endpoint: String },
+}
+
+impl EventKind {
+    /// The session this event belongs to, if any.
+    pub fn session_id(&self) -> Option<&str> {
+        use EventKind as K;
+        match self {
+            K::SessionStarted { session_id, .. }
+            | K::SessionEnded { session_id, .. }
+            | K::RequestBlocked { session_id, .. }
+            | K::ApprovalRequested { session_id, .. }
+            | K::ApprovalDecided { session_id, .. }
+            | K::Statement { session_id, .. }
+            | K::Command { session_id, .. }
+            | K::Masked { session_id, .. }
+            | K::ProtocolError { session_id, .. } => Some(session_id),
+            K::DaemonStarted { .. }
+            | K::DaemonStopped { .. }
+            | K::PolicyReloaded { .. }
+            | K::PolicyReloadFailed { .. }
+            | K::ProcessRecordsLost { .. }
+            | K::ConnectionRefused { .. }
+            | K::ConnectsRefused { .. }
+            | K::AuditTailSealed { .. }
+            | K::AuditPartialRecordDropped { .. }
+            | K::AuditTruncationDetected { .. }
+            | K::WebhookDisabled { .. }
+            | K::WebhookSpoolOverflow { .. }
+            | K::WebhookTest { .. } => None,
+        }
+    }
 }
 
 impl Event {

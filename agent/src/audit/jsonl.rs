@@ -4,7 +4,7 @@
 //! file; the audit segments are the durable, verifiable record.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{BufWriter, Read as _, Seek as _, SeekFrom, Write as _},
     path::{Path, PathBuf},
 };
@@ -92,7 +92,7 @@ impl JsonlFile {
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
-    let mut file = OpenOptions::new()
+    let mut file = crate::state_dir::private_file()
         .create(true)
         .read(true)
         .append(true)

@@ -7,13 +7,14 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::sinks::Spool;
 
 use super::{
     Event, EventKind, LogError,
     jsonl::{JsonlFile, Rotation},
+    ocsf::Mapper,
     writer::{AuditOptions, Chain, Fsync},
 };
 
@@ -58,10 +59,10 @@ impl EventSink {
 
 /// A line of `events.jsonl`: the event with its seq (no chain fields).
 #[derive(Serialize)]
-struct Plain<'a> {
-    seq: u64,
+pub(super) struct Plain<'a> {
+    pub(super) seq: u64,
     #[serde(flatten)]
-    event: &'a Event,
+    pub(super) event: &'a Event,
 }
 
 /// The writer side; run it with [`EventLog::spawn_thread`].
@@ -73,6 +74,9 @@ pub struct EventLog {
     plain_dirty: bool,
     /// Webhook spools: each event is appended before it counts as handed off.
     spools: Vec<Arc<Spool>>,
+    /// Builds the OCSF webhook bodies (remembers live sessions).
+    mapper: Mapper,
+    host: Arc<str>,
 }
 
 impl EventLog {
@@ -103,6 +107,8 @@ impl EventLog {
                 rx,
                 plain_dirty: false,
                 spools: Vec::new(),
+                mapper: Mapper::default(),
+                host: host.into(),
             },
             EventSink {
                 host: host.into(),
@@ -111,7 +117,9 @@ impl EventLog {
         ))
     }
 
-    /// Also hands every event to these webhook spools (after its audit record).
+    /// Also hands every event to these webhook spools (after its audit
+    /// record). When the log runs, it first gives each spool the records
+    /// it lacks (see `reconcile`).
     pub fn add_spools(&mut self, spools: Vec<Arc<Spool>>) {
         self.spools.extend(spools);
     }
@@ -120,6 +128,9 @@ impl EventLog {
     /// final checkpoint and flushes. Its writes and fdatasync block: run it
     /// where that blocks nothing else ([`EventLog::spawn_thread`]).
     pub async fn run(mut self) {
+        if !self.spools.is_empty() {
+            super::reconcile::reconcile(&self.chain, &self.spools);
+        }
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         let mut checkpoint = tokio::time::interval(self.chain.options().checkpoint_interval);
         checkpoint.tick().await;
@@ -129,7 +140,10 @@ impl EventLog {
                     Some(ev) => self.write(&ev),
                     None => break,
                 },
-                _ = flush.tick() => self.flush(),
+                _ = flush.tick() => {
+                    self.report_overflow();
+                    self.flush();
+                }
                 _ = checkpoint.tick() => self.checkpoint(),
             }
         }
@@ -152,6 +166,11 @@ impl EventLog {
     }
 
     fn write(&mut self, ev: &Event) {
+        self.write_one(ev);
+        self.report_overflow();
+    }
+
+    fn write_one(&mut self, ev: &Event) {
         let seq = match self.chain.append_event(ev) {
             Ok(seq) => seq,
             Err(e) => {
@@ -163,7 +182,7 @@ impl EventLog {
             self.checkpoint();
         }
         // Serialized once: the same line (the event plus its seq) goes to
-        // events.jsonl and, as the body, to every webhook spool.
+        // events.jsonl and, under `unmapped`, into each webhook body.
         let mut line = match serde_json::to_vec(&Plain { seq, event: ev }) {
             Ok(line) => line,
             Err(e) => {
@@ -171,9 +190,16 @@ impl EventLog {
                 return;
             }
         };
-        for s in &self.spools {
-            if let Err(e) = s.append(&ev.id, &line) {
-                error!(error = %e, "cannot spool event for a webhook");
+        if !self.spools.is_empty() {
+            match self.mapper.body(Some(seq), ev, &line) {
+                Ok(body) => {
+                    for s in &self.spools {
+                        if let Err(e) = s.append(&ev.id, seq, &body) {
+                            error!(error = %e, endpoint = s.label(), "cannot spool event for a webhook");
+                        }
+                    }
+                }
+                Err(e) => error!(error = %e, "cannot encode a webhook body"),
             }
         }
         // One write_all per whole line: the buffer is never flushed mid-line,
@@ -183,6 +209,40 @@ impl EventLog {
             error!(error = %e, path = %self.plain.path().display(), "cannot write event");
         }
         self.plain_dirty = true;
+    }
+
+    /// Records a `webhook_spool_overflow` for every spool with dropped
+    /// events no event reported yet, right after the drop (and, after a
+    /// crash, at the first tick). The count is durable in the spool, so a
+    /// drop is reported at least once. Drops that these reports cause are
+    /// reported next time, so this never loops.
+    fn report_overflow(&mut self) {
+        if !self.spools.iter().any(|s| s.unreported().0 > 0) {
+            return;
+        }
+        let spools = self.spools.clone();
+        for s in spools {
+            let (dropped, total) = s.unreported();
+            if dropped == 0 {
+                continue;
+            }
+            warn!(
+                endpoint = s.label(),
+                dropped, total, "webhook spool full: oldest events dropped"
+            );
+            let ev = Event::now(
+                &self.host,
+                EventKind::WebhookSpoolOverflow {
+                    endpoint: s.label().to_string(),
+                    dropped,
+                    total,
+                },
+            );
+            self.write_one(&ev);
+            if let Err(e) = s.mark_reported(dropped) {
+                error!(error = %e, endpoint = s.label(), "cannot record an overflow report");
+            }
+        }
     }
 
     fn checkpoint(&mut self) {

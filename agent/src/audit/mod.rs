@@ -12,6 +12,7 @@ mod key;
 mod log;
 mod ocsf;
 mod read;
+mod reconcile;
 mod record;
 mod recover;
 mod report;
@@ -25,6 +26,7 @@ pub use event::{
 };
 pub use jsonl::Rotation;
 pub use log::{EventLog, EventSink};
+pub use ocsf::test_event_body;
 pub use read::read_events;
 pub use report::{Problem, Report, Tamper};
 pub use verify::{public_key, verify};

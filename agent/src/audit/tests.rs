@@ -27,6 +27,7 @@ fn ev(i: usize) -> Event {
         EventKind::DaemonStopped {
             instance: format!("i{i}"),
             reason: "test".into(),
+            pid: 1,
         },
     )
 }

@@ -85,7 +85,7 @@ impl Chain {
         opts: AuditOptions,
     ) -> Result<Chain, LogError> {
         let dir = state_dir.join(AUDIT_DIR);
-        std::fs::create_dir_all(&dir).map_err(|source| LogError::Open {
+        crate::state_dir::private_dir(&dir).map_err(|source| LogError::Open {
             path: dir.clone(),
             source,
         })?;
@@ -155,6 +155,16 @@ impl Chain {
     /// previous record, so the chain stays intact).
     pub(crate) fn append_event(&mut self, ev: &Event) -> Result<u64, LogError> {
         self.append(ev)
+    }
+
+    /// Seq of the last record (0: none yet).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// The audit directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Number of records since the last checkpoint.
@@ -267,7 +277,7 @@ impl Chain {
 }
 
 fn open_append(path: &Path) -> Result<File, LogError> {
-    std::fs::OpenOptions::new()
+    crate::state_dir::private_file()
         .create(true)
         .append(true)
         .open(path)
@@ -278,7 +288,11 @@ fn open_append(path: &Path) -> Result<File, LogError> {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = File::create(path)?;
+    let mut f = crate::state_dir::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }

@@ -55,7 +55,65 @@ pub async fn status(
         "approvals: {} pending",
         at(&body, "/approvals/pending")
     );
+    let hooks = at(&body, "/webhooks")
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if hooks.is_empty() {
+        let _ = writeln!(out, "webhooks:  none");
+    }
+    for w in hooks {
+        let _ = writeln!(
+            out,
+            "webhook:   {} — {} delivered, {} pending ({} bytes), {} dropped{}{}",
+            s(at(&w, "/endpoint")),
+            at(&w, "/delivered"),
+            at(&w, "/pending_events"),
+            at(&w, "/pending_bytes"),
+            at(&w, "/dropped"),
+            if at(&w, "/disabled") == &Value::Bool(true) {
+                ", disabled (410)"
+            } else {
+                ""
+            },
+            match at(&w, "/last_error") {
+                Value::String(e) => format!(", failing: {e}"),
+                _ => String::new(),
+            },
+        );
+    }
     Ok(true)
+}
+
+/// Runs `interlock webhook test` without a URL: the daemon sends a signed
+/// test event to each of its endpoints. False when the daemon refused,
+/// has no endpoint, or one did not answer 2xx.
+///
+/// # Errors
+/// The daemon is unreachable.
+pub async fn webhook_test(socket: &Path, out: &mut impl Write) -> Result<bool, ControlError> {
+    let (code, body) = call(socket, Method::POST, "/v1/webhooks/test", None).await?;
+    if code != 200 {
+        return Ok(print(code, &body, out));
+    }
+    let answers = body.as_array().cloned().unwrap_or_default();
+    if answers.is_empty() {
+        eprintln!("interlock: the daemon has no webhook endpoints (interlock run --webhook URL)");
+        return Ok(false);
+    }
+    let mut ok = true;
+    for a in answers {
+        let status = at(&a, "/status").as_u64();
+        ok &= status.is_some_and(|c| (200..300).contains(&c));
+        let _ = writeln!(
+            out,
+            "{}: {}\n{}",
+            s(at(&a, "/endpoint")),
+            status.map_or_else(|| "no answer".to_string(), |c| c.to_string()),
+            s(at(&a, "/body"))
+        );
+    }
+    Ok(ok)
 }
 
 /// Runs one `interlock approvals` command; false when the daemon refused.

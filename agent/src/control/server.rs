@@ -12,7 +12,12 @@ use serde_json::json;
 use tokio::net::UnixListener;
 use tracing::{debug, warn};
 
-use crate::{context::AppContext, identity::LocalPeer};
+use crate::{
+    approval::{ApprovalError, caller_name},
+    context::AppContext,
+    identity::LocalPeer,
+    sinks::Endpoints,
+};
 
 /// The socket's file name in the state directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
@@ -36,8 +41,17 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
+/// What the control API serves beside the [`AppContext`].
+#[derive(Clone)]
+pub struct Extras {
+    /// The webhook endpoints (status counters, test events).
+    pub webhooks: Endpoints,
+    /// This host's name (test events carry it).
+    pub host: String,
+}
+
 /// Serves callers until shutdown.
-pub async fn serve(ctx: AppContext, listener: UnixListener) {
+pub async fn serve(ctx: AppContext, listener: UnixListener, extras: Extras) {
     loop {
         let stream = tokio::select! {
             _ = ctx.shutdown().cancelled() => break,
@@ -58,11 +72,11 @@ pub async fn serve(ctx: AppContext, listener: UnixListener) {
             cred.gid(),
             cred.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
         );
-        let ctx = ctx.clone();
+        let (ctx, extras) = (ctx.clone(), extras.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let (ctx, peer) = (ctx.clone(), peer.clone());
-                async move { Ok::<_, Infallible>(route(&ctx, &peer, req).await) }
+                let (ctx, extras, peer) = (ctx.clone(), extras.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(route(&ctx, &extras, &peer, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -83,6 +97,7 @@ struct DecisionBody {
 
 async fn route(
     ctx: &AppContext,
+    extras: &Extras,
     peer: &LocalPeer,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -90,18 +105,40 @@ async fn route(
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, parts.as_slice()) {
-        (Method::GET, ["v1", "status"]) => reply(StatusCode::OK, status(ctx)),
-        (Method::GET, ["v1", "approvals"]) => match may_read(ctx, peer) {
-            Ok(()) => reply(StatusCode::OK, json!(ctx.approvals().list())),
-            Err((code, msg)) => error(code, msg),
-        },
-        (Method::GET, ["v1", "approvals", id]) => match may_read(ctx, peer) {
-            Err((code, msg)) => error(code, msg),
-            Ok(()) => match ctx.approvals().show(id) {
-                Some(Ok(p)) => reply(StatusCode::OK, json!({"state": "pending", "request": p})),
-                Some(Err(d)) => reply(StatusCode::OK, json!({"state": "decided", "request": d})),
-                None => error(StatusCode::NOT_FOUND, format!("no request with id {id}")),
-            },
+        (Method::GET, ["v1", "status"]) => reply(StatusCode::OK, status(ctx, extras)),
+        // Sends to the SIEMs with the daemon's secrets: root only.
+        (Method::POST, ["v1", "webhooks", "test"]) if peer.uid == 0 => reply(
+            StatusCode::OK,
+            json!(extras.webhooks.send_test(&extras.host).await),
+        ),
+        (Method::POST, ["v1", "webhooks", "test"]) => error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is not root: only root may send test events with the daemon's secrets",
+                caller_name(peer)
+            ),
+        ),
+        (Method::GET, ["v1", "approvals"]) => {
+            match ctx.approvals().list_for(peer, approves_now(ctx, peer)) {
+                Some(list) => reply(StatusCode::OK, json!(list)),
+                None => not_an_approver(peer),
+            }
+        }
+        (Method::GET, ["v1", "approvals", id]) => match ctx.approvals().show_for(id, peer) {
+            Ok(Ok(p)) => reply(StatusCode::OK, json!({"state": "pending", "request": p})),
+            Ok(Err(d)) => reply(StatusCode::OK, json!({"state": "decided", "request": d})),
+            Err(ApprovalError::NotFound(_))
+                if ctx
+                    .approvals()
+                    .list_for(peer, approves_now(ctx, peer))
+                    .is_none() =>
+            {
+                not_an_approver(peer)
+            }
+            Err(e) => error(
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN),
+                e.to_string(),
+            ),
         },
         (Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
             let approve = *verb == "approve";
@@ -151,39 +188,30 @@ async fn read_body(req: Request<Incoming>) -> Result<DecisionBody, Refusal> {
     })
 }
 
-/// Root, and anyone who approves something in the policy in force, may see
-/// held requests (they contain statements and identities).
-fn may_read(ctx: &AppContext, peer: &LocalPeer) -> Result<(), Refusal> {
-    if peer.uid == 0 {
-        return Ok(());
-    }
-    let policy = ctx.policy();
-    let listed = policy
+/// Whether `peer` approves something in the policy in force. Held
+/// requests are shown by the approvers captured with each hold (a reload
+/// that drops a rule leaves its held requests visible to its approvers);
+/// this only lets a current approver see an empty list rather than a 403.
+fn approves_now(ctx: &AppContext, peer: &LocalPeer) -> bool {
+    ctx.policy()
         .rules()
         .iter()
         .filter_map(|r| r.approval.as_ref())
-        .any(|a| {
-            peer.user
-                .as_ref()
-                .is_some_and(|u| a.approvers.users.contains(u))
-                || peer.groups.iter().any(|g| a.approvers.groups.contains(g))
-        });
-    if listed {
-        Ok(())
-    } else {
-        Err((
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} is not an approver in the policy in force, so cannot see held requests",
-                peer.user
-                    .clone()
-                    .unwrap_or_else(|| format!("uid {}", peer.uid))
-            ),
-        ))
-    }
+        .any(|a| a.approvers.admits(peer.user.as_deref(), &peer.groups))
 }
 
-fn status(ctx: &AppContext) -> serde_json::Value {
+/// The refusal for a caller who approves nothing at all.
+fn not_an_approver(peer: &LocalPeer) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{} approves nothing held and is not an approver in the policy in force, so cannot see held requests",
+            caller_name(peer)
+        ),
+    )
+}
+
+fn status(ctx: &AppContext, extras: &Extras) -> serde_json::Value {
     let policy = ctx.policy();
     json!({
         "pid": std::process::id(),
@@ -201,6 +229,7 @@ fn status(ctx: &AppContext) -> serde_json::Value {
             "pending": ctx.approvals().pending_count(),
             "next_deadline_secs": ctx.approvals().next_deadline().map(|d| d.as_secs()),
         },
+        "webhooks": extras.webhooks.status(),
     })
 }
 

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Stand-in for a uid or gid that could not be learned (the kernel's invalid id, `(uid_t)-1`),
 /// so an unknown process never looks like root.
@@ -37,7 +37,7 @@ pub struct ProcessInfo {
 }
 
 /// One ancestor of a process, as recorded in an identity.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ancestor {
     /// The ancestor's tgid.
     pub tgid: u32,
@@ -62,7 +62,7 @@ impl From<&ProcessInfo> for Ancestor {
 /// Built by [`ProcessTable::identity`](super::ProcessTable::identity). When the process is
 /// gone and was never seen, only `pid` and `tgid` are filled in: `uid`/`gid` are `u32::MAX`
 /// (never 0, so an unknown process is not mistaken for root) and the rest is empty.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessIdentity {
     /// Thread id that made the connection.
     pub pid: u32,

@@ -3,12 +3,12 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use agent_common::flow::FlowInfo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{identity::ProcessIdentity, policy::Protocol};
 
 /// Everything interlock knows about the origin of one intercepted connection.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FlowIdentity {
     /// Where the client meant to connect.
     pub original_destination: SocketAddr,

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-/// A policy file could not be used. Messages name the file and, where the
-/// parser knows it, the line and column.
+/// A policy file could not be used. Messages name the file and, for
+/// everything but an unreadable file, the line and column.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read policy file {path}: {source}")]
@@ -18,6 +18,4 @@ pub enum PolicyError {
         column: usize,
         message: String,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
 }

@@ -10,6 +10,10 @@ use serde::Deserialize;
 use super::{
     PolicyError,
     eval::Action,
+    locate::{
+        self,
+        Step::{self, Index, Key},
+    },
     rule::{RawRule, Rule},
     target::{Endpoint, Protocol, Target, TargetId},
     upstream::Upstream,
@@ -106,8 +110,8 @@ struct RawTarget {
 ///
 /// # Errors
 /// [`PolicyError::Read`] if the file cannot be read, [`PolicyError::Syntax`]
-/// (with line and column) for YAML and type errors, [`PolicyError::Invalid`]
-/// for well-formed files that make no sense.
+/// (with line and column) for YAML and type errors and for well-formed
+/// files that make no sense.
 pub fn load(path: &Path) -> Result<Policy, PolicyError> {
     let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
         path: path.to_owned(),
@@ -133,10 +137,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             message: strip_location(&e),
         }
     })?;
-    // serde_yaml keeps no positions after parsing, so semantic errors point
-    // at the first place the offending name is written.
-    let invalid_at = |needle: &str, message: String| {
-        let (line, column) = locate(text, needle);
+    // Semantic errors name the node they are about (see `locate`).
+    let at = |node: &[Step<'_>], message: String| {
+        let (line, column) = locate::position(text, node);
         PolicyError::Syntax {
             path: path.to_owned(),
             line,
@@ -144,37 +147,44 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             message,
         }
     };
-    let invalid = |message: String| PolicyError::Invalid {
-        path: path.to_owned(),
-        message,
-    };
     if raw.version != VERSION {
-        return Err(invalid(format!(
-            "version {} is not supported (this interlock reads version {VERSION})",
-            raw.version
-        )));
+        return Err(at(
+            &[Key("version")],
+            format!(
+                "version {} is not supported (this interlock reads version {VERSION})",
+                raw.version
+            ),
+        ));
     }
     let mut names = HashSet::new();
     let mut targets = Vec::with_capacity(raw.targets.len());
     for (i, t) in raw.targets.into_iter().enumerate() {
+        let here = |rest: &[Step<'_>], message: String| {
+            let mut node = vec![Key("targets"), Index(i)];
+            node.extend_from_slice(rest);
+            at(&node, message)
+        };
         if t.name.trim().is_empty() {
-            return Err(invalid(format!("target #{} has an empty name", i + 1)));
+            return Err(here(
+                &[Key("name")],
+                format!("target #{} has an empty name", i + 1),
+            ));
         }
         if !names.insert(t.name.clone()) {
-            return Err(invalid_at(
-                &t.name,
+            return Err(here(
+                &[Key("name")],
                 format!("target `{}` is defined twice", t.name),
             ));
         }
         if t.endpoints.is_empty() {
-            return Err(invalid_at(
-                &t.name,
+            return Err(here(
+                &[Key("match")],
                 format!("target `{}` has an empty `match` list", t.name),
             ));
         }
-        if let Some(e) = t.endpoints.iter().find(|e| e.port == 0) {
-            return Err(invalid_at(
-                &t.name,
+        if let Some((j, e)) = t.endpoints.iter().enumerate().find(|(_, e)| e.port == 0) {
+            return Err(here(
+                &[Key("match"), Index(j), Key("port")],
                 format!(
                     "target `{}`: port 0 in match {:?} is not a destination port",
                     t.name, e.address
@@ -182,8 +192,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             ));
         }
         if t.protocol == Protocol::Tcp && t.upstream.is_some() {
-            return Err(invalid_at(
-                &t.name,
+            return Err(here(
+                &[Key("upstream")],
                 format!(
                     "target `{}`: protocol tcp relays bytes and takes no `upstream` settings",
                     t.name
@@ -194,8 +204,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             && up.tls == super::TlsMode::VerifyFull
             && up.ca_file.is_none()
         {
-            return Err(invalid_at(
-                &t.name,
+            return Err(here(
+                &[Key("upstream"), Key("tls")],
                 format!(
                     "target `{}`: tls verify-full needs `upstream.ca_file`",
                     t.name
@@ -205,8 +215,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
         if t.protocol == Protocol::Ssh {
             let up = t.upstream.as_ref();
             if up.is_none_or(|u| u.key.is_none() && u.password.is_none()) {
-                return Err(invalid_at(
-                    &t.name,
+                return Err(here(
+                    &[Key("upstream")],
                     format!(
                         "target `{}`: protocol ssh needs `upstream.key` or `upstream.password` (interlock logs in upstream; the job never holds the credential)",
                         t.name
@@ -214,8 +224,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                 ));
             }
             if up.is_none_or(|u| u.host_key.is_none() && u.known_hosts.is_none()) {
-                return Err(invalid_at(
-                    &t.name,
+                return Err(here(
+                    &[Key("upstream")],
                     format!(
                         "target `{}`: protocol ssh needs `upstream.host_key` or `upstream.known_hosts`; an unverified upstream host key is never accepted",
                         t.name
@@ -223,7 +233,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                 ));
             }
         }
-        let id = u32::try_from(i).map_err(|_| invalid("too many targets".into()))?;
+        let id = u32::try_from(i).map_err(|_| here(&[], "too many targets".into()))?;
         targets.push(Target {
             id: TargetId(id),
             name: t.name,
@@ -240,18 +250,31 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
     }
     let mut rule_names = HashSet::new();
     let mut rules = Vec::with_capacity(raw.rules.len());
-    for r in raw.rules {
-        let name = r.name.clone();
-        let rule = r.validate().map_err(|m| invalid_at(&name, m))?;
+    for (i, r) in raw.rules.into_iter().enumerate() {
+        let here = |rest: &[Step<'_>], message: String| {
+            let mut node = vec![Key("rules"), Index(i)];
+            node.extend_from_slice(rest);
+            at(&node, message)
+        };
+        let rule = r.validate().map_err(|(node, m)| {
+            let node: Vec<Step<'_>> = node.iter().map(|k| Key(k)).collect();
+            here(&node, m)
+        })?;
         if !rule_names.insert(rule.name.clone()) {
-            return Err(invalid_at(
-                &rule.name,
+            return Err(here(
+                &[Key("name")],
                 format!("rule `{}` is defined twice", rule.name),
             ));
         }
-        if let Some(unknown) = rule.conditions.targets.iter().find(|t| !names.contains(*t)) {
-            return Err(invalid_at(
-                &rule.name,
+        if let Some((k, unknown)) = rule
+            .conditions
+            .targets
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !names.contains(*t))
+        {
+            return Err(here(
+                &[Key("match"), Key("target"), Index(k)],
                 format!(
                     "rule `{}` names target `{unknown}`, which this policy does not define",
                     rule.name
@@ -265,24 +288,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
         targets,
         rules,
     })
-}
-
-/// 1-based line and column of the last `name: <needle>` (or else the last
-/// `<needle>`) in `text`; (0, 0) when absent. The last, because a duplicate
-/// is reported at its second definition.
-fn locate(text: &str, needle: &str) -> (usize, usize) {
-    let mut best = (0, 0);
-    let mut best_is_name = false;
-    for (i, line) in text.lines().enumerate() {
-        if let Some(col) = line.find(needle) {
-            let is_name = line.contains("name:");
-            if is_name || !best_is_name {
-                best = (i + 1, col + 1);
-                best_is_name = is_name;
-            }
-        }
-    }
-    best
 }
 
 /// serde_yaml appends " at line L column C" to its messages; we print the
@@ -359,23 +364,52 @@ mod tests {
     }
 
     #[test]
-    fn semantic_errors() {
-        for (text, needle) in [
-            ("version: 2\n", "version 2 is not supported"),
+    fn semantic_errors_name_the_node_they_are_about() {
+        for (text, at, needle) in [
+            ("version: 2\n", "1:10", "version 2 is not supported"),
+            (
+                "version: 1\ntargets:\n  - {name: ' ', protocol: tcp, match: [{port: 1}]}\n",
+                "3:12",
+                "empty name",
+            ),
             (
                 "version: 1\ntargets:\n  - {name: a, protocol: tcp, match: []}\n",
+                "3:37",
                 "empty `match`",
             ),
             (
                 "version: 1\ntargets:\n  - {name: a, protocol: tcp, match: [{port: 1}]}\n  - {name: a, protocol: tcp, match: [{port: 2}]}\n",
+                "4:12",
                 "defined twice",
             ),
             (
-                "version: 1\ntargets:\n  - {name: a, protocol: tcp, match: [{port: 0}]}\n",
+                "version: 1\ntargets:\n  - name: a\n    protocol: tcp\n    match:\n      - {port: 1}\n      - {port: 0}\n",
+                "7:16",
                 "port 0",
+            ),
+            (
+                "version: 1\ntargets:\n  - name: a\n    protocol: postgres\n    match: [{port: 1}]\n    upstream:\n      user: u\n      tls: verify-full\n",
+                "8:12",
+                "needs `upstream.ca_file`",
+            ),
+            (
+                "version: 1\ntargets:\n  - name: s\n    protocol: ssh\n    match: [{port: 22}]\n",
+                "3:5",
+                "needs `upstream.key`",
+            ),
+            // The rule's name contains the target's: the unknown target is
+            // still found where it is written, not at the name.
+            (
+                "version: 1\ntargets:\n  - {name: db, protocol: tcp, match: [{port: 1}]}\nrules:\n  - name: db-readers-dbx\n    action: allow\n    match:\n      target: [db, dbx]\n",
+                "8:20",
+                "target `dbx`",
             ),
         ] {
             let err = parse_str(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("test.yaml:{at}: ")),
+                "{text}: {err}"
+            );
             assert!(err.contains(needle), "{text}: {err}");
         }
     }

@@ -7,8 +7,10 @@ mod eval;
 mod explain;
 mod facts;
 mod file;
+mod locate;
 mod mask;
 mod rule;
+mod scalar;
 mod target;
 mod upstream;
 

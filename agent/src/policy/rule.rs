@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     facts::{CommandKind, StatementClass},
     mask::MaskSpec,
+    scalar::parse_str,
 };
 
 /// What a deciding rule does, or what a contributing rule adds.
@@ -68,8 +69,7 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 
 impl<'de> Deserialize<'de> for Grant {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
+        parse_str(d, |s| match s {
             "once" => Ok(Grant::Once),
             "session" => Ok(Grant::Session),
             other => humantime::parse_duration(other)
@@ -77,11 +77,11 @@ impl<'de> Deserialize<'de> for Grant {
                 .filter(|d| !d.is_zero())
                 .map(Grant::For)
                 .ok_or_else(|| {
-                    serde::de::Error::custom(format!(
+                    format!(
                         "grant `{other}`: expected `once`, `session` or a duration such as `30m`"
-                    ))
+                    )
                 }),
-        }
+        })
     }
 }
 
@@ -93,6 +93,15 @@ pub struct Approvers {
     pub users: Vec<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+}
+
+impl Approvers {
+    /// Whether a caller named `user` (None: the uid has no name) in
+    /// `groups` is one of these approvers.
+    pub fn admits(&self, user: Option<&str>, groups: &[String]) -> bool {
+        user.is_some_and(|u| self.users.iter().any(|a| a == u))
+            || groups.iter().any(|g| self.groups.contains(g))
+    }
 }
 
 /// How a `require_approval` rule holds a request.
@@ -120,13 +129,12 @@ fn default_grant() -> Grant {
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            serde::de::Error::custom(format!("`{s}` is not a duration such as `90s` or `10m`"))
-        })
+    parse_str(d, |s| {
+        humantime::parse_duration(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("`{s}` is not a duration such as `90s` or `10m`"))
+    })
 }
 
 /// A glob, compiled at load; shown as written.
@@ -148,14 +156,18 @@ impl Pattern {
 
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        // `*` must not cross `/` in paths unless written `**`.
-        let glob = globset::GlobBuilder::new(&text)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| serde::de::Error::custom(format!("invalid glob `{text}`: {e}")))?
-            .compile_matcher();
-        Ok(Pattern { text, glob })
+        parse_str(d, |text| {
+            // `*` must not cross `/` in paths unless written `**`.
+            let glob = globset::GlobBuilder::new(text)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("invalid glob `{text}`: {e}"))?
+                .compile_matcher();
+            Ok(Pattern {
+                text: text.to_string(),
+                glob,
+            })
+        })
     }
 }
 
@@ -165,10 +177,11 @@ pub struct RegexPattern(pub Regex);
 
 impl<'de> Deserialize<'de> for RegexPattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Regex::new(&text)
-            .map(RegexPattern)
-            .map_err(|e| serde::de::Error::custom(format!("invalid regex `{text}`: {e}")))
+        parse_str(d, |text| {
+            Regex::new(text)
+                .map(RegexPattern)
+                .map_err(|e| format!("invalid regex `{text}`: {e}"))
+        })
     }
 }
 
@@ -285,32 +298,45 @@ pub(super) struct RawRule {
 }
 
 impl RawRule {
-    /// Checks that the action has what it needs; returns the rule or what is wrong.
-    pub(super) fn validate(self) -> Result<Rule, String> {
+    /// Checks that the action has what it needs; returns the rule, or the
+    /// key path (inside the rule) of what is wrong and why.
+    pub(super) fn validate(self) -> Result<Rule, (&'static [&'static str], String)> {
         let name = self.name.trim().to_string();
         if name.is_empty() {
-            return Err("a rule has an empty name".into());
+            return Err((&["name"], "a rule has an empty name".into()));
         }
         let c = &self.conditions;
         if c.about_statements() && c.about_commands() {
-            return Err(format!(
-                "rule `{name}` mixes statement conditions (statement/sql) with SSH ones (kind/command); split it in two"
+            return Err((
+                &["match"],
+                format!(
+                    "rule `{name}` mixes statement conditions (statement/sql) with SSH ones (kind/command); split it in two"
+                ),
             ));
         }
         match self.action {
             ActionKind::RequireApproval => {
                 let a = self.approval.as_ref().ok_or_else(|| {
-                    format!("rule `{name}`: action require_approval needs `approval: {{approvers: ...}}`")
+                    (
+                        &["action"][..],
+                        format!("rule `{name}`: action require_approval needs `approval: {{approvers: ...}}`"),
+                    )
                 })?;
                 if a.approvers.users.is_empty() && a.approvers.groups.is_empty() {
-                    return Err(format!(
-                        "rule `{name}`: `approval.approvers` names no user or group, so nobody could approve"
+                    return Err((
+                        &["approval", "approvers"],
+                        format!(
+                            "rule `{name}`: `approval.approvers` names no user or group, so nobody could approve"
+                        ),
                     ));
                 }
             }
             _ if self.approval.is_some() => {
-                return Err(format!(
-                    "rule `{name}`: `approval` is only meaningful with action require_approval"
+                return Err((
+                    &["approval"],
+                    format!(
+                        "rule `{name}`: `approval` is only meaningful with action require_approval"
+                    ),
                 ));
             }
             _ => {}
@@ -318,34 +344,42 @@ impl RawRule {
         match self.action {
             ActionKind::Mask => {
                 let m = self.mask.as_ref().ok_or_else(|| {
-                    format!("rule `{name}`: action mask needs `mask: {{columns: [...], detectors: [...]}}`")
+                    (
+                        &["action"][..],
+                        format!("rule `{name}`: action mask needs `mask: {{columns: [...], detectors: [...]}}`"),
+                    )
                 })?;
                 if m.is_empty() {
-                    return Err(format!(
-                        "rule `{name}`: `mask` lists no column and no detector"
+                    return Err((
+                        &["mask"],
+                        format!("rule `{name}`: `mask` lists no column and no detector"),
                     ));
                 }
                 if c.about_commands() {
-                    return Err(format!(
-                        "rule `{name}`: masking applies to SQL results, not SSH requests"
+                    return Err((
+                        &["match"],
+                        format!("rule `{name}`: masking applies to SQL results, not SSH requests"),
                     ));
                 }
             }
             _ if self.mask.is_some() => {
-                return Err(format!(
-                    "rule `{name}`: `mask` is only meaningful with action mask"
+                return Err((
+                    &["mask"],
+                    format!("rule `{name}`: `mask` is only meaningful with action mask"),
                 ));
             }
             _ => {}
         }
         if self.action == ActionKind::Record && self.record.is_none() {
-            return Err(format!(
-                "rule `{name}`: action record needs `record: full|metadata`"
+            return Err((
+                &["action"],
+                format!("rule `{name}`: action record needs `record: full|metadata`"),
             ));
         }
         if self.message.is_some() && self.action != ActionKind::Block {
-            return Err(format!(
-                "rule `{name}`: `message` is only shown for action block"
+            return Err((
+                &["message"],
+                format!("rule `{name}`: `message` is only shown for action block"),
             ));
         }
         Ok(Rule {

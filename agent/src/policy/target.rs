@@ -120,8 +120,7 @@ fn is_host_name(s: &str) -> bool {
 
 impl<'de> Deserialize<'de> for AddressMatch {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        super::scalar::parse_str(d, str::parse)
     }
 }
 

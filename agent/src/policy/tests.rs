@@ -281,121 +281,122 @@ fn mask_rules_add_up_and_record_levels_apply() {
 fn rule_errors_name_position_and_fix() {
     let base =
         "version: 1\ntargets:\n  - {name: pg, protocol: tcp, match: [{port: 5432}]}\nrules:\n";
-    for (rules, line, needle) in [
+    for (rules, at, needle) in [
         (
             "  - name: a\n    action: require_approval\n",
-            5,
+            "6:13",
             "needs `approval",
         ),
         (
             "  - name: a\n    action: require_approval\n    approval: {approvers: {}}\n",
-            5,
+            "7:27",
             "nobody could approve",
         ),
         (
             "  - name: a\n    action: block\n    match: {target: [nope]}\n",
-            5,
+            "7:22",
             "target `nope`",
         ),
         (
             "  - {name: a, action: allow}\n  - {name: a, action: block}\n",
-            6,
+            "6:12",
             "defined twice",
         ),
-        ("  - name: a\n    action: mask\n", 5, "action mask needs"),
+        (
+            "  - name: a\n    action: mask\n",
+            "6:13",
+            "action mask needs",
+        ),
         (
             "  - name: a\n    action: allow\n    message: hi\n",
-            5,
+            "7:14",
             "only shown for action block",
         ),
         (
             "  - name: a\n    action: block\n    match: {statement: [read], kind: [exec]}\n",
-            5,
+            "7:12",
             "split it in two",
         ),
         (
             "  - name: a\n    action: record\n",
-            5,
+            "6:13",
             "record: full|metadata",
         ),
         // Errors found by the YAML parser carry its own position.
         (
             "  - name: a\n    action: explode\n",
-            6,
+            "6:13",
             "unknown variant `explode`",
         ),
         (
             "  - name: a\n    action: block\n    match: {argv: '('}\n",
-            7,
+            "7:19",
             "invalid regex",
         ),
         (
             "  - name: a\n    action: block\n    match: {exe: ['a[']}\n",
-            7,
+            "7:19",
             "invalid glob",
         ),
         (
             "  - name: a\n    action: block\n    match: {statement: [drop_everything]}\n",
-            7,
+            "7:25",
             "unknown variant `drop_everything`",
         ),
         (
             "  - name: a\n    action: require_approval\n    approval: {approvers: {users: [x]}, timeout: soon}\n",
-            7,
+            "7:50",
             "not a duration",
         ),
         (
             "  - name: a\n    action: require_approval\n    approval: {approvers: {users: [x]}, grant: forever}\n",
-            7,
+            "7:48",
             "expected `once`, `session`",
         ),
         (
             "  - name: a\n    action: mask\n    mask: {detectors: [ssn]}\n",
-            7,
+            "7:23",
             "unknown detector `ssn`",
         ),
         (
             "  - name: a\n    action: mask\n    mask: {columns: [users.email]}\n",
-            7,
+            "7:21",
             "expected schema.table.column",
         ),
         (
             "  - name: a\n    action: mask\n    mask: {detectors: ['regex:(']}\n",
-            7,
+            "7:23",
             "invalid regex",
         ),
         (
             "  - name: a\n    action: mask\n    mask: {detectors: [email], strategy: scramble}\n",
-            7,
+            "7:42",
             "unknown variant `scramble`",
         ),
         (
             "  - name: a\n    action: mask\n    mask: {detectors: [email], strategy: partial}\n",
-            5,
+            "5:5",
             "needs `keep_last: N`",
         ),
         (
             "  - name: a\n    action: mask\n    mask: {detectors: [email], keep_last: 4}\n",
-            5,
+            "5:5",
             "only meaningful with `strategy: partial`",
         ),
         (
             "  - name: a\n    action: mask\n    mask: {detectors: [email], strategy: partial, keep_last: -1}\n",
-            7,
+            "7:62",
             "keep_last",
         ),
         (
             "  - name: a\n    action: block\n    match: {colour: red}\n",
-            7,
+            "7:13",
             "unknown field `colour`",
         ),
     ] {
         let text = format!("{base}{rules}");
         let err = parse(Path::new("p.yaml"), &text).unwrap_err().to_string();
-        assert!(
-            err.starts_with(&format!("p.yaml:{line}:")),
-            "{rules}: {err}"
-        );
+        assert!(err.starts_with(&format!("p.yaml:{at}: ")), "{rules}: {err}");
         assert!(err.contains(needle), "{rules}: {err}");
     }
 }
@@ -404,7 +405,7 @@ fn rule_errors_name_position_and_fix() {
 fn target_errors_name_position() {
     let text = "version: 1\ntargets:\n  - name: pg\n    protocol: tcp\n    match: [{port: 1}]\n    upstream: {user: x}\n";
     let err = parse(Path::new("p.yaml"), text).unwrap_err().to_string();
-    assert!(err.starts_with("p.yaml:3:"), "{err}");
+    assert!(err.starts_with("p.yaml:6:15: "), "{err}");
     assert!(err.contains("takes no `upstream`"), "{err}");
 }
 

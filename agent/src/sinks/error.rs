@@ -20,8 +20,12 @@ pub enum SinkError {
     },
     #[error("webhook secret file {0} holds no secret")]
     NoSecret(PathBuf),
-    #[error("--webhook needs --webhook-secret-file (receivers verify signatures)")]
-    SecretMissing,
+    #[error(
+        "webhook {0} has no secrets: give it its own (`--webhook URL,secret=PATH`) or pass --webhook-secret-file (receivers verify signatures)"
+    )]
+    SecretMissing(String),
+    #[error("`{0}`: `,secret=` needs the path of a secret file")]
+    SecretPath(String),
     #[error("webhook spool {path}: {source}")]
     Spool {
         path: PathBuf,

@@ -1,10 +1,11 @@
 //! The on-disk queue of one webhook endpoint: `<state dir>/spool/<hash>/`.
 //!
-//! `queue-<base>.jsonl` holds lines `<event id>\t<event json>\n`; `<base>`
+//! `queue-<base>.jsonl` holds lines `<event id>\t<audit seq>\t<body>\n`
+//! (older versions wrote `<event id>\t<body>\n`; both are read); `<base>`
 //! is the logical offset of its first byte, so offsets stay meaningful
-//! across compactions. `acked` holds the logical offset up to which
-//! events were delivered (or dropped on overflow). `disabled` exists once
-//! the receiver answered 410. Format and policies: docs/design-notes.md.
+//! across compactions. `state` holds the acked offset and the counters
+//! (see `spool_state`). `disabled` exists once the receiver answered 410.
+//! Format and policies: docs/design-notes.md, "Webhook sink".
 
 use std::{
     fs::File,
@@ -13,17 +14,20 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
 };
 
+use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::SinkError;
+use super::{
+    SinkError,
+    spool_file::{self, CHUNK, Line},
+    spool_state::State,
+};
 
-const ACKED: &str = "acked";
 const DISABLED: &str = "disabled";
-const CHUNK: usize = 64 * 1024;
 /// Delivered bytes at the head of the file before it is rewritten.
 const COMPACT_AFTER: u64 = 1 << 20;
 
@@ -35,42 +39,63 @@ pub(crate) struct Batch {
     pub(crate) end: u64,
 }
 
-struct Inner {
-    file: File,
+pub(super) struct Inner {
+    pub(super) file: File,
     path: PathBuf,
     /// Logical offset of the file's first byte.
-    base: u64,
+    pub(super) base: u64,
     /// Bytes in the file.
-    len: u64,
-    acked: u64,
+    pub(super) len: u64,
+    /// Events after `state.acked`.
+    pending: u64,
+    /// Audit seq of the newest event appended.
+    last_seq: u64,
+    state: State,
+}
+
+/// One endpoint's counters, for `interlock status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SpoolStats {
+    /// Events the receiver accepted, since the spool was made.
+    pub delivered: u64,
+    /// Events waiting in the spool, and their bytes.
+    pub pending_events: u64,
+    pub pending_bytes: u64,
+    /// Events dropped on overflow, since the spool was made (each drop is
+    /// also a `webhook_spool_overflow` event).
+    pub dropped: u64,
+    /// The receiver answered 410 Gone: nothing more is sent.
+    pub disabled: bool,
+    /// Why the last attempt failed, until one succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// One endpoint's spool; shared by the log thread (appends) and the
 /// delivery task (peeks and acks). Each lock section is short file I/O.
 pub struct Spool {
     dir: PathBuf,
+    label: String,
     max_bytes: u64,
     compact_after: u64,
     inner: Mutex<Inner>,
-    dropped: AtomicU64,
+    /// Neither a state file nor a queued event was found at open.
+    fresh: bool,
     disabled: AtomicBool,
+    last_error: Mutex<Option<String>>,
     notify: Notify,
 }
 
 impl Spool {
-    /// Opens (or creates) the spool in `dir`, holding at most `max_bytes`
-    /// of undelivered events. A line cut short by a crash is removed.
+    /// Opens (or creates) the spool of endpoint `label` in `dir`, holding
+    /// at most `max_bytes` of undelivered events. A line cut short by a
+    /// crash is removed.
     ///
     /// # Errors
     /// [`SinkError::Spool`] when the directory or its files cannot be used.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SinkError> {
-        std::fs::create_dir_all(dir).map_err(SinkError::spool(dir))?;
-        let acked_path = dir.join(ACKED);
-        let mut acked = match std::fs::read_to_string(&acked_path) {
-            Ok(s) => s.trim().parse::<u64>().unwrap_or(0),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(SinkError::spool(&acked_path)(e)),
-        };
+    pub fn open(dir: &Path, label: &str, max_bytes: u64) -> Result<Spool, SinkError> {
+        crate::state_dir::private_dir(dir).map_err(SinkError::spool(dir))?;
+        let (mut state, known) = State::read(dir)?;
         // The newest queue file is complete (it is renamed into place);
         // older ones and temporaries are what a compaction left behind.
         let mut queues = Vec::new();
@@ -88,71 +113,122 @@ impl Spool {
             }
         }
         queues.sort_unstable();
-        let base = queues.last().copied().unwrap_or(acked);
+        let base = queues.last().copied().unwrap_or(state.acked);
         for old in queues.iter().filter(|b| **b != base) {
             let _ = std::fs::remove_file(queue_path(dir, *old));
         }
         let path = queue_path(dir, base);
-        let file = std::fs::OpenOptions::new()
+        let file = crate::state_dir::private_file()
             .create(true)
             .read(true)
             .append(true)
             .open(&path)
             .map_err(SinkError::spool(&path))?;
-        let len = complete_len(&file).map_err(SinkError::spool(&path))?;
-        file.set_len(len).map_err(SinkError::spool(&path))?;
-        acked = acked.clamp(base, base + len);
-        let disabled = dir.join(DISABLED).exists();
+        let io = |e| SinkError::spool(&path)(e);
+        let len = spool_file::complete_len(&file).map_err(io)?;
+        file.set_len(len).map_err(io)?;
+        state.acked = state.acked.clamp(base, base + len);
+        let last = spool_file::last_line(&file, len).map_err(io)?;
+        let last_seq = last
+            .as_ref()
+            .and_then(Line::seq)
+            .unwrap_or(0)
+            .max(state.seq);
+        let mut inner = Inner {
+            file,
+            path,
+            base,
+            len,
+            pending: 0,
+            last_seq,
+            state,
+        };
+        inner.pending = spool_file::count_lines(&inner, inner.state.acked, base + len)
+            .map_err(SinkError::spool(&inner.path))?;
+        inner.state.seq = inner.last_seq;
+        inner.state.supersede_legacy(dir)?;
         Ok(Spool {
             dir: dir.to_owned(),
+            label: label.to_string(),
             max_bytes,
             compact_after: COMPACT_AFTER,
-            inner: Mutex::new(Inner {
-                file,
-                path,
-                base,
-                len,
-                acked,
-            }),
-            dropped: AtomicU64::new(0),
-            disabled: AtomicBool::new(disabled),
+            inner: Mutex::new(inner),
+            fresh: !known && last.is_none(),
+            disabled: AtomicBool::new(dir.join(DISABLED).exists()),
+            last_error: Mutex::new(None),
             notify: Notify::new(),
         })
     }
 
-    /// Appends one event and wakes the delivery task. When the undelivered
-    /// events would exceed the bound, the oldest are dropped and counted
-    /// ([`Spool::take_dropped`]). A disabled endpoint takes nothing.
+    /// The endpoint, without credentials or query.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether the spool was made by this open (nothing to catch up on).
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Audit seq of the newest event the spool was given (0: none).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.lock().last_seq
+    }
+
+    /// Records that the spool starts at audit seq `seq` (a new endpoint
+    /// gets the events from now on, not the log's history).
+    ///
+    /// # Errors
+    /// [`SinkError::Spool`] when the state cannot be written.
+    pub(crate) fn start_at(&self, seq: u64) -> Result<(), SinkError> {
+        let mut g = self.lock();
+        g.last_seq = g.last_seq.max(seq);
+        self.write_state(&mut g)
+    }
+
+    /// Appends the event of audit record `seq` and wakes the delivery
+    /// task. When the undelivered events would exceed the bound, the
+    /// oldest are dropped and counted (durably, with the offset); returns
+    /// how many. A disabled endpoint takes nothing.
     ///
     /// # Errors
     /// [`SinkError::Spool`] when the file cannot be written.
-    pub fn append(&self, id: &str, json: &[u8]) -> Result<(), SinkError> {
+    pub fn append(&self, id: &str, seq: u64, body: &[u8]) -> Result<u64, SinkError> {
         if self.is_disabled() {
-            return Ok(());
+            return Ok(0);
         }
-        let mut line = Vec::with_capacity(id.len() + json.len() + 2);
+        let seq_text = seq.to_string();
+        let mut line = Vec::with_capacity(id.len() + seq_text.len() + body.len() + 3);
         line.extend_from_slice(id.as_bytes());
         line.push(b'\t');
-        line.extend_from_slice(json);
+        line.extend_from_slice(seq_text.as_bytes());
+        line.push(b'\t');
+        line.extend_from_slice(body);
         line.push(b'\n');
         let size = line.len() as u64;
+        let mut dropped = 0;
         {
             let mut g = self.lock();
             let end = g.base + g.len;
-            if end - g.acked + size > self.max_bytes {
-                let need = end - g.acked + size - self.max_bytes;
-                let (to, lines) = skip_lines(&g, need).map_err(SinkError::spool(&g.path))?;
-                g.acked = to;
-                self.write_acked(to)?;
-                self.dropped.fetch_add(lines, Ordering::Relaxed);
+            if end - g.state.acked + size > self.max_bytes {
+                let need = end - g.state.acked + size - self.max_bytes;
+                let (to, lines) = spool_file::skip_lines(&g, g.state.acked, need)
+                    .map_err(SinkError::spool(&g.path))?;
+                g.state.acked = to;
+                g.state.dropped += lines;
+                g.pending = g.pending.saturating_sub(lines);
+                dropped = lines;
+                self.write_state(&mut g)?;
             }
             // One write per whole line: a crash leaves whole lines only.
             g.file.write_all(&line).map_err(SinkError::spool(&g.path))?;
             g.len += size;
+            g.pending += 1;
+            g.last_seq = g.last_seq.max(seq);
             self.maybe_compact(&mut g)?;
         }
         self.notify.notify_one();
-        Ok(())
+        Ok(dropped)
     }
 
     /// Up to `max` undelivered events, oldest first; `None` when there are none.
@@ -164,10 +240,10 @@ impl Spool {
         let mut batch = Batch {
             ids: Vec::new(),
             bodies: Vec::new(),
-            end: g.acked,
+            end: g.state.acked,
         };
         let mut buf = Vec::new();
-        let mut pos = g.acked;
+        let mut pos = g.state.acked;
         let end = g.base + g.len;
         while batch.ids.len() < max && pos < end {
             let want = usize::try_from(end - pos).unwrap_or(CHUNK).min(CHUNK);
@@ -185,15 +261,11 @@ impl Spool {
             while batch.ids.len() < max
                 && let Some(nl) = buf.iter().position(|b| *b == b'\n')
             {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                batch.end += line.len() as u64;
-                let line = line.get(..nl).unwrap_or_default();
-                if let Some(tab) = line.iter().position(|b| *b == b'\t') {
-                    let id = String::from_utf8_lossy(line.get(..tab).unwrap_or_default());
-                    batch.ids.push(id.into_owned());
-                    batch
-                        .bodies
-                        .push(line.get(tab + 1..).unwrap_or_default().to_vec());
+                let raw: Vec<u8> = buf.drain(..=nl).collect();
+                batch.end += raw.len() as u64;
+                if let Some(line) = Line::parse(raw.get(..nl).unwrap_or_default()) {
+                    batch.ids.push(line.id);
+                    batch.bodies.push(line.body);
                 }
             }
         }
@@ -203,24 +275,68 @@ impl Spool {
     /// Marks everything before `end` delivered.
     ///
     /// # Errors
-    /// [`SinkError::Spool`] when the ack or a compaction cannot be written.
+    /// [`SinkError::Spool`] when the state or a compaction cannot be written.
     pub(crate) fn ack(&self, end: u64) -> Result<(), SinkError> {
         let mut g = self.lock();
-        if end > g.acked {
-            g.acked = end.min(g.base + g.len);
-            self.write_acked(g.acked)?;
+        let end = end.min(g.base + g.len);
+        // Overflow may have dropped part of the batch meanwhile: only what
+        // is still after `acked` counts as delivered.
+        if end > g.state.acked {
+            let n = spool_file::count_lines(&g, g.state.acked, end)
+                .map_err(SinkError::spool(&g.path))?;
+            g.state.acked = end;
+            g.state.delivered += n;
+            g.pending = g.pending.saturating_sub(n);
+            self.write_state(&mut g)?;
         }
         self.maybe_compact(&mut g)
+    }
+
+    /// Dropped events no `webhook_spool_overflow` event reported yet, and
+    /// the total dropped.
+    pub(crate) fn unreported(&self) -> (u64, u64) {
+        let g = self.lock();
+        (g.state.dropped - g.state.reported, g.state.dropped)
+    }
+
+    /// Notes that `n` dropped events were reported.
+    ///
+    /// # Errors
+    /// [`SinkError::Spool`] when the state cannot be written.
+    pub(crate) fn mark_reported(&self, n: u64) -> Result<(), SinkError> {
+        let mut g = self.lock();
+        g.state.reported = (g.state.reported + n).min(g.state.dropped);
+        self.write_state(&mut g)
+    }
+
+    /// The counters, for `interlock status`.
+    pub fn stats(&self) -> SpoolStats {
+        let (state, pending, bytes) = {
+            let g = self.lock();
+            (g.state, g.pending, g.base + g.len - g.state.acked)
+        };
+        SpoolStats {
+            delivered: state.delivered,
+            pending_events: pending,
+            pending_bytes: bytes,
+            dropped: state.dropped,
+            disabled: self.is_disabled(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Notes why the last attempt failed (`None`: it succeeded).
+    pub(crate) fn set_last_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
 
     /// Flushes appended lines to the disk (the log's durability cadence).
     pub fn sync(&self) -> std::io::Result<()> {
         self.lock().file.sync_data()
-    }
-
-    /// Events dropped on overflow since the last call.
-    pub(crate) fn take_dropped(&self) -> u64 {
-        self.dropped.swap(0, Ordering::Relaxed)
     }
 
     /// Disables the endpoint for good (kept across restarts).
@@ -230,7 +346,8 @@ impl Spool {
     pub(crate) fn disable(&self, status: u16) -> Result<(), SinkError> {
         self.disabled.store(true, Ordering::Relaxed);
         let p = self.dir.join(DISABLED);
-        std::fs::write(&p, format!("{status}\n")).map_err(SinkError::spool(p))
+        crate::state_dir::write_private(&p, format!("{status}\n").as_bytes())
+            .map_err(SinkError::spool(p))
     }
 
     /// Whether the receiver answered 410 Gone (now or in an earlier run).
@@ -247,23 +364,26 @@ impl Spool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write_acked(&self, acked: u64) -> Result<(), SinkError> {
-        let tmp = self.dir.join("acked.tmp");
-        std::fs::write(&tmp, format!("{acked}\n")).map_err(SinkError::spool(&tmp))?;
-        std::fs::rename(&tmp, self.dir.join(ACKED)).map_err(SinkError::spool(&tmp))
+    fn write_state(&self, g: &mut Inner) -> Result<(), SinkError> {
+        g.state.seq = g.last_seq;
+        g.state.write(&self.dir)
     }
 
     /// Rewrites the queue without its delivered head once that head is big.
     fn maybe_compact(&self, g: &mut Inner) -> Result<(), SinkError> {
-        let head = g.acked - g.base;
+        let head = g.state.acked - g.base;
         if head < self.compact_after || head * 2 < g.len {
             return Ok(());
         }
         let tmp = self.dir.join("queue.tmp");
-        let path = queue_path(&self.dir, g.acked);
+        let path = queue_path(&self.dir, g.state.acked);
         let io = SinkError::spool(&tmp);
         let r = (|| {
-            let mut out = File::create(&tmp)?;
+            let mut out = crate::state_dir::private_file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
             let mut pos = head;
             let mut buf = vec![0u8; CHUNK];
             while pos < g.len {
@@ -286,56 +406,14 @@ impl Spool {
         g.file = file;
         g.path = path;
         g.len -= head;
-        g.base = g.acked;
-        Ok(())
+        g.base = g.state.acked;
+        // An emptied queue no longer shows the newest seq: the state does.
+        self.write_state(g)
     }
 }
 
 fn queue_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("queue-{base}.jsonl"))
-}
-
-/// The file's length up to and including its last newline.
-fn complete_len(file: &File) -> std::io::Result<u64> {
-    let mut end = file.metadata()?.len();
-    let mut buf = vec![0u8; CHUNK];
-    while end > 0 {
-        let n = usize::try_from(end).unwrap_or(CHUNK).min(CHUNK);
-        let start = end - n as u64;
-        let chunk = buf.get_mut(..n).unwrap_or_default();
-        file.read_exact_at(chunk, start)?;
-        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
-            return Ok(start + i as u64 + 1);
-        }
-        end = start;
-    }
-    Ok(0)
-}
-
-/// The offset after the fewest whole lines from `acked` covering `need`
-/// bytes, and how many lines that is.
-fn skip_lines(g: &Inner, need: u64) -> std::io::Result<(u64, u64)> {
-    let end = g.base + g.len;
-    let (mut pos, mut lines) = (g.acked, 0u64);
-    let mut buf = vec![0u8; CHUNK];
-    let mut scan = g.acked;
-    while pos - g.acked < need && scan < end {
-        let n = g.file.read_at(&mut buf, scan - g.base)?;
-        if n == 0 {
-            break;
-        }
-        for (i, b) in buf.iter().take(n).enumerate() {
-            if *b == b'\n' {
-                pos = scan + i as u64 + 1;
-                lines += 1;
-                if pos - g.acked >= need {
-                    break;
-                }
-            }
-        }
-        scan += n as u64;
-    }
-    Ok((pos, lines))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Delivery of one endpoint's spool: signed POSTs in event order, retried
-//! with exponential backoff and jitter (honouring `Retry-After`), 410 Gone
-//! disables the endpoint. Runs as its own task, so sessions never wait on it.
+//! with exponential backoff and jitter (or after the receiver's
+//! `Retry-After`), 410 Gone disables the endpoint. Runs as its own task, so sessions never wait on it.
 
 use std::{
     sync::Arc,
@@ -11,7 +11,7 @@ use reqwest::{StatusCode, Url};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Secrets, SinkError, Spool, spool::Batch};
+use super::{Secrets, SinkError, endpoint::Endpoint, spool::Batch};
 use crate::audit::{EventKind, EventSink};
 
 const FIRST_DELAY: Duration = Duration::from_millis(500);
@@ -58,49 +58,56 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     base.mul_f64(factor)
 }
 
-/// `Retry-After` in seconds (the HTTP-date form falls back to backoff).
-pub(crate) fn retry_after(value: Option<&str>) -> Option<Duration> {
-    let secs: u64 = value?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+/// `Retry-After` as seconds or an HTTP-date (`Wed, 21 Oct 2015 07:28:00
+/// GMT`, counted from `now`; a date in the past is zero), capped at
+/// [`MAX_RETRY_AFTER`]; `None` when absent or neither form.
+pub(crate) fn retry_after(value: Option<&str>, now: SystemTime) -> Option<Duration> {
+    let v = value?.trim();
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(v).ok()?;
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// One endpoint's delivery task.
 pub struct Delivery {
-    pub(crate) url: Url,
-    pub(crate) label: String,
-    pub(crate) secrets: Secrets,
+    pub(crate) endpoint: Arc<Endpoint>,
     pub(crate) batch: usize,
-    pub(crate) spool: Arc<Spool>,
     pub(crate) client: reqwest::Client,
 }
 
 enum Outcome {
     Delivered,
     Gone(u16),
+    /// Retry, after the receiver's `Retry-After` if it gave one.
     Retry(Option<Duration>),
 }
 
 impl Delivery {
     /// Delivers until `shutdown`; undelivered events stay in the spool for
-    /// the next run. Overflow and 410 are reported through `events`.
+    /// the next run. A 410 is reported through `events`.
     pub async fn run(self, events: EventSink, shutdown: CancellationToken) {
-        if self.spool.is_disabled() {
-            info!(endpoint = %self.label, "webhook endpoint disabled (410 earlier); not delivering");
+        let (spool, label) = (&self.endpoint.spool, &self.endpoint.label);
+        if spool.is_disabled() {
+            info!(endpoint = %label, "webhook endpoint disabled (410 earlier); not delivering");
             return;
         }
         loop {
-            self.report_overflow(&events).await;
-            let batch = match self.spool.peek(self.batch) {
+            let batch = match spool.peek(self.batch) {
                 Ok(b) => b,
                 Err(e) => {
-                    warn!(endpoint = %self.label, error = %e, "cannot read webhook spool");
+                    warn!(endpoint = %label, error = %e, "cannot read webhook spool");
                     None
                 }
             };
             let Some(batch) = batch else {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = self.spool.appended() => {}
+                    _ = spool.appended() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
                 }
                 continue;
@@ -113,19 +120,20 @@ impl Delivery {
                 };
                 let delay = match outcome {
                     Outcome::Delivered => {
-                        if let Err(e) = self.spool.ack(batch.end) {
-                            warn!(endpoint = %self.label, error = %e, "cannot record webhook delivery");
+                        spool.set_last_error(None);
+                        if let Err(e) = spool.ack(batch.end) {
+                            warn!(endpoint = %label, error = %e, "cannot record webhook delivery");
                         }
                         break;
                     }
                     Outcome::Gone(status) => {
-                        warn!(endpoint = %self.label, status, "webhook receiver is gone: endpoint disabled");
-                        if let Err(e) = self.spool.disable(status) {
-                            warn!(endpoint = %self.label, error = %e, "cannot persist disabled endpoint");
+                        warn!(endpoint = %label, status, "webhook receiver is gone: endpoint disabled");
+                        if let Err(e) = spool.disable(status) {
+                            warn!(endpoint = %label, error = %e, "cannot persist disabled endpoint");
                         }
                         let _ = events
                             .emit(EventKind::WebhookDisabled {
-                                endpoint: self.label.clone(),
+                                endpoint: label.clone(),
                                 status,
                             })
                             .await;
@@ -134,7 +142,6 @@ impl Delivery {
                     Outcome::Retry(after) => after.unwrap_or_else(|| backoff(attempt)),
                 };
                 attempt = attempt.saturating_add(1);
-                self.report_overflow(&events).await;
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -143,22 +150,10 @@ impl Delivery {
         }
     }
 
-    async fn report_overflow(&self, events: &EventSink) {
-        let dropped = self.spool.take_dropped();
-        if dropped > 0 {
-            warn!(endpoint = %self.label, dropped, "webhook spool full: oldest events dropped");
-            let _ = events
-                .emit(EventKind::WebhookSpoolOverflow {
-                    endpoint: self.label.clone(),
-                    dropped,
-                })
-                .await;
-        }
-    }
-
     async fn send(&self, batch: &Batch) -> Outcome {
-        let (id, body) = batch_body(batch);
-        match post(&self.client, &self.url, Some(&self.secrets), &id, body).await {
+        let (ep, label) = (&self.endpoint, &self.endpoint.label);
+        let (id, body) = batch_body(batch, self.batch > 1);
+        match post(&self.client, &ep.url, Some(&ep.secrets), &id, body).await {
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_success() {
@@ -166,35 +161,34 @@ impl Delivery {
                 } else if status == StatusCode::GONE {
                     Outcome::Gone(status.as_u16())
                 } else {
-                    warn!(endpoint = %self.label, status = status.as_u16(), "webhook rejected; retrying");
-                    let honour = status == StatusCode::TOO_MANY_REQUESTS
-                        || status == StatusCode::SERVICE_UNAVAILABLE;
-                    Outcome::Retry(
-                        honour
-                            .then(|| {
-                                retry_after(
-                                    resp.headers()
-                                        .get(reqwest::header::RETRY_AFTER)
-                                        .and_then(|v| v.to_str().ok()),
-                                )
-                            })
-                            .flatten(),
-                    )
+                    let after = retry_after(
+                        resp.headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok()),
+                        SystemTime::now(),
+                    );
+                    warn!(endpoint = %label, status = status.as_u16(), retry_after_secs = after.map(|d| d.as_secs()), "webhook rejected; retrying");
+                    ep.spool
+                        .set_last_error(Some(format!("HTTP {}", status.as_u16())));
+                    Outcome::Retry(after)
                 }
             }
             Err(e) => {
-                warn!(endpoint = %self.label, error = %e, "webhook delivery failed; retrying");
+                warn!(endpoint = %label, error = %e, "webhook delivery failed; retrying");
+                ep.spool.set_last_error(Some(e.to_string()));
                 Outcome::Retry(None)
             }
         }
     }
 }
 
-/// The `webhook-id` and body of a batch: one event as itself, several as a
-/// JSON array with id `<first event id>_<count>`.
-pub(crate) fn batch_body(batch: &Batch) -> (String, Vec<u8>) {
+/// The `webhook-id` and body of a batch. Without batching (`array`
+/// false) the one event as itself, with its id; with batching always a
+/// JSON array (also of one), id `<first event id>_<count>`, so a receiver
+/// set up for batches only ever parses arrays.
+pub(crate) fn batch_body(batch: &Batch, array: bool) -> (String, Vec<u8>) {
     let first = batch.ids.first().cloned().unwrap_or_default();
-    if let ([body], 1) = (batch.bodies.as_slice(), batch.ids.len()) {
+    if let (false, [body]) = (array, batch.bodies.as_slice()) {
         return (first, body.clone());
     }
     let mut body = vec![b'['];
@@ -234,30 +228,20 @@ pub async fn post(
     req.body(body).send().await.map_err(SinkError::Request)
 }
 
-/// `interlock webhook test`: POSTs one test event (signed with the secrets
-/// in `secret_file`, if given) and returns the receiver's status and body.
+/// `interlock webhook test URL`: POSTs one test event (from `host`, signed
+/// with the secrets in `secret_file`, if given) and returns the
+/// receiver's status and body.
 ///
 /// # Errors
 /// [`SinkError`] for the secret file, the client, or a failed request.
 pub async fn send_test(
     url: &Url,
     secret_file: Option<&std::path::Path>,
+    host: &str,
 ) -> Result<(StatusCode, String), SinkError> {
     let secrets = secret_file.map(Secrets::load).transpose()?;
-    let id = uuid::Uuid::now_v7().to_string();
-    let body = serde_json::json!({
-        "id": id,
-        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        "type": "webhook_test",
-    });
-    let resp = post(
-        &client()?,
-        url,
-        secrets.as_ref(),
-        &id,
-        body.to_string().into_bytes(),
-    )
-    .await?;
+    let (id, body) = crate::audit::test_event_body(host, &display_url(url));
+    let resp = post(&client()?, url, secrets.as_ref(), &id, body).await?;
     let status = resp.status();
     let text = resp.text().await.map_err(SinkError::Request)?;
     Ok((status, text))
@@ -280,13 +264,21 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_takes_seconds_only() {
-        assert_eq!(retry_after(Some("7")), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after(Some(" 0 ")), Some(Duration::ZERO));
-        assert_eq!(retry_after(Some("99999")), Some(MAX_RETRY_AFTER));
-        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
-        assert_eq!(retry_after(Some("-1")), None);
-        assert_eq!(retry_after(None), None);
+    fn retry_after_takes_seconds_and_http_dates_capped() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let at = |s| retry_after(Some(s), now);
+        assert_eq!(at("7"), Some(Duration::from_secs(7)));
+        assert_eq!(at(" 0 "), Some(Duration::ZERO));
+        assert_eq!(at("99999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            at("Wed, 21 Oct 2015 07:28:09 GMT"),
+            Some(Duration::from_secs(9))
+        );
+        assert_eq!(at("Wed, 21 Oct 2015 07:27:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("Thu, 22 Oct 2015 07:28:00 GMT"), Some(MAX_RETRY_AFTER));
+        assert_eq!(at("-1"), None);
+        assert_eq!(at("soon"), None);
+        assert_eq!(retry_after(None, now), None);
     }
 
     #[test]
@@ -296,13 +288,17 @@ mod tests {
             bodies: vec![b"{}".to_vec()],
             end: 0,
         };
-        assert_eq!(batch_body(&one), ("a".into(), b"{}".to_vec()));
+        assert_eq!(batch_body(&one, false), ("a".into(), b"{}".to_vec()));
+        assert_eq!(batch_body(&one, true), ("a_1".into(), b"[{}]".to_vec()));
         let two = Batch {
             ids: vec!["a".into(), "b".into()],
             bodies: vec![b"{\"x\":1}".to_vec(), b"{}".to_vec()],
             end: 0,
         };
-        assert_eq!(batch_body(&two), ("a_2".into(), b"[{\"x\":1},{}]".to_vec()));
+        assert_eq!(
+            batch_body(&two, true),
+            ("a_2".into(), b"[{\"x\":1},{}]".to_vec())
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::{
 use interlock::{
     audit::{AuditOptions, DecisionView, Disposition, Event, EventKind, EventLog, Rotation},
     gate::StatementClass,
-    sinks::{Secrets, WebhookOptions, Webhooks, client, parse_url, post},
+    sinks::{Secrets, WebhookOptions, WebhookSpec, Webhooks, client, parse_url, post},
 };
 use serde_json::{Value, json};
 use tokio::{
@@ -182,12 +182,15 @@ async fn webhook(count: u64, dir: &Path) -> Result<f64, String> {
     let receiver = Receiver::start().await?;
     secrets(dir)?;
     let opts = WebhookOptions {
-        urls: vec![parse_url(&receiver.url).map_err(|e| e.to_string())?],
+        endpoints: vec![WebhookSpec {
+            url: parse_url(&receiver.url).map_err(|e| e.to_string())?,
+            secret_file: None,
+        }],
         secret_file: Some(dir.join("webhook.secret")),
         batch: BATCH,
         spool_bytes: 256 << 20,
     };
-    let (spools, deliveries) = Webhooks::open(&opts, dir)
+    let (spools, deliveries, _) = Webhooks::open(&opts, dir)
         .map_err(|e| e.to_string())?
         .into_parts();
     let (mut log, sink) = EventLog::open(dir, HOST, AuditOptions::default(), Rotation::default())
@@ -291,8 +294,8 @@ async fn serve(mut stream: TcpStream, received: Arc<AtomicU64>, arrived: Arc<Not
         }
         let body: Vec<u8> = buf.drain(..head_end + length).skip(head_end).collect();
         let events = match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(items)) => items.iter().filter(|e| e["type"] == "statement").count(),
-            Ok(one) if one["type"] == "statement" => 1,
+            Ok(Value::Array(items)) => items.iter().filter(|e| is_statement(e)).count(),
+            Ok(one) if is_statement(&one) => 1,
             _ => 0,
         };
         if stream
@@ -305,4 +308,9 @@ async fn serve(mut stream: TcpStream, received: Arc<AtomicU64>, arrived: Arc<Not
         received.fetch_add(events as u64, Ordering::SeqCst);
         arrived.notify_waiters();
     }
+}
+
+/// A statement event: interlock's own form, or an OCSF body carrying it under `unmapped`.
+fn is_statement(e: &Value) -> bool {
+    e["type"] == "statement" || e["unmapped"]["type"] == "statement"
 }

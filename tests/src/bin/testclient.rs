@@ -114,10 +114,20 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a reply may take: 5 s, or `INTERLOCK_TEST_READ_SECS` (a test
+/// whose connections wait for a human's decision sets it to the deadline).
+fn read_timeout() -> Duration {
+    std::env::var("INTERLOCK_TEST_READ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(5))
+}
+
 /// Connect, send, half-close, read the whole reply.
 fn exchange(addr: SocketAddr, msg: &[u8]) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(read_timeout()))?;
     s.write_all(msg)?;
     s.shutdown(std::net::Shutdown::Write)?;
     let mut out = String::new();

@@ -1,5 +1,6 @@
-//! The `standardwebhooks` Python package, the independent signature check
-//! of the webhook integration test.
+//! The Python packages the webhook integration tests check with:
+//! `standardwebhooks` (an independent signature check) and `pydantic-ocsf`
+//! (the OCSF 1.3.0 models the webhook bodies are validated against).
 
 use std::process::Command;
 
@@ -10,11 +11,18 @@ use crate::util;
 
 pub(super) struct StandardWebhooks;
 
-/// `pip install standardwebhooks`; `--break-system-packages` where the
+/// `pip install standardwebhooks pydantic-ocsf`; `--break-system-packages` where the
 /// Python is externally managed (Debian's), which plain pip refuses.
 fn fix_command() -> Command {
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "pip", "install", "--quiet", "standardwebhooks"]);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "standardwebhooks",
+        "pydantic-ocsf==3.0.0",
+    ]);
     if externally_managed() {
         cmd.arg("--break-system-packages");
     }
@@ -38,7 +46,9 @@ impl Step for StandardWebhooks {
     }
 
     fn is_done(&self) -> Result<bool> {
-        let out = util::probe(Command::new("python3").args(["-c", "import standardwebhooks"]))?;
+        let out = util::probe(
+            Command::new("python3").args(["-c", "import standardwebhooks, ocsf.v1_3_0.events"]),
+        )?;
         Ok(out.is_some_and(|o| o.status.success()))
     }
 
