@@ -70,15 +70,11 @@ fn pg_target(
     }) {
         cfg.server_name = host;
     }
-    if let Some(ca) = ctx.pg_ca() {
-        let config = ca
-            .server_config(&dialled_names(gate, target))
-            .map_err(|source| SetupError::ClientCertificate {
-                target: name(),
-                source,
-            })?;
-        cfg.client_tls = Some(config);
-    }
+    // Minted when a client first asks for TLS: a failure then answers 'N'
+    // (and is recorded) instead of refusing clients that never ask.
+    cfg.client_tls = ctx
+        .pg_ca()
+        .map(|ca| postgres::ClientTls::new(ca.clone(), dialled_names(gate, target)));
     Ok(cfg)
 }
 
@@ -109,11 +105,6 @@ enum SetupError {
     },
     #[error("target `{0}`: the upstream password is not valid UTF-8")]
     PasswordEncoding(String),
-    #[error("target `{target}`: cannot mint the certificate clients see: {source}")]
-    ClientCertificate {
-        target: String,
-        source: crate::postgres::CaError,
-    },
     #[error("target `{0}`: tls verify-full needs `upstream.ca_file`")]
     NoCaFile(String),
     #[error("target `{0}`: no upstream credential configured")]

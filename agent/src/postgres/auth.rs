@@ -10,6 +10,7 @@ use postgres_protocol::authentication::{
 
 use super::{
     cancel::Registration,
+    encoding::ClientEncoding,
     error::{PgError, ProtocolError},
     frame::Frame,
     legs::{Legs, proto, read_err},
@@ -199,8 +200,13 @@ async fn relay_client_auth(legs: &mut Legs, req: AuthRequest) -> Result<(), PgEr
 }
 
 /// Relays ParameterStatus, notices and the first ReadyForQuery, replacing
-/// the server's BackendKeyData with the registration's key.
-pub(crate) async fn finish_startup(legs: &mut Legs, reg: &Registration) -> Result<(), PgError> {
+/// the server's BackendKeyData with the registration's key. Returns the
+/// session's client_encoding as the server reported it.
+pub(crate) async fn finish_startup(
+    legs: &mut Legs,
+    reg: &Registration,
+) -> Result<ClientEncoding, PgError> {
+    let mut encoding = ClientEncoding::Utf8;
     loop {
         let (frame, msg) = server_frame(legs).await?;
         match msg {
@@ -211,12 +217,16 @@ pub(crate) async fn finish_startup(legs: &mut Legs, reg: &Registration) -> Resul
                     .send(&BackendMessage::BackendKeyData { pid, secret }.encode())
                     .await?;
             }
-            BackendMessage::ParameterStatus { .. } | BackendMessage::NoticeResponse(_) => {
+            BackendMessage::ParameterStatus { name, value } => {
+                if name == "client_encoding" {
+                    encoding = ClientEncoding::from_name(&value);
+                }
                 legs.client_w.send(&frame).await?;
             }
+            BackendMessage::NoticeResponse(_) => legs.client_w.send(&frame).await?,
             BackendMessage::ReadyForQuery { .. } => {
                 legs.client_w.send(&frame).await?;
-                return Ok(());
+                return Ok(encoding);
             }
             BackendMessage::ErrorResponse(f) => {
                 legs.client_w.send(&frame).await?;

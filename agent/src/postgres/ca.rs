@@ -55,6 +55,9 @@ pub enum CaError {
     Tls(#[from] rustls::Error),
 }
 
+/// Minted configurations by sorted name set, with when they were minted.
+type Minted = HashMap<Vec<String>, (Instant, Arc<ServerConfig>)>;
+
 /// The client-leg CA.
 pub struct PgCa {
     path: PathBuf,
@@ -62,7 +65,7 @@ pub struct PgCa {
     key: KeyPair,
     /// Parsed once: the subject and key identifier leaves name as issuer.
     issuer: Issuer<'static, KeyPair>,
-    minted: Mutex<HashMap<Vec<String>, (Instant, Arc<ServerConfig>)>>,
+    minted: Mutex<Minted>,
 }
 
 impl std::fmt::Debug for PgCa {
@@ -206,12 +209,11 @@ impl PgCa {
         let leaf_key = KeyPair::generate()?;
         let cert = params.signed_by(&leaf_key, &self.issuer)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], key_der)?;
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], key_der)?;
         // A client that offers ALPN must offer "postgresql" (as the server
         // itself insists); one that offers none (libpq before 17) is fine.
         config.alpn_protocols = vec![ALPN.to_vec()];
@@ -276,7 +278,7 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b), "one mint per name set");
         assert_eq!(a.alpn_protocols, vec![ALPN.to_vec()]);
         assert!(ca.server_config(&[]).is_err());
-        assert!(ca.server_config(&["not a name!".to_string()]).is_err());
+        assert!(ca.server_config(&["bäd.example".to_string()]).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -286,7 +288,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(CA_FILE), "garbage").unwrap();
         let err = PgCa::load_or_create(&dir).unwrap_err().to_string();
-        assert!(err.contains(CA_FILE) && err.contains("no certificate"), "{err}");
+        assert!(
+            err.contains(CA_FILE) && err.contains("no certificate"),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -73,7 +73,8 @@ impl Catalog {
              where a.attnum > 0 and c.oid in ({})",
             list.join(",")
         );
-        w.send(&FrontendMessage::Query { sql }.encode()).await?;
+        w.send(&FrontendMessage::Query { sql: sql.into() }.encode())
+            .await?;
         loop {
             let frame = r
                 .read_frame()

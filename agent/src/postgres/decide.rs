@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{
     classify::Classified,
-    error::PgError,
+    error::{PgError, ProtocolError},
     frame::Frame,
     legs::{error, read_err},
     mask::MaskPlan,
@@ -14,6 +14,12 @@ use super::{
     relay::Relay,
 };
 use crate::gate::{HoldOutcome, Request, Side, StatementClass, Verdict};
+
+/// Most client messages kept while a statement is held (a client may
+/// pipeline behind it; the server has not seen any of them yet)...
+pub(crate) const MAX_DEFERRED: usize = 4096;
+/// ...and most bytes.
+pub(crate) const MAX_DEFERRED_BYTES: usize = 64 * 1024 * 1024;
 
 /// The outcome for a request (all of its statements).
 pub(crate) enum Decision {
@@ -130,13 +136,20 @@ impl Relay<'_> {
                         return Ok(Decision::ClientGone);
                     }
                     self.deferred.push_back(f);
+                    let bytes: usize = self.deferred.iter().map(|f| f.raw().len()).sum();
+                    if self.deferred.len() > MAX_DEFERRED || bytes > MAX_DEFERRED_BYTES {
+                        // Dropping `outcome` on return withdraws the hold.
+                        return Err(PgError::protocol(
+                            Side::Client,
+                            ProtocolError::DeferredLimit {
+                                messages: MAX_DEFERRED,
+                                bytes: MAX_DEFERRED_BYTES,
+                            },
+                        ));
+                    }
                 }
                 Waited::Server(Some(f)) => self.on_server(f).await?,
-                Waited::Server(None) => {
-                    return Err(PgError::Refused(
-                        "the server closed the connection during a hold".into(),
-                    ));
-                }
+                Waited::Server(None) => return Err(PgError::UpstreamClosed),
             }
         }
     }

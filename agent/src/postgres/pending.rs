@@ -11,6 +11,7 @@ use std::{
 use super::{
     frame::Frame,
     mask::{Columns, MaskPlan},
+    message::WireStr,
 };
 use crate::gate::StatementClass;
 
@@ -57,7 +58,7 @@ enum Entry {
     Injected(Frame),
     /// A Describe of a statement (`Some(name)`) or a portal (`None`):
     /// answered by RowDescription or NoData.
-    Describe(Option<String>),
+    Describe(Option<WireStr>),
     /// Sync, Query or FunctionCall end: the server answers ReadyForQuery.
     /// `sync` marks a Sync message, which the server ignores in copy-in mode.
     Boundary { sync: bool },
@@ -93,14 +94,14 @@ impl Pending {
         self.q.push_back(Entry::Injected(reply));
     }
 
-    pub(crate) fn push_describe(&mut self, statement: Option<String>) {
+    pub(crate) fn push_describe(&mut self, statement: Option<WireStr>) {
         self.q.push_back(Entry::Describe(statement));
     }
 
     /// A RowDescription or NoData arrived. Returns the statement it
     /// describes: `Ok(name)` for a Describe of a statement, `Err(info)` for
     /// the statement whose results follow (simple query or portal Describe).
-    pub(crate) fn described(&mut self) -> Option<Result<String, &mut StmtInfo>> {
+    pub(crate) fn described(&mut self) -> Option<Result<WireStr, &mut StmtInfo>> {
         if let Some(Entry::Describe(_)) = self.q.front()
             && let Some(Entry::Describe(Some(name))) = self.q.pop_front()
         {
@@ -180,6 +181,18 @@ impl Pending {
             self.q.pop_front();
         }
         out
+    }
+
+    /// The session ended: the statements still waiting for the server's
+    /// answer, oldest first (the queue is left empty).
+    pub(crate) fn unanswered(&mut self) -> Vec<Done> {
+        self.q
+            .drain(..)
+            .filter_map(|e| match e {
+                Entry::Stmt(Some(info), t, c) => Some((info, t, c)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// ReadyForQuery: the oldest boundary (and anything before it) is done.

@@ -14,13 +14,14 @@ use tokio::sync::watch;
 
 use super::{
     catalog::Catalog,
-    classify::classify,
+    classify::{Classified, classify},
     decide::Decision,
+    encoding::ClientEncoding,
     error::{PgError, ProtocolError},
     frame::Frame,
     legs::{Legs, proto, read_err},
     mask::{ColumnInfo, is_text_type},
-    message::{BackendMessage, FrontendMessage, RowField},
+    message::{BackendMessage, FrontendMessage, RowField, WireStr},
     pending::{Done, MaskCounts, OnError, Pending, StmtInfo},
 };
 use crate::gate::{Gate, Record, Side, StatementClass};
@@ -28,6 +29,9 @@ use crate::gate::{Gate, Record, Side, StatementClass};
 /// SQL that fails to parse on the server, sent in place of a refused
 /// request; the server's syntax error for it is replaced by ours.
 pub(crate) const INJECTED_SQL: &str = "interlock_refused";
+/// The SQLSTATE recorded for a statement whose answer never came because
+/// the session ended first (connection_failure: either side went away).
+pub(crate) const INTERRUPTED: &str = "08006";
 
 pub(crate) struct Relay<'a> {
     pub(crate) legs: &'a mut Legs,
@@ -36,11 +40,13 @@ pub(crate) struct Relay<'a> {
     /// Client messages read while a statement was held, processed next.
     pub(crate) deferred: VecDeque<Frame>,
     pending: Pending,
-    statements: HashMap<String, Option<StmtInfo>>,
-    portals: HashMap<String, String>,
+    statements: HashMap<WireStr, Option<StmtInfo>>,
+    portals: HashMap<WireStr, WireStr>,
     /// Between the server's CopyInResponse and the client's CopyDone/CopyFail.
     copy_in: bool,
     catalog: Catalog,
+    /// The session's client_encoding, for classifying what the client sends.
+    pub(crate) encoding: ClientEncoding,
 }
 
 enum Event {
@@ -65,11 +71,23 @@ impl<'a> Relay<'a> {
             statements: HashMap::new(),
             portals: HashMap::new(),
             copy_in: false,
+            encoding: ClientEncoding::Utf8,
         }
     }
 
-    /// Runs until either side closes or breaks the protocol.
+    /// Runs until either side closes or breaks the protocol. Statements
+    /// still awaiting the server's answer then are recorded as
+    /// interrupted. Errors: the server closing the connection (unless the
+    /// client ended the session), protocol violations, I/O failures.
     pub(crate) async fn run(mut self) -> Result<(), PgError> {
+        let result = self.relay().await;
+        for done in self.pending.unanswered() {
+            self.record(done, None, Some(INTERRUPTED.into())).await;
+        }
+        result
+    }
+
+    async fn relay(&mut self) -> Result<(), PgError> {
         loop {
             let event = match self.deferred.pop_front() {
                 Some(f) => Event::Client(Some(f)),
@@ -89,7 +107,8 @@ impl<'a> Relay<'a> {
                     }
                 }
                 Event::Server(Some(f)) => self.on_server(f).await?,
-                Event::Client(None) | Event::Server(None) => return Ok(()),
+                Event::Client(None) => return Ok(()),
+                Event::Server(None) => return Err(PgError::UpstreamClosed),
             }
         }
     }
@@ -108,10 +127,31 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
+    /// Classifies SQL as the server will read it: converted from the
+    /// client's encoding. Text that cannot be converted is one
+    /// `unparseable` statement (policies decide; fail closed).
+    fn classify(&self, sql: &WireStr) -> Vec<Classified> {
+        match self.encoding.decode(sql.as_bytes()) {
+            Some(text) => classify(&text),
+            None => vec![Classified {
+                text: sql.lossy().trim().to_string(),
+                classes: vec![StatementClass::Unparseable],
+            }],
+        }
+    }
+
+    /// A statement's text for the records.
+    fn text(&self, sql: &WireStr) -> String {
+        match self.encoding.decode(sql.as_bytes()) {
+            Some(text) => text.trim().to_string(),
+            None => sql.lossy().trim().to_string(),
+        }
+    }
+
     async fn on_client(&mut self, frame: Frame) -> Result<bool, PgError> {
         match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {
             FrontendMessage::Query { sql } => {
-                let stmts = classify(&sql);
+                let stmts = self.classify(&sql);
                 match self.decide_all(&stmts).await? {
                     Decision::Allowed(masks) => {
                         let mut masks = masks.into_iter();
@@ -131,7 +171,7 @@ impl<'a> Relay<'a> {
                 }
             }
             FrontendMessage::Parse { name, sql, .. } => {
-                let stmts = classify(&sql);
+                let stmts = self.classify(&sql);
                 match self.decide_all(&stmts).await? {
                     Decision::Allowed(masks) => {
                         let mut classes: Vec<StatementClass> =
@@ -139,7 +179,7 @@ impl<'a> Relay<'a> {
                         classes.sort();
                         classes.dedup();
                         let info = StmtInfo {
-                            text: sql.trim().to_string(),
+                            text: self.text(&sql),
                             classes,
                             mask: masks.into_iter().flatten().collect(),
                             columns: None,
@@ -192,7 +232,7 @@ impl<'a> Relay<'a> {
                 self.legs.server_w.send(&frame).await?;
             }
             FrontendMessage::FunctionCall { oid, .. } => {
-                let stmt = super::classify::Classified {
+                let stmt = Classified {
                     text: format!("function call (oid {oid})"),
                     classes: vec![StatementClass::DangerousFunction],
                 };
@@ -264,6 +304,9 @@ impl<'a> Relay<'a> {
                 }
             }
             BackendMessage::ReadyForQuery { .. } => self.pending.ready(),
+            BackendMessage::ParameterStatus { name, value } if name == "client_encoding" => {
+                self.encoding = ClientEncoding::from_name(&value);
+            }
             BackendMessage::RowDescription(body) => self.describe(body).await?,
             BackendMessage::NoData => {
                 let _ = self.pending.described();

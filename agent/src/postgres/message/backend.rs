@@ -68,7 +68,7 @@ impl ErrorFields {
             if code == 0 {
                 return Ok(ErrorFields { fields });
             }
-            fields.push((code, c.cstr()?));
+            fields.push((code, c.cstr_lossy()?));
         }
     }
 
@@ -157,7 +157,7 @@ impl BackendMessage {
                 10 => {
                     let mut mechanisms = Vec::new();
                     loop {
-                        let m = c.cstr()?;
+                        let m = c.cstr_lossy()?;
                         if m.is_empty() {
                             break;
                         }
@@ -181,15 +181,15 @@ impl BackendMessage {
                 BackendMessage::BackendKeyData { pid, secret }
             }
             b'S' => BackendMessage::ParameterStatus {
-                name: c.cstr()?,
-                value: c.cstr()?,
+                name: c.cstr_lossy()?,
+                value: c.cstr_lossy()?,
             },
             b'v' => {
                 let version = c.i32()?;
                 let n = c.i32()?;
                 let mut unsupported = Vec::new();
                 for _ in 0..n.clamp(0, 1024) {
-                    unsupported.push(c.cstr()?);
+                    unsupported.push(c.cstr_lossy()?);
                 }
                 BackendMessage::NegotiateProtocolVersion {
                     version,
@@ -214,7 +214,9 @@ impl BackendMessage {
                 }
                 BackendMessage::DataRow(cols)
             }
-            b'C' => BackendMessage::CommandComplete { tag: c.cstr()? },
+            b'C' => BackendMessage::CommandComplete {
+                tag: c.cstr_lossy()?,
+            },
             b'I' => BackendMessage::EmptyQueryResponse,
             b'E' => BackendMessage::ErrorResponse(ErrorFields::decode(&mut c)?),
             b'N' => BackendMessage::NoticeResponse(ErrorFields::decode(&mut c)?),
@@ -225,8 +227,8 @@ impl BackendMessage {
             b'c' => BackendMessage::CopyDone,
             b'A' => BackendMessage::NotificationResponse {
                 pid: c.i32()?,
-                channel: c.cstr()?,
-                payload: c.cstr()?,
+                channel: c.cstr_lossy()?,
+                payload: c.cstr_lossy()?,
             },
             b'1' => BackendMessage::ParseComplete,
             b'2' => BackendMessage::BindComplete,

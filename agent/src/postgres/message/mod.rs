@@ -7,8 +7,10 @@ mod cursor;
 mod frontend;
 mod row;
 mod startup;
+mod wire_str;
 
 pub use backend::{AuthRequest, BackendMessage, ErrorFields};
 pub use frontend::FrontendMessage;
 pub use row::RowField;
 pub use startup::{CANCEL_CODE, GSSENC_CODE, SSL_CODE, StartupPacket};
+pub use wire_str::WireStr;
