@@ -3,14 +3,17 @@
 //! a blocked class, a held class approved over the control socket), and the
 //! audit trail with the deciding rules.
 
-use std::process::{Command, Output, Stdio};
+use std::{
+    net::SocketAddr,
+    process::{Command, Output, Stdio},
+};
 
 use anyhow::Result;
 use interlock_tests::{postgres::*, *};
 
-/// psql in `cg` as the test role, dialling `host` at `pg`'s port, with `args`.
-fn psql_in(cg: &TestCgroup, pg: &PgServer, host: &str, args: &[&str]) -> Command {
-    let port = pg.addr.port().to_string();
+/// psql in `cg` as the test role, dialling `host` at `server`'s port, with `args`.
+fn psql_in(cg: &TestCgroup, server: SocketAddr, host: &str, args: &[&str]) -> Command {
+    let port = server.port().to_string();
     let mut all = vec![
         "-X", "-At", "-h", host, "-p", &port, "-U", ROLE, "-d", DATABASE,
     ];
@@ -20,7 +23,7 @@ fn psql_in(cg: &TestCgroup, pg: &PgServer, host: &str, args: &[&str]) -> Command
 
 fn psql(cg: &TestCgroup, pg: &PgServer, sql: &str) -> Command {
     let ip = pg.addr.ip().to_string();
-    let mut c = psql_in(cg, pg, &ip, &["-v", "ON_ERROR_STOP=1", "-c", sql]);
+    let mut c = psql_in(cg, pg.addr, &ip, &["-v", "ON_ERROR_STOP=1", "-c", sql]);
     // Any password: the flow identity is the credential, interlock injects the real one.
     c.env("PGPASSWORD", "not-the-password")
         .env("PGSSLMODE", "disable");
@@ -191,7 +194,7 @@ fn psql_tls(
     sslmode: &str,
     env: &[(&str, String)],
 ) -> Command {
-    let mut c = psql_in(cg, pg, host, &["-c", "select 7 * 6"]);
+    let mut c = psql_in(cg, pg.addr, host, &["-c", "select 7 * 6"]);
     c.env("PGPASSWORD", "not-the-password")
         .env("PGHOSTADDR", pg.addr.ip().to_string())
         .env("PGSSLMODE", sslmode)
@@ -337,7 +340,7 @@ fn evasion_attempts_are_decided_by_the_grammar_and_sessions_replay() -> Result<(
     let ip = pg.addr.ip().to_string();
     let mut c = psql_in(
         &cg,
-        &pg,
+        pg.addr,
         &ip,
         &[
             "-c",
@@ -414,5 +417,32 @@ fn evasion_attempts_are_decided_by_the_grammar_and_sessions_replay() -> Result<(
         at(first) >= 0.0 && at(first) <= at(sleep) && at(sleep) <= at(fail),
         "{replay}"
     );
+
+    // the server gone: the job is told, the session ends upstream_unreachable
+    let addr = pg.addr;
+    drop(pg);
+    let mut c = psql_in(&cg, addr, &ip, &["-c", "SELECT 1"]);
+    let out = c
+        .env("PGPASSWORD", "x")
+        .env("PGSSLMODE", "disable")
+        .output()?;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr
+            .contains("interlock: cannot open the upstream session: cannot connect to the server"),
+        "{stderr}"
+    );
+    let ev = d.wait_events("the unreachable session", |e| {
+        of_type(e, "session_ended")
+            .iter()
+            .any(|s| s["outcome"] == "upstream_unreachable")
+    })?;
+    let unreachable = of_type(&ev, "session_ended")
+        .into_iter()
+        .find(|s| s["outcome"] == "upstream_unreachable")
+        .map(|s| s["error"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    assert!(unreachable.contains("Connection refused"), "{unreachable}");
     Ok(())
 }

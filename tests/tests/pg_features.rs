@@ -191,6 +191,14 @@ async fn latin1_clients_are_relayed_byte_for_byte_and_classified_in_utf8() {
     ))
     .await;
     assert!(!out.status.success());
+    // interlock's own words reach the client in its encoding too
+    assert!(
+        out.stderr
+            .windows(26)
+            .any(|w| w == b"statement: drop table caf\xe9"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("interlock: statement blocked by rule"),
         "{}",

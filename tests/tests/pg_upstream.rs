@@ -313,3 +313,27 @@ async fn messages_piled_behind_a_held_statement_are_bounded() {
     );
     assert!(gate.statements().iter().all(|s| !s.0.contains("delete")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_named_to_the_client() {
+    // nothing listens on port 1 of this address
+    let gate = TestGate::new(&[], &[]);
+    let proxy = Proxy::start(PgTarget::new(format!("{IP}:1").parse().unwrap()), gate).await;
+    let err = connect(&proxy.conninfo(ROLE, "x")).await.err().unwrap();
+    let db = err.as_db_error().expect("a FATAL from interlock");
+    assert_eq!(db.code(), &SqlState::CONNECTION_FAILURE);
+    assert!(
+        db.message().starts_with(
+            "interlock: cannot open the upstream session: cannot connect to the server"
+        ),
+        "{}",
+        db.message()
+    );
+    let ended = proxy.wait_ended(1).await;
+    assert!(
+        ended[0]
+            .as_ref()
+            .is_err_and(|e| e.contains("Connection refused")),
+        "{ended:?}"
+    );
+}

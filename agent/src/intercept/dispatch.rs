@@ -134,6 +134,25 @@ pub(super) async fn ssh_session(
     run_proxied(ctx, gate, client, "ssh", cfg, ssh::serve).await;
 }
 
+/// A protocol session's error, as `session_ended` reports it.
+trait SessionError: std::fmt::Display {
+    /// The outcome this error ends a session with.
+    fn outcome(&self) -> SessionOutcome {
+        SessionOutcome::Error
+    }
+}
+
+impl SessionError for postgres::PgError {
+    fn outcome(&self) -> SessionOutcome {
+        match self {
+            postgres::PgError::Connect(_) => SessionOutcome::UpstreamUnreachable,
+            _ => SessionOutcome::Error,
+        }
+    }
+}
+
+impl SessionError for ssh::SshError {}
+
 /// How a proxied session's protocol loop ended.
 enum Ended<E> {
     Served(Result<(), E>),
@@ -152,7 +171,7 @@ async fn run_proxied<C, E, F, Fut>(
     cfg: Result<C, SetupError>,
     serve: F,
 ) where
-    E: std::fmt::Display,
+    E: SessionError,
     F: FnOnce(TcpStream, C, Arc<dyn Gate>) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
 {
@@ -183,7 +202,7 @@ async fn run_proxied<C, E, F, Fut>(
         (Some((o, why)), _) => (o, Some(why)),
         (None, Ended::Served(Ok(()))) => (SessionOutcome::Closed, None),
         (None, Ended::Drained) => (SessionOutcome::Drained, None),
-        (None, Ended::Served(Err(e))) => (SessionOutcome::Error, Some(e.to_string())),
+        (None, Ended::Served(Err(e))) => (e.outcome(), Some(e.to_string())),
     };
     info!(?outcome, protocol, "session ended");
     end(&ctx, &gate, outcome, error, started).await;

@@ -108,7 +108,8 @@ impl Relay<'_> {
             ),
         )
         .with(b'D', &format!("statement: {text}"));
-        self.legs.client_w.send(&notice.notice_frame()).await?;
+        let notice = self.encoding.transcode(notice.notice_frame());
+        self.legs.client_w.send(&notice).await?;
         let mut cancel = self.cancel.clone();
         cancel.borrow_and_update();
         let outcome = held.outcome();

@@ -6,6 +6,8 @@ use std::borrow::Cow;
 
 use encoding_rs::Encoding;
 
+use super::{frame::Frame, message::BackendMessage};
+
 /// How text from the client is converted to UTF-8.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ClientEncoding {
@@ -88,6 +90,39 @@ impl ClientEncoding {
     }
 }
 
+impl ClientEncoding {
+    /// `text` in this encoding; characters it lacks become `?` (Latin-1)
+    /// or HTML numeric references (the WHATWG encoders' way).
+    pub(crate) fn encode<'a>(&self, text: &'a str) -> Cow<'a, [u8]> {
+        match self {
+            ClientEncoding::Latin1 => Cow::Owned(
+                text.chars()
+                    .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                    .collect(),
+            ),
+            ClientEncoding::Other(e) => e.encode(text).0,
+            // The server does not convert for SQL_ASCII; unsupported
+            // encodings are left as they are.
+            _ => Cow::Borrowed(text.as_bytes()),
+        }
+    }
+
+    /// interlock's own ErrorResponse or NoticeResponse (worded in UTF-8)
+    /// in this encoding, so the client reads it as it reads the server's.
+    /// Other frames are returned unchanged.
+    pub(crate) fn transcode(&self, frame: Frame) -> Frame {
+        if !matches!(self, ClientEncoding::Latin1 | ClientEncoding::Other(_)) {
+            return frame;
+        }
+        let convert: &dyn Fn(&str) -> Cow<'_, [u8]> = &|v| self.encode(v);
+        match BackendMessage::decode(&frame) {
+            Ok(BackendMessage::ErrorResponse(f)) => f.encode_with(b'E', convert),
+            Ok(BackendMessage::NoticeResponse(f)) => f.encode_with(b'N', convert),
+            _ => frame,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +158,19 @@ mod tests {
             ClientEncoding::from_name("MULE_INTERNAL"),
             ClientEncoding::Unsupported
         );
+        // interlock's own words go back in the client's encoding
+        let ours = crate::postgres::legs::error("42501", "statement: drop table café");
+        let latin = latin1.transcode(ours.clone());
+        assert!(
+            latin.raw().windows(5).any(|w| w == b"caf\xe9\0"),
+            "{latin:?}"
+        );
+        assert_eq!(utf8.transcode(ours.clone()), ours);
+        assert_eq!(
+            w1251.encode("Привет €"),
+            &b"\xcf\xf0\xe8\xe2\xe5\xf2 \x88"[..]
+        );
+        assert_eq!(latin1.encode("€"), &b"?"[..]);
         let ascii = ClientEncoding::from_name("SQL_ASCII");
         assert_eq!(
             ascii.decode(b"select '\xff'").as_deref(),

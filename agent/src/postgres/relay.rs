@@ -295,6 +295,7 @@ impl<'a> Relay<'a> {
                     && f.get(b'M').is_some_and(|m| m.contains(INJECTED_SQL));
                 match self.pending.error(ours) {
                     OnError::Replace(reply) => {
+                        let reply = self.encoding.transcode(reply);
                         return Ok(self.legs.client_w.send(&reply).await?);
                     }
                     OnError::Record(done) => {

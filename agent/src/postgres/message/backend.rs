@@ -73,9 +73,19 @@ impl ErrorFields {
     }
 
     fn encode(&self, tag: u8) -> Frame {
+        self.encode_with(tag, &|v| std::borrow::Cow::Borrowed(v.as_bytes()))
+    }
+
+    /// As a frame of type `tag` (b'E' or b'N') with every value converted
+    /// by `convert` (into a client's encoding; it must not produce NUL).
+    pub(crate) fn encode_with(
+        &self,
+        tag: u8,
+        convert: &dyn Fn(&str) -> std::borrow::Cow<'_, [u8]>,
+    ) -> Frame {
         let mut p = Payload::new(tag);
         for (code, v) in &self.fields {
-            p = p.u8(*code).cstr(v);
+            p = p.u8(*code).bytes(&convert(v)).u8(0);
         }
         p.u8(0).finish()
     }
