@@ -254,6 +254,17 @@ fn jobs_keep_verify_full_against_interlocks_ca_across_restarts() -> Result<()> {
         .map(|s| &s["client_leg"])
         .collect();
     assert_eq!(legs, ["tls", "tls", "plain"]);
+    // and an investigator reads it in `sessions show`
+    let id = of_type(&ev, "session_started")[0]["session_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let out = Command::new(interlock_bin()?)
+        .args(["sessions", "show", &id, "--state-dir"])
+        .arg(&d.state_dir)
+        .output()?;
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("client leg   tls"), "{shown}");
 
     // restarted, the daemon keeps its CA: the exported file still verifies
     d.signal_and_wait(libc::SIGTERM)?;

@@ -67,6 +67,16 @@ pub(crate) fn show(r: &Recording) -> String {
     line("target", r.target().unwrap_or("-"));
     line("destination", &dest(r));
     line("started", r.start_text().unwrap_or("-"));
+    // PostgreSQL: how the client's leg to interlock was protected.
+    if let Some(leg) = r.started().and_then(|v| text(v, &["client_leg"])) {
+        match r
+            .started()
+            .and_then(|v| text(v, &["client_tls_unavailable"]))
+        {
+            Some(why) => line("client leg", &format!("{leg} (TLS refused: {why})")),
+            None => line("client leg", leg),
+        }
+    }
     match r.ended() {
         Some(e) => {
             line("ended", text(e, &["time"]).unwrap_or("-"));
@@ -376,5 +386,14 @@ mod tests {
         ] {
             assert!(s.contains(want), "{want} in\n{s}");
         }
+        assert!(!s.contains("client leg"), "{s}");
+        let mut log = session("0190aaaa-2", 1, &["psql"], "alice");
+        log[0]["client_leg"] = json!("plain");
+        log[0]["client_tls_unavailable"] = json!("no certificate");
+        let s = show(&Recording::collect(log).remove(0));
+        assert!(
+            s.contains("client leg   plain (TLS refused: no certificate)"),
+            "{s}"
+        );
     }
 }
