@@ -3,7 +3,8 @@
 //! the middle of a query, a client leaving with statements in flight or
 //! inside a message, a client that never starts up, a client leaving a
 //! held session, a client pipelining without bound behind a held
-//! statement. Servers on 127.0.0.22.
+//! statement, a passthrough client that never answers the server. Servers
+//! on 127.0.0.22.
 
 use std::{sync::Arc, time::Duration};
 
@@ -235,10 +236,25 @@ async fn idle_sockets_time_out_and_held_sessions_notice_the_client_leaving() {
         raw::field(&body, b'M').contains("no startup packet within 1 s"),
         "{body:?}"
     );
+    // passthrough: a client that does not answer the server's SCRAM request
+    let mut target = PgTarget::new(server.addr);
+    target.startup_timeout = Duration::from_secs(1);
+    let pass = Proxy::start(target, gate.clone()).await;
+    let mut s = TcpStream::connect(pass.addr).await.unwrap();
+    s.write_all(&raw::startup(0)).await.unwrap();
+    assert_eq!(raw::recv(&mut s).await.unwrap().0, b'R');
+    let (tag, body) = raw::recv(&mut s).await.unwrap();
+    assert_eq!(tag, b'E');
+    assert!(
+        raw::field(&body, b'M')
+            .contains("no answer to the server's authentication request within 1 s"),
+        "{body:?}"
+    );
     proxy.wait_ended(2).await;
+    pass.wait_ended(1).await;
     assert_eq!(
         gate.protocol_errors().len(),
-        2,
+        3,
         "{:?}",
         gate.protocol_errors()
     );

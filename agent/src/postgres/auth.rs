@@ -106,7 +106,7 @@ pub(crate) async fn authenticate(
             return Ok((negotiated, params));
         }
         let Some(creds) = creds else {
-            relay_client_auth(legs, req).await?;
+            relay_client_auth(legs, req, target.startup_timeout).await?;
             continue;
         };
         if let Some(reply) = answer(req, creds.password.expose(), &user, &mut scram)? {
@@ -167,7 +167,12 @@ pub(crate) fn answer(
 
 /// Passthrough: forwards one server auth request to the client (without
 /// SCRAM-SHA-256-PLUS, since TLS is terminated here) and relays the answer.
-async fn relay_client_auth(legs: &mut Legs, req: AuthRequest) -> Result<(), PgError> {
+/// The client has `limit` to answer each request, as it had to start up.
+async fn relay_client_auth(
+    legs: &mut Legs,
+    req: AuthRequest,
+    limit: std::time::Duration,
+) -> Result<(), PgError> {
     let needs_answer = !matches!(req, AuthRequest::SaslFinal(_));
     let req = match req {
         AuthRequest::Sasl { mechanisms } => AuthRequest::Sasl {
@@ -184,10 +189,10 @@ async fn relay_client_auth(legs: &mut Legs, req: AuthRequest) -> Result<(), PgEr
     if !needs_answer {
         return Ok(());
     }
-    let frame = legs
-        .client_r
-        .read_frame()
+    let late = || PgError::protocol(Side::Client, ProtocolError::AuthTimeout(limit.as_secs()));
+    let frame = tokio::time::timeout(limit, legs.client_r.read_frame())
         .await
+        .map_err(|_| late())?
         .map_err(|e| read_err(Side::Client, e))?
         .ok_or_else(|| PgError::Refused("the client left during authentication".into()))?;
     match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {

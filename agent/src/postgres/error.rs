@@ -28,6 +28,9 @@ pub enum ProtocolError {
         "more than {messages} messages or {bytes} bytes sent while a statement was held for approval"
     )]
     DeferredLimit { messages: usize, bytes: usize },
+    /// The client did not answer an authentication request in time.
+    #[error("no answer to the server's authentication request within {0} s")]
+    AuthTimeout(u64),
     /// The client did not finish its startup in time.
     #[error("no startup packet within {0} s")]
     StartupTimeout(u64),
