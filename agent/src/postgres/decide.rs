@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use super::{
     classify::Classified,
     error::{PgError, ProtocolError},
@@ -58,6 +60,11 @@ impl Relay<'_> {
                 text: s.text.clone(),
                 classes: s.classes.clone(),
             };
+            // A cancel counts from here: one that arrives while the gate
+            // decides (a hold is visible to approvers before it is
+            // returned) cancels the held statement.
+            let mut cancel = self.cancel.clone();
+            cancel.borrow_and_update();
             let verdict = self.gate.decide(&request).await;
             match verdict {
                 Verdict::Allow { mask, .. } => {
@@ -86,7 +93,7 @@ impl Relay<'_> {
                     return Ok(Decision::Refused(blocked(&rule, &message, &s.text)));
                 }
                 Verdict::Hold(held) => {
-                    let d = self.hold(held, &s.text).await?;
+                    let d = self.hold(held, &s.text, cancel).await?;
                     if !matches!(d, Decision::Allowed(_)) {
                         return Ok(d);
                     }
@@ -97,7 +104,13 @@ impl Relay<'_> {
         Ok(Decision::Allowed(masks))
     }
 
-    async fn hold(&mut self, held: crate::gate::Held, text: &str) -> Result<Decision, PgError> {
+    /// Waits for `held`'s outcome; `cancel` changes when the client cancels.
+    async fn hold(
+        &mut self,
+        held: crate::gate::Held,
+        text: &str,
+        mut cancel: watch::Receiver<u64>,
+    ) -> Result<Decision, PgError> {
         let (id, rule) = (held.approval_id.clone(), held.rule.clone());
         let notice = ErrorFields::new(
             "NOTICE",
@@ -110,8 +123,6 @@ impl Relay<'_> {
         .with(b'D', &format!("statement: {text}"));
         let notice = self.encoding.transcode(notice.notice_frame());
         self.legs.client_w.send(&notice).await?;
-        let mut cancel = self.cancel.clone();
-        cancel.borrow_and_update();
         let outcome = held.outcome();
         tokio::pin!(outcome);
         loop {

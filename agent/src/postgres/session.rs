@@ -54,8 +54,8 @@ pub async fn serve(
         Ok(Some(n)) => n,
         Ok(None) => return Ok(()),
         Err(e) => {
-            // Nothing more can be said to a client whose negotiation failed;
-            // a protocol error is still recorded.
+            // Negotiation told a plaintext client why, if it could (a TLS
+            // client cannot be told); a protocol error is recorded.
             if let PgError::Protocol { side, source } = &e {
                 gate.record(Record::ProtocolError {
                     side: *side,
