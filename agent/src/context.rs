@@ -135,8 +135,8 @@ impl AppContext {
     }
 
     /// The PostgreSQL client-leg CA, unless client TLS is off.
-    pub fn pg_ca(&self) -> Option<&crate::postgres::PgCa> {
-        self.inner.pg_ca.as_deref()
+    pub fn pg_ca(&self) -> Option<&Arc<crate::postgres::PgCa>> {
+        self.inner.pg_ca.as_ref()
     }
 
     /// The key for the `hash` masking strategy.

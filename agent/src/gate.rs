@@ -7,7 +7,7 @@
 
 use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub use crate::policy::{CommandKind, MaskSpec, StatementClass, Strategy};
@@ -193,6 +193,25 @@ pub enum Record {
     },
     /// A protocol error on one side; the session may end because of it.
     ProtocolError { side: Side, message: String },
+    /// How the client's leg is protected, reported before the session is
+    /// decided (it becomes part of `session_started`). `tls_unavailable`:
+    /// why TLS could not be offered (the client was answered 'N').
+    ClientLeg {
+        leg: ClientLeg,
+        tls_unavailable: Option<String>,
+    },
+}
+
+/// How a PostgreSQL client's leg to interlock is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientLeg {
+    /// No TLS (the client did not ask, or was answered 'N').
+    Plain,
+    /// TLS after an SSLRequest.
+    Tls,
+    /// PostgreSQL 17 direct TLS (no SSLRequest, ALPN "postgresql").
+    DirectTls,
 }
 
 /// Which side of a proxied session.

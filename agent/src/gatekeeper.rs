@@ -15,7 +15,10 @@ use crate::{
     approval::{HoldSpec, RequestView, Requester},
     audit::{DecisionView, Disposition, EventKind, SessionOutcome},
     context::AppContext,
-    gate::{BoxFuture, CommandKind, Gate, Held, HoldOutcome, MaskRule, Record, Request, Verdict},
+    gate::{
+        BoxFuture, ClientLeg, CommandKind, Gate, Held, HoldOutcome, MaskRule, Record, Request,
+        Verdict,
+    },
     intercept::FlowIdentity,
     policy::{Action, Grant, RecordLevel, Subject, Target},
 };
@@ -46,6 +49,8 @@ struct State {
     decisions: VecDeque<(Option<CommandKind>, String, DecisionView, RecordLevel)>,
     /// Set when the session itself was blocked or its hold not approved.
     refused: Option<(SessionOutcome, String)>,
+    /// The client leg as the protocol reported it, for `session_started`.
+    client_leg: Option<(ClientLeg, Option<String>)>,
 }
 
 impl DaemonGate {
@@ -174,12 +179,18 @@ impl DaemonGate {
         };
         match request {
             Request::Session => {
+                let (client_leg, client_tls_unavailable) = match self.state().client_leg.take() {
+                    Some((leg, error)) => (Some(leg), error),
+                    None => (None, None),
+                };
                 let _ = self
                     .ctx
                     .events()
                     .emit(EventKind::SessionStarted {
                         session_id: self.session_id.clone(),
                         identity: Box::new((*self.identity).clone()),
+                        client_leg,
+                        client_tls_unavailable,
                         decision: match &verdict {
                             Verdict::Hold(_) => DecisionView {
                                 action: Disposition::Held,
@@ -315,6 +326,14 @@ impl DaemonGate {
                 side,
                 message,
             },
+            // Reported before the session is decided; `session_started` carries it.
+            Record::ClientLeg {
+                leg,
+                tls_unavailable,
+            } => {
+                self.state().client_leg = Some((leg, tls_unavailable));
+                return;
+            }
         };
         let _ = self.ctx.events().emit(kind).await;
     }

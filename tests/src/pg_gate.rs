@@ -15,8 +15,8 @@ use std::{
 
 use interlock::{
     gate::{
-        BoxFuture, Gate, Held, HoldOutcome, MaskRule, MaskSpec, Record, Request, StatementClass,
-        Strategy, Verdict,
+        BoxFuture, ClientLeg, Gate, Held, HoldOutcome, MaskRule, MaskSpec, Record, Request,
+        StatementClass, Strategy, Verdict,
     },
     postgres::{CancelRegistry, PgTarget, serve},
 };
@@ -44,6 +44,7 @@ pub struct TestGate {
     block: Vec<StatementClass>,
     hold: Vec<StatementClass>,
     block_session: bool,
+    hold_session: bool,
     mask: Vec<MaskRule>,
     requests: Mutex<Vec<Request>>,
     records: Mutex<Vec<Record>>,
@@ -111,6 +112,37 @@ impl TestGate {
         })
     }
 
+    /// Holds every session for approval.
+    pub fn holding_sessions() -> Arc<TestGate> {
+        Arc::new(TestGate {
+            hold_session: true,
+            ..TestGate::default()
+        })
+    }
+
+    fn hold(&self) -> Verdict {
+        Verdict::Hold(self.held())
+    }
+
+    fn held(&self) -> Held {
+        let id = format!("ap-{}", self.seq.fetch_add(1, Ordering::SeqCst));
+        let (tx, rx) = oneshot::channel();
+        let withdrawn = self.withdrawn.clone();
+        let held = Held::new(
+            id.clone(),
+            HOLD_RULE.into(),
+            SystemTime::now() + Duration::from_secs(3600),
+            format!("run `interlock approvals approve {id}`"),
+            rx,
+            Box::new(move || {
+                withdrawn.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        self.holds.lock().unwrap().push_back((id, tx));
+        self.hold_added.notify_one();
+        held
+    }
+
     /// Waits for the next held statement: its approval id and the sender
     /// that decides it.
     pub async fn next_hold(&self) -> (String, oneshot::Sender<HoldOutcome>) {
@@ -148,6 +180,21 @@ impl TestGate {
             .collect()
     }
 
+    /// The client leg the session reported: how it is protected and why
+    /// TLS was unavailable, if it was asked for and refused.
+    pub fn client_legs(&self) -> Vec<(ClientLeg, Option<String>)> {
+        self.records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::ClientLeg {
+                    leg,
+                    tls_unavailable,
+                } => Some((leg, tls_unavailable)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Recorded protocol errors as (side, message).
     pub fn protocol_errors(&self) -> Vec<String> {
         self.records()
@@ -176,23 +223,9 @@ impl Gate for TestGate {
                     message: "not allowed in tests".into(),
                 }
             }
+            Request::Session if self.hold_session => self.hold(),
             Request::Statement { classes, .. } if classes.iter().any(|c| self.hold.contains(c)) => {
-                let id = format!("ap-{}", self.seq.fetch_add(1, Ordering::SeqCst));
-                let (tx, rx) = oneshot::channel();
-                let withdrawn = self.withdrawn.clone();
-                let held = Held::new(
-                    id.clone(),
-                    HOLD_RULE.into(),
-                    SystemTime::now() + Duration::from_secs(3600),
-                    format!("run `interlock approvals approve {id}`"),
-                    rx,
-                    Box::new(move || {
-                        withdrawn.fetch_add(1, Ordering::SeqCst);
-                    }),
-                );
-                self.holds.lock().unwrap().push_back((id, tx));
-                self.hold_added.notify_one();
-                Verdict::Hold(held.with_mask(self.mask.clone()))
+                Verdict::Hold(self.held().with_mask(self.mask.clone()))
             }
             Request::Statement { .. } => Verdict::Allow {
                 rule: None,
@@ -247,6 +280,17 @@ impl Proxy {
             cancels,
             ended,
             task,
+        }
+    }
+
+    /// Waits until `n` sessions have ended; returns their results.
+    pub async fn wait_ended(&self, n: usize) -> Vec<Result<(), String>> {
+        loop {
+            let ended = self.ended.lock().unwrap().clone();
+            if ended.len() >= n {
+                return ended;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -1,12 +1,21 @@
 //! A raw PostgreSQL wire client for protocol-abuse tests: what real client
 //! libraries cannot be made to send.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
+use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_rustls::client::TlsStream;
+
+/// A stream a raw client speaks over (plain TCP or TLS).
+pub trait Wire: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Wire for T {}
+
+/// The SSLRequest packet.
+pub const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 /// A StartupMessage for protocol 3.`minor` as [`ROLE`](crate::postgres::ROLE).
 pub fn startup(minor: i32) -> Vec<u8> {
@@ -27,15 +36,16 @@ pub fn startup(minor: i32) -> Vec<u8> {
 }
 
 /// Sends one tagged message.
-pub async fn send(s: &mut TcpStream, tag: u8, body: &[u8]) {
+pub async fn send(s: &mut impl Wire, tag: u8, body: &[u8]) {
     let mut m = vec![tag];
     m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
     m.extend_from_slice(body);
     s.write_all(&m).await.unwrap();
+    s.flush().await.unwrap();
 }
 
 /// Reads one tagged message; `None` at EOF.
-pub async fn recv(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+pub async fn recv(s: &mut impl Wire) -> Option<(u8, Vec<u8>)> {
     let tag = s.read_u8().await.ok()?;
     let len = s.read_u32().await.ok()? as usize;
     let mut body = vec![0; len - 4];
@@ -44,7 +54,7 @@ pub async fn recv(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 }
 
 /// Reads messages up to ReadyForQuery, returning them all.
-pub async fn until_ready(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+pub async fn until_ready(s: &mut impl Wire) -> Vec<(u8, Vec<u8>)> {
     let mut all = Vec::new();
     while let Some(m) = recv(s).await {
         let done = m.0 == b'Z';
@@ -132,4 +142,37 @@ pub fn data_rows(msgs: &[(u8, Vec<u8>)]) -> Vec<Vec<Option<Vec<u8>>>> {
             row
         })
         .collect()
+}
+
+/// A TLS handshake on `tcp` trusting only the CA in `ca_pem`, for
+/// `server_name`, offering `alpn` (none if empty).
+pub async fn tls(
+    tcp: TcpStream,
+    ca_pem: &str,
+    server_name: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let name = ServerName::try_from(server_name.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+/// Starts up on `s` with protocol 3.0 and reads to ReadyForQuery.
+pub async fn start_up(s: &mut impl Wire) -> Vec<(u8, Vec<u8>)> {
+    s.write_all(&startup(0)).await.unwrap();
+    s.flush().await.unwrap();
+    until_ready(s).await
 }

@@ -18,6 +18,12 @@ pub const ROLE: &str = "app";
 pub const PASSWORD: &str = "s3cret-app";
 /// The database owned by [`ROLE`].
 pub const DATABASE: &str = "appdb";
+/// A role the server authenticates with md5 (its password stored as md5).
+pub const MD5_ROLE: &str = "md5app";
+/// A role the server asks for its password in cleartext (`password`).
+pub const CLEARTEXT_ROLE: &str = "pwapp";
+/// The password of [`MD5_ROLE`] and [`CLEARTEXT_ROLE`].
+pub const OTHER_PASSWORD: &str = "0ther-s3cret";
 
 /// A running server on `addr` (TCP) and a Unix socket in `dir`.
 pub struct PgServer {
@@ -77,7 +83,11 @@ impl PgServer {
         }
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhost all all 127.0.0.0/8 scram-sha-256\n",
+            format!(
+                "local all all trust\nhost all {MD5_ROLE} 127.0.0.0/8 md5\n\
+                 host all {CLEARTEXT_ROLE} 127.0.0.0/8 password\n\
+                 host all all 127.0.0.0/8 scram-sha-256\n"
+            ),
         )?;
         let mut ssl_args: Vec<String> = vec![];
         if tls {
@@ -121,6 +131,14 @@ impl PgServer {
         server.wait_ready()?;
         server.admin(&format!("create role {ROLE} login password '{PASSWORD}'"))?;
         server.admin(&format!("create database {DATABASE} owner {ROLE}"))?;
+        // md5 authentication needs the password stored as md5 (a SCRAM
+        // verifier makes the server use SCRAM even on an md5 line).
+        server.admin(&format!(
+            "set password_encryption = 'md5'; create role {MD5_ROLE} login password '{OTHER_PASSWORD}'"
+        ))?;
+        server.admin(&format!(
+            "create role {CLEARTEXT_ROLE} login password '{OTHER_PASSWORD}'"
+        ))?;
         Ok(server)
     }
 

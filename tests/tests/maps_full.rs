@@ -96,7 +96,7 @@ fn a_full_flow_table_refuses_and_reports_then_recovers() -> Result<()> {
         refused_total(e, "flow_table_full") == refused as u64
     })?;
     let report = of_type(&ev, "connects_refused")[0];
-    assert_eq!(report["ocsf"]["class_uid"], 4001, "{report}");
+    assert_eq!(report["ocsf"]["class_uid"], 1008, "{report}");
     assert_eq!(
         of_type(&ev, "session_started").len(),
         opened,

@@ -144,3 +144,125 @@ async fn held_statements_wait_for_approval_deny_or_cancel() {
         "{stmts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_in_both_query_protocols() {
+    let (server, gate, proxy) = start(IP, &[], &[C::DeleteWithoutWhere]).await;
+    server
+        .query(&format!(
+            "create table t (id int); alter table t owner to {ROLE}"
+        ))
+        .unwrap();
+    let (client, _messages) = connect(&proxy.conninfo(ROLE, "wrong")).await.unwrap();
+    let client = Arc::new(client);
+    let approve = || HoldOutcome::Approved {
+        by: "alice".into(),
+        reason: None,
+    };
+    let deny = || HoldOutcome::Denied {
+        by: "bob".into(),
+        reason: None,
+    };
+    // (extended protocol?, outcome or None for a client cancel, SQLSTATE or None for success)
+    let cases: Vec<(bool, Option<HoldOutcome>, Option<SqlState>, &str)> = vec![
+        (false, Some(approve()), None, ""),
+        (true, Some(approve()), None, ""),
+        (
+            false,
+            Some(deny()),
+            Some(SqlState::INSUFFICIENT_PRIVILEGE),
+            "denied by bob",
+        ),
+        (
+            true,
+            Some(deny()),
+            Some(SqlState::INSUFFICIENT_PRIVILEGE),
+            "denied by bob",
+        ),
+        (
+            false,
+            Some(HoldOutcome::Expired),
+            Some(SqlState::INSUFFICIENT_PRIVILEGE),
+            "expired",
+        ),
+        (
+            true,
+            Some(HoldOutcome::Expired),
+            Some(SqlState::INSUFFICIENT_PRIVILEGE),
+            "expired",
+        ),
+        (
+            false,
+            None,
+            Some(SqlState::QUERY_CANCELED),
+            "canceling statement",
+        ),
+        (
+            true,
+            None,
+            Some(SqlState::QUERY_CANCELED),
+            "canceling statement",
+        ),
+    ];
+    let mut withdrawn = 0;
+    for (extended, outcome, want, message) in cases {
+        client
+            .batch_execute("insert into t values (1)")
+            .await
+            .unwrap();
+        let c = client.clone();
+        let run = tokio::spawn(async move {
+            if extended {
+                c.execute("delete from t", &[]).await.map(|_| ())
+            } else {
+                c.batch_execute("delete from t").await
+            }
+        });
+        let (_, decide) = gate.next_hold().await;
+        let cancelled = outcome.is_none();
+        match outcome {
+            Some(o) => decide.send(o).unwrap(),
+            None => {
+                client.cancel_token().cancel_query(NoTls).await.unwrap();
+                withdrawn += 1;
+            }
+        }
+        let result = run.await.unwrap();
+        let case = format!("extended={extended} want={want:?}");
+        match want {
+            None => {
+                result.unwrap();
+                assert_eq!(
+                    server.query("select count(*) from t").unwrap(),
+                    "0",
+                    "{case}"
+                );
+            }
+            Some(state) => {
+                let err = result.unwrap_err();
+                assert_eq!(code(&err), Some(state), "{case}: {err:?}");
+                let db = err.as_db_error().unwrap();
+                assert!(db.message().contains(message), "{case}: {}", db.message());
+                if !cancelled {
+                    assert!(db.message().contains(HOLD_RULE), "{case}");
+                }
+                assert_ne!(
+                    server.query("select count(*) from t").unwrap(),
+                    "0",
+                    "{case}"
+                );
+                client.batch_execute("truncate t").await.unwrap();
+            }
+        }
+        assert_eq!(gate.withdrawn(), withdrawn, "{case}");
+        // the session is usable after every outcome
+        let one: i32 = client.query_one("select 1::int", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1, "{case}");
+    }
+    let deletes = gate
+        .statements()
+        .iter()
+        .filter(|s| s.0 == "delete from t")
+        .count();
+    assert_eq!(deletes, 2, "only the approved deletes ran");
+}

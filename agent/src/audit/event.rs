@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::ocsf::Ocsf;
 use crate::{
     approval::{Decided, Pending, RequestView},
-    gate::Side,
+    gate::{ClientLeg, Side},
     intercept::FlowIdentity,
     policy::{CommandKind, StatementClass},
 };
@@ -188,6 +188,12 @@ pub enum EventKind {
         identity: Box<FlowIdentity>,
         /// The session-level decision.
         decision: DecisionView,
+        /// PostgreSQL: how the client's leg to interlock is protected.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_leg: Option<ClientLeg>,
+        /// PostgreSQL: why the client's request for TLS was answered 'N'.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_tls_unavailable: Option<String>,
     },
     SessionEnded {
         session_id: String,

@@ -71,15 +71,11 @@ fn pg_target(
     }) {
         cfg.server_name = host;
     }
-    if let Some(ca) = ctx.pg_ca() {
-        let config = ca
-            .server_config(&dialled_names(gate, target))
-            .map_err(|source| SetupError::ClientCertificate {
-                target: name(),
-                source,
-            })?;
-        cfg.client_tls = Some(config);
-    }
+    // Minted when a client first asks for TLS: a failure then answers 'N'
+    // (and is recorded) instead of refusing clients that never ask.
+    cfg.client_tls = ctx
+        .pg_ca()
+        .map(|ca| postgres::ClientTls::new(ca.clone(), dialled_names(gate, target)));
     Ok(cfg)
 }
 
@@ -110,11 +106,6 @@ enum SetupError {
     },
     #[error("target `{0}`: the upstream password is not valid UTF-8")]
     PasswordEncoding(String),
-    #[error("target `{target}`: cannot mint the certificate clients see: {source}")]
-    ClientCertificate {
-        target: String,
-        source: crate::postgres::CaError,
-    },
     #[error("target `{0}`: tls verify-full needs `upstream.ca_file`")]
     NoCaFile(String),
     #[error("target `{0}`: no upstream credential configured")]
@@ -144,6 +135,25 @@ pub(super) async fn ssh_session(
     run_proxied(ctx, gate, client, "ssh", cfg, ssh::serve).await;
 }
 
+/// A protocol session's error, as `session_ended` reports it.
+trait SessionError: std::fmt::Display {
+    /// The outcome this error ends a session with.
+    fn outcome(&self) -> SessionOutcome {
+        SessionOutcome::Error
+    }
+}
+
+impl SessionError for postgres::PgError {
+    fn outcome(&self) -> SessionOutcome {
+        match self {
+            postgres::PgError::Connect(_) => SessionOutcome::UpstreamUnreachable,
+            _ => SessionOutcome::Error,
+        }
+    }
+}
+
+impl SessionError for ssh::SshError {}
+
 /// How a proxied session's protocol loop ended.
 enum Ended<E> {
     Served(Result<(), E>),
@@ -162,7 +172,7 @@ async fn run_proxied<C, E, F, Fut>(
     cfg: Result<C, SetupError>,
     serve: F,
 ) where
-    E: std::fmt::Display,
+    E: SessionError,
     F: FnOnce(TcpStream, C, Arc<dyn Gate>) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
 {
@@ -193,7 +203,7 @@ async fn run_proxied<C, E, F, Fut>(
         (Some((o, why)), _) => (o, Some(why)),
         (None, Ended::Served(Ok(()))) => (SessionOutcome::Closed, None),
         (None, Ended::Drained) => (SessionOutcome::Drained, None),
-        (None, Ended::Served(Err(e))) => (SessionOutcome::Error, Some(e.to_string())),
+        (None, Ended::Served(Err(e))) => (e.outcome(), Some(e.to_string())),
     };
     info!(?outcome, protocol, "session ended");
     end(&ctx, &gate, outcome, error, started).await;

@@ -10,6 +10,7 @@ use postgres_protocol::authentication::{
 
 use super::{
     cancel::Registration,
+    encoding::ClientEncoding,
     error::{PgError, ProtocolError},
     frame::Frame,
     legs::{Legs, proto, read_err},
@@ -105,7 +106,7 @@ pub(crate) async fn authenticate(
             return Ok((negotiated, params));
         }
         let Some(creds) = creds else {
-            relay_client_auth(legs, req).await?;
+            relay_client_auth(legs, req, target.startup_timeout).await?;
             continue;
         };
         if let Some(reply) = answer(req, creds.password.expose(), &user, &mut scram)? {
@@ -166,7 +167,12 @@ pub(crate) fn answer(
 
 /// Passthrough: forwards one server auth request to the client (without
 /// SCRAM-SHA-256-PLUS, since TLS is terminated here) and relays the answer.
-async fn relay_client_auth(legs: &mut Legs, req: AuthRequest) -> Result<(), PgError> {
+/// The client has `limit` to answer each request, as it had to start up.
+async fn relay_client_auth(
+    legs: &mut Legs,
+    req: AuthRequest,
+    limit: std::time::Duration,
+) -> Result<(), PgError> {
     let needs_answer = !matches!(req, AuthRequest::SaslFinal(_));
     let req = match req {
         AuthRequest::Sasl { mechanisms } => AuthRequest::Sasl {
@@ -183,10 +189,10 @@ async fn relay_client_auth(legs: &mut Legs, req: AuthRequest) -> Result<(), PgEr
     if !needs_answer {
         return Ok(());
     }
-    let frame = legs
-        .client_r
-        .read_frame()
+    let late = || PgError::protocol(Side::Client, ProtocolError::AuthTimeout(limit.as_secs()));
+    let frame = tokio::time::timeout(limit, legs.client_r.read_frame())
         .await
+        .map_err(|_| late())?
         .map_err(|e| read_err(Side::Client, e))?
         .ok_or_else(|| PgError::Refused("the client left during authentication".into()))?;
     match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {
@@ -199,8 +205,13 @@ async fn relay_client_auth(legs: &mut Legs, req: AuthRequest) -> Result<(), PgEr
 }
 
 /// Relays ParameterStatus, notices and the first ReadyForQuery, replacing
-/// the server's BackendKeyData with the registration's key.
-pub(crate) async fn finish_startup(legs: &mut Legs, reg: &Registration) -> Result<(), PgError> {
+/// the server's BackendKeyData with the registration's key. Returns the
+/// session's client_encoding as the server reported it.
+pub(crate) async fn finish_startup(
+    legs: &mut Legs,
+    reg: &Registration,
+) -> Result<ClientEncoding, PgError> {
+    let mut encoding = ClientEncoding::Utf8;
     loop {
         let (frame, msg) = server_frame(legs).await?;
         match msg {
@@ -211,12 +222,16 @@ pub(crate) async fn finish_startup(legs: &mut Legs, reg: &Registration) -> Resul
                     .send(&BackendMessage::BackendKeyData { pid, secret }.encode())
                     .await?;
             }
-            BackendMessage::ParameterStatus { .. } | BackendMessage::NoticeResponse(_) => {
+            BackendMessage::ParameterStatus { name, value } => {
+                if name == "client_encoding" {
+                    encoding = ClientEncoding::from_name(&value);
+                }
                 legs.client_w.send(&frame).await?;
             }
+            BackendMessage::NoticeResponse(_) => legs.client_w.send(&frame).await?,
             BackendMessage::ReadyForQuery { .. } => {
                 legs.client_w.send(&frame).await?;
-                return Ok(());
+                return Ok(encoding);
             }
             BackendMessage::ErrorResponse(f) => {
                 legs.client_w.send(&frame).await?;

@@ -55,6 +55,9 @@ pub enum CaError {
     Tls(#[from] rustls::Error),
 }
 
+/// Minted configurations by sorted name set, with when they were minted.
+type Minted = HashMap<Vec<String>, (Instant, Arc<ServerConfig>)>;
+
 /// The client-leg CA.
 pub struct PgCa {
     path: PathBuf,
@@ -62,7 +65,7 @@ pub struct PgCa {
     key: KeyPair,
     /// Parsed once: the subject and key identifier leaves name as issuer.
     issuer: Issuer<'static, KeyPair>,
-    minted: Mutex<HashMap<Vec<String>, (Instant, Arc<ServerConfig>)>>,
+    minted: Mutex<Minted>,
 }
 
 impl std::fmt::Debug for PgCa {
@@ -275,7 +278,7 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b), "one mint per name set");
         assert_eq!(a.alpn_protocols, vec![ALPN.to_vec()]);
         assert!(ca.server_config(&[]).is_err());
-        assert!(ca.server_config(&["not a name!".to_string()]).is_err());
+        assert!(ca.server_config(&["bäd.example".to_string()]).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -152,4 +152,59 @@ mod tests {
         assert!(reg.is_empty());
         assert_eq!(reg.register(addr, 2).client_key().1.len(), 32);
     }
+
+    #[tokio::test]
+    async fn a_protocol_3_2_key_of_256_bytes_reaches_the_server_unchanged() {
+        use tokio::io::AsyncReadExt;
+
+        use crate::postgres::{
+            frame::{FrameReader, Payload},
+            message::BackendMessage,
+        };
+
+        // The server's BackendKeyData as a 3.2 server may send it.
+        let long: Vec<u8> = (0..=255u8).collect();
+        let frame = Payload::new(b'K').i32(4242).bytes(&long).finish();
+        let BackendMessage::BackendKeyData { pid, secret } =
+            BackendMessage::decode(&frame).unwrap()
+        else {
+            panic!("not BackendKeyData");
+        };
+        assert_eq!(secret.len(), 256);
+
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reg = CancelRegistry::new();
+        let r = reg.register(upstream.local_addr().unwrap(), 2);
+        r.set_upstream_key(pid, secret);
+        let (cpid, csecret) = r.client_key();
+        assert_eq!(csecret.len(), 32, "interlock's own 3.2 key");
+        // The client's CancelRequest with interlock's key, as it is framed.
+        let req = StartupPacket::Cancel {
+            pid: cpid,
+            secret: csecret,
+        }
+        .encode();
+        let mut reader = FrameReader::new(&req.raw()[..], 1024);
+        let framed = reader.read_startup().await.unwrap().unwrap();
+        let StartupPacket::Cancel { pid, secret } = StartupPacket::decode(&framed).unwrap() else {
+            panic!("not a CancelRequest");
+        };
+        let forwarded = tokio::spawn(async move {
+            let (mut s, _) = upstream.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        assert!(reg.cancel(pid, secret).await);
+        let got = forwarded.await.unwrap();
+        let mut reader = FrameReader::new(&got[..], 1024);
+        let sent = reader.read_startup().await.unwrap().unwrap();
+        assert_eq!(
+            StartupPacket::decode(&sent).unwrap(),
+            StartupPacket::Cancel {
+                pid: 4242,
+                secret: Bytes::from(long),
+            }
+        );
+    }
 }

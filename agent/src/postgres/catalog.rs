@@ -238,7 +238,8 @@ impl Catalog {
         let Some((r, w)) = self.conn.as_mut() else {
             return Err(PgError::Auth("catalog connection unavailable".into()));
         };
-        w.send(&FrontendMessage::Query { sql }.encode()).await?;
+        w.send(&FrontendMessage::Query { sql: sql.into() }.encode())
+            .await?;
         let mut rows = Vec::new();
         let mut failed = None;
         loop {

@@ -2,9 +2,11 @@
 //! while the session keeps relaying server messages and watches for the
 //! client leaving or cancelling.
 
+use tokio::sync::watch;
+
 use super::{
     classify::Classified,
-    error::PgError,
+    error::{PgError, ProtocolError},
     frame::Frame,
     legs::{error, read_err},
     mask::Masks,
@@ -12,6 +14,12 @@ use super::{
     relay::Relay,
 };
 use crate::gate::{HoldOutcome, MaskRule, Request, Side, StatementClass, Verdict};
+
+/// Most client messages kept while a statement is held (a client may
+/// pipeline behind it; the server has not seen any of them yet)...
+pub(crate) const MAX_DEFERRED: usize = 4096;
+/// ...and most bytes.
+pub(crate) const MAX_DEFERRED_BYTES: usize = 64 * 1024 * 1024;
 
 /// The outcome for a request (all of its statements).
 pub(crate) enum Decision {
@@ -51,6 +59,11 @@ impl Relay<'_> {
                 text: s.text.clone(),
                 classes: s.classes.clone(),
             };
+            // A cancel counts from here: one that arrives while the gate
+            // decides (a hold is visible to approvers before it is
+            // returned) cancels the held statement.
+            let mut cancel = self.cancel.clone();
+            cancel.borrow_and_update();
             let verdict = self.gate.decide(&request).await;
             match verdict {
                 Verdict::Allow { mask, .. } => match self.masks_for(s, mask) {
@@ -66,7 +79,7 @@ impl Relay<'_> {
                         Ok(m) => m,
                         Err(reply) => return Ok(Decision::Refused(reply)),
                     };
-                    let d = self.hold(held, &s.text).await?;
+                    let d = self.hold(held, &s.text, cancel).await?;
                     if !matches!(d, Decision::Allowed(_)) {
                         return Ok(d);
                     }
@@ -108,7 +121,13 @@ impl Relay<'_> {
         Ok(masks)
     }
 
-    async fn hold(&mut self, held: crate::gate::Held, text: &str) -> Result<Decision, PgError> {
+    /// Waits for `held`'s outcome; `cancel` changes when the client cancels.
+    async fn hold(
+        &mut self,
+        held: crate::gate::Held,
+        text: &str,
+        mut cancel: watch::Receiver<u64>,
+    ) -> Result<Decision, PgError> {
         let (id, rule) = (held.approval_id.clone(), held.rule.clone());
         let notice = ErrorFields::new(
             "NOTICE",
@@ -119,9 +138,8 @@ impl Relay<'_> {
             ),
         )
         .with(b'D', &format!("statement: {text}"));
-        self.legs.client_w.send(&notice.notice_frame()).await?;
-        let mut cancel = self.cancel.clone();
-        cancel.borrow_and_update();
+        let notice = self.encoding.transcode(notice.notice_frame());
+        self.legs.client_w.send(&notice).await?;
         let outcome = held.outcome();
         tokio::pin!(outcome);
         loop {
@@ -147,13 +165,20 @@ impl Relay<'_> {
                         return Ok(Decision::ClientGone);
                     }
                     self.deferred.push_back(f);
+                    let bytes: usize = self.deferred.iter().map(|f| f.raw().len()).sum();
+                    if self.deferred.len() > MAX_DEFERRED || bytes > MAX_DEFERRED_BYTES {
+                        // Dropping `outcome` on return withdraws the hold.
+                        return Err(PgError::protocol(
+                            Side::Client,
+                            ProtocolError::DeferredLimit {
+                                messages: MAX_DEFERRED,
+                                bytes: MAX_DEFERRED_BYTES,
+                            },
+                        ));
+                    }
                 }
                 Waited::Server(Some(f)) => self.on_server(f).await?,
-                Waited::Server(None) => {
-                    return Err(PgError::Refused(
-                        "the server closed the connection during a hold".into(),
-                    ));
-                }
+                Waited::Server(None) => return Err(PgError::UpstreamClosed),
             }
         }
     }

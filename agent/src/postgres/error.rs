@@ -20,6 +20,20 @@ pub enum ProtocolError {
     /// A message that is valid but not allowed at this point.
     #[error("unexpected {0}")]
     Unexpected(String),
+    /// The connection ended inside a message.
+    #[error("connection closed in the middle of a message ({0})")]
+    Truncated(String),
+    /// The client sent more than interlock keeps while a statement is held.
+    #[error(
+        "more than {messages} messages or {bytes} bytes sent while a statement was held for approval"
+    )]
+    DeferredLimit { messages: usize, bytes: usize },
+    /// The client did not answer an authentication request in time.
+    #[error("no answer to the server's authentication request within {0} s")]
+    AuthTimeout(u64),
+    /// The client did not finish its startup in time.
+    #[error("no startup packet within {0} s")]
+    StartupTimeout(u64),
 }
 
 impl ProtocolError {
@@ -57,6 +71,12 @@ pub enum PgError {
     /// The server refused the connection (its ErrorResponse was relayed to the client).
     #[error("upstream refused the session: {0}")]
     Refused(String),
+    /// The server could not be reached.
+    #[error("cannot connect to the server: {0}")]
+    Connect(std::io::Error),
+    /// The server closed the connection in the middle of the session.
+    #[error("the server closed the connection unexpectedly")]
+    UpstreamClosed,
     /// The gate blocked the session.
     #[error("session blocked by rule {0}")]
     Blocked(String),

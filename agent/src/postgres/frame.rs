@@ -78,6 +78,12 @@ impl Payload {
         self.buf.put_slice(v);
         self
     }
+    /// A NUL-terminated string of a client's bytes.
+    pub fn wire_str(mut self, v: &super::message::WireStr) -> Payload {
+        self.buf.put_slice(v.as_bytes());
+        self.buf.put_u8(0);
+        self
+    }
     /// A NUL-terminated string.
     pub fn cstr(mut self, v: &str) -> Payload {
         self.buf.put_slice(v.as_bytes());
@@ -151,10 +157,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if self.buf.is_empty() {
                     return Ok(None);
                 }
-                return Err(ReadError::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed in the middle of a message",
-                )));
+                let what = match (tagged, self.buf.first()) {
+                    (true, Some(t)) => format!("message {}", tag_name(*t)),
+                    _ => "startup packet".into(),
+                };
+                let got = self.buf.len();
+                return Err(ReadError::Protocol(ProtocolError::Truncated(format!(
+                    "{what}, {got} bytes received"
+                ))));
             }
         }
     }
@@ -296,6 +306,10 @@ mod tests {
         assert!(r.read_frame().await.unwrap().is_none());
         let cut: &[u8] = b"S\0\0";
         let mut r = FrameReader::new(cut, 1024);
-        assert!(matches!(r.read_frame().await, Err(ReadError::Io(_))));
+        let err = r.read_frame().await.unwrap_err().to_string();
+        assert!(
+            err.contains("middle of a message (message 'S', 3 bytes received)"),
+            "{err}"
+        );
     }
 }

@@ -10,6 +10,7 @@ use std::{collections::HashMap, sync::Arc};
 use super::{
     classify::NameChange,
     mask::{ResultColumns, RowPlan},
+    message::WireStr,
     pending::StmtInfo,
 };
 
@@ -69,15 +70,15 @@ pub(crate) struct PortalDef {
 /// A definition to restore if the server rejects the one that replaced it.
 #[derive(Debug)]
 pub(crate) enum Undo {
-    Statement(String, Option<StmtDef>),
-    Portal(String, Option<PortalDef>),
+    Statement(WireStr, Option<StmtDef>),
+    Portal(WireStr, Option<PortalDef>),
 }
 
 /// Statements and portals by name.
 #[derive(Debug, Default)]
 pub(crate) struct Names {
-    statements: HashMap<String, StmtDef>,
-    portals: HashMap<String, PortalDef>,
+    statements: HashMap<WireStr, StmtDef>,
+    portals: HashMap<WireStr, PortalDef>,
     next: u64,
 }
 
@@ -93,7 +94,7 @@ impl Names {
     }
 
     /// A Parse: `name` is `info` from now on, unless the server rejects it.
-    pub(crate) fn parse(&mut self, name: String, info: StmtInfo, param_types: Vec<u32>) -> Undo {
+    pub(crate) fn parse(&mut self, name: WireStr, info: StmtInfo, param_types: Vec<u32>) -> Undo {
         let def = StmtDef {
             id: self.take_id(),
             info,
@@ -106,7 +107,7 @@ impl Names {
     }
 
     /// A Bind: portal `name` is `def` (its id is set here).
-    pub(crate) fn bind(&mut self, name: String, mut def: PortalDef) -> Undo {
+    pub(crate) fn bind(&mut self, name: WireStr, mut def: PortalDef) -> Undo {
         def.id = self.take_id();
         let previous = self.portals.insert(name.clone(), def);
         Undo::Portal(name, previous)
@@ -132,28 +133,32 @@ impl Names {
         }
     }
 
-    pub(crate) fn statement_mut(&mut self, name: &str) -> Option<&mut StmtDef> {
+    pub(crate) fn statement_mut(&mut self, name: &WireStr) -> Option<&mut StmtDef> {
         self.statements.get_mut(name)
     }
 
-    pub(crate) fn portal(&self, name: &str) -> Option<&PortalDef> {
+    pub(crate) fn portal(&self, name: &WireStr) -> Option<&PortalDef> {
         self.portals.get(name)
     }
 
     /// The statement definition `id` of `name`, if it is still the current one.
-    pub(crate) fn statement_def(&mut self, name: &str, id: u64) -> Option<&mut StmtDef> {
+    pub(crate) fn statement_def(&mut self, name: &WireStr, id: u64) -> Option<&mut StmtDef> {
         self.statements.get_mut(name).filter(|d| d.id == id)
     }
 
     /// The portal definition `id` of `name`, if it is still the current one.
-    pub(crate) fn portal_def(&mut self, name: &str, id: u64) -> Option<&mut PortalDef> {
+    pub(crate) fn portal_def(&mut self, name: &WireStr, id: u64) -> Option<&mut PortalDef> {
         self.portals.get_mut(name).filter(|d| d.id == id)
     }
 
     /// The id of statement `name`'s definition; one interlock did not see
     /// made (PREPARE in SQL) is adopted with `unknown`, so its description
     /// has somewhere to go.
-    pub(crate) fn statement_id(&mut self, name: String, unknown: impl FnOnce() -> StmtInfo) -> u64 {
+    pub(crate) fn statement_id(
+        &mut self,
+        name: WireStr,
+        unknown: impl FnOnce() -> StmtInfo,
+    ) -> u64 {
         if let Some(d) = self.statements.get(&name) {
             return d.id;
         }
@@ -170,7 +175,7 @@ impl Names {
     }
 
     /// As [`Names::statement_id`], for a portal (a cursor DECLAREd in SQL).
-    pub(crate) fn portal_id(&mut self, name: String, unknown: impl FnOnce() -> StmtInfo) -> u64 {
+    pub(crate) fn portal_id(&mut self, name: WireStr, unknown: impl FnOnce() -> StmtInfo) -> u64 {
         if let Some(d) = self.portals.get(&name) {
             return d.id;
         }
@@ -186,7 +191,7 @@ impl Names {
     }
 
     /// Close (statement `b'S'` or portal).
-    pub(crate) fn close(&mut self, kind: u8, name: &str) {
+    pub(crate) fn close(&mut self, kind: u8, name: &WireStr) {
         if kind == b'S' {
             self.statements.remove(name);
         } else {
@@ -197,13 +202,24 @@ impl Names {
     /// A statement or cursor made or dropped in SQL: whatever interlock
     /// knew under that name no longer describes it.
     pub(crate) fn apply(&mut self, change: &NameChange) {
+        // SQL names come converted to UTF-8, protocol names as the client's
+        // bytes; for a non-ASCII name in another encoding they differ, so
+        // everything of that kind is forgotten (fail closed) rather than
+        // let an old definition stand.
+        fn forget<V>(map: &mut HashMap<WireStr, V>, name: &str) {
+            if name.is_ascii() {
+                map.remove(&WireStr::from(name));
+            } else {
+                map.clear();
+            }
+        }
         match change {
             NameChange::Prepare(n) | NameChange::Deallocate(Some(n)) => {
-                self.statements.remove(n);
+                forget(&mut self.statements, n);
             }
             NameChange::Deallocate(None) => self.statements.clear(),
             NameChange::Declare(n) | NameChange::Close(Some(n)) => {
-                self.portals.remove(n);
+                forget(&mut self.portals, n);
             }
             NameChange::Close(None) => self.portals.clear(),
             NameChange::DiscardAll => {
@@ -244,21 +260,21 @@ mod tests {
         let a = n.parse("s".into(), info("new1"), vec![]);
         let b = n.parse("s".into(), info("new2"), vec![]);
         n.undo(vec![a, b]);
-        assert_eq!(n.statement_mut("s").unwrap().info.text, "old");
+        assert_eq!(n.statement_mut(&"s".into()).unwrap().info.text, "old");
         let u = n.bind("p".into(), portal("x"));
         n.undo(vec![u]);
-        assert!(n.portal("p").is_none());
+        assert!(n.portal(&"p".into()).is_none());
     }
 
     #[test]
     fn late_descriptions_find_only_their_definition() {
         let mut n = Names::default();
         n.bind("".into(), portal("first"));
-        let first = n.portal("").unwrap().id;
+        let first = n.portal(&"".into()).unwrap().id;
         n.bind("".into(), portal("second"));
-        assert!(n.portal_def("", first).is_none());
-        let second = n.portal("").unwrap().id;
-        assert!(n.portal_def("", second).is_some());
+        assert!(n.portal_def(&"".into(), first).is_none());
+        let second = n.portal(&"".into()).unwrap().id;
+        assert!(n.portal_def(&"".into(), second).is_some());
     }
 
     #[test]
@@ -268,14 +284,14 @@ mod tests {
         n.bind("c".into(), portal("y"));
         n.apply(&NameChange::Prepare("p".into()));
         n.apply(&NameChange::Declare("c".into()));
-        assert!(n.statement_mut("p").is_none() && n.portal("c").is_none());
+        assert!(n.statement_mut(&"p".into()).is_none() && n.portal(&"c".into()).is_none());
         n.bind("a".into(), portal("a"));
         let mark = n.next_id();
         n.bind("b".into(), portal("b"));
         n.transaction_ended(mark);
-        assert!(n.portal("a").is_none() && n.portal("b").is_some());
+        assert!(n.portal(&"a".into()).is_none() && n.portal(&"b".into()).is_some());
         n.parse("q".into(), info("q"), vec![]);
         n.apply(&NameChange::DiscardAll);
-        assert!(n.statement_mut("q").is_none() && n.portal("b").is_none());
+        assert!(n.statement_mut(&"q".into()).is_none() && n.portal(&"b".into()).is_none());
     }
 }

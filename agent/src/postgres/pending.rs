@@ -10,6 +10,7 @@ use super::{
     classify::Reads,
     frame::Frame,
     mask::{MaskCounts, Masks, ResultColumns, RowPlan},
+    message::WireStr,
     names::Undo,
 };
 use crate::gate::StatementClass;
@@ -85,9 +86,9 @@ impl Running {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Described {
     /// A prepared statement: its name and definition id.
-    Statement(String, u64),
+    Statement(WireStr, u64),
     /// A portal: its name and definition id.
-    Portal(String, u64),
+    Portal(WireStr, u64),
 }
 
 #[derive(Debug)]
@@ -263,6 +264,18 @@ impl Pending {
             }
         }
         (out.unwrap_or(OnError::Forward), undo)
+    }
+
+    /// The session ended: the statements still waiting for the server's
+    /// answer, oldest first (the queue is left empty).
+    pub(crate) fn unanswered(&mut self) -> Vec<Running> {
+        self.q
+            .drain(..)
+            .filter_map(|e| match e {
+                Entry::Stmt(r) => Some(*r),
+                _ => None,
+            })
+            .collect()
     }
 
     /// ReadyForQuery: the oldest boundary (and anything before it) is done.

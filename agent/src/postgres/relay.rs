@@ -13,11 +13,12 @@ use super::{
     catalog::Catalog,
     classify::{Classified, Reads, classify},
     decide::Decision,
+    encoding::ClientEncoding,
     error::{PgError, ProtocolError},
     frame::Frame,
     legs::{Legs, fatal, proto, read_err},
     mask::{MaskKey, Masks, ResultColumns},
-    message::{BackendMessage, BindParams, FrontendMessage, parameter_types},
+    message::{BackendMessage, BindParams, FrontendMessage, WireStr, parameter_types},
     names::{Names, PortalDef},
     pending::{Described, OnError, Pending, Running, StmtInfo},
 };
@@ -26,6 +27,9 @@ use crate::gate::{Gate, Side, StatementClass};
 /// SQL that fails to parse on the server, sent in place of a refused
 /// request; the server's syntax error for it is replaced by ours.
 pub(crate) const INJECTED_SQL: &str = "interlock_refused";
+/// The SQLSTATE recorded for a statement whose answer never came because
+/// the session ended first (connection_failure: either side went away).
+pub(crate) const INTERRUPTED: &str = "08006";
 
 pub(crate) struct Relay<'a> {
     pub(crate) legs: &'a mut Legs,
@@ -40,6 +44,8 @@ pub(crate) struct Relay<'a> {
     pub(super) catalog: Catalog,
     /// For the `hash` strategy; `None` refuses statements masked by hash.
     pub(super) key: Option<Arc<MaskKey>>,
+    /// The session's client_encoding, for classifying what the client sends.
+    pub(crate) encoding: ClientEncoding,
 }
 
 enum Event {
@@ -60,12 +66,14 @@ fn unknown(gate: &dyn Gate, key: &Option<Arc<MaskKey>>, text: String) -> StmtInf
 }
 
 /// The recorded text of a statement prepared outside interlock's view.
-fn unprepared(name: &str) -> String {
+fn unprepared(name: &WireStr) -> String {
+    let name = name.lossy();
     format!("execute prepared statement \"{name}\" (not prepared through interlock)")
 }
 
 /// The recorded text of a portal bound outside interlock's view.
-fn unbound(name: &str) -> String {
+fn unbound(name: &WireStr) -> String {
+    let name = name.lossy();
     format!("execute portal \"{name}\" (not bound through interlock)")
 }
 
@@ -86,11 +94,24 @@ impl<'a> Relay<'a> {
             pending: Pending::default(),
             names: Names::default(),
             copy_in: false,
+            encoding: ClientEncoding::Utf8,
         }
     }
 
-    /// Runs until either side closes or breaks the protocol.
+    /// Runs until either side closes or breaks the protocol. Statements
+    /// still awaiting the server's answer then are recorded as
+    /// interrupted. Errors: the server closing the connection (unless the
+    /// client ended the session), protocol violations, I/O failures.
     pub(crate) async fn run(mut self) -> Result<(), PgError> {
+        let result = self.relay().await;
+        for done in self.pending.unanswered() {
+            self.record(Box::new(done), None, Some(INTERRUPTED.into()))
+                .await;
+        }
+        result
+    }
+
+    async fn relay(&mut self) -> Result<(), PgError> {
         loop {
             let event = match self.deferred.pop_front() {
                 Some(f) => Event::Client(Some(f)),
@@ -110,7 +131,8 @@ impl<'a> Relay<'a> {
                     }
                 }
                 Event::Server(Some(f)) => self.on_server(f).await?,
-                Event::Client(None) | Event::Server(None) => return Ok(()),
+                Event::Client(None) => return Ok(()),
+                Event::Server(None) => return Err(PgError::UpstreamClosed),
             }
         }
     }
@@ -186,11 +208,24 @@ impl<'a> Relay<'a> {
         }
     }
 
+    /// Classifies SQL as the server will read it: converted from the
+    /// client's encoding. Text that cannot be converted is one
+    /// `unparseable` statement (policies decide; fail closed).
+    fn classify(&self, sql: &WireStr) -> Vec<Classified> {
+        match self.encoding.decode(sql.as_bytes()) {
+            Some(text) => classify(&text),
+            None => vec![Classified::other(
+                sql.lossy().trim().to_string(),
+                vec![StatementClass::Unparseable],
+            )],
+        }
+    }
+
     /// Handles one client message; false when the session should end.
     async fn on_client(&mut self, frame: Frame) -> Result<bool, PgError> {
         match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {
             FrontendMessage::Query { sql } => {
-                let stmts = classify(&sql);
+                let stmts = self.classify(&sql);
                 match self.decide_all(&stmts).await? {
                     Decision::Allowed(masks) => {
                         let mut masks = masks.into_iter();
@@ -209,7 +244,7 @@ impl<'a> Relay<'a> {
                 sql,
                 param_types,
             } => {
-                let stmts = classify(&sql);
+                let stmts = self.classify(&sql);
                 match self.decide_all(&stmts).await? {
                     Decision::Allowed(masks) => {
                         let info = self.prepared(stmts, masks);
@@ -399,7 +434,7 @@ impl<'a> Relay<'a> {
                 let (out, undo) = self.pending.error(ours);
                 self.names.undo(undo);
                 match out {
-                    OnError::Replace(reply) => Some(reply),
+                    OnError::Replace(reply) => Some(self.encoding.transcode(reply)),
                     OnError::Record(mut r) => {
                         let code = f.code().map(str::to_string);
                         let masked = super::results::mask_fields(f, &r.info.masks, &mut r.counts)
@@ -426,6 +461,10 @@ impl<'a> Relay<'a> {
                 {
                     self.names.transaction_ended(mark);
                 }
+                None
+            }
+            BackendMessage::ParameterStatus { name, value } if name == "client_encoding" => {
+                self.encoding = ClientEncoding::from_name(&value);
                 None
             }
             BackendMessage::RowDescription(body) => {

@@ -3,22 +3,25 @@
 
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use tokio::{
+    net::TcpStream,
+    time::{Instant, timeout_at},
+};
 
 use super::{
     auth,
     cancel::CancelRegistry,
     catalog::Catalog,
-    error::PgError,
-    frame::{FrameReader, FrameWriter},
-    legs::{Legs, Writer, fatal},
+    error::{PgError, ProtocolError},
+    frame::{FrameReader, FrameWriter, tag_name},
+    legs::{Legs, Writer, fatal, read_err},
     message::ErrorFields,
     relay::Relay,
-    startup::{ClientLeg, Hello, negotiate, read_hello},
-    target::PgTarget,
+    startup::{Hello, Offer, negotiate, read_hello},
+    target::{PgTarget, UpstreamTls},
     tls::{self, BoxIo},
 };
-use crate::gate::{Gate, HoldOutcome, Record, Request, Verdict};
+use crate::gate::{Gate, HoldOutcome, Record, Request, Side, Verdict};
 
 /// Proxies one client connection to `target`, asking `gate` about the
 /// session and every statement. `cancels` is shared by all sessions of the
@@ -35,12 +38,24 @@ pub async fn serve(
     cancels: CancelRegistry,
 ) -> Result<(), PgError> {
     let _ = client.set_nodelay(true);
-    let (client, leg) = match negotiate(client, target.client_tls.clone()).await {
-        Ok(Some(negotiated)) => negotiated,
+    // The client's whole startup (TLS handshake included) has one deadline,
+    // so an idle or slow socket cannot pin the task.
+    let deadline = Instant::now() + target.startup_timeout;
+    let late = || {
+        PgError::protocol(
+            Side::Client,
+            ProtocolError::StartupTimeout(target.startup_timeout.as_secs()),
+        )
+    };
+    let negotiated = timeout_at(deadline, negotiate(client, offer(&target)))
+        .await
+        .unwrap_or_else(|_| Err(late()));
+    let negotiated = match negotiated {
+        Ok(Some(n)) => n,
         Ok(None) => return Ok(()),
         Err(e) => {
-            // Nothing can be said to a client whose TLS failed; a protocol
-            // error is still recorded.
+            // Negotiation told a plaintext client why, if it could (a TLS
+            // client cannot be told); a protocol error is recorded.
             if let PgError::Protocol { side, source } = &e {
                 gate.record(Record::ProtocolError {
                     side: *side,
@@ -51,21 +66,33 @@ pub async fn serve(
             return Err(e);
         }
     };
-    if leg != ClientLeg::Plain {
-        tracing::debug!(?leg, "client leg encrypted");
-    }
-    let (r, w) = tokio::io::split(client);
+    gate.record(Record::ClientLeg {
+        leg: negotiated.leg,
+        tls_unavailable: negotiated.tls_unavailable,
+    })
+    .await;
+    let (r, w) = tokio::io::split(negotiated.io);
     let mut client_r = FrameReader::new(r, target.max_frame);
     let mut client_w = FrameWriter::new(w);
 
-    let opened = open(
-        &mut client_r,
-        &mut client_w,
-        &target,
-        gate.as_ref(),
-        &cancels,
-    )
-    .await;
+    let hello = timeout_at(deadline, read_hello(&mut client_r))
+        .await
+        .unwrap_or_else(|_| Err(late()));
+    let opened = match hello {
+        Ok(Some(hello)) => {
+            open(
+                hello,
+                &mut client_r,
+                &mut client_w,
+                &target,
+                gate.as_ref(),
+                &cancels,
+            )
+            .await
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
     let (minor, params, upstream) = match opened {
         Ok(Some(o)) => o,
         Ok(None) => return Ok(()),
@@ -86,11 +113,11 @@ pub async fn serve(
         let (minor, params) = auth::authenticate(&mut legs, &target, minor, params).await?;
         let catalog = Catalog::new(target.clone(), params);
         let registration = cancels.register(target.upstream, minor);
-        auth::finish_startup(&mut legs, &registration).await?;
+        let encoding = auth::finish_startup(&mut legs, &registration).await?;
         let signal = registration.signal.clone();
-        let r = Relay::new(&mut legs, gate.clone(), signal, catalog)
-            .run()
-            .await;
+        let mut relay = Relay::new(&mut legs, gate.clone(), signal, catalog);
+        relay.encoding = encoding;
+        let r = relay.run().await;
         drop(registration);
         r
     }
@@ -105,22 +132,41 @@ pub async fn serve(
 
 type Opened = (u16, Vec<(String, String)>, BoxIo);
 
-/// Client startup, the session decision and the upstream connection.
-/// `Ok(None)`: nothing more to do (client left, or it was a cancel).
+/// Why the client leg of a passthrough target with a TLS upstream stays
+/// plain: libpq then offers channel binding with flag 'y' ("supported by
+/// me, not by you", since interlock strips SCRAM-SHA-256-PLUS), which a
+/// server on TLS rejects as a downgrade; on a plain leg the flag is 'n'.
+pub(crate) const PASSTHROUGH_PLAIN: &str = "passthrough authentication to a TLS upstream \
+     keeps the client leg plain (SCRAM channel binding cannot cross interlock)";
+
+/// What a client asking for TLS is offered on this target.
+fn offer(target: &PgTarget) -> Offer<'_> {
+    match &target.client_tls {
+        None => Offer::Refuse(None),
+        Some(_) if target.credentials.is_none() && target.tls != UpstreamTls::Disable => {
+            Offer::Refuse(Some(PASSTHROUGH_PLAIN))
+        }
+        Some(tls) => Offer::Tls(tls),
+    }
+}
+
+/// The session decision and the upstream connection for a client's
+/// startup. `Ok(None)`: nothing more to do (client left, or it was a
+/// cancel).
 async fn open(
+    hello: Hello,
     r: &mut super::legs::Reader,
     w: &mut Writer,
     target: &PgTarget,
     gate: &dyn Gate,
     cancels: &CancelRegistry,
 ) -> Result<Option<Opened>, PgError> {
-    let (minor, params) = match read_hello(r).await? {
-        None => return Ok(None),
-        Some(Hello::Cancel { pid, secret }) => {
+    let (minor, params) = match hello {
+        Hello::Cancel { pid, secret } => {
             cancels.cancel(pid, secret).await;
             return Ok(None);
         }
-        Some(Hello::Startup { minor, params }) => (minor, params),
+        Hello::Startup { minor, params } => (minor, params),
     };
     // Fail closed: anything but Allow or an approved hold ends the session.
     match gate.decide(&Request::Session).await {
@@ -141,7 +187,25 @@ async fn open(
                 ),
             );
             w.send(&notice.notice_frame()).await?;
-            if !matches!(held.outcome().await, HoldOutcome::Approved { .. }) {
+            // The client waits for authentication: it sends nothing, so a
+            // read ends only when it leaves (withdrawing the hold, which
+            // dropping `held` does) or breaks the protocol.
+            let outcome = tokio::select! {
+                o = held.outcome() => o,
+                r = r.read_frame() => {
+                    return match r.map_err(|e| read_err(Side::Client, e))? {
+                        None => Ok(None),
+                        Some(f) => Err(PgError::protocol(
+                            Side::Client,
+                            ProtocolError::Unexpected(format!(
+                                "message {} before authentication",
+                                tag_name(f.tag())
+                            )),
+                        )),
+                    };
+                }
+            };
+            if !matches!(outcome, HoldOutcome::Approved { .. }) {
                 let msg =
                     format!("interlock: session not approved (approval {id}, rule \"{rule}\")");
                 w.send(&fatal("42501", &msg)).await?;
@@ -164,21 +228,95 @@ async fn report(e: &PgError, w: &mut Writer, gate: &dyn Gate) {
             })
             .await;
             let who = match side {
-                crate::gate::Side::Client => "the client",
-                crate::gate::Side::Server => "the server",
+                Side::Client => "the client",
+                Side::Server => "the server",
             };
             Some(fatal(
                 "08P01",
                 &format!("interlock: protocol violation by {who}: {source}"),
             ))
         }
-        PgError::Tls(_) | PgError::Auth(_) => Some(fatal(
+        PgError::Tls(_) | PgError::Auth(_) | PgError::Connect(_) => Some(fatal(
             "08006",
             &format!("interlock: cannot open the upstream session: {e}"),
         )),
+        PgError::UpstreamClosed => Some(fatal("08006", &format!("interlock: {e}"))),
         PgError::Io(_) | PgError::ClientTls(_) | PgError::Refused(_) | PgError::Blocked(_) => None,
     };
     if let Some(reply) = reply {
         let _ = w.send(&reply).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::{io::AsyncWriteExt, net::TcpListener};
+
+    use super::*;
+    use crate::gate::BoxFuture;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Record>>);
+
+    impl Gate for Recorder {
+        fn decide<'a>(&'a self, _: &'a Request) -> BoxFuture<'a, Verdict> {
+            Box::pin(async {
+                Verdict::Allow {
+                    rule: None,
+                    mask: vec![],
+                }
+            })
+        }
+        fn possible_masks(&self) -> Vec<crate::gate::MaskRule> {
+            vec![]
+        }
+        fn record(&self, record: Record) -> BoxFuture<'_, ()> {
+            if let Ok(mut r) = self.0.lock() {
+                r.push(record);
+            }
+            Box::pin(async {})
+        }
+    }
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        (l.accept().await.unwrap().0, c)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_starts_up_is_closed_at_the_deadline() {
+        let target = PgTarget::new("127.0.0.1:9".parse().unwrap());
+        let gate = Arc::new(Recorder::default());
+        // silent from the first byte
+        let (server, _client) = pair().await;
+        let err = serve(server, target.clone(), gate.clone(), CancelRegistry::new())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no startup packet within 30 s"),
+            "{err}"
+        );
+        // half a startup packet, after negotiation
+        let (server, mut client) = pair().await;
+        client
+            .write_all(&[0, 0, 0, 40, 0, 3, 0, 0, b'u'])
+            .await
+            .unwrap();
+        let err = serve(server, target, gate.clone(), CancelRegistry::new())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no startup packet within 30 s"),
+            "{err}"
+        );
+        let records = gate.0.lock().unwrap().clone();
+        let timeouts = records
+            .iter()
+            .filter(|r| matches!(r, Record::ProtocolError { message, .. } if message.contains("within 30 s")))
+            .count();
+        assert_eq!(timeouts, 2, "{records:?}");
     }
 }

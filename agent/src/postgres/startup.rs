@@ -19,11 +19,12 @@ use tokio::{
 use super::{
     ca::ALPN,
     error::{PgError, ProtocolError},
-    legs::{Reader, read_err},
+    legs::{Reader, fatal, read_err},
     message::{GSSENC_CODE, SSL_CODE, StartupPacket},
+    target::ClientTls,
     tls::BoxIo,
 };
-use crate::gate::Side;
+use crate::gate::{ClientLeg, Side};
 
 /// The first byte of a TLS handshake record. A startup packet begins with
 /// its length, and one starting with 0x16 would be over 369 MB, so the two
@@ -42,38 +43,48 @@ pub(crate) enum Hello {
     },
 }
 
-/// How the client's leg ended up protected, for the session's records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ClientLeg {
-    Plain,
-    /// TLS after an SSLRequest.
-    Tls,
-    /// PostgreSQL 17 direct TLS (no SSLRequest, ALPN "postgresql").
-    DirectTls,
+/// What interlock offers a client that asks for TLS.
+pub(crate) enum Offer<'a> {
+    /// A certificate from interlock's CA (minted on the first request).
+    Tls(&'a ClientTls),
+    /// 'N', for this reason (`None`: client TLS is off).
+    Refuse(Option<&'static str>),
 }
 
-/// Negotiates encryption with the client. `tls` is the configuration for
-/// this target when interlock has a CA; without one SSLRequest gets 'N'
-/// and direct TLS is refused. `Ok(None)`: the client left.
+/// The client's stream after negotiation, how it is protected and, when
+/// the client asked for TLS and got 'N', why.
+pub(crate) struct Negotiated {
+    pub(crate) io: BoxIo,
+    pub(crate) leg: ClientLeg,
+    pub(crate) tls_unavailable: Option<String>,
+}
+
+/// Negotiates encryption with the client. `Ok(None)`: the client left.
 ///
-/// Reads the socket without buffering ahead, so nothing the client sent
-/// in plaintext after an SSLRequest can be taken as if it had come through
-/// TLS (CVE-2021-23214): such bytes reach the TLS layer and fail the
-/// handshake.
+/// Reads the socket without buffering ahead, and refuses bytes that
+/// arrived with an SSLRequest before its answer (CVE-2021-23214): nothing
+/// the client sent in plaintext can be taken as if it had come through
+/// TLS; bytes sent later reach the TLS layer and fail the handshake.
 pub(crate) async fn negotiate(
     mut client: TcpStream,
-    tls: Option<Arc<ServerConfig>>,
-) -> Result<Option<(BoxIo, ClientLeg)>, PgError> {
+    offer: Offer<'_>,
+) -> Result<Option<Negotiated>, PgError> {
     let client_err = |m: String| PgError::protocol(Side::Client, ProtocolError::Unexpected(m));
     let mut first = [0u8; 1];
     if client.peek(&mut first).await? == 0 {
         return Ok(None);
     }
     if first == [TLS_HANDSHAKE] {
-        let Some(config) = tls else {
-            return Err(client_err(
-                "direct TLS, but interlock has no CA for the client leg".into(),
-            ));
+        let config = match offer {
+            Offer::Tls(tls) => tls
+                .config()
+                .map_err(|e| PgError::ClientTls(format!("no certificate for direct TLS: {e}")))?,
+            Offer::Refuse(why) => {
+                return Err(client_err(format!(
+                    "direct TLS, but {}",
+                    why.unwrap_or("client TLS is off")
+                )));
+            }
         };
         let stream = accept(config, client).await?;
         if stream.get_ref().1.alpn_protocol() != Some(ALPN) {
@@ -83,10 +94,15 @@ pub(crate) async fn negotiate(
                 "direct TLS without ALPN \"postgresql\"".into(),
             ));
         }
-        return Ok(Some((Box::new(stream), ClientLeg::DirectTls)));
+        return Ok(Some(Negotiated {
+            io: Box::new(stream),
+            leg: ClientLeg::DirectTls,
+            tls_unavailable: None,
+        }));
     }
     // At most one GSSENCRequest and one SSLRequest come before the startup.
     let (mut gss_seen, mut ssl_seen) = (false, false);
+    let mut tls_unavailable = None;
     loop {
         let mut head = [0u8; 8];
         match client.read_exact(&mut head).await {
@@ -101,23 +117,41 @@ pub(crate) async fn negotiate(
         );
         match (len, code) {
             (8, c) if (c == GSSENC_CODE && gss_seen) || (c == SSL_CODE && ssl_seen) => {
-                return Err(client_err("repeated encryption requests".into()));
+                return Err(refuse(&mut client, "repeated encryption requests").await);
             }
             (8, GSSENC_CODE) => {
                 gss_seen = true;
                 client.write_all(b"N").await?;
             }
-            (8, SSL_CODE) => match &tls {
-                None => {
-                    ssl_seen = true;
-                    client.write_all(b"N").await?;
+            (8, SSL_CODE) => {
+                ssl_seen = true;
+                if sent_ahead(&client) {
+                    let why = "unencrypted data after SSLRequest (before its answer)";
+                    return Err(refuse(&mut client, why).await);
                 }
-                Some(config) => {
-                    client.write_all(b"S").await?;
-                    let stream = accept(config.clone(), client).await?;
-                    return Ok(Some((Box::new(stream), ClientLeg::Tls)));
+                let config = match &offer {
+                    Offer::Tls(tls) => tls.config().map_err(|e| e.to_string()),
+                    Offer::Refuse(why) => Err(why.unwrap_or_default().to_string()),
+                };
+                match config {
+                    Ok(config) => {
+                        client.write_all(b"S").await?;
+                        let stream = accept(config, client).await?;
+                        return Ok(Some(Negotiated {
+                            io: Box::new(stream),
+                            leg: ClientLeg::Tls,
+                            tls_unavailable: None,
+                        }));
+                    }
+                    Err(why) => {
+                        if !why.is_empty() {
+                            tracing::warn!(reason = %why, "client asked for TLS; answered 'N'");
+                            tls_unavailable = Some(why);
+                        }
+                        client.write_all(b"N").await?;
+                    }
                 }
-            },
+            }
             // Anything else is the start of the startup (or cancel) packet.
             _ => {
                 let io = Prefixed {
@@ -125,10 +159,30 @@ pub(crate) async fn negotiate(
                     used: 0,
                     inner: client,
                 };
-                return Ok(Some((Box::new(io), ClientLeg::Plain)));
+                return Ok(Some(Negotiated {
+                    io: Box::new(io),
+                    leg: ClientLeg::Plain,
+                    tls_unavailable,
+                }));
             }
         }
     }
+}
+
+/// Tells a plaintext client (FATAL 08P01) why its connection ends.
+async fn refuse(client: &mut TcpStream, why: &str) -> PgError {
+    let source = ProtocolError::Unexpected(why.into());
+    let msg = format!("interlock: protocol violation by the client: {source}");
+    let _ = client.write_all(fatal("08P01", &msg).raw()).await;
+    PgError::protocol(Side::Client, source)
+}
+
+/// Whether bytes already wait behind the 8 read (a client must wait for
+/// the answer to an SSLRequest before sending anything).
+fn sent_ahead(client: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    // WouldBlock: nothing waiting. EOF (Ok(0)) is noticed by the next read.
+    matches!(client.try_read(&mut probe), Ok(n) if n > 0)
 }
 
 async fn accept(

@@ -1,9 +1,12 @@
 //! What one proxied PostgreSQL target looks like to a session: where the
 //! server is, which credentials to inject and how to protect the upstream leg.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use super::frame::DEFAULT_MAX_FRAME;
+use super::{
+    ca::{CaError, PgCa},
+    frame::DEFAULT_MAX_FRAME,
+};
 
 /// A secret value whose `Debug` is redacted.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,12 +66,51 @@ pub struct PgTarget {
     pub tls: UpstreamTls,
     /// Largest message accepted from either side, in bytes.
     pub max_frame: usize,
-    /// The certificate interlock presents to clients that ask for TLS
-    /// (minted by its CA for this target); `None` answers SSLRequest 'N'.
-    pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where the certificate interlock presents to clients that ask for
+    /// TLS comes from; `None` answers SSLRequest 'N'.
+    pub client_tls: Option<ClientTls>,
+    /// How long a client may take to send its startup packet (TLS
+    /// handshake included) before the connection is closed.
+    pub startup_timeout: Duration,
     /// The host's key for the `hash` masking strategy; `None` refuses
     /// statements masked by hash.
     pub mask_key: Option<Arc<super::MaskKey>>,
+}
+
+/// Longest a client may take from connect to its startup packet (as the
+/// server's `authentication_timeout` bounds an idle socket's task).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// interlock's CA and the names a target's certificate carries. The
+/// certificate is minted when a client first asks for TLS, so a failure
+/// to mint it never refuses clients that do not.
+#[derive(Clone)]
+pub struct ClientTls {
+    ca: Arc<PgCa>,
+    names: Vec<String>,
+}
+
+impl ClientTls {
+    /// Certificates for `names` (host names and addresses) from `ca`.
+    pub fn new(ca: Arc<PgCa>, names: Vec<String>) -> ClientTls {
+        ClientTls { ca, names }
+    }
+
+    /// The TLS configuration (minted on first use, then cached by the CA).
+    ///
+    /// # Errors
+    /// The names are empty or invalid, or signing failed.
+    pub fn config(&self) -> Result<Arc<rustls::ServerConfig>, CaError> {
+        self.ca.server_config(&self.names)
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PgTarget {
@@ -83,6 +125,7 @@ impl PgTarget {
             max_frame: DEFAULT_MAX_FRAME,
             client_tls: None,
             mask_key: None,
+            startup_timeout: STARTUP_TIMEOUT,
         }
     }
 }

@@ -30,7 +30,9 @@ pub type BoxIo = Box<dyn Io>;
 /// Errors: connect failures, a server refusing TLS under `require` or
 /// `verify-full`, certificate or handshake failures.
 pub async fn connect(target: &PgTarget) -> Result<BoxIo, PgError> {
-    let mut tcp = TcpStream::connect(target.upstream).await?;
+    let mut tcp = TcpStream::connect(target.upstream)
+        .await
+        .map_err(PgError::Connect)?;
     let _ = tcp.set_nodelay(true);
     let config = match &target.tls {
         UpstreamTls::Disable => return Ok(Box::new(tcp)),

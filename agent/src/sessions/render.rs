@@ -67,6 +67,16 @@ pub(crate) fn show(r: &Recording) -> String {
     line("target", r.target().unwrap_or("-"));
     line("destination", &dest(r));
     line("started", r.start_text().unwrap_or("-"));
+    // PostgreSQL: how the client's leg to interlock was protected.
+    if let Some(leg) = r.started().and_then(|v| text(v, &["client_leg"])) {
+        match r
+            .started()
+            .and_then(|v| text(v, &["client_tls_unavailable"]))
+        {
+            Some(why) => line("client leg", &format!("{leg} (TLS refused: {why})")),
+            None => line("client leg", leg),
+        }
+    }
     match r.ended() {
         Some(e) => {
             line("ended", text(e, &["time"]).unwrap_or("-"));
@@ -175,9 +185,42 @@ pub(crate) fn replay_line(r: &Recording, e: &Entry) -> String {
             }
             s
         }
+        "statement" => statement(v),
         other => generic(other, v),
     };
     format!("{at:>10}  {what}")
+}
+
+/// A PostgreSQL `statement` event: its text (or that the recording level
+/// left it out), what came of it, how long it ran and who decided.
+fn statement(v: &Value) -> String {
+    let mut s = format!(
+        "statement: {}",
+        text(v, &["text"]).unwrap_or("(text not recorded)")
+    );
+    match (v["rows"].as_u64(), text(v, &["error"])) {
+        (_, Some(code)) => {
+            let _ = write!(s, " -> error {code}");
+        }
+        (Some(1), None) => s.push_str(" -> 1 row"),
+        (Some(n), None) => {
+            let _ = write!(s, " -> {n} rows");
+        }
+        (None, None) => s.push_str(" -> done"),
+    }
+    if let Some(ms) = v["duration_ms"].as_u64() {
+        let _ = write!(s, " in {}", seconds(ms));
+    }
+    let action = text(v, &["decision", "action"]).unwrap_or("-");
+    match text(v, &["decision", "rule"]) {
+        Some(rule) => {
+            let _ = write!(s, " ({action} by rule {rule})");
+        }
+        None => {
+            let _ = write!(s, " ({action})");
+        }
+    }
+    s
 }
 
 /// A record kind this module does not know (a protocol's transcript entry):
@@ -274,8 +317,10 @@ mod tests {
         let mut log = session("0190aaaa-1", 1, &["psql", "-c", "x"], "alice");
         log.insert(
             1,
-            json!({"type": "pg_statement", "session_id": "0190aaaa-1", "seq": 5,
-            "time": "2026-01-02T03:00:01.500Z", "sql": "select 1", "ocsf": {}}),
+            json!({"type": "statement", "session_id": "0190aaaa-1", "seq": 5,
+            "time": "2026-01-02T03:00:01.500Z", "target": "db", "text": "select 1",
+            "classes": ["read"], "decision": {"action": "allowed", "rule": null},
+            "rows": 1, "duration_ms": 3, "ocsf": {}}),
         );
         Recording::collect(log).remove(0)
     }
@@ -311,7 +356,7 @@ mod tests {
             lines[0]
         );
         assert!(
-            lines[1].contains("+0.500s  pg_statement sql=\"select 1\""),
+            lines[1].contains("+0.500s  statement: select 1 -> 1 row in 0.003s (allowed)"),
             "{}",
             lines[1]
         );
@@ -341,5 +386,14 @@ mod tests {
         ] {
             assert!(s.contains(want), "{want} in\n{s}");
         }
+        assert!(!s.contains("client leg"), "{s}");
+        let mut log = session("0190aaaa-2", 1, &["psql"], "alice");
+        log[0]["client_leg"] = json!("plain");
+        log[0]["client_tls_unavailable"] = json!("no certificate");
+        let s = show(&Recording::collect(log).remove(0));
+        assert!(
+            s.contains("client leg   plain (TLS refused: no certificate)"),
+            "{s}"
+        );
     }
 }

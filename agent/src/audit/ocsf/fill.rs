@@ -193,8 +193,8 @@ impl Mapper {
                 count,
                 total,
             } => {
-                b.verdict(BLOCKED);
-                b.status_detail = Some(format!(
+                b.log("kernel flow table".into());
+                b.message = Some(format!(
                     "{count} connects to targets not redirected ({reason:?}; {total} in all)"
                 ));
             }

@@ -133,12 +133,14 @@ pub(crate) fn classify(kind: &EventKind) -> Classification {
         K::PolicyReloaded { .. } => (APP_LIFECYCLE, (99, "Policy Reload"), INFORMATIONAL, SUCCESS),
         K::PolicyReloadFailed { .. } => (APP_LIFECYCLE, (99, "Policy Reload"), MEDIUM, FAILURE),
         K::ConnectionRefused { .. } => (NETWORK, (5, "Refuse"), MEDIUM, FAILURE),
-        // Let through unrecorded is a hole in enforcement: high.
+        // A count from the kernel's counters, not one connection (which
+        // Network Activity would need endpoints for). Let through
+        // unrecorded is a hole in enforcement: high.
         K::ConnectsRefused {
             reason: super::event::RefusalReason::FlowTableFullPassed,
             ..
-        } => (NETWORK, (5, "Refuse"), HIGH, FAILURE),
-        K::ConnectsRefused { .. } => (NETWORK, (5, "Refuse"), MEDIUM, FAILURE),
+        } => (EVENT_LOG, (99, "Connects Not Redirected"), HIGH, FAILURE),
+        K::ConnectsRefused { .. } => (EVENT_LOG, (99, "Connects Not Redirected"), MEDIUM, FAILURE),
         K::DaemonStarted { .. } => (PROCESS, (1, "Launch"), INFORMATIONAL, SUCCESS),
         K::DaemonStopped { .. } => (PROCESS, (2, "Terminate"), INFORMATIONAL, SUCCESS),
         K::ProcessRecordsLost { .. } => (EVENT_LOG, (99, "Records Lost"), MEDIUM, FAILURE),

@@ -110,6 +110,8 @@ fn samples() -> Vec<EventKind> {
             session_id: s(),
             identity: Box::new(identity()),
             decision: decision(Disposition::Held),
+            client_leg: Some(crate::gate::ClientLeg::Tls),
+            client_tls_unavailable: None,
         },
         K::Statement {
             session_id: s(),

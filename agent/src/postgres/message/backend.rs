@@ -81,14 +81,24 @@ impl ErrorFields {
             if code == 0 {
                 return Ok(ErrorFields { fields });
             }
-            fields.push((code, c.cstr()?));
+            fields.push((code, c.cstr_lossy()?));
         }
     }
 
     fn encode(&self, tag: u8) -> Frame {
+        self.encode_with(tag, &|v| std::borrow::Cow::Borrowed(v.as_bytes()))
+    }
+
+    /// As a frame of type `tag` (b'E' or b'N') with every value converted
+    /// by `convert` (into a client's encoding; it must not produce NUL).
+    pub(crate) fn encode_with(
+        &self,
+        tag: u8,
+        convert: &dyn Fn(&str) -> std::borrow::Cow<'_, [u8]>,
+    ) -> Frame {
         let mut p = Payload::new(tag);
         for (code, v) in &self.fields {
-            p = p.u8(*code).cstr(v);
+            p = p.u8(*code).bytes(&convert(v)).u8(0);
         }
         p.u8(0).finish()
     }
@@ -170,7 +180,7 @@ impl BackendMessage {
                 10 => {
                     let mut mechanisms = Vec::new();
                     loop {
-                        let m = c.cstr()?;
+                        let m = c.cstr_lossy()?;
                         if m.is_empty() {
                             break;
                         }
@@ -194,15 +204,15 @@ impl BackendMessage {
                 BackendMessage::BackendKeyData { pid, secret }
             }
             b'S' => BackendMessage::ParameterStatus {
-                name: c.cstr()?,
-                value: c.cstr()?,
+                name: c.cstr_lossy()?,
+                value: c.cstr_lossy()?,
             },
             b'v' => {
                 let version = c.i32()?;
                 let n = c.i32()?;
                 let mut unsupported = Vec::new();
                 for _ in 0..n.clamp(0, 1024) {
-                    unsupported.push(c.cstr()?);
+                    unsupported.push(c.cstr_lossy()?);
                 }
                 BackendMessage::NegotiateProtocolVersion {
                     version,
@@ -227,7 +237,9 @@ impl BackendMessage {
                 }
                 BackendMessage::DataRow(cols)
             }
-            b'C' => BackendMessage::CommandComplete { tag: c.cstr()? },
+            b'C' => BackendMessage::CommandComplete {
+                tag: c.cstr_lossy()?,
+            },
             b'I' => BackendMessage::EmptyQueryResponse,
             b'E' => BackendMessage::ErrorResponse(ErrorFields::decode(&mut c)?),
             b'N' => BackendMessage::NoticeResponse(ErrorFields::decode(&mut c)?),
@@ -238,8 +250,8 @@ impl BackendMessage {
             b'c' => BackendMessage::CopyDone,
             b'A' => BackendMessage::NotificationResponse {
                 pid: c.i32()?,
-                channel: c.cstr()?,
-                payload: c.cstr()?,
+                channel: c.cstr_lossy()?,
+                payload: c.cstr_lossy()?,
             },
             b'1' => BackendMessage::ParseComplete,
             b'2' => BackendMessage::BindComplete,

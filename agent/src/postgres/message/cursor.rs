@@ -2,7 +2,7 @@
 
 use bytes::{Buf, Bytes};
 
-use super::super::error::ProtocolError;
+use super::{super::error::ProtocolError, wire_str::WireStr};
 
 pub(crate) struct Cursor {
     buf: Bytes,
@@ -66,8 +66,8 @@ impl Cursor {
         self.take(len).map(Some)
     }
 
-    /// A NUL-terminated UTF-8 string.
-    pub(crate) fn cstr(&mut self) -> Result<String, ProtocolError> {
+    /// A NUL-terminated string's bytes.
+    pub(crate) fn cbytes(&mut self) -> Result<Bytes, ProtocolError> {
         let Some(end) = self.buf.iter().position(|b| *b == 0) else {
             return Err(ProtocolError::malformed(
                 self.what,
@@ -76,8 +76,28 @@ impl Cursor {
         };
         let s = self.buf.split_to(end);
         self.buf.advance(1);
+        Ok(s)
+    }
+
+    /// A NUL-terminated UTF-8 string (startup parameters, which are sent
+    /// upstream again as decoded).
+    pub(crate) fn cstr(&mut self) -> Result<String, ProtocolError> {
+        let s = self.cbytes()?;
         String::from_utf8(s.to_vec())
             .map_err(|_| ProtocolError::malformed(self.what, "string is not UTF-8"))
+    }
+
+    /// A NUL-terminated string in the client's encoding, as bytes.
+    pub(crate) fn wire_str(&mut self) -> Result<WireStr, ProtocolError> {
+        self.cbytes().map(WireStr::from_bytes)
+    }
+
+    /// A NUL-terminated string from the server, in the client's encoding:
+    /// only read (e.g. an error's SQLSTATE), never sent on as decoded, so
+    /// bytes that are not UTF-8 become U+FFFD.
+    pub(crate) fn cstr_lossy(&mut self) -> Result<String, ProtocolError> {
+        let s = self.cbytes()?;
+        Ok(String::from_utf8_lossy(&s).into_owned())
     }
 
     pub(crate) fn rest(&mut self) -> Bytes {

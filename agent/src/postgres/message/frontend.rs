@@ -4,44 +4,45 @@ use bytes::Bytes;
 
 use super::super::error::ProtocolError;
 use super::super::frame::{Frame, Payload, tag_name};
-use super::cursor::Cursor;
+use super::{cursor::Cursor, wire_str::WireStr};
 
-/// A client message. Bodies we never inspect (CopyData, SASL payloads,
+/// A client message; its strings are bytes in the client's encoding.
+/// Bodies we never inspect (CopyData, SASL payloads,
 /// Bind parameters) stay as bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrontendMessage {
     Query {
-        sql: String,
+        sql: WireStr,
     },
     Parse {
-        name: String,
-        sql: String,
+        name: WireStr,
+        sql: WireStr,
         param_types: Vec<i32>,
     },
     Bind {
-        portal: String,
-        statement: String,
+        portal: WireStr,
+        statement: WireStr,
         rest: Bytes,
     },
     /// `kind` is b'S' (statement) or b'P' (portal).
     Describe {
         kind: u8,
-        name: String,
+        name: WireStr,
     },
     Execute {
-        portal: String,
+        portal: WireStr,
         max_rows: i32,
     },
     Sync,
     Flush,
     Close {
         kind: u8,
-        name: String,
+        name: WireStr,
     },
     CopyData(Bytes),
     CopyDone,
     CopyFail {
-        message: String,
+        message: WireStr,
     },
     FunctionCall {
         oid: i32,
@@ -69,10 +70,10 @@ impl FrontendMessage {
         let tag = frame.tag();
         let mut c = Cursor::new(frame.body(), "frontend message");
         let msg = match tag {
-            b'Q' => FrontendMessage::Query { sql: c.cstr()? },
+            b'Q' => FrontendMessage::Query { sql: c.wire_str()? },
             b'P' => {
-                let name = c.cstr()?;
-                let sql = c.cstr()?;
+                let name = c.wire_str()?;
+                let sql = c.wire_str()?;
                 let n = c.count16()?;
                 let mut param_types = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
@@ -85,27 +86,29 @@ impl FrontendMessage {
                 }
             }
             b'B' => FrontendMessage::Bind {
-                portal: c.cstr()?,
-                statement: c.cstr()?,
+                portal: c.wire_str()?,
+                statement: c.wire_str()?,
                 rest: c.rest(),
             },
             b'D' => FrontendMessage::Describe {
                 kind: kind(&mut c)?,
-                name: c.cstr()?,
+                name: c.wire_str()?,
             },
             b'E' => FrontendMessage::Execute {
-                portal: c.cstr()?,
+                portal: c.wire_str()?,
                 max_rows: c.i32()?,
             },
             b'S' => FrontendMessage::Sync,
             b'H' => FrontendMessage::Flush,
             b'C' => FrontendMessage::Close {
                 kind: kind(&mut c)?,
-                name: c.cstr()?,
+                name: c.wire_str()?,
             },
             b'd' => FrontendMessage::CopyData(c.rest()),
             b'c' => FrontendMessage::CopyDone,
-            b'f' => FrontendMessage::CopyFail { message: c.cstr()? },
+            b'f' => FrontendMessage::CopyFail {
+                message: c.wire_str()?,
+            },
             b'F' => FrontendMessage::FunctionCall {
                 oid: c.i32()?,
                 rest: c.rest(),
@@ -121,14 +124,14 @@ impl FrontendMessage {
     /// Encodes as a frame.
     pub fn encode(&self) -> Frame {
         match self {
-            FrontendMessage::Query { sql } => Payload::new(b'Q').cstr(sql).finish(),
+            FrontendMessage::Query { sql } => Payload::new(b'Q').wire_str(sql).finish(),
             FrontendMessage::Parse {
                 name,
                 sql,
                 param_types,
             } => {
                 let n = i16::try_from(param_types.len()).unwrap_or(i16::MAX);
-                let mut p = Payload::new(b'P').cstr(name).cstr(sql).i16(n);
+                let mut p = Payload::new(b'P').wire_str(name).wire_str(sql).i16(n);
                 for t in param_types.iter().take(usize::try_from(n).unwrap_or(0)) {
                     p = p.i32(*t);
                 }
@@ -139,24 +142,24 @@ impl FrontendMessage {
                 statement,
                 rest,
             } => Payload::new(b'B')
-                .cstr(portal)
-                .cstr(statement)
+                .wire_str(portal)
+                .wire_str(statement)
                 .bytes(rest)
                 .finish(),
             FrontendMessage::Describe { kind, name } => {
-                Payload::new(b'D').u8(*kind).cstr(name).finish()
+                Payload::new(b'D').u8(*kind).wire_str(name).finish()
             }
             FrontendMessage::Execute { portal, max_rows } => {
-                Payload::new(b'E').cstr(portal).i32(*max_rows).finish()
+                Payload::new(b'E').wire_str(portal).i32(*max_rows).finish()
             }
             FrontendMessage::Sync => Payload::new(b'S').finish(),
             FrontendMessage::Flush => Payload::new(b'H').finish(),
             FrontendMessage::Close { kind, name } => {
-                Payload::new(b'C').u8(*kind).cstr(name).finish()
+                Payload::new(b'C').u8(*kind).wire_str(name).finish()
             }
             FrontendMessage::CopyData(d) => Payload::new(b'd').bytes(d).finish(),
             FrontendMessage::CopyDone => Payload::new(b'c').finish(),
-            FrontendMessage::CopyFail { message } => Payload::new(b'f').cstr(message).finish(),
+            FrontendMessage::CopyFail { message } => Payload::new(b'f').wire_str(message).finish(),
             FrontendMessage::FunctionCall { oid, rest } => {
                 Payload::new(b'F').i32(*oid).bytes(rest).finish()
             }
@@ -244,5 +247,21 @@ mod tests {
         assert!(FrontendMessage::decode(&neg).is_err());
         let short_exec = Payload::new(b'E').cstr("").i16(0).finish();
         assert!(FrontendMessage::decode(&short_exec).is_err());
+    }
+
+    #[test]
+    fn strings_in_other_encodings_are_kept_as_bytes() {
+        let latin1 = Payload::new(b'Q').bytes(b"select '\xe9'\0").finish();
+        let m = FrontendMessage::decode(&latin1).unwrap();
+        let FrontendMessage::Query { sql } = &m else {
+            panic!("{m:?}");
+        };
+        assert_eq!(sql.as_bytes(), b"select '\xe9'");
+        assert_eq!(m.encode(), latin1);
+        let named = Payload::new(b'P')
+            .bytes(b"s\xff\0select 1\0")
+            .i16(0)
+            .finish();
+        assert_eq!(FrontendMessage::decode(&named).unwrap().encode(), named);
     }
 }

@@ -8,9 +8,11 @@ mod cursor;
 mod frontend;
 mod row;
 mod startup;
+mod wire_str;
 
 pub use backend::{AuthRequest, BackendMessage, ErrorFields};
 pub use bind::BindParams;
 pub use frontend::FrontendMessage;
 pub use row::{RowField, parameter_types};
 pub use startup::{CANCEL_CODE, GSSENC_CODE, SSL_CODE, StartupPacket};
+pub use wire_str::WireStr;

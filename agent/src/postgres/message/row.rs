@@ -26,7 +26,7 @@ impl RowField {
         let n = c.count16()?;
         let mut out = Vec::with_capacity(n.min(1600));
         for _ in 0..n {
-            let name = c.cstr()?;
+            let name = c.cstr_lossy()?;
             let table_oid = c.i32()? as u32;
             let attnum = c.i16()?;
             let type_oid = c.i32()? as u32;

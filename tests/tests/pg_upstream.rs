@@ -1,0 +1,355 @@
+//! Upstream authentication methods other than SCRAM (md5, cleartext), and
+//! either side going away: the server's backend terminated or killed in
+//! the middle of a query, a client leaving with statements in flight or
+//! inside a message, a client that never starts up, a client leaving a
+//! held session, a client pipelining without bound behind a held
+//! statement, a passthrough client that never answers the server. Servers
+//! on 127.0.0.22.
+
+use std::{sync::Arc, time::Duration};
+
+use interlock::{
+    gate::StatementClass as C,
+    postgres::{PgCredentials, PgTarget, Secret},
+};
+use interlock_tests::{
+    pg_client::{code, connect, injected, psql, run},
+    pg_gate::{Proxy, TestGate},
+    pg_raw as raw,
+    postgres::{CLEARTEXT_ROLE, MD5_ROLE, OTHER_PASSWORD, PgServer, ROLE},
+};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio_postgres::error::SqlState;
+
+const IP: &str = "127.0.0.22";
+
+async fn server() -> PgServer {
+    tokio::task::spawn_blocking(|| PgServer::start(IP))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn as_role(server: &PgServer, role: &str) -> PgTarget {
+    let mut t = PgTarget::new(server.addr);
+    t.credentials = Some(PgCredentials {
+        user: Some(role.into()),
+        password: Secret::new(OTHER_PASSWORD),
+    });
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_and_cleartext_servers_get_the_injected_password() {
+    let server = server().await;
+    let gate = TestGate::new(&[], &[]);
+    for role in [MD5_ROLE, CLEARTEXT_ROLE] {
+        let proxy = Proxy::start(as_role(&server, role), gate.clone()).await;
+        // the client's own password is wrong; the server asks for md5 / cleartext
+        let out = run(psql(&proxy, "whoever", "select current_user")).await;
+        assert!(
+            out.status.success(),
+            "{role}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), role);
+        // passthrough relays the same requests to the client
+        let pass = Proxy::start(PgTarget::new(server.addr), gate.clone()).await;
+        let (client, _m) = connect(&pass.conninfo(role, OTHER_PASSWORD)).await.unwrap();
+        let row = client
+            .query_one("select current_user::text", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), role);
+        let err = connect(&pass.conninfo(role, "wrong")).await.err().unwrap();
+        assert_eq!(
+            code(&err),
+            Some(SqlState::INVALID_PASSWORD),
+            "{role}: {err:?}"
+        );
+    }
+    // the server did use those methods (its log names failed attempts by method)
+    let log = server.log();
+    assert!(
+        log.contains(&format!(
+            "password authentication failed for user \"{MD5_ROLE}\""
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("Connection matched pg_hba.conf line 2: \"host all md5app 127.0.0.0/8 md5\""),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "Connection matched pg_hba.conf line 3: \"host all pwapp 127.0.0.0/8 password\""
+        ),
+        "{log}"
+    );
+    assert!(!format!("{:?}", gate.records()).contains(OTHER_PASSWORD));
+}
+
+/// The pid of the backend running `query`, once it runs.
+async fn backend_of(server: &PgServer, query: &str) -> i32 {
+    loop {
+        let pid = server
+            .query(&format!(
+                "select pid from pg_stat_activity where query = '{query}'"
+            ))
+            .unwrap();
+        if let Ok(pid) = pid.parse() {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_going_away_mid_query_ends_only_that_session() {
+    let server = server().await;
+    let gate = TestGate::new(&[], &[]);
+    let proxy = Proxy::start(injected(&server), gate.clone()).await;
+    let (other, _m) = connect(&proxy.conninfo(ROLE, "x")).await.unwrap();
+
+    // an administrator terminates the backend: the server's own FATAL, then
+    // interlock's, and the statement is recorded with the server's code
+    let mut s = raw::connect(proxy.addr, 0).await;
+    raw::send(&mut s, b'Q', b"select pg_sleep(60)\0").await;
+    let pid = backend_of(&server, "select pg_sleep(60)").await;
+    server
+        .admin(&format!("select pg_terminate_backend({pid})"))
+        .unwrap();
+    let mut errors = vec![];
+    while let Some((tag, body)) = raw::recv(&mut s).await {
+        if tag == b'E' {
+            errors.push((raw::field(&body, b'C'), raw::field(&body, b'M')));
+        }
+    }
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0].0, "57P01", "{errors:?}");
+    assert_eq!(errors[1].0, "08006");
+    assert!(
+        errors[1]
+            .1
+            .contains("interlock: the server closed the connection unexpectedly"),
+        "{errors:?}"
+    );
+    let ended = proxy.wait_ended(1).await;
+    assert_eq!(
+        ended,
+        [Err("the server closed the connection unexpectedly".into())]
+    );
+    assert!(
+        gate.statements()
+            .contains(&("select pg_sleep(60)".into(), None, Some("57P01".into()))),
+        "{:?}",
+        gate.statements()
+    );
+    // the other session carries on
+    let row = other.query_one("select 6 * 7", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+
+    // the backend dies without a word (SIGKILL): interlock's FATAL names
+    // what happened and the statement is recorded as interrupted
+    let mut s = raw::connect(proxy.addr, 0).await;
+    raw::send(&mut s, b'Q', b"select pg_sleep(61)\0").await;
+    let pid = backend_of(&server, "select pg_sleep(61)").await;
+    // SAFETY: kill has no memory preconditions; pid is the server's backend.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let (tag, body) = raw::recv(&mut s).await.unwrap();
+    assert_eq!(tag, b'E');
+    assert_eq!(raw::field(&body, b'S'), "FATAL");
+    assert_eq!(raw::field(&body, b'C'), "08006");
+    assert!(raw::field(&body, b'M').starts_with("interlock: "));
+    assert!(raw::recv(&mut s).await.is_none());
+    proxy.wait_ended(2).await;
+    assert!(
+        gate.statements()
+            .contains(&("select pg_sleep(61)".into(), None, Some("08006".into()))),
+        "{:?}",
+        gate.statements()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_statement_or_mid_message_is_recorded() {
+    let server = server().await;
+    let gate = TestGate::new(&[], &[]);
+    let proxy = Proxy::start(injected(&server), gate.clone()).await;
+
+    // statements in flight (pipelined) when the client vanishes
+    let mut s = raw::connect(proxy.addr, 0).await;
+    raw::send(&mut s, b'Q', b"select pg_sleep(30)\0").await;
+    raw::send(&mut s, b'Q', b"select 'after'\0").await;
+    backend_of(&server, "select pg_sleep(30)").await;
+    drop(s);
+    assert_eq!(proxy.wait_ended(1).await, [Ok(())]);
+    let stmts = gate.statements();
+    assert_eq!(
+        stmts,
+        [
+            ("select pg_sleep(30)".into(), None, Some("08006".into())),
+            ("select 'after'".into(), None, Some("08006".into())),
+        ]
+    );
+
+    // a message cut off by the client's EOF: a clear FATAL, recorded
+    let mut s = raw::connect(proxy.addr, 0).await;
+    s.write_all(b"Q\0\0\0\x20select").await.unwrap();
+    s.shutdown().await.unwrap();
+    let (tag, body) = raw::recv(&mut s).await.unwrap();
+    assert_eq!(tag, b'E');
+    assert_eq!(raw::field(&body, b'C'), "08P01");
+    let msg = raw::field(&body, b'M');
+    assert!(
+        msg.contains(
+            "connection closed in the middle of a message (message 'Q', 11 bytes received)"
+        ),
+        "{msg}"
+    );
+    proxy.wait_ended(2).await;
+    let errors = gate.protocol_errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("Client: connection closed in the middle"),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_time_out_and_held_sessions_notice_the_client_leaving() {
+    let server = server().await;
+    let gate = TestGate::new(&[], &[]);
+    let mut target = injected(&server);
+    target.startup_timeout = Duration::from_secs(1);
+    let proxy = Proxy::start(target, gate.clone()).await;
+
+    // connected, silent: closed without a word (it has not spoken the protocol)
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(raw::recv(&mut s).await.is_none());
+    // a startup packet begun and not finished: told why
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&raw::startup(0)[..10]).await.unwrap();
+    let (tag, body) = raw::recv(&mut s).await.unwrap();
+    assert_eq!(tag, b'E');
+    assert!(
+        raw::field(&body, b'M').contains("no startup packet within 1 s"),
+        "{body:?}"
+    );
+    // passthrough: a client that does not answer the server's SCRAM request
+    let mut target = PgTarget::new(server.addr);
+    target.startup_timeout = Duration::from_secs(1);
+    let pass = Proxy::start(target, gate.clone()).await;
+    let mut s = TcpStream::connect(pass.addr).await.unwrap();
+    s.write_all(&raw::startup(0)).await.unwrap();
+    assert_eq!(raw::recv(&mut s).await.unwrap().0, b'R');
+    let (tag, body) = raw::recv(&mut s).await.unwrap();
+    assert_eq!(tag, b'E');
+    assert!(
+        raw::field(&body, b'M')
+            .contains("no answer to the server's authentication request within 1 s"),
+        "{body:?}"
+    );
+    proxy.wait_ended(2).await;
+    pass.wait_ended(1).await;
+    assert_eq!(
+        gate.protocol_errors().len(),
+        3,
+        "{:?}",
+        gate.protocol_errors()
+    );
+
+    // a session held for approval: the client leaving withdraws the hold
+    let holding = TestGate::holding_sessions();
+    let proxy = Proxy::start(injected(&server), holding.clone()).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&raw::startup(0)).await.unwrap();
+    let (id, _decide) = holding.next_hold().await;
+    let (tag, body) = raw::recv(&mut s).await.unwrap();
+    assert_eq!(tag, b'N');
+    assert!(raw::field(&body, b'M').contains(&id));
+    drop(s);
+    assert_eq!(proxy.wait_ended(1).await, [Ok(())]);
+    assert_eq!(holding.withdrawn(), 1);
+    // a held session that is approved goes on
+    let s = tokio::spawn(async move {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(&raw::startup(0)).await.unwrap();
+        let msgs = raw::until_ready(&mut s).await;
+        (s, msgs, proxy)
+    });
+    let (_, decide) = holding.next_hold().await;
+    decide
+        .send(interlock::gate::HoldOutcome::Approved {
+            by: "alice".into(),
+            reason: None,
+        })
+        .unwrap();
+    let (_s, msgs, _proxy) = s.await.unwrap();
+    assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'), "{msgs:?}");
+    assert_eq!(holding.withdrawn(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_piled_behind_a_held_statement_are_bounded() {
+    let server = server().await;
+    let gate = TestGate::new(&[], &[C::DeleteWithoutWhere]);
+    let proxy = Proxy::start(injected(&server), gate.clone()).await;
+    let (other, _m) = connect(&proxy.conninfo(ROLE, "x")).await.unwrap();
+    let mut s = raw::connect(proxy.addr, 0).await;
+    raw::send(&mut s, b'Q', b"delete from pg_class\0").await;
+    let _held = gate.next_hold().await;
+    // 4097 Syncs: one more than interlock keeps while the statement waits
+    let syncs: Vec<u8> = std::iter::repeat_n(*b"S\0\0\0\x04", 4097)
+        .flatten()
+        .collect();
+    let _ = s.write_all(&syncs).await;
+    let mut fatal = None;
+    while let Some((tag, body)) = raw::recv(&mut s).await {
+        if tag == b'E' {
+            fatal = Some(raw::field(&body, b'M'));
+        }
+    }
+    let fatal = fatal.expect("a FATAL");
+    assert!(
+        fatal.contains("more than 4096 messages or 67108864 bytes sent while a statement was held"),
+        "{fatal}"
+    );
+    while gate.withdrawn() < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = Arc::new(other);
+    assert_eq!(
+        other
+            .query_one("select 1::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    assert!(gate.statements().iter().all(|s| !s.0.contains("delete")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_named_to_the_client() {
+    // nothing listens on port 1 of this address
+    let gate = TestGate::new(&[], &[]);
+    let proxy = Proxy::start(PgTarget::new(format!("{IP}:1").parse().unwrap()), gate).await;
+    let err = connect(&proxy.conninfo(ROLE, "x")).await.err().unwrap();
+    let db = err.as_db_error().expect("a FATAL from interlock");
+    assert_eq!(db.code(), &SqlState::CONNECTION_FAILURE);
+    assert!(
+        db.message().starts_with(
+            "interlock: cannot open the upstream session: cannot connect to the server"
+        ),
+        "{}",
+        db.message()
+    );
+    let ended = proxy.wait_ended(1).await;
+    assert!(
+        ended[0]
+            .as_ref()
+            .is_err_and(|e| e.contains("Connection refused")),
+        "{ended:?}"
+    );
+}
