@@ -10,6 +10,7 @@ pub mod pg_gate;
 pub mod pg_raw;
 pub mod postgres;
 mod pty;
+pub mod sshagent;
 mod sshd;
 pub mod sshjob;
 pub mod sshproxy;

@@ -147,6 +147,11 @@ impl Sshd {
         Ok(())
     }
 
+    /// The listening sshd's pid (its children are the per-connection processes).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What sshd wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()

@@ -13,7 +13,9 @@ use std::{
 
 use anyhow::Result;
 use interlock::{
-    gate::{BoxFuture, CommandKind, Gate, Held, HoldOutcome, Record, Request, Verdict},
+    gate::{
+        BoxFuture, CommandKind, Gate, Held, HoldOutcome, Record, RecordingRef, Request, Verdict,
+    },
     ssh::{ClientAuth, Credential, HostIdentity, HostKeyCheck, SshTarget},
 };
 use tokio::{
@@ -57,6 +59,49 @@ impl TestGate {
                     exit_status,
                     ..
                 } => Some((*kind, text.clone(), *exit_status)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every reconstructed shell line, in order.
+    pub fn shell_lines(&self) -> Vec<String> {
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r {
+                Record::ShellLine { text } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every terminal recording the commands' records name.
+    pub fn recordings(&self) -> Vec<RecordingRef> {
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r {
+                Record::Command { recording, .. } => recording.clone(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The exit signal of every recorded command that had one.
+    pub fn exit_signals(&self) -> Vec<(String, String)> {
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r {
+                Record::Command {
+                    text,
+                    exit_signal: Some(sig),
+                    ..
+                } => Some((text.clone(), sig.clone())),
                 _ => None,
             })
             .collect()
@@ -142,6 +187,7 @@ pub struct Proxy {
 pub fn target(sshd: &Sshd, identity: HostIdentity) -> Result<SshTarget> {
     Ok(SshTarget {
         upstream: sshd.addr,
+        host_names: Vec::new(),
         upstream_user: Some("root".into()),
         credential: Credential::PrivateKey(std::fs::read(&sshd.client_key)?),
         host_key_check: HostKeyCheck::Pinned(sshd.host_public_key.clone()),

@@ -206,12 +206,11 @@ impl PgCa {
         let leaf_key = KeyPair::generate()?;
         let cert = params.signed_by(&leaf_key, &self.issuer)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], key_der)?;
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], key_der)?;
         // A client that offers ALPN must offer "postgresql" (as the server
         // itself insists); one that offers none (libpq before 17) is fine.
         config.alpn_protocols = vec![ALPN.to_vec()];
@@ -286,7 +285,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(CA_FILE), "garbage").unwrap();
         let err = PgCa::load_or_create(&dir).unwrap_err().to_string();
-        assert!(err.contains(CA_FILE) && err.contains("no certificate"), "{err}");
+        assert!(
+            err.contains(CA_FILE) && err.contains("no certificate"),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

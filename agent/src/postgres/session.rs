@@ -176,9 +176,7 @@ async fn report(e: &PgError, w: &mut Writer, gate: &dyn Gate) {
             "08006",
             &format!("interlock: cannot open the upstream session: {e}"),
         )),
-        PgError::Io(_) | PgError::ClientTls(_) | PgError::Refused(_) | PgError::Blocked(_) => {
-            None
-        }
+        PgError::Io(_) | PgError::ClientTls(_) | PgError::Refused(_) | PgError::Blocked(_) => None,
     };
     if let Some(reply) = reply {
         let _ = w.send(&reply).await;

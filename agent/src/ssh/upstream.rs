@@ -21,7 +21,8 @@ pub(super) type Upstream = client::Handle<Verifier>;
 /// Checks the upstream host key against the target's configuration.
 pub(super) struct Verifier {
     addr: String,
-    host: String,
+    /// The upstream address, then the target's host names.
+    hosts: Vec<String>,
     port: u16,
     check: HostKeyCheck,
     grants: Arc<Grants>,
@@ -50,20 +51,36 @@ impl Verifier {
         }
     }
 
+    /// Looks up every name the upstream goes by: an entry holding another
+    /// key for any of them refuses the session even if another name's
+    /// entry holds this key (one of the two is wrong).
     fn verify_known_hosts(&self, path: &PathBuf, key: &PublicKey) -> Result<(), SshError> {
-        match russh::keys::check_known_hosts_path(&self.host, self.port, key, path) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(SshError::HostKeyUnknown {
+        let mut known = false;
+        for host in &self.hosts {
+            match russh::keys::check_known_hosts_path(host, self.port, key, path) {
+                Ok(found) => known |= found,
+                Err(russh::keys::Error::KeyChanged { line }) => {
+                    return Err(SshError::HostKeyMismatch {
+                        addr: self.addr.clone(),
+                        expected: format!(
+                            "the key for {host} on line {line} of {}",
+                            path.display()
+                        ),
+                        got: fingerprint(key),
+                    });
+                }
+                Err(e) => return Err(SshError::Key(format!("{}: {e}", path.display()))),
+            }
+        }
+        if known {
+            Ok(())
+        } else {
+            Err(SshError::HostKeyUnknown {
                 addr: self.addr.clone(),
+                names: self.hosts.join(", "),
                 got: fingerprint(key),
                 known_hosts: path.clone(),
-            }),
-            Err(russh::keys::Error::KeyChanged { line }) => Err(SshError::HostKeyMismatch {
-                addr: self.addr.clone(),
-                expected: format!("the key on line {line} of {}", path.display()),
-                got: fingerprint(key),
-            }),
-            Err(e) => Err(SshError::Key(format!("{}: {e}", path.display()))),
+            })
         }
     }
 }
@@ -159,14 +176,15 @@ impl client::Handler for Verifier {
 
     async fn server_channel_open_forwarded_streamlocal(
         &mut self,
-        _channel: Channel<client::Msg>,
-        _socket_path: &str,
+        channel: Channel<client::Msg>,
+        socket_path: &str,
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        let kind = Reverse::Streamlocal {
+            path: socket_path.to_string(),
+        };
+        self.grants.open(kind, channel, reply).await;
         Ok(())
     }
 }
@@ -192,7 +210,9 @@ pub(super) async fn connect(
     let _ = tcp.set_nodelay(true);
     let verifier = Verifier {
         addr: addr.clone(),
-        host: target.upstream.ip().to_string(),
+        hosts: std::iter::once(target.upstream.ip().to_string())
+            .chain(target.host_names.iter().cloned())
+            .collect(),
         port: target.upstream.port(),
         check: target.host_key_check.clone(),
         grants,

@@ -1,5 +1,6 @@
-//! The `standardwebhooks` Python package, the independent signature check
-//! of the webhook integration test.
+//! Python packages the integration tests use as independent checkers:
+//! `standardwebhooks` (webhook signatures) and `asciinema` (the SSH
+//! proxy's terminal recordings parse and play: `python3 -m asciinema cat`).
 
 use std::process::Command;
 
@@ -8,13 +9,32 @@ use anyhow::Result;
 use super::Step;
 use crate::util;
 
-pub(super) struct StandardWebhooks;
+/// One package installed with pip and found by importing `module`.
+pub(super) struct PipPackage {
+    pub(super) name: &'static str,
+    pub(super) package: &'static str,
+    pub(super) module: &'static str,
+}
 
-/// `pip install standardwebhooks`; `--break-system-packages` where the
-/// Python is externally managed (Debian's), which plain pip refuses.
-fn fix_command() -> Command {
+/// The webhook integration test's signature check.
+pub(super) const STANDARD_WEBHOOKS: PipPackage = PipPackage {
+    name: "python-standardwebhooks",
+    package: "standardwebhooks",
+    module: "standardwebhooks",
+};
+
+/// The SSH tests' asciicast player (2.4, the last Python release).
+pub(super) const ASCIINEMA: PipPackage = PipPackage {
+    name: "python-asciinema",
+    package: "asciinema==2.4.0",
+    module: "asciinema",
+};
+
+/// `pip install PACKAGE`; `--break-system-packages` where the Python is
+/// externally managed (Debian's), which plain pip refuses.
+fn fix_command(package: &str) -> Command {
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "pip", "install", "--quiet", "standardwebhooks"]);
+    cmd.args(["-m", "pip", "install", "--quiet", package]);
     if externally_managed() {
         cmd.arg("--break-system-packages");
     }
@@ -32,21 +52,22 @@ fn externally_managed() -> bool {
     out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "True")
 }
 
-impl Step for StandardWebhooks {
+impl Step for PipPackage {
     fn name(&self) -> &'static str {
-        "python-standardwebhooks"
+        self.name
     }
 
     fn is_done(&self) -> Result<bool> {
-        let out = util::probe(Command::new("python3").args(["-c", "import standardwebhooks"]))?;
+        let import = format!("import {}", self.module);
+        let out = util::probe(Command::new("python3").args(["-c", &import]))?;
         Ok(out.is_some_and(|o| o.status.success()))
     }
 
     fn describe_fix(&self) -> String {
-        util::render(&fix_command())
+        util::render(&fix_command(self.package))
     }
 
     fn apply(&self) -> Result<()> {
-        util::run(&mut fix_command())
+        util::run(&mut fix_command(self.package))
     }
 }
