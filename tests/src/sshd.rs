@@ -167,3 +167,57 @@ impl Drop for Sshd {
         }
     }
 }
+
+/// A throwaway local user (no home directory), removed on drop: sshd
+/// treats root specially (no privilege-separated child, so no signal
+/// requests), and password tests need a password.
+pub struct TestUser {
+    pub name: String,
+}
+
+impl TestUser {
+    /// `useradd` a fresh `<prefix>-N` user, with `password` if given.
+    pub fn create(prefix: &str, password: Option<&str>) -> TestUser {
+        // useradd limits names to 32 characters.
+        let name = crate::unique(prefix);
+        let status = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", &name])
+            .status()
+            .expect("useradd");
+        assert!(status.success(), "useradd {name}");
+        let user = TestUser { name };
+        if password.is_none() {
+            // `*`: no password login, but not locked (sshd without PAM
+            // refuses a locked account even with a key).
+            let status = Command::new("usermod")
+                .args(["-p", "*", &user.name])
+                .status()
+                .expect("usermod");
+            assert!(status.success(), "usermod {}", user.name);
+        }
+        if let Some(password) = password {
+            let mut chpasswd = Command::new("chpasswd")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("chpasswd");
+            {
+                use std::io::Write as _;
+                let line = format!("{}:{password}\n", user.name);
+                chpasswd
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(line.as_bytes())
+                    .expect("chpasswd input");
+            }
+            assert!(chpasswd.wait().expect("chpasswd").success(), "chpasswd");
+        }
+        user
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}

@@ -141,7 +141,7 @@ fn typed_lines_are_labelled_and_the_recording_is_proved_by_the_trail() -> Result
     let d = sshjob::daemon_with_rules(&cg, &sshd, "", rules)?;
     let job = Job::trusting_ca(&d)?;
     // `shell` typed as a line must not take the shell's own decision.
-    let input = "echo typed-$((2*3))\nshell\nexit\n";
+    let input = "echo typed-$((2*3))\nshell\nexit 0\n";
     let out = shell(&job, &cg, &sshd, input)?.wait_with_output()?;
     let (stdout, stderr) = text(&out);
     assert!(stdout.contains("typed-6"), "{stdout}\n{stderr}");
@@ -156,7 +156,7 @@ fn typed_lines_are_labelled_and_the_recording_is_proved_by_the_trail() -> Result
         .filter(|c| c["reconstructed"] == true)
         .filter_map(|c| c["text"].as_str())
         .collect();
-    assert_eq!(lines, ["echo typed-$((2*3))", "shell", "exit"]);
+    assert_eq!(lines, ["echo typed-$((2*3))", "shell", "exit 0"]);
     for c in commands.iter().filter(|c| c["reconstructed"] == true) {
         assert_eq!(c["command_kind"], "shell");
         assert_eq!(c["decision"]["rule"], "shells-are-fine", "{c}");

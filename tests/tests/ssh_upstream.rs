@@ -3,13 +3,14 @@
 //! the target's host name and refused when an entry holds another key; a
 //! client that logs in with a password when the target allows it; and
 //! signal requests relayed to the running command (sent by a russh client,
-//! which the OpenSSH client cannot do).
+//! which the OpenSSH client cannot do) as a non-root user (sshd refuses
+//! them for root sessions).
 
 use std::sync::Arc;
 
 use interlock::ssh::{ClientAuth, HostIdentity, HostKeyCheck};
 use interlock_tests::{
-    Sshd,
+    Sshd, TestUser,
     sshproxy::{self, TestGate, text},
 };
 use russh::{
@@ -39,29 +40,25 @@ async fn known_hosts_is_looked_up_by_the_targets_host_name() {
     let mut target = sshproxy::target(&sshd, HostIdentity::generate().unwrap()).unwrap();
     target.host_names = vec!["deploy.example.test".into()];
     let known = sshd.dir.join("known_hosts-by-name");
-    let check = |lines: &str| {
+    // Runs `cmd` through a proxy whose known_hosts holds `lines`.
+    let attempt = async |lines: String, cmd: &str| {
         std::fs::write(&known, lines).unwrap();
-        HostKeyCheck::KnownHosts(known.clone())
+        let mut t = target.clone();
+        t.host_key_check = HostKeyCheck::KnownHosts(known.clone());
+        let p = sshproxy::start(&sshd, t, Arc::clone(&gate), None)
+            .await
+            .unwrap();
+        text(&p.ssh(&[], cmd, b"").await.unwrap())
     };
+    let key = &sshd.host_public_key;
 
     // An entry for the host name only, in the [name]:port form.
-    target.host_key_check = check(&format!(
-        "# written for the name\n[deploy.example.test]:{port} {}\n",
-        sshd.host_public_key
-    ));
-    let p = sshproxy::start(&sshd, target.clone(), Arc::clone(&gate), None)
-        .await
-        .unwrap();
-    let out = p.ssh(&[], "echo by-name", b"").await.unwrap();
-    assert_eq!(text(&out).0, "by-name\n", "{}", text(&out).1);
+    let lines = format!("# written for the name\n[deploy.example.test]:{port} {key}\n");
+    let (stdout, stderr) = attempt(lines, "echo by-name").await;
+    assert_eq!(stdout, "by-name\n", "{stderr}");
 
     // The name written without the port is another host (port 22).
-    target.host_key_check = check(&format!("deploy.example.test {}\n", sshd.host_public_key));
-    let p = sshproxy::start(&sshd, target.clone(), Arc::clone(&gate), None)
-        .await
-        .unwrap();
-    let out = p.ssh(&[], "echo must-not-run", b"").await.unwrap();
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = attempt(format!("deploy.example.test {key}\n"), "echo no").await;
     assert!(stdout.is_empty(), "{stdout}");
     assert!(
         stderr.contains("is not in")
@@ -72,15 +69,8 @@ async fn known_hosts_is_looked_up_by_the_targets_host_name() {
     // An entry with another key: refused, naming the line, even though the
     // address's entry holds the right key.
     let wrong = other_key(&sshd.dir);
-    target.host_key_check = check(&format!(
-        "[{IP}]:{port} {}\n[deploy.example.test]:{port} {wrong}\n",
-        sshd.host_public_key
-    ));
-    let p = sshproxy::start(&sshd, target.clone(), Arc::clone(&gate), None)
-        .await
-        .unwrap();
-    let out = p.ssh(&[], "echo must-not-run", b"").await.unwrap();
-    let (stdout, stderr) = text(&out);
+    let lines = format!("[{IP}]:{port} {key}\n[deploy.example.test]:{port} {wrong}\n");
+    let (stdout, stderr) = attempt(lines, "echo no").await;
     assert!(stdout.is_empty(), "{stdout}");
     assert!(
         stderr.contains(&format!(
@@ -91,12 +81,7 @@ async fn known_hosts_is_looked_up_by_the_targets_host_name() {
     );
 
     // The address's own entry changed: refused the same way.
-    target.host_key_check = check(&format!("[{IP}]:{port} {wrong}\n"));
-    let p = sshproxy::start(&sshd, target, Arc::clone(&gate), None)
-        .await
-        .unwrap();
-    let out = p.ssh(&[], "echo must-not-run", b"").await.unwrap();
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = attempt(format!("[{IP}]:{port} {wrong}\n"), "echo no").await;
     assert!(stdout.is_empty(), "{stdout}");
     assert!(
         stderr.contains("upstream host key mismatch") && stderr.contains("on line 1 of"),
@@ -190,8 +175,11 @@ async fn a_signal_request_reaches_the_command() {
         return;
     }
     let sshd = Sshd::start(IP).unwrap();
+    // sshd refuses signal requests for root sessions.
+    let user = TestUser::create("il-sig", None);
     let gate = Arc::new(TestGate::default());
-    let target = sshproxy::target(&sshd, HostIdentity::generate().unwrap()).unwrap();
+    let mut target = sshproxy::target(&sshd, HostIdentity::generate().unwrap()).unwrap();
+    target.upstream_user = Some(user.name.clone());
     let p = sshproxy::start(&sshd, target, Arc::clone(&gate), None)
         .await
         .unwrap();

@@ -98,6 +98,34 @@ fn ended_closed_or_error(ev: &[Value], sid: &str) {
     assert!(outcome == "closed" || outcome == "error", "{:?}", ended[0]);
 }
 
+/// The sftp session's commands hold `remote` as an unfinished upload of
+/// more than 4 MiB and less than the whole 1 GiB, without a status.
+fn partial_upload(commands: &[&Value], remote: &Path) -> Result<()> {
+    let texts: Vec<&str> = commands.iter().filter_map(|c| c["text"].as_str()).collect();
+    let prefix = format!("{}: ", remote.display());
+    let partial = commands
+        .iter()
+        .find(|c| {
+            c["text"].as_str().is_some_and(|t| {
+                t.starts_with(&prefix) && t.ends_with("bytes written (unfinished)")
+            })
+        })
+        .with_context(|| format!("the partial upload is recorded: {texts:?}"))?;
+    assert!(partial["exit_status"].is_null(), "{partial}");
+    let n: u64 = partial["text"]
+        .as_str()
+        .and_then(|t| t.split(": ").nth(1)?.split(' ').next()?.parse().ok())
+        .context("byte count")?;
+    assert!((4 << 20..1 << 30).contains(&n), "{n}");
+    assert!(
+        commands
+            .iter()
+            .any(|c| c["command_kind"] == "subsystem" && c["text"] == "sftp"),
+        "{texts:?}"
+    );
+    Ok(())
+}
+
 /// A new connection still works, and its session ends closed.
 fn still_serving(d: &Daemon, job: &Job, cg: &TestCgroup, sshd: &Sshd, ends: usize) -> Result<()> {
     let out = job.ssh(cg, sshd, &[], "echo still-$((40+2))").output()?;
@@ -173,26 +201,7 @@ fn a_client_killed_mid_upload_ends_only_its_session() -> Result<()> {
     let small_done = format!("{}/small.txt: 1100 bytes written", up.display());
     let done = commands.iter().find(|c| c["text"] == small_done.as_str());
     assert_eq!(done.context("small write")?["exit_status"], 0, "{texts:?}");
-    let partial = commands
-        .iter()
-        .find(|c| {
-            c["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("big.bin") && t.ends_with("bytes written (unfinished)"))
-        })
-        .with_context(|| format!("the partial upload is recorded: {texts:?}"))?;
-    assert!(partial["exit_status"].is_null(), "{partial}");
-    let n: u64 = partial["text"]
-        .as_str()
-        .and_then(|t| t.split(": ").nth(1)?.split(' ').next()?.parse().ok())
-        .context("byte count")?;
-    assert!((4 << 20..1 << 30).contains(&n), "{n}");
-    assert!(
-        commands
-            .iter()
-            .any(|c| c["command_kind"] == "subsystem" && c["text"] == "sftp"),
-        "{texts:?}"
-    );
+    partial_upload(&commands, &up.join("big.bin"))?;
 
     still_serving(&d, &job, &cg, &sshd, 2)
 }
@@ -332,28 +341,7 @@ fn a_server_killed_mid_upload_ends_only_its_session() -> Result<()> {
     let sid = session_with(&ev, "big.bin")?;
     ended_closed_or_error(&ev, &sid);
     let commands = session_of(&ev, "command", &sid);
-    let texts: Vec<&str> = commands.iter().filter_map(|c| c["text"].as_str()).collect();
     // What moved before the server vanished stays in the trail.
-    let partial = commands
-        .iter()
-        .find(|c| {
-            c["text"].as_str().is_some_and(|t| {
-                t.starts_with(&format!("{}/big.bin: ", up.display()))
-                    && t.ends_with("bytes written (unfinished)")
-            })
-        })
-        .with_context(|| format!("the partial upload is recorded: {texts:?}"))?;
-    assert!(partial["exit_status"].is_null(), "{partial}");
-    let n: u64 = partial["text"]
-        .as_str()
-        .and_then(|t| t.split(": ").nth(1)?.split(' ').next()?.parse().ok())
-        .context("byte count")?;
-    assert!((4 << 20..1 << 30).contains(&n), "{n}");
-    assert!(
-        commands
-            .iter()
-            .any(|c| c["command_kind"] == "subsystem" && c["text"] == "sftp"),
-        "{texts:?}"
-    );
+    partial_upload(&commands, &up.join("big.bin"))?;
     still_serving(&d, &job, &cg, &sshd, 2)
 }
