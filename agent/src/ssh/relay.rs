@@ -232,6 +232,11 @@ async fn upstream_to_client(
     kind: CommandKind,
 ) -> Exit {
     let mut exit = Exit::default();
+    // The server's EOF is held until its exit status (or the close): a
+    // client may close the channel as soon as it has EOF both ways, and
+    // russh answers that close at once, so a status sent after it is lost
+    // (OpenSSH's mux clients then exit 255).
+    let mut eof_held = false;
     loop {
         match ur.wait().await {
             Some(ChannelMsg::Data { data }) => {
@@ -245,12 +250,13 @@ async fn upstream_to_client(
                 let _turn = shared.cw_lock.lock().await;
                 let _ = shared.cw.extended_data_bytes(ext, data).await;
             }
-            Some(ChannelMsg::Eof) => {
-                let _ = shared.cw.eof().await;
-            }
+            Some(ChannelMsg::Eof) => eof_held = true,
             Some(ChannelMsg::ExitStatus { exit_status: s }) => {
                 exit.status = Some(s);
                 let _ = shared.cw.exit_status(s).await;
+                if std::mem::take(&mut eof_held) {
+                    let _ = shared.cw.eof().await;
+                }
             }
             Some(ChannelMsg::ExitSignal {
                 signal_name,
@@ -263,6 +269,9 @@ async fn upstream_to_client(
                 let _ = handle
                     .exit_signal_request(id, sig, core_dumped, msg, lang_tag)
                     .await;
+                if std::mem::take(&mut eof_held) {
+                    let _ = shared.cw.eof().await;
+                }
             }
             Some(ChannelMsg::Failure) => {
                 let what = match kind {
@@ -277,7 +286,12 @@ async fn upstream_to_client(
                 exit.status = Some(1);
                 return exit;
             }
-            Some(ChannelMsg::Close) | None => return exit,
+            Some(ChannelMsg::Close) | None => {
+                if eof_held {
+                    let _ = shared.cw.eof().await;
+                }
+                return exit;
+            }
             Some(_) => {}
         }
     }

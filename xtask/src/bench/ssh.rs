@@ -167,19 +167,30 @@ impl Scenario for Exec {
             let took = started.elapsed();
             if !out.status.success() {
                 bail!(
-                    "ssh failed ({}): {}",
+                    "`ssh {}` failed ({}): {}{}",
+                    args.join(" "),
                     out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    String::from_utf8_lossy(&out.stdout).trim()
                 );
             }
             Ok(took)
+        };
+        // A failed command is counted and reported, like loadgen's operations.
+        let (mut errors, mut first_error) = (0u64, None::<String>);
+        let mut timed = |args: &[String], into: &mut Vec<f64>| match run(args) {
+            Ok(d) => into.push(d.as_secs_f64() * 1e3),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(format!("{e:#}"));
+            }
         };
         let mut new = Vec::new();
         let mut one = base(&[]);
         one.extend([host.clone(), "true".to_owned()]);
         run(&one)?; // warm-up: caches, the daemon's first certificate
         for _ in 0..self.count {
-            new.push(run(&one)?.as_secs_f64() * 1e3);
+            timed(&one, &mut new);
         }
         let control = format!("ControlPath={}", dir.join("mux").display());
         let mut master = base(&[
@@ -194,16 +205,15 @@ impl Scenario for Exec {
         ]);
         master.push(host.clone());
         run(&master)?;
-        let mut mux = base(&["-o", "ControlMaster=no", "-o", &control]);
-        mux.extend([host.clone(), "true".to_owned()]);
-        let timed: Result<Vec<f64>> = (0..self.count)
-            .map(|_| run(&mux).map(|d| d.as_secs_f64() * 1e3))
-            .collect();
+        let mut over_mux = base(&["-o", "ControlMaster=no", "-o", &control]);
+        over_mux.extend([host.clone(), "true".to_owned()]);
+        let mut mux = Vec::new();
+        for _ in 0..self.count {
+            timed(&over_mux, &mut mux);
+        }
         let mut exit = base(&["-o", &control, "-O", "exit"]);
         exit.push(host);
-        let stopped = run(&exit);
-        let mut mux = timed?;
-        stopped.context("cannot stop the ControlMaster")?;
+        run(&exit).context("cannot stop the ControlMaster")?;
         fs::remove_dir_all(&dir).ok();
         if let Some(daemon) = daemon {
             expect_commands(daemon)?;
@@ -223,8 +233,8 @@ impl Scenario for Exec {
                 ("mux_p50_ms", mux_p50),
                 ("mux_p99_ms", mux_p99),
             ],
-            errors: 0,
-            first_error: None,
+            errors,
+            first_error,
             raw: json!({ "new_ms": new, "mux_ms": mux }),
         })
     }
