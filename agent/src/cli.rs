@@ -93,6 +93,8 @@ pub enum CaCommand {
         #[arg(long)]
         ssh: bool,
         /// known_hosts host patterns the line covers (comma-separated; with --ssh).
+        /// The default `*` trusts the CA for every host the client connects to;
+        /// name the targets instead (`*.prod.internal,[10.30.0.*]:2222`).
         #[arg(long, default_value = "*", requires = "ssh")]
         hosts: String,
         /// State directory holding the CA (created on first start).

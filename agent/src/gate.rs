@@ -189,8 +189,17 @@ pub enum Record {
         kind: CommandKind,
         text: String,
         exit_status: Option<u32>,
+        /// The signal that ended it (`TERM`, `KILL`, ...), if one did.
+        exit_signal: Option<String>,
         duration_ms: u64,
+        /// The terminal recording of its PTY, once closed.
+        recording: Option<RecordingRef>,
     },
+    /// A command line typed into an SSH shell, reconstructed from the PTY
+    /// input stream. Best effort: tab completion, history and cursor
+    /// movement happen in the shell, so it can differ from what ran; it was
+    /// not decided on its own (the shell was).
+    ShellLine { text: String },
     /// A protocol error on one side; the session may end because of it.
     ProtocolError { side: Side, message: String },
     /// How the client's leg is protected, reported before the session is
@@ -212,6 +221,18 @@ pub enum ClientLeg {
     Tls,
     /// PostgreSQL 17 direct TLS (no SSLRequest, ALPN "postgresql").
     DirectTls,
+}
+
+/// A terminal recording as the audit trail proves it: where the proxy
+/// wrote it, and its size and SHA-256 when it was closed, so a recording
+/// changed later is detected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingRef {
+    /// The asciicast file (`<state dir>/recordings/<session>-<channel>.cast`).
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
+    /// Lowercase hex.
+    pub sha256: String,
 }
 
 /// Which side of a proxied session.

@@ -255,6 +255,24 @@ impl DaemonGate {
         Held::new(id, rule, deadline, how, rx, Box::new(|| {}))
     }
 
+    /// The decision and level of the shell a typed line belongs to: a
+    /// shell still waiting for its record (the oldest, if several are
+    /// open), left in place for that record; else the session's.
+    fn open_shell(&self) -> (DecisionView, RecordLevel) {
+        let st = self.state();
+        st.decisions
+            .iter()
+            .find(|(k, t, ..)| *k == Some(CommandKind::Shell) && t == SHELL)
+            .map(|(_, _, v, l)| (v.clone(), *l))
+            .unwrap_or((
+                DecisionView {
+                    action: Disposition::Allowed,
+                    rule: None,
+                },
+                st.record,
+            ))
+    }
+
     async fn record_now(&self, record: Record) {
         let target = self.target.name.clone();
         let session_id = self.session_id.clone();
@@ -301,7 +319,9 @@ impl DaemonGate {
                 kind,
                 text,
                 exit_status,
+                exit_signal,
                 duration_ms,
+                recording,
             } => {
                 let (decision, level) = take(Some(kind), &text);
                 EventKind::Command {
@@ -311,7 +331,25 @@ impl DaemonGate {
                     text: (level == RecordLevel::Full).then_some(text),
                     decision,
                     exit_status,
+                    exit_signal,
                     duration_ms,
+                    reconstructed: false,
+                    recording,
+                }
+            }
+            Record::ShellLine { text } => {
+                let (decision, level) = self.open_shell();
+                EventKind::Command {
+                    session_id,
+                    target,
+                    command_kind: CommandKind::Shell,
+                    text: (level == RecordLevel::Full).then_some(text),
+                    decision,
+                    exit_status: None,
+                    exit_signal: None,
+                    duration_ms: 0,
+                    reconstructed: true,
+                    recording: None,
                 }
             }
             Record::Masked { rule, counts } => EventKind::Masked {
@@ -361,17 +399,16 @@ impl Gate for DaemonGate {
     }
 }
 
+/// The request text of a shell (SSH proxy).
+const SHELL: &str = "shell";
+
 /// Whether a record's `recorded` text reports the request decided as
-/// `decided`: the same text, a shell with its recording
-/// (`shell (recording PATH)`), or (sftp) the file's path followed by what
+/// `decided`: the same text, or (sftp) the file's path followed by what
 /// moved, `PATH: N bytes written` or `PATH (unfinished)`.
 fn decided_as(decided: &str, recorded: &str) -> bool {
-    recorded.strip_prefix(decided).is_some_and(|rest| {
-        rest.is_empty()
-            || rest.starts_with(": ")
-            || rest.starts_with(" (recording ")
-            || rest == " (unfinished)"
-    })
+    recorded
+        .strip_prefix(decided)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(": ") || rest == " (unfinished)")
 }
 
 #[cfg(test)]
@@ -386,6 +423,6 @@ mod tests {
         assert!(decided_as("/a/d", "/a/d (unfinished)"));
         assert!(!decided_as("/a/f", "/a/fg: 1 bytes written"));
         assert!(!decided_as("ls", "ls -l"));
-        assert!(decided_as("shell", "shell (recording /r/s-1.cast)"));
+        assert!(!decided_as("shell", "shell (recording /r/s-1.cast)"));
     }
 }

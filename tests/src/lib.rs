@@ -10,6 +10,7 @@ pub mod pg_gate;
 pub mod pg_raw;
 pub mod postgres;
 mod pty;
+pub mod sshagent;
 mod sshd;
 pub mod sshjob;
 pub mod sshproxy;
@@ -27,7 +28,7 @@ pub use cgroup::{TestCgroup, client_in, client_outside, testclient};
 pub use daemon::{Daemon, DaemonSpec};
 pub use echo::EchoServer;
 pub use pty::PtyChild;
-pub use sshd::{Sshd, ssh_keygen};
+pub use sshd::{Sshd, TestUser, ssh_keygen};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

@@ -141,6 +141,11 @@ impl Sshd {
         Ok(())
     }
 
+    /// The listening sshd's pid (its children are the per-connection processes).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What sshd wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
@@ -154,5 +159,59 @@ impl Drop for Sshd {
         if std::env::var_os("INTERLOCK_TEST_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// A throwaway local user (no home directory), removed on drop: sshd
+/// treats root specially (no privilege-separated child, so no signal
+/// requests), and password tests need a password.
+pub struct TestUser {
+    pub name: String,
+}
+
+impl TestUser {
+    /// `useradd` a fresh `<prefix>-N` user, with `password` if given.
+    pub fn create(prefix: &str, password: Option<&str>) -> TestUser {
+        // useradd limits names to 32 characters.
+        let name = crate::unique(prefix);
+        let status = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", &name])
+            .status()
+            .expect("useradd");
+        assert!(status.success(), "useradd {name}");
+        let user = TestUser { name };
+        if password.is_none() {
+            // `*`: no password login, but not locked (sshd without PAM
+            // refuses a locked account even with a key).
+            let status = Command::new("usermod")
+                .args(["-p", "*", &user.name])
+                .status()
+                .expect("usermod");
+            assert!(status.success(), "usermod {}", user.name);
+        }
+        if let Some(password) = password {
+            let mut chpasswd = Command::new("chpasswd")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("chpasswd");
+            {
+                use std::io::Write as _;
+                let line = format!("{}:{password}\n", user.name);
+                chpasswd
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(line.as_bytes())
+                    .expect("chpasswd input");
+            }
+            assert!(chpasswd.wait().expect("chpasswd").success(), "chpasswd");
+        }
+        user
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
     }
 }

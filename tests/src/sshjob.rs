@@ -18,6 +18,17 @@ use crate::{Daemon, DaemonSpec, Sshd, TestCgroup, interlock_bin, ssh_keygen, uni
 /// `upstream_extra` is appended to the target's `upstream:` block (lines
 /// indented by six spaces).
 pub fn daemon(cg: &TestCgroup, sshd: &Sshd, upstream_extra: &str) -> Result<Daemon> {
+    daemon_with_rules(cg, sshd, upstream_extra, "")
+}
+
+/// [`daemon`] with `extra_rules` (YAML list items indented by two spaces)
+/// after the standard rules.
+pub fn daemon_with_rules(
+    cg: &TestCgroup,
+    sshd: &Sshd,
+    upstream_extra: &str,
+    extra_rules: &str,
+) -> Result<Daemon> {
     let policy = format!(
         "version: 1
 targets:
@@ -42,6 +53,7 @@ rules:
     match: {{kind: [file_write], command: 'approve-me'}}
     action: require_approval
     approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
+{extra_rules}
 ",
         ip = sshd.addr.ip(),
         port = sshd.addr.port(),

@@ -13,7 +13,9 @@ use std::{
 
 use anyhow::Result;
 use interlock::{
-    gate::{BoxFuture, CommandKind, Gate, Held, HoldOutcome, Record, Request, Verdict},
+    gate::{
+        BoxFuture, CommandKind, Gate, Held, HoldOutcome, Record, RecordingRef, Request, Verdict,
+    },
     ssh::{ClientAuth, Credential, HostIdentity, HostKeyCheck, SshTarget},
 };
 use tokio::{
@@ -44,22 +46,55 @@ pub struct TestGate {
 }
 
 impl TestGate {
-    /// Every recorded `Record::Command` as (kind, text, exit status).
-    pub fn commands(&self) -> Vec<(CommandKind, String, Option<u32>)> {
+    /// What `pick` takes from each record, in order.
+    pub fn records_of<T>(&self, pick: impl Fn(&Record) -> Option<T>) -> Vec<T> {
         self.records
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|r| match r {
-                Record::Command {
-                    kind,
-                    text,
-                    exit_status,
-                    ..
-                } => Some((*kind, text.clone(), *exit_status)),
-                _ => None,
-            })
+            .filter_map(pick)
             .collect()
+    }
+
+    /// Every recorded `Record::Command` as (kind, text, exit status).
+    pub fn commands(&self) -> Vec<(CommandKind, String, Option<u32>)> {
+        self.records_of(|r| match r {
+            Record::Command {
+                kind,
+                text,
+                exit_status,
+                ..
+            } => Some((*kind, text.clone(), *exit_status)),
+            _ => None,
+        })
+    }
+
+    /// Every reconstructed shell line, in order.
+    pub fn shell_lines(&self) -> Vec<String> {
+        self.records_of(|r| match r {
+            Record::ShellLine { text } => Some(text.clone()),
+            _ => None,
+        })
+    }
+
+    /// Every terminal recording the commands' records name.
+    pub fn recordings(&self) -> Vec<RecordingRef> {
+        self.records_of(|r| match r {
+            Record::Command { recording, .. } => recording.clone(),
+            _ => None,
+        })
+    }
+
+    /// (text, signal) of every recorded command a signal ended.
+    pub fn exit_signals(&self) -> Vec<(String, String)> {
+        self.records_of(|r| match r {
+            Record::Command {
+                text,
+                exit_signal: Some(sig),
+                ..
+            } => Some((text.clone(), sig.clone())),
+            _ => None,
+        })
     }
 
     fn verdict(&self, request: &Request) -> Verdict {
@@ -146,6 +181,7 @@ pub struct Proxy {
 pub fn target(sshd: &Sshd, identity: HostIdentity) -> Result<SshTarget> {
     Ok(SshTarget {
         upstream: sshd.addr,
+        host_names: Vec::new(),
         upstream_user: Some("root".into()),
         credential: Credential::PrivateKey(std::fs::read(&sshd.client_key)?),
         host_key_check: HostKeyCheck::Pinned(sshd.host_public_key.clone()),

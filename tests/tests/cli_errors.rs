@@ -244,6 +244,18 @@ rules:
     assert!(out.contains("skipped  rule ci-may-read"), "{out}");
     let (ok, out, _) = run(&[])?;
     assert!(ok && out.contains("the target's default"), "{out}");
+    // Forwarding no rule allows is refused, and explain says why.
+    let (ok, out, _) = run(&["--kind", "port_forward", "--command", "10.0.0.1:5432"])?;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("decision: block (\"no rule allows port_forward: forwarding is denied unless a rule allows it\"), by the default for forwarding"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["--kind", "exec", "--command", "ls"])?;
+    assert!(
+        ok && out.contains("the default (allowed: its session was)"),
+        "{out}"
+    );
     let (ok, _, err) = interlock(&["policy", "explain", "--policy", &ps, "--target", "nope"])?;
     assert!(
         !ok && err.contains("target `nope` is not in the policy"),

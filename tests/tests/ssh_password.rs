@@ -3,57 +3,16 @@
 //! proxy logging in with `Credential::Password` while the client only ever
 //! shows its own, unrelated key.
 
-use std::{process::Command, sync::Arc};
+use std::sync::Arc;
 
 use interlock::{
     gate::{Record, Side},
     ssh::{Credential, HostIdentity},
 };
 use interlock_tests::{
-    Sshd,
+    Sshd, TestUser,
     sshproxy::{self, TestGate, text},
-    unique,
 };
-
-/// A local user with a password, removed on drop.
-struct TestUser {
-    name: String,
-}
-
-impl TestUser {
-    fn create(password: &str) -> TestUser {
-        // useradd limits names to 32 characters.
-        let name = unique("il-sshpw");
-        let status = Command::new("useradd")
-            .args(["-M", "-s", "/bin/sh", &name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "useradd {name}");
-        let user = TestUser { name };
-        let mut chpasswd = Command::new("chpasswd")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::Write as _;
-            let line = format!("{}:{password}\n", user.name);
-            chpasswd
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(line.as_bytes())
-                .unwrap();
-        }
-        assert!(chpasswd.wait().unwrap().success(), "chpasswd");
-        user
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).status();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_credential_logs_in_upstream() {
@@ -61,7 +20,7 @@ async fn a_password_credential_logs_in_upstream() {
         return;
     }
     let password = "correct horse battery staple";
-    let user = TestUser::create(password);
+    let user = TestUser::create("il-sshpw", Some(password));
     let sshd = Sshd::start_with(
         "127.0.0.3",
         "PasswordAuthentication yes\nAuthenticationMethods password",

@@ -226,16 +226,45 @@ async fn pty_shell_is_relayed_recorded_and_its_lines_reconstructed() {
         .map(|e| e[2].as_str().unwrap())
         .collect();
     assert!(output.contains("hi-42"), "{output}");
-    assert!(events.iter().any(|e| e[1] == "i"));
+    // The typed input itself is recorded, keystroke for keystroke.
+    let input: String = events
+        .iter()
+        .filter(|e| e[1] == "i")
+        .map(|e| e[2].as_str().unwrap())
+        .collect();
+    assert_eq!(input, "echo hi-$((6*7))\nexit 0\n");
     assert!(events.iter().all(|e| e[0].as_f64().is_some()));
+    assert_eq!(
+        gate.shell_lines(),
+        ["echo hi-$((6*7))", "exit 0"],
+        "reconstructed lines are their own records"
+    );
     let cmds = gate.commands();
     assert!(
-        cmds.contains(&(CommandKind::Shell, "echo hi-$((6*7))".into(), None)),
+        cmds.contains(&(CommandKind::Shell, "shell".into(), Some(0))),
         "{cmds:?}"
     );
-    assert!(cmds.iter().any(|(k, t, s)| *k == CommandKind::Shell
-        && t.starts_with("shell (recording")
-        && *s == Some(0)));
+    // The shell's record names the recording with its size and digest.
+    let recs = gate.recordings();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].path, casts[0]);
+    let bytes = std::fs::read(&casts[0]).unwrap();
+    assert_eq!(recs[0].bytes, bytes.len() as u64);
+    assert_eq!(recs[0].sha256, sha256_hex(&bytes));
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,10 +340,10 @@ async fn a_real_terminal_is_relayed_resized_and_recorded() {
             .iter()
             .any(|e| e[1] == "o" && e[2].as_str().unwrap().contains("MARK-2"))
     );
-    let cmds = gate.commands();
-    assert!(cmds.contains(&(
-        CommandKind::Shell,
-        "stty size; echo MARK-$((1+1))".into(),
-        None
-    )));
+    assert!(
+        gate.shell_lines()
+            .contains(&"stty size; echo MARK-$((1+1))".to_string()),
+        "{:?}",
+        gate.shell_lines()
+    );
 }

@@ -11,6 +11,7 @@ use interlock::{
 };
 use interlock_tests::{
     EchoServer, Sshd,
+    sshagent::Agent,
     sshproxy::{self, TestGate, text},
 };
 
@@ -186,42 +187,6 @@ async fn port_forwarding_is_decided() {
     );
 }
 
-/// A real ssh-agent holding `key`, stopped on drop.
-struct Agent {
-    sock: std::path::PathBuf,
-    child: std::process::Child,
-}
-
-impl Agent {
-    fn start(dir: &std::path::Path, key: &std::path::Path) -> Agent {
-        let sock = dir.join(interlock_tests::unique("agent"));
-        let child = std::process::Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&sock)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        while !sock.exists() {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let added = std::process::Command::new("ssh-add")
-            .arg(key)
-            .env("SSH_AUTH_SOCK", &sock)
-            .output()
-            .unwrap();
-        assert!(added.status.success(), "{added:?}");
-        Agent { sock, child }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_forwarding_is_decided() {
     if !Sshd::available() {
@@ -230,7 +195,7 @@ async fn agent_forwarding_is_decided() {
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(TestGate::default());
     let p = proxy(&sshd, Arc::clone(&gate)).await;
-    let agent = Agent::start(&sshd.dir, &p.client_key);
+    let agent = Agent::start(&sshd.dir, &p.client_key).unwrap();
     let env = [("SSH_AUTH_SOCK", agent.sock.as_path())];
     let out = p.ssh_env(&["-A"], "ssh-add -l", b"", &env).await.unwrap();
     let (stdout, stderr) = text(&out);
@@ -242,7 +207,7 @@ async fn agent_forwarding_is_decided() {
         ..TestGate::default()
     });
     let p = proxy(&sshd, Arc::clone(&gate)).await;
-    let agent = Agent::start(&sshd.dir, &p.client_key);
+    let agent = Agent::start(&sshd.dir, &p.client_key).unwrap();
     let env = [("SSH_AUTH_SOCK", agent.sock.as_path())];
     let out = p.ssh_env(&["-A"], "ssh-add -l", b"", &env).await.unwrap();
     let (stdout, stderr) = text(&out);
@@ -315,6 +280,10 @@ async fn exit_signal_is_relayed() {
         cmds.iter()
             .any(|(k, _, s)| *k == CommandKind::Exec && s.is_none()),
         "{cmds:?}"
+    );
+    assert_eq!(
+        gate.exit_signals(),
+        [("echo before; kill -TERM $$".to_string(), "TERM".to_string())]
     );
 }
 

@@ -83,11 +83,10 @@ async fn sftp_file_operations_are_decided_and_recorded() {
         has(CommandKind::FileMkdir, format!("{d}/newdir")),
         "{cmds:?}"
     );
+    // Each path of a rename is decided and recorded on its own.
     assert!(
-        has(
-            CommandKind::FileRename,
-            format!("{d}/up.txt -> {d}/renamed.txt")
-        ),
+        has(CommandKind::FileRename, format!("{d}/up.txt"))
+            && has(CommandKind::FileRename, format!("{d}/renamed.txt")),
         "{cmds:?}"
     );
     assert!(
@@ -222,4 +221,145 @@ async fn denied_sftp_upload_is_not_written() {
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("expired"), "{stderr}");
     assert!(!sshd.dir.join("held-upload.txt").exists());
+}
+
+/// Requests the gate saw, as (kind, text).
+fn asked(gate: &TestGate) -> Vec<(CommandKind, String)> {
+    gate.requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|r| match r {
+            interlock::gate::Request::Command { kind, text } => Some((*kind, text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_paths_are_normalised_before_they_are_decided() {
+    if !Sshd::available() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.46").unwrap();
+    let gate = Arc::new(TestGate {
+        block: vec!["/protected/".into()],
+        ..TestGate::default()
+    });
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let d = sshd.dir.display();
+    std::fs::create_dir_all(sshd.dir.join("protected")).unwrap();
+    std::fs::create_dir_all(sshd.dir.join("work")).unwrap();
+    std::fs::write(sshd.dir.join("local.txt"), "payload\n").unwrap();
+    std::fs::write(sshd.dir.join("work/ok.txt"), "ok\n").unwrap();
+    // None of these spells `/protected/` as the rule does; all land there.
+    let batch = sshd.dir.join("batch");
+    let script = format!(
+        "-put {d}/local.txt /tmp/..{d}/protected/a\n\
+         cd {d}/work\n\
+         -put {d}/local.txt ../protected/b\n\
+         -put {d}/local.txt {d}//work/..//protected/./c\n\
+         -rename ok.txt ../protected/d\n\
+         -symlink {d}/protected/e link-into-protected\n\
+         put {d}/local.txt allowed.txt\n"
+    );
+    std::fs::write(&batch, script).unwrap();
+    let out = p.sftp(&batch).await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let protected: Vec<_> = std::fs::read_dir(sshd.dir.join("protected"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(protected.is_empty(), "{protected:?}");
+    assert!(
+        sshd.dir.join("work/ok.txt").exists(),
+        "the rename was refused"
+    );
+    assert!(!sshd.dir.join("work/link-into-protected").exists());
+    assert!(sshd.dir.join("work/allowed.txt").exists());
+    let asked = asked(&gate);
+    for (kind, name) in [
+        (CommandKind::FileWrite, "a"),
+        (CommandKind::FileWrite, "b"),
+        (CommandKind::FileWrite, "c"),
+        (CommandKind::FileRename, "d"),
+        (CommandKind::FileWrite, "e"),
+    ] {
+        let want = (kind, format!("{d}/protected/{name}"));
+        assert!(asked.contains(&want), "{want:?} in {asked:?}");
+    }
+    assert!(
+        asked.contains(&(CommandKind::FileRename, format!("{d}/work/ok.txt"))),
+        "{asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .all(|(_, t)| !t.contains("..") && !t.contains("//") && !t.contains("/./")),
+        "{asked:?}"
+    );
+    let cmds = gate.commands();
+    assert!(
+        cmds.iter().any(|(k, t, _)| *k == CommandKind::FileWrite
+            && *t == format!("{d}/work/allowed.txt: 8 bytes written")),
+        "{cmds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_of_the_sftp_server_is_inspected_like_the_subsystem() {
+    if !Sshd::available() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.47").unwrap();
+    let gate = Arc::new(TestGate {
+        block: vec!["/protected/".into()],
+        ..TestGate::default()
+    });
+    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let d = sshd.dir.display();
+    std::fs::create_dir_all(sshd.dir.join("protected")).unwrap();
+    std::fs::write(sshd.dir.join("local.txt"), "payload\n").unwrap();
+    let batch = sshd.dir.join("batch");
+    std::fs::write(
+        &batch,
+        format!("-put {d}/local.txt {d}/protected/x\nput {d}/local.txt {d}/fine.txt\n"),
+    )
+    .unwrap();
+    // `sftp -s PATH` runs the server binary with an exec request.
+    let mut args = p.options();
+    args.extend(["-P".into(), p.addr.port().to_string()]);
+    args.extend(["-s".into(), "/usr/lib/openssh/sftp-server".into()]);
+    args.extend(["-b".into(), batch.display().to_string()]);
+    args.push("root@127.0.0.1".into());
+    let out = tokio::process::Command::new("sftp")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert!(!sshd.dir.join("protected/x").exists());
+    assert!(sshd.dir.join("fine.txt").exists());
+    let asked = asked(&gate);
+    let exec = asked
+        .iter()
+        .position(|(k, t)| *k == CommandKind::Exec && t.contains("sftp-server"));
+    let subsystem = asked
+        .iter()
+        .position(|(k, t)| *k == CommandKind::Subsystem && t == "sftp");
+    assert!(exec.is_some() && subsystem > exec, "{asked:?}");
+    assert!(
+        asked.contains(&(CommandKind::FileWrite, format!("{d}/protected/x"))),
+        "{asked:?}"
+    );
+    let cmds = gate.commands();
+    assert!(
+        cmds.iter().any(|(k, t, _)| *k == CommandKind::FileWrite
+            && *t == format!("{d}/fine.txt: 8 bytes written")),
+        "{cmds:?}"
+    );
 }

@@ -4,6 +4,7 @@
 //! during a command and during a shell. Only that session ends, the daemon
 //! keeps serving new connections, and what was recorded before stays in
 //! the audit trail (commands, the partial upload, the shell recording).
+//! The sshd killed mid-upload runs on 127.0.0.48.
 
 use std::{
     path::Path,
@@ -97,6 +98,34 @@ fn ended_closed_or_error(ev: &[Value], sid: &str) {
     assert!(outcome == "closed" || outcome == "error", "{:?}", ended[0]);
 }
 
+/// The sftp session's commands hold `remote` as an unfinished upload of
+/// more than 4 MiB and less than the whole 1 GiB, without a status.
+fn partial_upload(commands: &[&Value], remote: &Path) -> Result<()> {
+    let texts: Vec<&str> = commands.iter().filter_map(|c| c["text"].as_str()).collect();
+    let prefix = format!("{}: ", remote.display());
+    let partial = commands
+        .iter()
+        .find(|c| {
+            c["text"].as_str().is_some_and(|t| {
+                t.starts_with(&prefix) && t.ends_with("bytes written (unfinished)")
+            })
+        })
+        .with_context(|| format!("the partial upload is recorded: {texts:?}"))?;
+    assert!(partial["exit_status"].is_null(), "{partial}");
+    let n: u64 = partial["text"]
+        .as_str()
+        .and_then(|t| t.split(": ").nth(1)?.split(' ').next()?.parse().ok())
+        .context("byte count")?;
+    assert!((4 << 20..1 << 30).contains(&n), "{n}");
+    assert!(
+        commands
+            .iter()
+            .any(|c| c["command_kind"] == "subsystem" && c["text"] == "sftp"),
+        "{texts:?}"
+    );
+    Ok(())
+}
+
 /// A new connection still works, and its session ends closed.
 fn still_serving(d: &Daemon, job: &Job, cg: &TestCgroup, sshd: &Sshd, ends: usize) -> Result<()> {
     let out = job.ssh(cg, sshd, &[], "echo still-$((40+2))").output()?;
@@ -172,26 +201,7 @@ fn a_client_killed_mid_upload_ends_only_its_session() -> Result<()> {
     let small_done = format!("{}/small.txt: 1100 bytes written", up.display());
     let done = commands.iter().find(|c| c["text"] == small_done.as_str());
     assert_eq!(done.context("small write")?["exit_status"], 0, "{texts:?}");
-    let partial = commands
-        .iter()
-        .find(|c| {
-            c["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("big.bin") && t.ends_with("bytes written (unfinished)"))
-        })
-        .with_context(|| format!("the partial upload is recorded: {texts:?}"))?;
-    assert!(partial["exit_status"].is_null(), "{partial}");
-    let n: u64 = partial["text"]
-        .as_str()
-        .and_then(|t| t.split(": ").nth(1)?.split(' ').next()?.parse().ok())
-        .context("byte count")?;
-    assert!((4 << 20..1 << 30).contains(&n), "{n}");
-    assert!(
-        commands
-            .iter()
-            .any(|c| c["command_kind"] == "subsystem" && c["text"] == "sftp"),
-        "{texts:?}"
-    );
+    partial_upload(&commands, &up.join("big.bin"))?;
 
     still_serving(&d, &job, &cg, &sshd, 2)
 }
@@ -283,4 +293,55 @@ fn an_upstream_killed_mid_command_ends_only_its_session() -> Result<()> {
     assert!(shown.contains("--- terminal recording"), "{shown}");
     assert!(shown.contains("shell-42-marker"), "{shown}");
     still_serving(&d, &job, &cg, &sshd, 4)
+}
+
+#[test]
+fn a_server_killed_mid_upload_ends_only_its_session() -> Result<()> {
+    if !privileged() || !Sshd::available() {
+        return Ok(());
+    }
+    let sshd = Sshd::start("127.0.0.48")?;
+    let cg = TestCgroup::new("ssh-killserver")?;
+    let d = sshjob::daemon(&cg, &sshd, "")?;
+    let job = Job::trusting_ca(&d)?;
+    let up = sshd.dir.join("up");
+    std::fs::create_dir_all(&up)?;
+    // Sparse: no time spent writing it, 1 GiB of zeros on the wire.
+    let big = job.dir.join("big.bin");
+    std::fs::File::create(&big)?.set_len(1 << 30)?;
+    let dest = format!("root@{}:{}/", sshd.addr.ip(), up.display());
+    let mut scp = job
+        .scp(&cg, &sshd, &[], &[&big.display().to_string(), &dest])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let remote_big = up.join("big.bin");
+    wait_for("the upload to be under way", || {
+        std::fs::metadata(&remote_big).is_ok_and(|m| m.len() >= 4 << 20)
+    })?;
+    // The connection's sshd processes (monitor and sftp) go without a word.
+    let per_connection = children(sshd.pid());
+    assert_eq!(
+        per_connection.len(),
+        1,
+        "one connection: {per_connection:?}"
+    );
+    for pid in per_connection
+        .iter()
+        .flat_map(|p| children(*p).into_iter().chain([*p]))
+    {
+        sigkill(pid);
+    }
+    let status = scp.wait()?;
+    assert!(!status.success(), "the upload cannot have finished");
+
+    let ev = d.wait_events("the session's end", |e| {
+        !of_type(e, "session_ended").is_empty()
+    })?;
+    let sid = session_with(&ev, "big.bin")?;
+    ended_closed_or_error(&ev, &sid);
+    let commands = session_of(&ev, "command", &sid);
+    // What moved before the server vanished stays in the trail.
+    partial_upload(&commands, &up.join("big.bin"))?;
+    still_serving(&d, &job, &cg, &sshd, 2)
 }

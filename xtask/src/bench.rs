@@ -14,6 +14,8 @@ mod render;
 mod report;
 mod rig;
 mod scenario;
+mod ssh;
+mod sshserver;
 mod stats;
 
 use std::fs;
@@ -35,6 +37,9 @@ pub(crate) struct Args {
     /// 3 runs per side instead of 7, and workloads a tenth the size.
     #[arg(long)]
     quick: bool,
+    /// Run only the scenarios whose name contains TEXT (repeatable), e.g. `--only ssh`.
+    #[arg(long, value_name = "TEXT")]
+    only: Vec<String>,
 }
 
 /// How much work a run does.
@@ -58,6 +63,9 @@ impl Plan {
                     pg_rows: 100_000,
                     idle_connections: 250,
                     events: 10_000,
+                    ssh_mib: 64,
+                    ssh_execs: 30,
+                    quick: true,
                 },
             }
         } else {
@@ -72,6 +80,9 @@ impl Plan {
                     pg_rows: 1_000_000,
                     idle_connections: 1_000,
                     events: 100_000,
+                    ssh_mib: 256,
+                    ssh_execs: 100,
+                    quick: false,
                 },
             }
         }
@@ -115,8 +126,17 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
             plan.repetitions,
             util::render(&rig.daemon_command())
         );
+        let chosen: Vec<_> = scenario::all(plan.sizes)
+            .into_iter()
+            .filter(|s| {
+                args.only.is_empty() || args.only.iter().any(|o| s.name().contains(o.as_str()))
+            })
+            .collect();
+        if chosen.is_empty() {
+            bail!("no scenario name contains any of {:?}", args.only);
+        }
         let mut results = Vec::new();
-        for scenario in scenario::all(plan.sizes) {
+        for scenario in chosen {
             results.push(run_scenario(&rig, scenario.as_ref(), plan.repetitions)?);
         }
         results
@@ -133,7 +153,13 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
     );
     println!();
     print!("{}", render::table(&report.scenarios));
-    write_outputs(ws, &report)?;
+    // A partial run must not replace the full results in bench/.
+    let out_dir = if args.only.is_empty() {
+        ws.root().join("bench")
+    } else {
+        ws.target_dir().join("bench-partial")
+    };
+    write_outputs(&out_dir, &report)?;
     eprintln!("bench: done in {:.0} s", report.duration_secs);
     Ok(())
 }
@@ -201,9 +227,9 @@ fn catch_sigint() {
     }
 }
 
-/// bench/results.json and bench/RESULTS.md under the workspace root.
-fn write_outputs(ws: &Workspace, report: &Report) -> Result<()> {
-    let dir = ws.root().join("bench");
+/// results.json and RESULTS.md in `dir` (bench/ for a whole run).
+fn write_outputs(dir: &std::path::Path, report: &Report) -> Result<()> {
+    let dir = dir.to_path_buf();
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let json = dir.join("results.json");
     fs::write(&json, report::json(report)?)

@@ -37,7 +37,9 @@ fn steps(ws: &Workspace) -> Vec<Box<dyn Step>> {
         Box::new(linker::BpfLinker::new(ws)),
         Box::new(mounts::Bpffs),
         Box::new(mounts::Tracefs),
-        Box::new(python::StandardWebhooks),
+        Box::new(python::STANDARD_WEBHOOKS),
+        Box::new(python::PYDANTIC_OCSF),
+        Box::new(python::ASCIINEMA),
     ]
 }
 

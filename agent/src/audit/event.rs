@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::ocsf::Ocsf;
 use crate::{
     approval::{Decided, Pending, RequestView},
-    gate::{ClientLeg, Side},
+    gate::{ClientLeg, RecordingRef, Side},
     intercept::FlowIdentity,
     policy::{CommandKind, StatementClass},
 };
@@ -253,7 +253,18 @@ pub enum EventKind {
         decision: DecisionView,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exit_status: Option<u32>,
+        /// The signal that ended the command, when one did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_signal: Option<String>,
         duration_ms: u64,
+        /// A command line reconstructed from a shell's PTY input: best
+        /// effort, not itself decided.
+        #[serde(default)]
+        reconstructed: bool,
+        /// The terminal recording (path, size, SHA-256), at every
+        /// recording level.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recording: Option<RecordingRef>,
     },
     /// Values masked in one statement's results: counts only, never values.
     Masked {

@@ -79,18 +79,23 @@ fn pg_target(
     Ok(cfg)
 }
 
-/// What clients may have typed to reach `target`, for the names in the
-/// certificates interlock presents: the target's host names and the
-/// address the client connected to.
-fn dialled_names(gate: &DaemonGate, target: &Target) -> Vec<String> {
-    let mut names: Vec<String> = target
+/// The host names `target` matches by.
+fn host_names(target: &Target) -> Vec<String> {
+    target
         .endpoints
         .iter()
         .filter_map(|e| match &e.address {
             AddressMatch::Host(h) => Some(h.clone()),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// What clients may have typed to reach `target`, for the names in the
+/// certificates interlock presents: the target's host names and the
+/// address the client connected to.
+fn dialled_names(gate: &DaemonGate, target: &Target) -> Vec<String> {
+    let mut names = host_names(target);
     names.push(gate.identity().original_destination.ip().to_string());
     names
 }
@@ -271,6 +276,7 @@ fn ssh_target(
     };
     Ok(ssh::SshTarget {
         upstream: gate.identity().original_destination,
+        host_names: host_names(target),
         upstream_user: up.user.clone(),
         credential,
         host_key_check,

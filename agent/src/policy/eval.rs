@@ -7,7 +7,9 @@
 //! by the rules of its scope whose conditions all hold. Among deciding rules
 //! the most restrictive action wins (block > require_approval > allow); ties
 //! go to the rule written first. No deciding rule: a session gets the
-//! target's `default`, a statement or command is allowed (its session was).
+//! target's `default`, a forwarding request is blocked (forwarding is
+//! denied unless a rule allows it), any other statement or command is
+//! allowed (its session was).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -191,7 +193,7 @@ impl Policy {
         let (action, rule) = match deciding {
             Some(r) => (action_of(r), Some(r.name.clone())),
             None if scope == Scope::Session => (target.default_action.clone(), None),
-            None => (Action::Allow, None),
+            None => (default_for(request), None),
         };
         Explanation {
             decision: Decision {
@@ -203,6 +205,24 @@ impl Policy {
             steps,
         }
     }
+}
+
+/// The action for a statement or command no rule decides.
+fn default_for(request: &Request) -> Action {
+    match request {
+        Request::Command { kind, .. } if kind.is_forwarding() => Action::Block {
+            message: forwarding_denied(*kind),
+        },
+        _ => Action::Allow,
+    }
+}
+
+/// The refusal of a forwarding request no rule decides.
+fn forwarding_denied(kind: crate::policy::CommandKind) -> String {
+    format!(
+        "no rule allows {}: forwarding is denied unless a rule allows it",
+        kind.name()
+    )
 }
 
 fn action_name(a: ActionKind) -> &'static str {

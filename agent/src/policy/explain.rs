@@ -99,12 +99,14 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
             s.why
         )?;
     }
-    let by = ex
-        .decision
-        .rule
-        .as_deref()
-        .map(|r| format!("rule `{r}`"))
-        .unwrap_or_else(|| "the target's default".into());
+    let by = match (&ex.decision.rule, &request) {
+        (Some(r), _) => format!("rule `{r}`"),
+        (None, Request::Session) => "the target's default".into(),
+        (None, Request::Command { kind, .. }) if kind.is_forwarding() => {
+            "the default for forwarding (denied unless a rule allows it)".into()
+        }
+        (None, _) => "the default (allowed: its session was)".into(),
+    };
     let verdict = match &ex.decision.action {
         Action::Allow => "allow".to_string(),
         Action::Block { message } => format!("block (\"{message}\")"),

@@ -96,10 +96,52 @@ pub enum CommandKind {
     FileRename,
     /// sftp: make a directory.
     FileMkdir,
-    /// Local or remote port forwarding.
+    /// Local port forwarding: a direct-tcpip channel (`ssh -L`, `-W`, `-D`,
+    /// `-J`), to `host:port`.
     PortForward,
+    /// Remote port forwarding (`ssh -R`): the server listens and relays
+    /// connections back to the client, `remote address:port`.
+    RemoteForward,
+    /// Unix socket forwarding either way (`ssh -L`/`-R` with a socket path):
+    /// `unix:PATH` or `remote unix:PATH`.
+    StreamlocalForward,
     /// Agent forwarding.
     AgentForward,
     /// X11 forwarding.
     X11,
+}
+
+impl CommandKind {
+    /// Forwarding opens a way around the command controls (a tunnel into
+    /// the server's network, or back into the runner's; the job's agent
+    /// keys; its display), so it is refused unless a rule allows it.
+    pub fn is_forwarding(self) -> bool {
+        matches!(
+            self,
+            CommandKind::PortForward
+                | CommandKind::RemoteForward
+                | CommandKind::StreamlocalForward
+                | CommandKind::AgentForward
+                | CommandKind::X11
+        )
+    }
+
+    /// The name policy files write (`port_forward`, `x11`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            CommandKind::Exec => "exec",
+            CommandKind::Shell => "shell",
+            CommandKind::Subsystem => "subsystem",
+            CommandKind::FileRead => "file_read",
+            CommandKind::FileWrite => "file_write",
+            CommandKind::FileRemove => "file_remove",
+            CommandKind::FileRename => "file_rename",
+            CommandKind::FileMkdir => "file_mkdir",
+            CommandKind::PortForward => "port_forward",
+            CommandKind::RemoteForward => "remote_forward",
+            CommandKind::StreamlocalForward => "streamlocal_forward",
+            CommandKind::AgentForward => "agent_forward",
+            CommandKind::X11 => "x11",
+        }
+    }
 }

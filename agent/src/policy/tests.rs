@@ -142,6 +142,112 @@ fn target_default_decides_sessions_no_rule_matched() {
 }
 
 #[test]
+fn forwarding_is_blocked_unless_a_rule_allows_it() {
+    let cmd = |kind, text: &str| Request::Command {
+        kind,
+        text: text.into(),
+    };
+    let forwarding = [
+        CommandKind::PortForward,
+        CommandKind::RemoteForward,
+        CommandKind::StreamlocalForward,
+        CommandKind::AgentForward,
+        CommandKind::X11,
+    ];
+    // No rule: every forwarding kind is refused, naming the kind; other
+    // commands keep the allow of their session.
+    let p = policy_of(&["{name: no-rm, action: block, match: {command: '^rm'}}"]);
+    let s = ci_subject();
+    for kind in forwarding {
+        let d = p.decide(p.target_named("pg").unwrap(), &s, &cmd(kind, "10.0.0.1:80"));
+        assert_eq!(d.rule, None, "{kind:?}");
+        match d.action {
+            Action::Block { message } => assert!(
+                message.starts_with(&format!("no rule allows {}:", kind.name())),
+                "{message}"
+            ),
+            other => panic!("{kind:?}: {other:?}"),
+        }
+    }
+    for kind in [
+        CommandKind::Exec,
+        CommandKind::Shell,
+        CommandKind::FileWrite,
+    ] {
+        assert_eq!(
+            decide(&p, "pg", &s, &cmd(kind, "ls")),
+            ("allow".into(), None)
+        );
+    }
+    // An allow rule opens exactly what it matches.
+    let p = policy_of(&[
+        "{name: tunnel-to-db, action: allow, match: {kind: [port_forward], command: '^10\\.0\\.0\\.1:5432$'}}",
+    ]);
+    assert_eq!(
+        decide(
+            &p,
+            "pg",
+            &s,
+            &cmd(CommandKind::PortForward, "10.0.0.1:5432")
+        ),
+        ("allow".into(), Some("tunnel-to-db".into()))
+    );
+    assert_eq!(
+        decide(&p, "pg", &s, &cmd(CommandKind::PortForward, "10.0.0.1:22")),
+        ("block".into(), None)
+    );
+    assert_eq!(
+        decide(
+            &p,
+            "pg",
+            &s,
+            &cmd(CommandKind::RemoteForward, "remote 10.0.0.1:5432")
+        ),
+        ("block".into(), None)
+    );
+}
+
+#[test]
+fn the_guardrails_example_opens_one_tunnel() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/production-guardrails.yaml");
+    let p = load(&path).unwrap();
+    let s = ci_subject();
+    let cmd = |kind, text: &str| Request::Command {
+        kind,
+        text: text.into(),
+    };
+    let cases = [
+        (
+            CommandKind::PortForward,
+            "prod-db.internal:5432",
+            "allow",
+            Some("db-tunnel"),
+        ),
+        (CommandKind::PortForward, "10.30.0.7:22", "block", None),
+        (
+            CommandKind::AgentForward,
+            "agent",
+            "block",
+            Some("no-reverse-forwarding"),
+        ),
+        (
+            CommandKind::RemoteForward,
+            "remote 0.0.0.0:8080",
+            "block",
+            Some("no-reverse-forwarding"),
+        ),
+        (CommandKind::Exec, "systemctl restart app", "allow", None),
+    ];
+    for (kind, text, action, rule) in cases {
+        assert_eq!(
+            decide(&p, "prod-hosts", &s, &cmd(kind, text)),
+            (action.to_string(), rule.map(str::to_string)),
+            "{kind:?} {text}"
+        );
+    }
+}
+
+#[test]
 fn every_identity_condition_matches_and_mismatches() {
     let s = ci_subject();
     for (cond, hit) in [

@@ -44,12 +44,25 @@ pub fn list(
 /// session, `id` being a full id or a unique prefix.
 ///
 /// # Errors
-/// Unknown id, ambiguous prefix, a missing or damaged log; `out` fails.
+/// Unknown id, ambiguous prefix, a missing or damaged log; `out` fails;
+/// [`SessionsError::RecordingChanged`] after printing everything when a
+/// terminal recording does not match its digest in the trail.
 pub fn show(state_dir: &Path, id: &str, out: &mut dyn Write) -> Result<(), SessionsError> {
     let recs = recordings(state_dir)?;
     let r = find(&recs, id, state_dir)?;
     write!(out, "{}", render::show(r))?;
-    Ok(())
+    let mut failed = None;
+    for cast in terminal::casts(state_dir, r) {
+        let integrity = terminal::check(&cast)?;
+        writeln!(
+            out,
+            "{:<13}{}",
+            "recording",
+            terminal::describe(&cast, &integrity)
+        )?;
+        failed = failed.or(terminal::failure(&cast, &integrity));
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// `interlock replay ID`: the session's records as a transcript timed from
@@ -58,6 +71,9 @@ pub fn show(state_dir: &Path, id: &str, out: &mut dyn Write) -> Result<(), Sessi
 ///
 /// # Errors
 /// As [`show`], and [`SessionsError::Speed`] for a speed that is not > 0.
+/// A terminal recording that differs from the digest the audit trail
+/// holds, or is gone, is [`SessionsError::RecordingChanged`] once the rest
+/// was played (a changed one is still played, after a warning).
 pub fn replay(
     state_dir: &Path,
     id: &str,
@@ -81,11 +97,22 @@ pub fn replay(
     if r.ended().is_none() {
         writeln!(out, "{}", render::NO_END)?;
     }
-    // SSH shells: play the terminal itself after the transcript.
-    for cast in terminal::casts(state_dir, r.id()) {
-        writeln!(out, "--- terminal recording {} ---", cast.display())?;
-        terminal::play(&cast, speed, out)?;
+    // SSH shells: play the terminal itself after the transcript, each
+    // recording first checked against the digest the trail holds for it.
+    let mut failed = None;
+    for cast in terminal::casts(state_dir, r) {
+        let integrity = terminal::check(&cast)?;
+        let line = terminal::describe(&cast, &integrity);
+        if let Some(e) = terminal::failure(&cast, &integrity) {
+            writeln!(out, "{line}")?;
+            failed = failed.or(Some(e));
+            if integrity == terminal::Integrity::Missing {
+                continue;
+            }
+        }
+        writeln!(out, "--- terminal recording {line} ---")?;
+        terminal::play(&cast.path, speed, out)?;
         writeln!(out, "\n--- end of terminal recording ---")?;
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }

@@ -33,6 +33,13 @@ pub enum SessionsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A terminal recording differs from (or lacks) the size and SHA-256
+    /// the audit trail recorded for it.
+    #[error(
+        "terminal recording {path} {}; the audit trail's own integrity is `interlock audit verify`'s",
+        if *missing { "is missing although the audit trail recorded it" } else { "does not match the SHA-256 the audit trail recorded for it: it was changed after the session" }
+    )]
+    RecordingChanged { path: PathBuf, missing: bool },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }

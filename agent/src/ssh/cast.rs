@@ -3,7 +3,9 @@
 //!
 //! The recording is `<recording_dir>/<session id>-<channel>.cast`: a JSON
 //! header line, then `[seconds, "o"|"i"|"r", data]` event lines, playable
-//! with `asciinema play`.
+//! with `asciinema play`. Its size and SHA-256 are computed as it is
+//! written and go into the audit trail when it is closed
+//! ([`CastWriter::finish`]), so a recording changed afterwards is detected.
 //!
 //! Line reconstruction is **best effort**: it follows printable characters,
 //! backspace, ^U, ^W, ^C and Enter, and skips escape sequences, but it
@@ -20,8 +22,10 @@ use std::{
 };
 
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 
 use super::SshError;
+use crate::gate::RecordingRef;
 
 /// Writes one asciicast v2 file.
 pub(super) struct CastWriter {
@@ -30,6 +34,8 @@ pub(super) struct CastWriter {
     start: Instant,
     out_carry: Vec<u8>,
     in_carry: Vec<u8>,
+    digest: Sha256,
+    bytes: u64,
 }
 
 impl CastWriter {
@@ -72,18 +78,28 @@ impl CastWriter {
             start: Instant::now(),
             out_carry: Vec::new(),
             in_carry: Vec::new(),
+            digest: Sha256::new(),
+            bytes: 0,
         };
         w.line(&header.to_string())?;
         Ok(w)
     }
 
+    /// Writes one line, flushed so a crash keeps every event so far.
     fn line(&mut self, text: &str) -> Result<(), SshError> {
-        writeln!(self.file, "{text}")
+        let mut line = String::with_capacity(text.len() + 1);
+        line.push_str(text);
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
             .and_then(|()| self.file.flush())
             .map_err(|source| SshError::Io {
                 path: self.path.clone(),
                 source,
-            })
+            })?;
+        self.digest.update(line.as_bytes());
+        self.bytes += line.len() as u64;
+        Ok(())
     }
 
     fn event(&mut self, code: &str, data: &str) -> Result<(), SshError> {
@@ -114,9 +130,17 @@ impl CastWriter {
         self.event("r", &format!("{width}x{height}"))
     }
 
-    /// Where the recording is.
-    pub(super) fn path(&self) -> &Path {
-        &self.path
+    /// Closes the recording: its path, size and digest for the audit trail.
+    pub(super) fn finish(mut self) -> Result<RecordingRef, SshError> {
+        self.file.flush().map_err(|source| SshError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(RecordingRef {
+            path: self.path,
+            bytes: self.bytes,
+            sha256: hex::encode(self.digest.finalize()),
+        })
     }
 }
 
@@ -243,7 +267,11 @@ mod tests {
         w.output(b"hello\r\n").unwrap();
         w.input(b"ls\r").unwrap();
         w.resize(100, 30).unwrap();
-        drop(w);
+        let done = w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(done.path, path);
+        assert_eq!(done.bytes, bytes.len() as u64);
+        assert_eq!(done.sha256, hex::encode(Sha256::digest(&bytes)));
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

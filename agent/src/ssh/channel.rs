@@ -46,6 +46,15 @@ impl Start {
     }
 }
 
+/// Whether an exec command runs the sftp server binary itself
+/// (`ssh host /usr/lib/openssh/sftp-server`): it speaks sftp like the
+/// subsystem, so it is decided as the subsystem too and its file
+/// operations are inspected. Anything that is not sftp then ends the
+/// channel (the stream cannot be followed).
+pub(super) fn runs_sftp_server(command: &str) -> bool {
+    command.contains("sftp-server")
+}
+
 /// The upstream channel's halves.
 pub(super) type UpChannel = (ChannelReadHalf, ChannelWriteHalf<client::Msg>);
 
@@ -94,25 +103,33 @@ impl ChannelTask {
             return;
         };
         let (kind, text) = start.kind_and_text();
-        let request = Request::Command { kind, text };
-        let refusal = match decision::decide(self.ctx.gate.as_ref(), &request).await {
-            Decided::Run => None,
-            Decided::Refuse(line) => Some(line),
-            Decided::Hold(held, notice) => {
-                self.stderr(&notice).await;
-                match self.wait_hold(held).await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(line)) => Some(line),
-                    Err(Gone) => {
-                        self.shut_upstream().await;
-                        return;
+        let mut requests = vec![Request::Command { kind, text }];
+        if matches!(&start, Start::Exec(cmd) if runs_sftp_server(cmd)) {
+            requests.push(Request::Command {
+                kind: CommandKind::Subsystem,
+                text: "sftp".into(),
+            });
+        }
+        for request in requests {
+            let refusal = match decision::decide(self.ctx.gate.as_ref(), &request).await {
+                Decided::Run => None,
+                Decided::Refuse(line) => Some(line),
+                Decided::Hold(held, notice) => {
+                    self.stderr(&notice).await;
+                    match self.wait_hold(held).await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(line)) => Some(line),
+                        Err(Gone) => {
+                            self.shut_upstream().await;
+                            return;
+                        }
                     }
                 }
+            };
+            if let Some(line) = refusal {
+                self.refuse(&line).await;
+                return;
             }
-        };
-        if let Some(line) = refusal {
-            self.refuse(&line).await;
-            return;
         }
         match self.begin(&start).await {
             Ok(up) => {

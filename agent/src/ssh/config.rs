@@ -33,8 +33,10 @@ pub enum HostKeyCheck {
     /// The one accepted key, in OpenSSH public key format
     /// (`ssh-ed25519 AAAA... comment`).
     Pinned(String),
-    /// An OpenSSH known_hosts file; the entry for the upstream's host and
-    /// port must match.
+    /// An OpenSSH known_hosts file: an entry for the upstream's address or
+    /// one of the target's host names (`[name]:port` when the port is not
+    /// 22) must hold the key, and no entry for them may hold another key of
+    /// the same algorithm.
     KnownHosts(PathBuf),
 }
 
@@ -118,6 +120,9 @@ impl HostIdentity {
 pub struct SshTarget {
     /// Where the real sshd listens.
     pub upstream: SocketAddr,
+    /// The target's host names (from the policy), also looked up in a
+    /// known_hosts file besides the upstream address.
+    pub host_names: Vec<String>,
     /// The upstream user; `None` uses the user name the client sent.
     pub upstream_user: Option<String>,
     /// The credential injected upstream.

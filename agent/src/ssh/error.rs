@@ -32,10 +32,12 @@ pub enum SshError {
         expected: String,
         got: String,
     },
-    /// The upstream's host key is not in the configured known_hosts file.
-    #[error("upstream host key for {addr} ({got}) is not in {known_hosts}")]
+    /// The upstream's host key is not in the configured known_hosts file
+    /// under any name it goes by.
+    #[error("upstream host key for {addr} ({got}) is not in {known_hosts} (looked up as {names})")]
     HostKeyUnknown {
         addr: String,
+        names: String,
         got: String,
         known_hosts: PathBuf,
     },

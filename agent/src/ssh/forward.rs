@@ -1,5 +1,7 @@
-//! Forwarding requests: local (direct-tcpip) and remote (tcpip-forward)
-//! port forwarding are decided by the gate and relayed only if allowed.
+//! Forwarding requests: local (direct-tcpip, direct-streamlocal) and
+//! remote (tcpip-forward, streamlocal-forward) forwarding are decided by
+//! the gate and relayed only if allowed. The policy refuses forwarding no
+//! rule allows.
 
 use std::sync::Arc;
 
@@ -8,25 +10,43 @@ use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf, client, s
 use super::{decision, server::SessionCtx, upstream::Upstream};
 use crate::gate::{CommandKind, Record, Request};
 
-/// A direct-tcpip channel request.
-pub(super) struct DirectTcpip {
-    pub(super) host: String,
-    pub(super) port: u32,
-    pub(super) originator: String,
-    pub(super) originator_port: u32,
+/// A channel the client opens towards the server's side.
+pub(super) enum Direct {
+    /// direct-tcpip (`ssh -L`, `-W`, `-D`, `-J`).
+    Tcpip {
+        host: String,
+        port: u32,
+        originator: String,
+        originator_port: u32,
+    },
+    /// direct-streamlocal@openssh.com (`ssh -L` to a socket path).
+    Streamlocal { path: String },
 }
 
-/// Decides and relays one direct-tcpip channel.
-pub(super) async fn direct_tcpip(
+impl Direct {
+    fn kind_and_text(&self) -> (CommandKind, String) {
+        match self {
+            Direct::Tcpip { host, port, .. } => {
+                (CommandKind::PortForward, format!("{host}:{port}"))
+            }
+            Direct::Streamlocal { path } => {
+                (CommandKind::StreamlocalForward, format!("unix:{path}"))
+            }
+        }
+    }
+}
+
+/// Decides and relays one direct-tcpip or direct-streamlocal channel.
+pub(super) async fn direct(
     ctx: Arc<SessionCtx>,
     upstream: Arc<Upstream>,
     channel: Channel<server::Msg>,
     reply: server::ChannelOpenHandle,
-    spec: DirectTcpip,
+    spec: Direct,
 ) {
-    let text = format!("{}:{}", spec.host, spec.port);
+    let (kind, text) = spec.kind_and_text();
     let request = Request::Command {
-        kind: CommandKind::PortForward,
+        kind,
         text: text.clone(),
     };
     if let Err(line) = decision::decide_quietly(ctx.gate.as_ref(), &request).await {
@@ -38,10 +58,20 @@ pub(super) async fn direct_tcpip(
             .await;
         return;
     }
-    let up = match upstream
-        .channel_open_direct_tcpip(spec.host, spec.port, spec.originator, spec.originator_port)
-        .await
-    {
+    let opened = match spec {
+        Direct::Tcpip {
+            host,
+            port,
+            originator,
+            originator_port,
+        } => {
+            upstream
+                .channel_open_direct_tcpip(host, port, originator, originator_port)
+                .await
+        }
+        Direct::Streamlocal { path } => upstream.channel_open_direct_streamlocal(path).await,
+    };
+    let up = match opened {
         Ok(up) => up,
         Err(e) => {
             let reason = format!("interlock: upstream refused {text}: {e}");
@@ -56,10 +86,12 @@ pub(super) async fn direct_tcpip(
     let to_client = pipe(channel, up).await;
     ctx.gate
         .record(Record::Command {
-            kind: CommandKind::PortForward,
+            kind,
             text,
             exit_status: None,
+            exit_signal: None,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            recording: None,
         })
         .await;
     let _ = to_client.close().await;
@@ -133,7 +165,7 @@ pub(super) async fn remote(
     port: &mut u32,
 ) -> bool {
     let request = Request::Command {
-        kind: CommandKind::PortForward,
+        kind: CommandKind::RemoteForward,
         text: format!("remote {address}:{port}"),
     };
     if decision::decide_quietly(ctx.gate.as_ref(), &request)
@@ -152,6 +184,36 @@ pub(super) async fn remote(
         }
         Err(e) => {
             tracing::info!(session = %ctx.id, error = %e, "upstream refused remote forwarding");
+            false
+        }
+    }
+}
+
+/// Decides a remote socket forwarding request (`ssh -R` with a socket path
+/// on the server) and, if allowed, asks the upstream to listen there.
+pub(super) async fn remote_streamlocal(
+    ctx: &SessionCtx,
+    upstream: &Upstream,
+    client: server::Handle,
+    path: &str,
+) -> bool {
+    let request = Request::Command {
+        kind: CommandKind::StreamlocalForward,
+        text: format!("remote unix:{path}"),
+    };
+    if decision::decide_quietly(ctx.gate.as_ref(), &request)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    match upstream.streamlocal_forward(path).await {
+        Ok(()) => {
+            ctx.grants.allow_streamlocal(client, path);
+            true
+        }
+        Err(e) => {
+            tracing::info!(session = %ctx.id, error = %e, "upstream refused socket forwarding");
             false
         }
     }

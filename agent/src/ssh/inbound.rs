@@ -9,9 +9,9 @@ use super::{
     SshError,
     decision::{self, Decided},
     relay::{Shared, Tap},
-    sftp::{self, ClientPacket},
+    sftp::{self, ClientPacket, Unresolved},
 };
-use crate::gate::{CommandKind, Held, Record, Request};
+use crate::gate::{Held, Record, Request};
 
 /// The client side's reader and the upstream side's writer.
 pub(super) struct Inbound<'a> {
@@ -118,14 +118,8 @@ async fn client_data(
     };
     match through {
         Through::Forward(data, typed) => {
-            for line in typed {
-                let record = Record::Command {
-                    kind: CommandKind::Shell,
-                    text: line,
-                    exit_status: None,
-                    duration_ms: 0,
-                };
-                shared.ctx.gate.record(record).await;
+            for text in typed {
+                shared.ctx.gate.record(Record::ShellLine { text }).await;
             }
             i.uw.data_bytes(data).await?;
         }
@@ -138,14 +132,41 @@ async fn client_data(
     Ok(())
 }
 
-/// Decides one sftp request; a refused one gets PERMISSION_DENIED (and a
-/// line on stderr) instead of reaching the server.
+/// Decides one sftp request, each of its paths on its own; a refused one
+/// gets PERMISSION_DENIED (and a line on stderr) instead of reaching the
+/// server. A relative path waits until the server said the working
+/// directory.
 async fn sftp_packet(
     shared: &Shared<'_>,
     i: &mut Inbound<'_>,
     packet: ClientPacket,
 ) -> Result<(), SshError> {
-    if let Some(op) = &packet.op {
+    let ops = loop {
+        // Created before the check, so a wake-up between the two is kept.
+        let settled = shared.cwd_settled.notified();
+        let resolved = match &*shared.tap() {
+            Tap::Sftp(tracker) => tracker.ops(&packet),
+            _ => Ok(Vec::new()),
+        };
+        let line = match resolved {
+            Ok(ops) => break ops,
+            Err(Unresolved::Pending) => {
+                settled.await;
+                continue;
+            }
+            Err(Unresolved::NoCwd) => {
+                "interlock: a relative path cannot be decided: the server did not say its working directory"
+            }
+            Err(Unresolved::ReservedId) => {
+                "interlock: request id 4294967295 is reserved by interlock at the start of a session"
+            }
+        };
+        shared.stderr(line).await;
+        return shared
+            .to_client(sftp::permission_denied(packet.id, line))
+            .await;
+    };
+    for op in &ops {
         let request = Request::Command {
             kind: op.kind,
             text: op.text.clone(),
@@ -165,10 +186,14 @@ async fn sftp_packet(
                 .await;
         }
     }
-    if let Tap::Sftp(tracker) = &mut *shared.tap() {
-        tracker.forwarded(&packet);
-    }
+    let probe = match &mut *shared.tap() {
+        Tap::Sftp(tracker) => tracker.forwarded(&packet, ops),
+        _ => None,
+    };
     i.uw.data_bytes(packet.bytes).await?;
+    if let Some(probe) = probe {
+        i.uw.data_bytes(probe).await?;
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, server};
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig, server};
 
 use super::{
     SshError,
@@ -55,6 +55,8 @@ pub(super) struct Shared<'a> {
     cw_lock: tokio::sync::Mutex<()>,
     /// A std lock: never held across `.await`.
     tap: Mutex<Tap>,
+    /// Woken when an sftp session's working directory became known.
+    pub(super) cwd_settled: tokio::sync::Notify,
 }
 
 impl Shared<'_> {
@@ -102,6 +104,9 @@ fn millis(since: Instant) -> u64 {
 async fn tap_for(r: &Relay, start: &Start) -> Tap {
     match (start, &r.pty) {
         (Start::Subsystem(name), _) if name == "sftp" => Tap::Sftp(SftpTracker::default()),
+        (Start::Exec(cmd), _) if super::channel::runs_sftp_server(cmd) => {
+            Tap::Sftp(SftpTracker::default())
+        }
         (Start::Shell | Start::Exec(_), Some(pty)) => {
             let path = r
                 .ctx
@@ -150,12 +155,13 @@ pub(super) async fn run(r: Relay, start: Start) {
         cw: &cw,
         cw_lock: tokio::sync::Mutex::new(()),
         tap: Mutex::new(tap),
+        cwd_settled: tokio::sync::Notify::new(),
     };
     let inbound = Inbound::new(&mut cr, &uw, pending, client_eof);
     let from_client = inbound::run(&shared, inbound);
     let from_upstream = upstream_to_client(&shared, &mut ur, &handle, id, kind);
     tokio::pin!(from_client, from_upstream);
-    let exit_status = tokio::select! {
+    let exit = tokio::select! {
         status = &mut from_upstream => status,
         outcome = &mut from_client => {
             match &outcome {
@@ -175,54 +181,82 @@ pub(super) async fn run(r: Relay, start: Start) {
     for record in unfinished {
         ctx.gate.record(record).await;
     }
-    let text = match &*shared.tap() {
-        Tap::Terminal(Some(cast), _) if matches!(start, Start::Shell) => {
-            format!("shell (recording {})", cast.path().display())
-        }
-        _ => text,
+    let tap = std::mem::replace(&mut *shared.tap(), Tap::Plain);
+    let recording = match tap {
+        Tap::Terminal(Some(cast), _) => match cast.finish() {
+            Ok(done) => Some(done),
+            Err(e) => {
+                shared.report(Side::Server, &e).await;
+                None
+            }
+        },
+        _ => None,
     };
     // Recorded before the client sees the channel close, so whoever waits
     // for the client to finish also finds the record.
     let record = Record::Command {
         kind,
         text,
-        exit_status,
+        exit_status: exit.status,
+        exit_signal: exit.signal,
         duration_ms: millis(started),
+        recording,
     };
     ctx.gate.record(record).await;
     let _ = cw.close().await;
     let _ = uw.close().await;
 }
 
-/// Upstream -> client until the upstream closes the channel; returns the
-/// exit status if the command reported one.
+/// How the command upstream ended, as far as the server said.
+#[derive(Default)]
+struct Exit {
+    status: Option<u32>,
+    signal: Option<String>,
+}
+
+/// The signal's name as SSH spells it (`TERM`, not `SIGTERM`).
+fn signal_name(sig: &Sig) -> String {
+    match sig {
+        Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Upstream -> client until the upstream closes the channel; returns how
+/// the command ended, if the server said.
 async fn upstream_to_client(
     shared: &Shared<'_>,
     ur: &mut ChannelReadHalf,
     handle: &server::Handle,
     id: Id,
     kind: CommandKind,
-) -> Option<u32> {
-    let mut exit_status = None;
+) -> Exit {
+    let mut exit = Exit::default();
+    // The server's EOF is held until its exit status (or the close): a
+    // client may close the channel as soon as it has EOF both ways, and
+    // russh answers that close at once, so a status sent after it is lost
+    // (OpenSSH's mux clients then exit 255).
+    let mut eof_held = false;
     loop {
         match ur.wait().await {
             Some(ChannelMsg::Data { data }) => {
                 if let Err(e) = server_data(shared, data).await {
                     // Fail closed: a stream we cannot follow ends the channel.
                     shared.report(Side::Server, &e).await;
-                    return exit_status;
+                    return exit;
                 }
             }
             Some(ChannelMsg::ExtendedData { data, ext }) => {
                 let _turn = shared.cw_lock.lock().await;
                 let _ = shared.cw.extended_data_bytes(ext, data).await;
             }
-            Some(ChannelMsg::Eof) => {
-                let _ = shared.cw.eof().await;
-            }
+            Some(ChannelMsg::Eof) => eof_held = true,
             Some(ChannelMsg::ExitStatus { exit_status: s }) => {
-                exit_status = Some(s);
+                exit.status = Some(s);
                 let _ = shared.cw.exit_status(s).await;
+                if std::mem::take(&mut eof_held) {
+                    let _ = shared.cw.eof().await;
+                }
             }
             Some(ChannelMsg::ExitSignal {
                 signal_name,
@@ -230,10 +264,14 @@ async fn upstream_to_client(
                 error_message,
                 lang_tag,
             }) => {
+                exit.signal = Some(self::signal_name(&signal_name));
                 let (sig, msg) = (signal_name, error_message);
                 let _ = handle
                     .exit_signal_request(id, sig, core_dumped, msg, lang_tag)
                     .await;
+                if std::mem::take(&mut eof_held) {
+                    let _ = shared.cw.eof().await;
+                }
             }
             Some(ChannelMsg::Failure) => {
                 let what = match kind {
@@ -245,9 +283,15 @@ async fn upstream_to_client(
                     .stderr(&format!("interlock: upstream refused the {what} request"))
                     .await;
                 let _ = shared.cw.exit_status(1).await;
-                return Some(1);
+                exit.status = Some(1);
+                return exit;
             }
-            Some(ChannelMsg::Close) | None => return exit_status,
+            Some(ChannelMsg::Close) | None => {
+                if eof_held {
+                    let _ = shared.cw.eof().await;
+                }
+                return exit;
+            }
             Some(_) => {}
         }
     }
@@ -263,9 +307,15 @@ async fn server_data(shared: &Shared<'_>, data: Bytes) -> Result<(), SshError> {
                 cast.output(&data)?;
                 (vec![data], Vec::new())
             }
-            Tap::Sftp(tracker) => tracker
-                .server_data(&data)
-                .map_err(|e| SshError::Sftp(format!("from server: {e}")))?,
+            Tap::Sftp(tracker) => {
+                let from = tracker
+                    .server_data(&data)
+                    .map_err(|e| SshError::Sftp(format!("from server: {e}")))?;
+                if from.cwd_settled {
+                    shared.cwd_settled.notify_waiters();
+                }
+                (from.packets, from.records)
+            }
         }
     };
     // Records first: the client acts on a reply only after it.

@@ -1,8 +1,9 @@
 //! Channels the upstream opens towards the client: remote-forwarded TCP
-//! connections, agent and X11 channels. Each is relayed only if the gate
-//! allowed the matching request earlier in this session (tcpip-forward for
-//! that address and port, auth-agent-req, x11-req); every other channel an
-//! upstream opens is rejected.
+//! connections and sockets, agent and X11 channels. Each is relayed only
+//! if the gate allowed the matching request earlier in this session
+//! (tcpip-forward for that address and port, streamlocal-forward for that
+//! path, auth-agent-req, x11-req); every other channel an upstream opens is
+//! rejected.
 
 use std::sync::Mutex;
 
@@ -24,6 +25,10 @@ pub(super) enum Reverse {
         originator: String,
         originator_port: u32,
     },
+    /// A connection to a socket the server listens on for us.
+    Streamlocal {
+        path: String,
+    },
 }
 
 #[derive(Default)]
@@ -32,6 +37,7 @@ struct Allowed {
     agent: bool,
     x11: bool,
     forwards: Vec<(String, u32)>,
+    sockets: Vec<String>,
 }
 
 /// What the gate allowed for reverse channels in one session, and the
@@ -74,6 +80,19 @@ impl Grants {
         });
     }
 
+    /// Connections to the remote socket forward `path` may be relayed.
+    pub(super) fn allow_streamlocal(&self, client: server::Handle, path: &str) {
+        self.with(|a| {
+            a.sockets.push(path.to_string());
+            a.client = Some(client);
+        });
+    }
+
+    /// The remote socket forward `path` was cancelled.
+    pub(super) fn cancel_streamlocal(&self, path: &str) {
+        self.with(|a| a.sockets.retain(|p| p != path));
+    }
+
     /// The remote forward `address:port` was cancelled.
     pub(super) fn cancel_forward(&self, address: &str, port: u32) {
         self.with(|a| a.forwards.retain(|(h, p)| !(h == address && *p == port)));
@@ -88,6 +107,7 @@ impl Grants {
                 Reverse::Forwarded { address, port, .. } => {
                     a.forwards.iter().any(|(h, p)| h == address && p == port)
                 }
+                Reverse::Streamlocal { path } => a.sockets.contains(path),
             };
             ok.then(|| a.client.clone()).flatten()
         })
@@ -109,6 +129,9 @@ impl Grants {
         tokio::spawn(async move {
             let opened = match kind {
                 Reverse::Agent => client.channel_open_agent().await,
+                Reverse::Streamlocal { path } => {
+                    client.channel_open_forwarded_streamlocal(path).await
+                }
                 Reverse::X11 {
                     originator,
                     originator_port,

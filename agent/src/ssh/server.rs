@@ -266,26 +266,27 @@ impl server::Handler for ClientSide {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let upstream = match self.ctx.upstream(&self.user).await {
-            Ok(up) => up,
-            Err(e) => {
-                refuse(&self.ctx, reply, &e).await;
-                return Ok(());
-            }
-        };
-        let spec = forward::DirectTcpip {
+        let spec = forward::Direct::Tcpip {
             host: host_to_connect.to_string(),
             port: port_to_connect,
             originator: originator_address.to_string(),
             originator_port,
         };
-        tokio::spawn(forward::direct_tcpip(
-            Arc::clone(&self.ctx),
-            upstream,
-            channel,
-            reply,
-            spec,
-        ));
+        self.open_direct(channel, reply, spec).await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let spec = forward::Direct::Streamlocal {
+            path: socket_path.to_string(),
+        };
+        self.open_direct(channel, reply, spec).await;
         Ok(())
     }
 
@@ -302,6 +303,33 @@ impl server::Handler for ClientSide {
         Ok(forward::remote(&self.ctx, &upstream, handle, address, port).await)
     }
 
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Ok(upstream) = self.ctx.upstream(&self.user).await else {
+            return Ok(false);
+        };
+        let handle = session.handle();
+        Ok(forward::remote_streamlocal(&self.ctx, &upstream, handle, socket_path).await)
+    }
+
+    async fn cancel_streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.ctx.grants.cancel_streamlocal(socket_path);
+        let Ok(upstream) = self.ctx.upstream(&self.user).await else {
+            return Ok(false);
+        };
+        Ok(upstream
+            .cancel_streamlocal_forward(socket_path)
+            .await
+            .is_ok())
+    }
+
     async fn cancel_tcpip_forward(
         &mut self,
         address: &str,
@@ -313,6 +341,26 @@ impl server::Handler for ClientSide {
             return Ok(false);
         };
         Ok(upstream.cancel_tcpip_forward(address, port).await.is_ok())
+    }
+}
+
+impl ClientSide {
+    /// Connects upstream if needed and hands a forwarding channel to its task.
+    async fn open_direct(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        spec: forward::Direct,
+    ) {
+        let upstream = match self.ctx.upstream(&self.user).await {
+            Ok(up) => up,
+            Err(e) => {
+                refuse(&self.ctx, reply, &e).await;
+                return;
+            }
+        };
+        let ctx = Arc::clone(&self.ctx);
+        tokio::spawn(forward::direct(ctx, upstream, channel, reply, spec));
     }
 }
 

@@ -2,10 +2,10 @@
 //! verifies its host key (pinned or known_hosts, never trust-on-first-use)
 //! and authenticates with the injected credential.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{borrow::Cow, path::PathBuf, sync::Arc};
 
 use russh::{
-    Channel, ChannelOpenFailure, client,
+    Channel, ChannelOpenFailure, Preferred, cipher, client,
     keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate},
 };
 use tokio::net::TcpStream;
@@ -15,13 +15,28 @@ use super::{
     reverse::{Grants, Reverse},
 };
 
+/// The upstream leg prefers AES-GCM: with AES instructions (every x86-64
+/// and arm64 server CPU of the last decade) it costs the daemon, which
+/// decrypts and re-encrypts every byte, less than ChaCha20-Poly1305, and
+/// every OpenSSH since 6.2 offers it. russh's other ciphers follow for
+/// servers without it.
+const UPSTREAM_CIPHERS: &[cipher::Name] = &[
+    cipher::AES_256_GCM,
+    cipher::AES_128_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_256_CTR,
+    cipher::AES_192_CTR,
+    cipher::AES_128_CTR,
+];
+
 /// The connected, authenticated upstream session.
 pub(super) type Upstream = client::Handle<Verifier>;
 
 /// Checks the upstream host key against the target's configuration.
 pub(super) struct Verifier {
     addr: String,
-    host: String,
+    /// The upstream address, then the target's host names.
+    hosts: Vec<String>,
     port: u16,
     check: HostKeyCheck,
     grants: Arc<Grants>,
@@ -50,20 +65,36 @@ impl Verifier {
         }
     }
 
+    /// Looks up every name the upstream goes by: an entry holding another
+    /// key for any of them refuses the session even if another name's
+    /// entry holds this key (one of the two is wrong).
     fn verify_known_hosts(&self, path: &PathBuf, key: &PublicKey) -> Result<(), SshError> {
-        match russh::keys::check_known_hosts_path(&self.host, self.port, key, path) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(SshError::HostKeyUnknown {
+        let mut known = false;
+        for host in &self.hosts {
+            match russh::keys::check_known_hosts_path(host, self.port, key, path) {
+                Ok(found) => known |= found,
+                Err(russh::keys::Error::KeyChanged { line }) => {
+                    return Err(SshError::HostKeyMismatch {
+                        addr: self.addr.clone(),
+                        expected: format!(
+                            "the key for {host} on line {line} of {}",
+                            path.display()
+                        ),
+                        got: fingerprint(key),
+                    });
+                }
+                Err(e) => return Err(SshError::Key(format!("{}: {e}", path.display()))),
+            }
+        }
+        if known {
+            Ok(())
+        } else {
+            Err(SshError::HostKeyUnknown {
                 addr: self.addr.clone(),
+                names: self.hosts.join(", "),
                 got: fingerprint(key),
                 known_hosts: path.clone(),
-            }),
-            Err(russh::keys::Error::KeyChanged { line }) => Err(SshError::HostKeyMismatch {
-                addr: self.addr.clone(),
-                expected: format!("the key on line {line} of {}", path.display()),
-                got: fingerprint(key),
-            }),
-            Err(e) => Err(SshError::Key(format!("{}: {e}", path.display()))),
+            })
         }
     }
 }
@@ -159,14 +190,15 @@ impl client::Handler for Verifier {
 
     async fn server_channel_open_forwarded_streamlocal(
         &mut self,
-        _channel: Channel<client::Msg>,
-        _socket_path: &str,
+        channel: Channel<client::Msg>,
+        socket_path: &str,
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        let kind = Reverse::Streamlocal {
+            path: socket_path.to_string(),
+        };
+        self.grants.open(kind, channel, reply).await;
         Ok(())
     }
 }
@@ -192,12 +224,20 @@ pub(super) async fn connect(
     let _ = tcp.set_nodelay(true);
     let verifier = Verifier {
         addr: addr.clone(),
-        host: target.upstream.ip().to_string(),
+        hosts: std::iter::once(target.upstream.ip().to_string())
+            .chain(target.host_names.iter().cloned())
+            .collect(),
         port: target.upstream.port(),
         check: target.host_key_check.clone(),
         grants,
     };
-    let config = Arc::new(client::Config::default());
+    let config = Arc::new(client::Config {
+        preferred: Preferred {
+            cipher: Cow::Borrowed(UPSTREAM_CIPHERS),
+            ..Preferred::DEFAULT
+        },
+        ..client::Config::default()
+    });
     let mut handle = client::connect_stream(config, tcp, verifier).await?;
     let result = match &target.credential {
         Credential::Password(p) => handle.authenticate_password(user, p.as_str()).await?,

@@ -185,6 +185,9 @@ pub(crate) mod fixtures {
             pg_rows: 10,
             idle_connections: 10,
             events: 10,
+            ssh_mib: 1,
+            ssh_execs: 2,
+            quick: true,
         });
         let runs = vec![
             (0, Variant::Baseline, measurement(10.0, 0)),

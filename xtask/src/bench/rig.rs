@@ -16,6 +16,7 @@ use serde::Deserialize;
 use super::daemon::{self, Daemon};
 use super::pgserver::{self, PgServer};
 use super::scenario::DaemonPolicy;
+use super::sshserver::{self, SshServer};
 use crate::util::{self, Workspace};
 
 /// Threads accepting on each echo server: enough that a connection the daemon keeps open a
@@ -57,6 +58,8 @@ pub(crate) struct Rig {
     target: SocketAddr,
     /// The policy's postgres target. Stopped before the scratch directory goes.
     pg: PgServer,
+    /// The policy's ssh target. Stopped before the scratch directory goes.
+    ssh: SshServer,
     /// Names of the directories handed out by [`Rig::fresh_dir`].
     runs: std::cell::Cell<u32>,
     // Dropped after the fields above, in this order: the cgroup, then the directory.
@@ -87,13 +90,13 @@ impl Rig {
         let target = start_echo("127.0.0.2:0")?;
         eprintln!("bench: starting PostgreSQL 15 on {}", pgserver::ADDRESS);
         let pg = PgServer::start(&dir.path).context("cannot start the bench's PostgreSQL")?;
+        eprintln!("bench: starting sshd on {}", sshserver::ADDRESS);
+        let ssh = SshServer::start(&dir.path).context("cannot start the bench's sshd")?;
         for (file, masking) in [(STANDARD_POLICY, false), (MASKING_POLICY, true)] {
             let path = dir.path.join(file);
-            fs::write(
-                &path,
-                policy(target, pg.addr(), pg.password_file(), masking),
-            )
-            .context("cannot write the bench policy")?;
+            let mut text = policy(target, pg.addr(), pg.password_file(), masking);
+            text = with_ssh_target(&text, &ssh);
+            fs::write(&path, text).context("cannot write the bench policy")?;
             let mut check = Command::new(&interlock);
             check.args(["policy", "check"]).arg(&path);
             pgserver::run_quiet(&mut check).context("the bench policy does not validate")?;
@@ -105,6 +108,7 @@ impl Rig {
             plain,
             target,
             pg,
+            ssh,
             runs: std::cell::Cell::new(0),
             cgroup,
             dir,
@@ -124,6 +128,21 @@ impl Rig {
     /// The bench's PostgreSQL server.
     pub(crate) fn pg(&self) -> &PgServer {
         &self.pg
+    }
+
+    /// The bench's sshd.
+    pub(crate) fn ssh(&self) -> &SshServer {
+        &self.ssh
+    }
+
+    /// The release `interlock` binary.
+    pub(crate) fn interlock(&self) -> &Path {
+        &self.interlock
+    }
+
+    /// The scratch directory (removed with the rig).
+    pub(crate) fn scratch(&self) -> &Path {
+        &self.dir.path
     }
 
     /// A release binary of the workspace (a bench helper from `tests/src/bin`).
@@ -184,7 +203,8 @@ impl Rig {
         )
     }
 
-    fn state_dir(&self) -> PathBuf {
+    /// The subject daemon's state directory (its SSH CA, its events).
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.dir.path.join("state")
     }
 
@@ -245,6 +265,23 @@ fn policy(target: SocketAddr, pg: SocketAddr, password_file: &Path, masking: boo
         );
     }
     text
+}
+
+/// `policy` with an `ssh` target for `ssh`: interlock logs in as root with the key sshd
+/// authorizes and pins sshd's host key. The target is listed before any `rules:`.
+fn with_ssh_target(policy: &str, ssh: &SshServer) -> String {
+    let target = format!(
+        "  - name: bench-ssh\n    protocol: ssh\n    match:\n      - {{ address: \"{}\", port: {} }}\n\
+         \x20   upstream:\n      user: root\n      key: {{ file: \"{}\" }}\n      host_key: \"{}\"\n",
+        ssh.addr().ip(),
+        ssh.addr().port(),
+        ssh.client_key().display(),
+        ssh.host_public_key(),
+    );
+    match policy.find("rules:\n") {
+        Some(at) => format!("{}{target}{}", &policy[..at], &policy[at..]),
+        None => format!("{policy}{target}"),
+    }
 }
 
 /// A directory removed with everything in it on drop.

@@ -12,6 +12,7 @@ use super::events::EventPath;
 use super::memory::IdleConnections;
 use super::pg::{PgBench, PgRows};
 use super::rig::{LoadgenResult, Rig};
+use super::ssh::{Exec, Scp};
 
 /// Which side of the comparison a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,6 +111,12 @@ pub(crate) struct Sizes {
     pub(crate) idle_connections: u64,
     /// Events emitted through the audit log and the webhook path.
     pub(crate) events: u64,
+    /// The file scp moves, MiB.
+    pub(crate) ssh_mib: u64,
+    /// `ssh host true` per kind of connection.
+    pub(crate) ssh_execs: u64,
+    /// Quick mode (scenarios say so in their parameters when it changes their sizes).
+    pub(crate) quick: bool,
 }
 
 /// Every scenario, in the order they run.
@@ -182,6 +189,13 @@ pub(crate) fn all(sizes: Sizes) -> Vec<Box<dyn Scenario>> {
         Box::new(EventPath {
             delivery: true,
             count: sizes.events,
+        }),
+        Box::new(Scp {
+            mib: sizes.ssh_mib,
+            quick: sizes.quick,
+        }),
+        Box::new(Exec {
+            count: sizes.ssh_execs,
         }),
     ]
 }
@@ -397,11 +411,14 @@ mod tests {
             pg_rows: 10,
             idle_connections: 10,
             events: 10,
+            ssh_mib: 1,
+            ssh_execs: 2,
+            quick: true,
         });
         let mut names: Vec<_> = all.iter().map(|s| s.name()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 14);
         assert!(all.iter().all(|s| !s.metrics().is_empty()));
     }
 

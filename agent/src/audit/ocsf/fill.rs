@@ -143,15 +143,26 @@ impl Mapper {
                 text,
                 decision,
                 exit_status,
+                exit_signal,
                 duration_ms,
+                reconstructed,
+                recording: _,
             } => {
                 b.session(session_id, ctx, Some(target));
                 b.decision(decision);
                 command_attrs(&mut b, *command_kind, text.as_deref());
                 b.duration = Some(*duration_ms);
-                b.status_detail = exit_status
-                    .filter(|s| *s != 0)
-                    .map(|s| format!("exit status {s}"));
+                b.status_detail = match (exit_signal, exit_status) {
+                    (Some(sig), _) => Some(format!("killed by signal {sig}")),
+                    (None, Some(s)) if *s != 0 => Some(format!("exit status {s}")),
+                    _ => None,
+                };
+                if *reconstructed {
+                    b.message = Some(
+                        "command line reconstructed from the shell's terminal input (best effort)"
+                            .into(),
+                    );
+                }
             }
             K::Masked {
                 session_id,

@@ -142,7 +142,10 @@ fn samples() -> Vec<EventKind> {
             text: Some("uptime".into()),
             decision: decision(Disposition::Allowed),
             exit_status: Some(1),
+            exit_signal: None,
             duration_ms: 5,
+            reconstructed: false,
+            recording: None,
         },
         K::Command {
             session_id: s(),
@@ -151,7 +154,10 @@ fn samples() -> Vec<EventKind> {
             text: Some("/srv/app/config.yml".into()),
             decision: decision(Disposition::Allowed),
             exit_status: None,
+            exit_signal: None,
             duration_ms: 5,
+            reconstructed: true,
+            recording: None,
         },
         K::RequestBlocked {
             session_id: s(),

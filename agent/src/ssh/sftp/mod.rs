@@ -1,16 +1,20 @@
 //! SFTP inspection: client requests are framed and parsed so each file
-//! operation (open for read/write, remove, rename, mkdir, rmdir, setstat)
-//! can be decided before it is forwarded; server replies are followed to
+//! operation (open for read/write, remove, rename, mkdir, rmdir, setstat,
+//! links) can be decided before it is forwarded, with its paths made
+//! absolute and normal first ([`path`]); server replies are followed to
 //! count bytes per handle and to record each operation when it completes.
 //! Replies are forwarded only as whole packets, so a refusal interlock
 //! writes never lands inside a server packet.
 
+mod path;
 mod wire;
 
 use std::{collections::HashMap, time::Instant};
 
 use bytes::Bytes;
 
+pub(super) use path::Unresolved;
+use path::{CWD_PROBE_ID, Cwd, Raw};
 pub(crate) use wire::TooLarge;
 use wire::{Framer, Reader};
 
@@ -20,15 +24,17 @@ use crate::gate::{CommandKind, Record};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct FileOp {
     pub(super) kind: CommandKind,
-    /// The path, or `old -> new` for a rename.
+    /// The path, absolute and normal (see [`path`]).
     pub(super) text: String,
 }
 
-/// One whole client packet, with the operation it asks for, if any.
+/// One whole client packet, with the file operations it asks for. A
+/// rename, link or symlink asks for two: each path is decided on its own.
 pub(super) struct ClientPacket {
     pub(super) bytes: Bytes,
     pub(super) id: u32,
-    pub(super) op: Option<FileOp>,
+    requests: Vec<(CommandKind, Raw)>,
+    init: bool,
 }
 
 struct OpenFile {
@@ -38,21 +44,34 @@ struct OpenFile {
     written: u64,
 }
 
+/// What one server data message turned into.
+pub(super) struct FromServer {
+    /// Whole packets for the client (the reply to interlock's own probe
+    /// is not among them).
+    pub(super) packets: Vec<Bytes>,
+    /// Operations that completed.
+    pub(super) records: Vec<Record>,
+    /// The working directory became known (or unknowable): requests
+    /// waiting for it can be decided now.
+    pub(super) cwd_settled: bool,
+}
+
 /// Follows one sftp session in both directions.
 #[derive(Default)]
 pub(super) struct SftpTracker {
     client: Framer,
     server: Framer,
-    /// Request id -> operation waiting for its reply (OPEN waits for HANDLE).
-    pending: HashMap<u32, (FileOp, Instant)>,
+    cwd: Cwd,
+    /// Request id -> operations waiting for the reply (OPEN waits for HANDLE).
+    pending: HashMap<u32, (Vec<FileOp>, Instant)>,
     /// Request id -> handle of a READ or CLOSE waiting for its reply.
     reads: HashMap<u32, Bytes>,
     closes: HashMap<u32, Bytes>,
     open: HashMap<Bytes, OpenFile>,
 }
 
-fn op(kind: CommandKind, text: String) -> Option<FileOp> {
-    Some(FileOp { kind, text })
+fn client(kind: CommandKind, path: String) -> Vec<(CommandKind, Raw)> {
+    vec![(kind, Raw::Client(path))]
 }
 
 fn millis(since: Instant) -> u64 {
@@ -60,7 +79,7 @@ fn millis(since: Instant) -> u64 {
 }
 
 impl SftpTracker {
-    /// Client -> server bytes; returns whole packets with their operations.
+    /// Client -> server bytes; returns whole packets with their requests.
     pub(super) fn client_data(&mut self, data: &[u8]) -> Result<Vec<ClientPacket>, TooLarge> {
         let packets = self.client.push(data)?;
         Ok(packets.into_iter().map(|p| self.classify(p)).collect())
@@ -68,8 +87,10 @@ impl SftpTracker {
 
     fn classify(&mut self, bytes: Bytes) -> ClientPacket {
         let parsed = Reader::new(&bytes).and_then(|(kind, mut r)| {
+            // INIT carries the version where other packets have an id.
             let id = r.u32()?;
-            let op = match kind {
+            let requests = match kind {
+                wire::INIT => return Some((id, Vec::new(), true)),
                 wire::OPEN => {
                     let path = r.string()?;
                     let flags = r.u32()?;
@@ -78,35 +99,33 @@ impl SftpTracker {
                     } else {
                         CommandKind::FileWrite
                     };
-                    op(kind, path)
+                    client(kind, path)
                 }
-                wire::SETSTAT => op(CommandKind::FileWrite, r.string()?),
+                wire::SETSTAT => client(CommandKind::FileWrite, r.string()?),
                 // Attributes through a handle, even one opened for reading.
                 // Through a handle opened for writing they are part of that
                 // write, already decided for the same kind and path (scp
                 // sets them after every upload: no second approval).
                 wire::FSETSTAT => {
                     let handle = r.bytes()?;
-                    match self.open.get(&handle) {
+                    let path = match self.open.get(&handle) {
                         Some(f) if f.op.kind == CommandKind::FileWrite => None,
-                        Some(f) => op(CommandKind::FileWrite, f.op.text.clone()),
-                        None => op(CommandKind::FileWrite, "<unknown handle>".into()),
-                    }
+                        Some(f) => Some(f.op.text.clone()),
+                        None => Some("<unknown handle>".to_string()),
+                    };
+                    path.map(|p| (CommandKind::FileWrite, Raw::Resolved(p)))
+                        .into_iter()
+                        .collect()
                 }
-                wire::REMOVE | wire::RMDIR => op(CommandKind::FileRemove, r.string()?),
-                wire::MKDIR => op(CommandKind::FileMkdir, r.string()?),
-                wire::RENAME => {
-                    let (from, to) = (r.string()?, r.string()?);
-                    op(CommandKind::FileRename, format!("{from} -> {to}"))
-                }
-                wire::SYMLINK => {
-                    let (a, b) = (r.string()?, r.string()?);
-                    op(CommandKind::FileWrite, format!("{a} -> {b}"))
-                }
-                wire::EXTENDED => self.extended(&mut r)?,
+                wire::REMOVE | wire::RMDIR => client(CommandKind::FileRemove, r.string()?),
+                wire::MKDIR => client(CommandKind::FileMkdir, r.string()?),
+                wire::RENAME => two(CommandKind::FileRename, r.string()?, r.string()?),
+                // A link is decided where it is made and where it points.
+                wire::SYMLINK => two(CommandKind::FileWrite, r.string()?, r.string()?),
+                wire::EXTENDED => extended(&mut r)?,
                 wire::READ => {
                     self.reads.insert(id, r.bytes()?);
-                    None
+                    Vec::new()
                 }
                 wire::WRITE => {
                     let handle = r.bytes()?;
@@ -115,100 +134,172 @@ impl SftpTracker {
                     if let Some(f) = self.open.get_mut(&handle) {
                         f.written += data.len() as u64;
                     }
-                    None
+                    Vec::new()
                 }
                 wire::CLOSE => {
                     self.closes.insert(id, r.bytes()?);
-                    None
+                    Vec::new()
                 }
-                _ => None,
+                _ => Vec::new(),
             };
-            Some((id, op))
+            Some((id, requests, false))
         });
-        let (id, op) = parsed.unwrap_or((0, None));
-        ClientPacket { bytes, id, op }
+        let (id, requests, init) = parsed.unwrap_or((0, Vec::new(), false));
+        ClientPacket {
+            bytes,
+            id,
+            requests,
+            init,
+        }
     }
 
-    fn extended(&mut self, r: &mut Reader) -> Option<Option<FileOp>> {
-        let name = r.string()?;
-        Some(match name.as_str() {
-            "posix-rename@openssh.com" => {
-                let (from, to) = (r.string()?, r.string()?);
-                op(CommandKind::FileRename, format!("{from} -> {to}"))
-            }
-            "hardlink@openssh.com" => {
-                let (from, to) = (r.string()?, r.string()?);
-                op(CommandKind::FileWrite, format!("{from} -> {to}"))
-            }
-            "lsetstat@openssh.com" => op(CommandKind::FileWrite, r.string()?),
-            _ => None,
+    /// The file operations `packet` asks for, with their paths resolved.
+    ///
+    /// # Errors
+    /// A relative path while the working directory is not known yet
+    /// ([`Unresolved::Pending`]: wait for the server) or cannot be known,
+    /// or a request using interlock's own request id.
+    pub(super) fn ops(&self, packet: &ClientPacket) -> Result<Vec<FileOp>, Unresolved> {
+        if packet.id == CWD_PROBE_ID && self.cwd == Cwd::Pending && !packet.init {
+            return Err(Unresolved::ReservedId);
+        }
+        packet
+            .requests
+            .iter()
+            .map(|(kind, raw)| {
+                Ok(FileOp {
+                    kind: *kind,
+                    text: self.cwd.resolve(raw)?,
+                })
+            })
+            .collect()
+    }
+
+    /// `packet` was forwarded with its allowed `ops`: wait for the reply.
+    /// After the client's INIT, returns interlock's working-directory
+    /// probe, to be sent right after it.
+    pub(super) fn forwarded(&mut self, packet: &ClientPacket, ops: Vec<FileOp>) -> Option<Bytes> {
+        if !ops.is_empty() {
+            self.pending.insert(packet.id, (ops, Instant::now()));
+        }
+        (packet.init && self.cwd == Cwd::NotAsked).then(|| {
+            self.cwd = Cwd::Pending;
+            path::probe()
         })
     }
 
-    /// An allowed operation was forwarded: wait for its reply.
-    pub(super) fn forwarded(&mut self, packet: &ClientPacket) {
-        if let Some(op) = &packet.op {
-            self.pending.insert(packet.id, (op.clone(), Instant::now()));
-        }
-    }
-
-    /// Server -> client bytes; returns whole packets to forward and the
-    /// records of operations that completed.
-    pub(super) fn server_data(
-        &mut self,
-        data: &[u8],
-    ) -> Result<(Vec<Bytes>, Vec<Record>), TooLarge> {
-        let packets = self.server.push(data)?;
-        let mut records = Vec::new();
-        for p in &packets {
-            if let Some(record) = self.reply(p) {
-                records.push(record);
+    /// Server -> client bytes: whole packets to forward and the records of
+    /// operations that completed.
+    pub(super) fn server_data(&mut self, data: &[u8]) -> Result<FromServer, TooLarge> {
+        let mut out = FromServer {
+            packets: Vec::new(),
+            records: Vec::new(),
+            cwd_settled: false,
+        };
+        for p in self.server.push(data)? {
+            if self.probe_reply(&p) {
+                out.cwd_settled = true;
+                continue;
             }
+            out.records.extend(self.reply(&p));
+            out.packets.push(p);
         }
-        Ok((packets, records))
+        Ok(out)
     }
 
-    fn reply(&mut self, packet: &Bytes) -> Option<Record> {
-        let (kind, mut r) = Reader::new(packet)?;
-        let id = r.u32()?;
+    /// Takes the reply to interlock's probe; true if `packet` was it.
+    fn probe_reply(&mut self, packet: &Bytes) -> bool {
+        if self.cwd != Cwd::Pending {
+            return false;
+        }
+        let Some((kind, mut r)) = Reader::new(packet) else {
+            return false;
+        };
+        if r.u32() != Some(CWD_PROBE_ID) {
+            return false;
+        }
+        let name = match kind {
+            wire::NAME => r.u32().filter(|n| *n >= 1).and_then(|_| r.string()),
+            _ => None,
+        };
+        self.cwd = match name.filter(|n| n.starts_with('/')) {
+            Some(n) => Cwd::Known(path::normalize("/", &n)),
+            None => Cwd::Failed,
+        };
+        true
+    }
+
+    fn reply(&mut self, packet: &Bytes) -> Vec<Record> {
+        let Some((kind, mut r)) = Reader::new(packet) else {
+            return Vec::new();
+        };
+        let Some(id) = r.u32() else {
+            return Vec::new();
+        };
         match kind {
             wire::HANDLE => {
-                let handle = r.bytes()?;
-                let (op, started) = self.pending.remove(&id)?;
-                let file = OpenFile {
-                    op,
-                    started,
-                    read: 0,
-                    written: 0,
-                };
-                self.open.insert(handle, file);
-                None
+                let opened = r.bytes().zip(self.pending.remove(&id));
+                if let Some((handle, (ops, started))) = opened
+                    && let Some(op) = ops.into_iter().next()
+                {
+                    let file = OpenFile {
+                        op,
+                        started,
+                        read: 0,
+                        written: 0,
+                    };
+                    self.open.insert(handle, file);
+                }
+                Vec::new()
             }
             wire::DATA => {
-                let handle = self.reads.remove(&id)?;
-                let n = r.bytes()?.len() as u64;
-                if let Some(f) = self.open.get_mut(&handle) {
+                let handle = self.reads.remove(&id);
+                let n = r.bytes().map_or(0, |b| b.len() as u64);
+                if let Some(f) = handle.and_then(|h| self.open.get_mut(&h)) {
                     f.read += n;
                 }
-                None
+                Vec::new()
             }
             wire::STATUS => {
-                let code = r.u32()?;
+                let Some(code) = r.u32() else {
+                    return Vec::new();
+                };
                 self.reads.remove(&id);
                 if let Some(handle) = self.closes.remove(&id) {
-                    let f = self.open.remove(&handle)?;
+                    let Some(f) = self.open.remove(&handle) else {
+                        return Vec::new();
+                    };
                     let text = match f.op.kind {
                         CommandKind::FileRead => format!("{}: {} bytes read", f.op.text, f.read),
                         _ => format!("{}: {} bytes written", f.op.text, f.written),
                     };
-                    return Some(command(f.op.kind, text, code, f.started));
+                    return vec![command(f.op.kind, text, code, f.started)];
                 }
-                let (op, started) = self.pending.remove(&id)?;
-                Some(command(op.kind, op.text, code, started))
+                let Some((ops, started)) = self.pending.remove(&id) else {
+                    return Vec::new();
+                };
+                ops.into_iter()
+                    .map(|op| command(op.kind, op.text, code, started))
+                    .collect()
             }
-            _ => None,
+            _ => Vec::new(),
         }
     }
+}
+
+/// A request with two paths, each decided as `kind`.
+fn two(kind: CommandKind, a: String, b: String) -> Vec<(CommandKind, Raw)> {
+    vec![(kind, Raw::Client(a)), (kind, Raw::Client(b))]
+}
+
+fn extended(r: &mut Reader) -> Option<Vec<(CommandKind, Raw)>> {
+    let name = r.string()?;
+    Some(match name.as_str() {
+        "posix-rename@openssh.com" => two(CommandKind::FileRename, r.string()?, r.string()?),
+        "hardlink@openssh.com" => two(CommandKind::FileWrite, r.string()?, r.string()?),
+        "lsetstat@openssh.com" => client(CommandKind::FileWrite, r.string()?),
+        _ => Vec::new(),
+    })
 }
 
 impl SftpTracker {
@@ -226,9 +317,11 @@ impl SftpTracker {
             };
             out.push((f.started, unfinished(f.op.kind, text, f.started)));
         }
-        for (_, (op, started)) in self.pending.drain() {
-            let text = format!("{} (unfinished)", op.text);
-            out.push((started, unfinished(op.kind, text, started)));
+        for (_, (ops, started)) in self.pending.drain() {
+            for op in ops {
+                let text = format!("{} (unfinished)", op.text);
+                out.push((started, unfinished(op.kind, text, started)));
+            }
         }
         self.reads.clear();
         self.closes.clear();
@@ -242,7 +335,9 @@ fn unfinished(kind: CommandKind, text: String, started: Instant) -> Record {
         kind,
         text,
         exit_status: None,
+        exit_signal: None,
         duration_ms: millis(started),
+        recording: None,
     }
 }
 
@@ -252,7 +347,9 @@ fn command(kind: CommandKind, text: String, code: u32, started: Instant) -> Reco
         kind,
         text,
         exit_status: Some(code),
+        exit_signal: None,
         duration_ms: millis(started),
+        recording: None,
     }
 }
 

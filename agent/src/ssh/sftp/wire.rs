@@ -2,6 +2,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+pub(super) const INIT: u8 = 1;
 pub(super) const OPEN: u8 = 3;
 pub(super) const CLOSE: u8 = 4;
 pub(super) const READ: u8 = 5;
@@ -11,11 +12,13 @@ pub(super) const FSETSTAT: u8 = 10;
 pub(super) const REMOVE: u8 = 13;
 pub(super) const MKDIR: u8 = 14;
 pub(super) const RMDIR: u8 = 15;
+pub(super) const REALPATH: u8 = 16;
 pub(super) const RENAME: u8 = 18;
 pub(super) const SYMLINK: u8 = 20;
 pub(super) const STATUS: u8 = 101;
 pub(super) const HANDLE: u8 = 102;
 pub(super) const DATA: u8 = 103;
+pub(super) const NAME: u8 = 104;
 pub(super) const EXTENDED: u8 = 200;
 
 pub(super) const FXF_READ: u32 = 0x1;
