@@ -11,11 +11,13 @@ use pg_query::protobuf::{ObjectType, VariableSetKind};
 
 use crate::gate::StatementClass as C;
 
+mod cache;
 mod redact;
 #[cfg(test)]
 mod tests;
 mod walk;
 
+pub(crate) use cache::ClassifyCache;
 pub use redact::redact;
 use walk::{Facts, walk};
 

@@ -143,6 +143,7 @@ impl Relay<'_> {
         let outcome = held.outcome();
         tokio::pin!(outcome);
         loop {
+            self.legs.flush_before_waiting().await?;
             let legs = &mut *self.legs;
             // Dropping `outcome` (any return below) drops the hold, which withdraws it.
             let waited = tokio::select! {

@@ -137,6 +137,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.buf.len()
     }
 
+    /// Whether a whole tagged message is buffered, so the next
+    /// [`FrameReader::read_frame`] returns without waiting for the peer.
+    pub fn has_frame(&self) -> bool {
+        let len = self
+            .buf
+            .get(1..5)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes);
+        match len {
+            Some(len) => usize::try_from(len).is_ok_and(|l| self.buf.len() > l),
+            None => false,
+        }
+    }
+
     /// The next tagged message; `Ok(None)` on clean EOF between messages.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, ReadError> {
         self.read(true).await
@@ -230,30 +244,77 @@ pub fn split_frame(
     Ok(Some(Frame { tag, raw }))
 }
 
-/// Writes whole frames to a write half.
+/// Writes whole frames to a write half. [`FrameWriter::queue`] gathers
+/// frames so that a server's answer (RowDescription, DataRows,
+/// CommandComplete, ReadyForQuery) reaches the client in one write, not
+/// one syscall per message; [`FrameWriter::send`] writes at once.
 pub struct FrameWriter<W> {
     io: W,
+    out: BytesMut,
 }
+
+/// Queued bytes beyond which [`FrameWriter::queue`] writes them out.
+const QUEUE_MAX: usize = 64 * 1024;
+/// Frames at least this big are written directly rather than copied into the queue.
+const DIRECT_MIN: usize = 16 * 1024;
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(io: W) -> FrameWriter<W> {
-        FrameWriter { io }
+        FrameWriter {
+            io,
+            out: BytesMut::new(),
+        }
     }
 
-    /// Writes `frame` and flushes.
+    /// Writes `frame` (after anything queued) and flushes.
     pub async fn send(&mut self, frame: &Frame) -> std::io::Result<()> {
-        self.io.write_all(frame.raw()).await?;
+        self.queue(frame).await?;
+        self.flush().await
+    }
+
+    /// Adds `frame` to the queue; writes the queue out once it is large.
+    /// The caller must [`FrameWriter::flush`] before it waits for the peer.
+    pub async fn queue(&mut self, frame: &Frame) -> std::io::Result<()> {
+        if frame.raw().len() >= DIRECT_MIN {
+            self.write_queued().await?;
+            return self.io.write_all(frame.raw()).await;
+        }
+        self.out.extend_from_slice(frame.raw());
+        if self.out.len() >= QUEUE_MAX {
+            self.write_queued().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether frames are queued but not written.
+    pub fn has_queued(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Writes out what is queued and flushes.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.write_queued().await?;
         self.io.flush().await
+    }
+
+    async fn write_queued(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.io.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
     }
 
     /// Writes raw bytes (e.g. the single-byte SSLRequest answer) and flushes.
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_queued().await?;
         self.io.write_all(bytes).await?;
         self.io.flush().await
     }
 
-    /// Shuts the write side down (best effort).
+    /// Writes what is queued, then shuts the write side down (best effort).
     pub async fn shutdown(&mut self) {
+        let _ = self.write_queued().await;
         let _ = self.io.shutdown().await;
     }
 }
@@ -296,6 +357,45 @@ mod tests {
         assert!(err.to_string().contains("above the limit of 1024"));
         let mut startup = BytesMut::from(&b"\0\0\0\x04"[..]);
         assert!(split_frame(&mut startup, false, 1024).is_err());
+    }
+
+    #[tokio::test]
+    async fn queued_frames_go_out_in_order_with_sends_and_on_flush() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = FrameWriter::new(a);
+        let f = |t: u8| Payload::new(t).cstr("x").finish();
+        w.queue(&f(b'1')).await.unwrap();
+        w.queue(&f(b'2')).await.unwrap();
+        assert!(w.has_queued());
+        // A send writes what was queued first.
+        w.send(&f(b'3')).await.unwrap();
+        assert!(!w.has_queued());
+        w.queue(&f(b'4')).await.unwrap();
+        // A big frame is written directly, after the queue.
+        let big = Payload::new(b'5').cstr(&"y".repeat(DIRECT_MIN)).finish();
+        w.queue(&big).await.unwrap();
+        w.queue(&f(b'6')).await.unwrap();
+        w.flush().await.unwrap();
+        drop(w);
+        let mut r = FrameReader::new(b, 1 << 20);
+        let mut tags = Vec::new();
+        while let Some(fr) = r.read_frame().await.unwrap() {
+            tags.push(fr.tag());
+        }
+        assert_eq!(tags, b"123456");
+    }
+
+    #[test]
+    fn has_frame_sees_whole_messages_only() {
+        let f = Payload::new(b'Q').cstr("select 1").finish();
+        let mut r = FrameReader::new(&b""[..], 1024);
+        assert!(!r.has_frame());
+        r.buf.extend_from_slice(&f.raw()[..3]);
+        assert!(!r.has_frame());
+        r.buf.extend_from_slice(&f.raw()[3..f.raw().len() - 1]);
+        assert!(!r.has_frame());
+        r.buf.extend_from_slice(&f.raw()[f.raw().len() - 1..]);
+        assert!(r.has_frame());
     }
 
     #[tokio::test]

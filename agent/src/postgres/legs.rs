@@ -22,6 +22,24 @@ pub(crate) struct Legs {
     pub(crate) server_w: Writer,
 }
 
+impl Legs {
+    /// Writes out what is queued for either side unless another whole
+    /// message is already buffered to be handled: called before waiting
+    /// for input, so nothing queued waits on the peer that should answer it.
+    pub(crate) async fn flush_before_waiting(&mut self) -> std::io::Result<()> {
+        if self.server_r.has_frame() || self.client_r.has_frame() {
+            return Ok(());
+        }
+        if self.server_w.has_queued() {
+            self.server_w.flush().await?;
+        }
+        if self.client_w.has_queued() {
+            self.client_w.flush().await?;
+        }
+        Ok(())
+    }
+}
+
 /// A read error attributed to `side`.
 pub(crate) fn read_err(side: Side, e: ReadError) -> PgError {
     match e {

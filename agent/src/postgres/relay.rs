@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::{
     catalog::Catalog,
-    classify::{Classified, Reads, classify},
+    classify::{Classified, ClassifyCache, Reads, classify},
     decide::Decision,
     encoding::ClientEncoding,
     error::{PgError, ProtocolError},
@@ -46,6 +46,8 @@ pub(crate) struct Relay<'a> {
     pub(super) key: Option<Arc<MaskKey>>,
     /// The session's client_encoding, for classifying what the client sends.
     pub(crate) encoding: ClientEncoding,
+    /// Recently classified SQL, by the client's bytes.
+    classified: ClassifyCache,
 }
 
 enum Event {
@@ -95,6 +97,7 @@ impl<'a> Relay<'a> {
             names: Names::default(),
             copy_in: false,
             encoding: ClientEncoding::Utf8,
+            classified: ClassifyCache::default(),
         }
     }
 
@@ -116,6 +119,7 @@ impl<'a> Relay<'a> {
             let event = match self.deferred.pop_front() {
                 Some(f) => Event::Client(Some(f)),
                 None => {
+                    self.legs.flush_before_waiting().await?;
                     let legs = &mut *self.legs;
                     tokio::select! {
                         biased;
@@ -146,7 +150,7 @@ impl<'a> Relay<'a> {
         let q = FrontendMessage::Query {
             sql: INJECTED_SQL.into(),
         };
-        self.legs.server_w.send(&q.encode()).await?;
+        self.legs.server_w.queue(&q.encode()).await?;
         Ok(())
     }
 
@@ -211,14 +215,16 @@ impl<'a> Relay<'a> {
     /// Classifies SQL as the server will read it: converted from the
     /// client's encoding. Text that cannot be converted is one
     /// `unparseable` statement (policies decide; fail closed).
-    fn classify(&self, sql: &WireStr) -> Vec<Classified> {
-        match self.encoding.decode(sql.as_bytes()) {
-            Some(text) => classify(&text),
-            None => vec![Classified::other(
-                sql.lossy().trim().to_string(),
-                vec![StatementClass::Unparseable],
-            )],
-        }
+    fn classify(&mut self, sql: &WireStr) -> Vec<Classified> {
+        let encoding = &self.encoding;
+        self.classified
+            .get(sql.as_bytes(), || match encoding.decode(sql.as_bytes()) {
+                Some(text) => classify(&text),
+                None => vec![Classified::other(
+                    sql.lossy().trim().to_string(),
+                    vec![StatementClass::Unparseable],
+                )],
+            })
     }
 
     /// Handles one client message; false when the session should end.
@@ -233,7 +239,7 @@ impl<'a> Relay<'a> {
                             self.push_statement(s, masks.next().unwrap_or_default());
                         }
                         self.pending.push_boundary(self.names.next_id());
-                        self.legs.server_w.send(&frame).await?;
+                        self.legs.server_w.queue(&frame).await?;
                     }
                     Decision::Refused(reply) => self.refuse_query(reply).await?,
                     Decision::ClientGone => return Ok(false),
@@ -251,7 +257,7 @@ impl<'a> Relay<'a> {
                         let types = param_types.iter().map(|t| *t as u32).collect();
                         let undo = self.names.parse(name, info, types);
                         self.pending.push_define(undo);
-                        self.legs.server_w.send(&frame).await?;
+                        self.legs.server_w.queue(&frame).await?;
                     }
                     Decision::Refused(reply) => {
                         self.names.close(b'S', &name);
@@ -261,7 +267,7 @@ impl<'a> Relay<'a> {
                             sql: INJECTED_SQL.into(),
                             param_types: vec![],
                         };
-                        self.legs.server_w.send(&p.encode()).await?;
+                        self.legs.server_w.queue(&p.encode()).await?;
                     }
                     Decision::ClientGone => return Ok(false),
                 }
@@ -296,7 +302,7 @@ impl<'a> Relay<'a> {
                 };
                 let undo = self.names.bind(portal, def);
                 self.pending.push_define(undo);
-                self.legs.server_w.send(&frame).await?;
+                self.legs.server_w.queue(&frame).await?;
             }
             FrontendMessage::Execute { portal, .. } => {
                 let running = match self.names.portal(&portal) {
@@ -309,18 +315,18 @@ impl<'a> Relay<'a> {
                     None => Running::new(unknown(&*self.gate, &self.key, unbound(&portal))),
                 };
                 self.pending.push_stmt(running);
-                self.legs.server_w.send(&frame).await?;
+                self.legs.server_w.queue(&frame).await?;
             }
             FrontendMessage::Sync => {
                 // The server ignores Sync in copy-in mode.
                 if !self.copy_in {
                     self.pending.push_sync(self.names.next_id());
                 }
-                self.legs.server_w.send(&frame).await?;
+                self.legs.server_w.queue(&frame).await?;
             }
             FrontendMessage::Close { kind, name } => {
                 self.names.close(kind, &name);
-                self.legs.server_w.send(&frame).await?;
+                self.legs.server_w.queue(&frame).await?;
             }
             FrontendMessage::FunctionCall { oid, rest } => {
                 let (args, result_format) =
@@ -343,14 +349,14 @@ impl<'a> Relay<'a> {
                             ..Running::new(info)
                         });
                         self.pending.push_boundary(self.names.next_id());
-                        self.legs.server_w.send(&frame).await?;
+                        self.legs.server_w.queue(&frame).await?;
                     }
                     Decision::Refused(reply) => self.refuse_query(reply).await?,
                     Decision::ClientGone => return Ok(false),
                 }
             }
             FrontendMessage::Terminate => {
-                self.legs.server_w.send(&frame).await?;
+                self.legs.server_w.queue(&frame).await?;
                 return Ok(false);
             }
             FrontendMessage::Password(_) => {
@@ -361,7 +367,7 @@ impl<'a> Relay<'a> {
             }
             FrontendMessage::CopyDone | FrontendMessage::CopyFail { .. } => {
                 self.copy_in = false;
-                self.legs.server_w.send(&frame).await?;
+                self.legs.server_w.queue(&frame).await?;
             }
             FrontendMessage::Describe { kind, name } => {
                 let (gate, key) = (&*self.gate, &self.key);
@@ -373,10 +379,10 @@ impl<'a> Relay<'a> {
                     Described::Portal(name.clone(), self.names.portal_id(name.clone(), u))
                 };
                 self.pending.push_describe(described);
-                self.legs.server_w.send(&frame).await?;
+                self.legs.server_w.queue(&frame).await?;
             }
             FrontendMessage::Flush | FrontendMessage::CopyData(_) => {
-                self.legs.server_w.send(&frame).await?
+                self.legs.server_w.queue(&frame).await?
             }
         }
         Ok(true)
@@ -387,7 +393,7 @@ impl<'a> Relay<'a> {
     pub(crate) async fn on_server(&mut self, frame: Frame) -> Result<(), PgError> {
         // Rows of unmasked statements pass without being decoded.
         if frame.tag() == b'D' && self.pending.masking().is_none() {
-            return Ok(self.legs.client_w.send(&frame).await?);
+            return Ok(self.legs.client_w.queue(&frame).await?);
         }
         let msg = BackendMessage::decode(&frame).map_err(proto(Side::Server))?;
         let replaced = match msg {
@@ -465,6 +471,7 @@ impl<'a> Relay<'a> {
             }
             BackendMessage::ParameterStatus { name, value } if name == "client_encoding" => {
                 self.encoding = ClientEncoding::from_name(&value);
+                self.classified.clear();
                 None
             }
             BackendMessage::RowDescription(body) => {
@@ -503,7 +510,7 @@ impl<'a> Relay<'a> {
         Ok(self
             .legs
             .client_w
-            .send(replaced.as_ref().unwrap_or(&frame))
+            .queue(replaced.as_ref().unwrap_or(&frame))
             .await?)
     }
 }
