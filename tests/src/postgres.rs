@@ -43,6 +43,23 @@ fn postgres_ids() -> Result<(u32, u32)> {
 }
 
 impl PgServer {
+    /// Whether a real PostgreSQL server can be started here (root, the
+    /// PostgreSQL 15 binaries). Tests return early with a message
+    /// otherwise, except in CI, where a missing prerequisite fails them.
+    pub fn available() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return crate::skip_or_fail("a PostgreSQL prerequisite", "not running as root");
+        }
+        if !std::path::Path::new(&format!("{BIN}/initdb")).exists() {
+            return crate::skip_or_fail(
+                "a PostgreSQL prerequisite",
+                "PostgreSQL 15 is not installed (postgresql-15)",
+            );
+        }
+        true
+    }
+
     /// Starts a server listening on `addr_ip` (a loopback address) and a free port.
     pub fn start(addr_ip: &str) -> Result<PgServer> {
         PgServer::start_with(addr_ip, false)

@@ -120,6 +120,9 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_verifies_the_minted_certificate_by_address_and_host_name() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server(false).await;
     let ca = Ca::new();
     let gate = TestGate::new(&[], &[]);
@@ -183,6 +186,9 @@ async fn psql_verifies_the_minted_certificate_by_address_and_host_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_tls_needs_the_postgresql_alpn() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (_server, ca, gate, proxy) = tls_proxy().await;
     let pem = ca.ca.cert_pem().to_string();
 
@@ -228,6 +234,9 @@ async fn direct_tls_needs_the_postgresql_alpn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_behind_an_ssl_request_and_repeated_requests_are_refused() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (server, ca, gate, proxy) = tls_proxy().await;
     let pem = ca.ca.cert_pem().to_string();
     let expect_fatal = |msg: (u8, Vec<u8>), needle: &str| {
@@ -284,6 +293,9 @@ async fn plaintext_behind_an_ssl_request_and_repeated_requests_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_clients_when_client_tls_is_off_or_cannot_be_minted() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server(false).await;
     let gate = TestGate::new(&[], &[]);
     let proxy = Proxy::start(injected(&server), gate.clone()).await;
@@ -336,6 +348,9 @@ async fn tls_clients_when_client_tls_is_off_or_cannot_be_minted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_to_a_tls_upstream_keeps_the_client_leg_plain() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server(true).await;
     let ca = Ca::new();
     let gate = TestGate::new(&[], &[]);

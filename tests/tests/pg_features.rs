@@ -37,6 +37,9 @@ async fn digest(client: &tokio_postgres::Client, sql: &str) -> (u64, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_rows_arrive_intact() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (server, gate, proxy) = start(IP, &[], &[]).await;
     let sql = "select g, md5(g::text) from generate_series(1, 1000000) g";
     let (proxied, _m) = connect(&proxy.conninfo(ROLE, "x")).await.unwrap();
@@ -58,6 +61,9 @@ async fn a_million_rows_arrive_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_parameter_status_and_flush() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (_server, gate, proxy) = start(IP, &[], &[]).await;
 
     // LISTEN in one proxied session, NOTIFY from another
@@ -152,6 +158,9 @@ fn psql_bytes(proxy: &interlock_tests::pg_gate::Proxy, encoding: &str, sql: &[&[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latin1_clients_are_relayed_byte_for_byte_and_classified_in_utf8() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (server, gate, proxy) = start(IP, &[C::DropTable, C::Unparseable], &[]).await;
     // LATIN1 'é' is one byte, 0xe9; the database is UTF-8
     let out = run(psql_bytes(

@@ -17,6 +17,9 @@ const IP: &str = "127.0.0.8";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_statements_wait_for_approval_deny_or_cancel() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (server, gate, proxy) = start(IP, &[], &[C::DeleteWithoutWhere]).await;
     server
         .query(&format!(
@@ -147,6 +150,9 @@ async fn held_statements_wait_for_approval_deny_or_cancel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_outcome_in_both_query_protocols() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (server, gate, proxy) = start(IP, &[], &[C::DeleteWithoutWhere]).await;
     server
         .query(&format!(

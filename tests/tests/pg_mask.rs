@@ -16,6 +16,9 @@ fn rule(columns: &[&str], detectors: &[&str]) -> MaskRule {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detectors_mask_rows_and_copy_out() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = tokio::task::spawn_blocking(|| PgServer::start("127.0.0.10"))
         .await
         .unwrap()
@@ -86,6 +89,9 @@ async fn detectors_mask_rows_and_copy_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn column_rules_follow_source_columns_through_aliases() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = tokio::task::spawn_blocking(|| PgServer::start("127.0.0.10"))
         .await
         .unwrap()
@@ -164,6 +170,9 @@ async fn column_rules_follow_source_columns_through_aliases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn masking_that_cannot_be_applied_refuses_the_statement() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = tokio::task::spawn_blocking(|| PgServer::start("127.0.0.10"))
         .await
         .unwrap()

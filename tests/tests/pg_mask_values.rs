@@ -72,6 +72,9 @@ fn detectors() -> MaskRule {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_results_are_masked_by_type() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server().await;
     let gate = TestGate::masking(vec![detectors()]);
     let proxy = Proxy::start(injected(&server), gate.clone()).await;
@@ -126,6 +129,9 @@ async fn binary_results_are_masked_by_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_encodings_are_scanned_and_binary_copy_refused() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server().await;
     let gate = TestGate::masking(vec![detectors()]);
     let proxy = Proxy::start(injected(&server), gate.clone()).await;
@@ -164,6 +170,9 @@ async fn other_encodings_are_scanned_and_binary_copy_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_notices_notifications_and_function_results_are_masked() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server().await;
     let gate = TestGate::masking(vec![
         mask_rule("cols", &["public.users.email"], &[], Strategy::Redact),
@@ -261,6 +270,9 @@ async fn errors_notices_notifications_and_function_results_are_masked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_and_hash_strategies() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server().await;
     let key = Arc::new(MaskKey::from_bytes([9; 32]));
     let mut target = injected(&server);
@@ -298,6 +310,9 @@ async fn partial_and_hash_strategies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_parameters_are_recorded_masked() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server().await;
     let gate = TestGate::masking(vec![
         mask_rule("cols", &["public.users.email"], &[], Strategy::Redact),

@@ -29,6 +29,9 @@ async fn expect_fatal(s: &mut tokio::net::TcpStream, needle: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_a_client_ends_only_that_session() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (server, gate, _) = start(IP, &[], &[]).await;
     let mut target = injected(&server);
     target.max_frame = 1024 * 1024;
@@ -104,6 +107,9 @@ async fn broken_server(reply: Vec<u8>) -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_a_server_ends_the_session_with_a_clear_error() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let gate = TestGate::new(&[], &[]);
     for (reply, needle) in [
         (b"!\0\0\0\x04".to_vec(), "unknown message type '!'"),
@@ -135,6 +141,9 @@ async fn garbage_from_a_server_ends_the_session_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_variants_passthrough_auth_and_session_blocks() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (server, gate, proxy) = start(IP, &[], &[]).await;
 
     // protocol 3.2: PostgreSQL 15 negotiates down to 3.0, which the client

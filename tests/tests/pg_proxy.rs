@@ -17,6 +17,9 @@ const IP: &str = "127.0.0.4";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_with_any_password_reaches_a_scram_server_and_blocks_are_enforced() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (server, gate, proxy) = start(IP, &[C::DropTable], &[]).await;
 
     // The client's password is wrong and the server requires SCRAM: the
@@ -71,6 +74,9 @@ async fn psql_with_any_password_reaches_a_scram_server_and_blocks_are_enforced()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_initialises_and_runs_through_the_proxy() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (server, gate, proxy) = start(IP, &[], &[]).await;
     let pgbench = |args: &[&str]| {
         let mut c = Command::new("pgbench");
@@ -128,6 +134,9 @@ async fn pgbench_initialises_and_runs_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_protocol_pipelining_transactions_and_copy() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (server, gate, proxy) = start(IP, &[C::DropTable], &[]).await;
     let (mut client, mut messages) = connect(&proxy.conninfo("anyone", "wrong")).await.unwrap();
 
@@ -275,6 +284,9 @@ async fn extended_protocol_pipelining_transactions_and_copy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_pipelines_in_both_directions_do_not_stall() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let (_server, _gate, proxy) = start(IP, &[], &[]).await;
     let (client, _m) = connect(&proxy.conninfo(ROLE, "x")).await.unwrap();
     let stmt = client.prepare("select $1::text").await.unwrap();

@@ -34,6 +34,9 @@ async fn upstream_ssl(proxy: &Proxy) -> Result<bool, tokio_postgres::Error> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_tls_modes() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = tokio::task::spawn_blocking(|| PgServer::start_tls("127.0.0.6"))
         .await
         .unwrap()
@@ -68,6 +71,9 @@ async fn upstream_tls_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_fails_against_a_server_without_tls() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = tokio::task::spawn_blocking(|| PgServer::start("127.0.0.6"))
         .await
         .unwrap()

@@ -41,6 +41,9 @@ fn as_role(server: &PgServer, role: &str) -> PgTarget {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_and_cleartext_servers_get_the_injected_password() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server().await;
     let gate = TestGate::new(&[], &[]);
     for role in [MD5_ROLE, CLEARTEXT_ROLE] {
@@ -106,6 +109,9 @@ async fn backend_of(server: &PgServer, query: &str) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_going_away_mid_query_ends_only_that_session() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server().await;
     let gate = TestGate::new(&[], &[]);
     let proxy = Proxy::start(injected(&server), gate.clone()).await;
@@ -173,6 +179,9 @@ async fn the_server_going_away_mid_query_ends_only_that_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_statement_or_mid_message_is_recorded() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server().await;
     let gate = TestGate::new(&[], &[]);
     let proxy = Proxy::start(injected(&server), gate.clone()).await;
@@ -218,6 +227,9 @@ async fn a_client_leaving_mid_statement_or_mid_message_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_time_out_and_held_sessions_notice_the_client_leaving() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server().await;
     let gate = TestGate::new(&[], &[]);
     let mut target = injected(&server);
@@ -292,6 +304,9 @@ async fn idle_sockets_time_out_and_held_sessions_notice_the_client_leaving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_piled_behind_a_held_statement_are_bounded() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     let server = server().await;
     let gate = TestGate::new(&[], &[C::DeleteWithoutWhere]);
     let proxy = Proxy::start(injected(&server), gate.clone()).await;
@@ -332,6 +347,9 @@ async fn messages_piled_behind_a_held_statement_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_named_to_the_client() {
+    if !interlock_tests::postgres::PgServer::available() {
+        return;
+    }
     // nothing listens on port 1 of this address
     let gate = TestGate::new(&[], &[]);
     let proxy = Proxy::start(PgTarget::new(format!("{IP}:1").parse().unwrap()), gate).await;
