@@ -59,12 +59,12 @@ impl Plan {
                     connects: 2_000,
                     spawns: 500,
                     pg_transactions: 1_000,
-                    pg_connections: 200,
+                    pg_connections: 100,
                     pg_rows: 100_000,
-                    idle_connections: 250,
+                    idle_connections: 150,
                     events: 10_000,
-                    ssh_mib: 64,
-                    ssh_execs: 30,
+                    ssh_mib: 32,
+                    ssh_execs: 5,
                     quick: true,
                 },
             }
@@ -167,6 +167,7 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
 /// `repetitions` baseline runs and as many subject runs, alternating, baseline first.
 fn run_scenario(rig: &Rig, scenario: &dyn Scenario, repetitions: usize) -> Result<ScenarioResult> {
     eprintln!("==> {}: {}", scenario.name(), scenario.title());
+    let started = Instant::now();
     let mut runs = Vec::new();
     for rep in 0..repetitions {
         for variant in [Variant::Baseline, Variant::Subject] {
@@ -206,6 +207,8 @@ fn run_scenario(rig: &Rig, scenario: &dyn Scenario, repetitions: usize) -> Resul
             runs.push((rep, variant, measurement));
         }
     }
+    // Shown so that whoever tunes `--quick` sees where its two minutes go.
+    eprintln!("  ({:.1} s)", started.elapsed().as_secs_f64());
     ScenarioResult::new(scenario, runs)
 }
 

@@ -17,7 +17,7 @@ pub(crate) const PIN_ROOT: &str = "/sys/fs/bpf/interlock";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Quiet time after readiness and after detaching, so neither the daemon's start-up work nor
 /// the kernel's release of its programs overlaps a measurement.
-const SETTLE: Duration = Duration::from_millis(250);
+const SETTLE: Duration = Duration::from_millis(150);
 /// How long SIGTERM gets before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 

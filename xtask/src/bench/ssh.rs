@@ -72,7 +72,7 @@ impl Scenario for Scp {
     fn params(&self) -> Value {
         json!({
             "file_mib": self.mib,
-            "note": if self.quick { "quick mode: 64 MiB instead of the full run's 256 MiB" } else { "full size" },
+            "note": if self.quick { "quick mode: 32 MiB instead of the full run's 256 MiB" } else { "full size" },
             "tool": "scp -q (sftp protocol)",
             "cipher": "negotiated by the OpenSSH client (its default order)",
             "mb": "10^6 bytes",
