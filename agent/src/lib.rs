@@ -22,6 +22,8 @@ pub mod ssh;
 mod state_dir;
 mod targets;
 mod tcp;
+#[cfg(test)]
+mod test_dir;
 
 pub use daemon::{DaemonOptions, FailureMode, run};
 

@@ -125,8 +125,7 @@ mod tests {
 
     #[test]
     fn creates_private_and_tightens_what_is_open() {
-        let root = std::env::temp_dir().join(format!("il-state-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = crate::test_dir::TestDir::new("il-state");
         let state = root.join("state");
         assert!(prepare(&state).unwrap().is_empty());
         assert_eq!(mode(&state), STATE_DIR_MODE);

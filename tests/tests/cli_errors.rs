@@ -15,12 +15,12 @@ fn interlock(args: &[&str]) -> Result<(bool, String, String)> {
     ))
 }
 
-fn temp_file(name: &str, text: &str) -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(unique("interlock-cli"));
-    std::fs::create_dir_all(&dir)?;
-    let p = dir.join(name);
+/// A file `name` holding `text` in a fresh directory, removed with the returned guard.
+fn temp_file(name: &str, text: &str) -> Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::Builder::new().prefix("interlock-cli-").tempdir()?;
+    let p = dir.path().join(name);
     std::fs::write(&p, text)?;
-    Ok(p)
+    Ok((dir, p))
 }
 
 #[test]
@@ -32,7 +32,7 @@ fn policy_check_reports_file_line_and_column() -> Result<()> {
     let (ok, out, _) = interlock(&["policy", "check", &good.display().to_string()])?;
     assert!(ok && out.contains("ok"), "{out}");
 
-    let bad = temp_file(
+    let (_bad_dir, bad) = temp_file(
         "bad.yaml",
         "version: 1\ntargets:\n  - name: db\n    protocol: tcp\n    match:\n      - { address: 300.1.1.1, port: 5432 }\n",
     )?;
@@ -96,7 +96,7 @@ fn policy_check_places_every_semantic_error() -> Result<()> {
             "nobody could approve",
         ),
     ] {
-        let f = temp_file("p.yaml", &text)?;
+        let (_f_dir, f) = temp_file("p.yaml", &text)?;
         let fs = f.display().to_string();
         let (ok, _, err) = interlock(&["policy", "check", &fs])?;
         assert!(!ok, "{text}");
@@ -111,7 +111,7 @@ fn webhooks_without_secrets_are_refused_naming_the_endpoint() -> Result<()> {
     if interlock_bin().is_err() {
         return Ok(());
     }
-    let policy = temp_file("p.yaml", &tcp_policy("x", &[("127.0.0.2", 9)]))?;
+    let (_policy_dir, policy) = temp_file("p.yaml", &tcp_policy("x", &[("127.0.0.2", 9)]))?;
     let state = policy.with_file_name("state");
     let base = [
         "run",
@@ -170,7 +170,7 @@ fn run_refuses_bad_policy_and_bad_scope_with_one_clear_line() -> Result<()> {
         "{err}"
     );
 
-    let policy = temp_file("p.yaml", &tcp_policy("x", &[("127.0.0.2", 9)]))?;
+    let (_policy_dir, policy) = temp_file("p.yaml", &tcp_policy("x", &[("127.0.0.2", 9)]))?;
     let state = policy.with_file_name("state");
     let (ok, _, err) = interlock(&[
         "run",
@@ -206,7 +206,7 @@ fn policy_explain_names_the_deciding_rule_and_why() -> Result<()> {
     if interlock_bin().is_err() {
         return Ok(());
     }
-    let p = temp_file(
+    let (_p_dir, p) = temp_file(
         "explain.yaml",
         "version: 1
 targets:

@@ -47,7 +47,8 @@ fn intercepted_psql_is_decided_per_statement_and_audited() -> Result<()> {
         "CREATE TABLE items (id int, owner text); INSERT INTO items VALUES (1, 'a'), (2, 'b'); ALTER TABLE items OWNER TO app",
     )?;
     let cg = TestCgroup::new("pg-e2e")?;
-    let secret = std::env::temp_dir().join(unique("interlock-pgpw"));
+    let secret_dir = tempfile::Builder::new().prefix("interlock-pgpw-").tempdir()?;
+    let secret = secret_dir.path().join("password");
     std::fs::write(&secret, format!("{PASSWORD}\n"))?;
     let policy = format!(
         "version: 1
@@ -167,7 +168,8 @@ rules:
 /// A policy with the target `app-db` for `pg` (also matched by `host`)
 /// with the test role's password injected from a file, then `rules`.
 fn app_db(pg: &PgServer, host: Option<&str>, rules: &str) -> Result<String> {
-    let secret = std::env::temp_dir().join(unique("interlock-pgpw"));
+    let secret_dir = tempfile::Builder::new().prefix("interlock-pgpw-").tempdir()?;
+    let secret = secret_dir.path().join("password");
     std::fs::write(&secret, format!("{PASSWORD}\n"))?;
     let (ip, port) = (pg.addr.ip(), pg.addr.port());
     let by_name = host.map_or(String::new(), |h| {
@@ -231,9 +233,8 @@ fn jobs_keep_verify_full_against_interlocks_ca_across_restarts() -> Result<()> {
     let pem = export(&d)?;
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
     assert!(!pem.contains("PRIVATE KEY"));
-    let root = std::env::temp_dir()
-        .join(unique("interlock-root"))
-        .with_extension("pem");
+    let root_dir = tempfile::Builder::new().prefix("interlock-root-").tempdir()?;
+    let root = root_dir.path().join("root.pem");
     std::fs::write(&root, &pem)?;
     let verify = [("PGSSLROOTCERT", root.display().to_string())];
 

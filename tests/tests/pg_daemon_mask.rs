@@ -43,7 +43,8 @@ fn start(name: &str, rules: &str, extra: &[&str]) -> Result<(PgServer, TestCgrou
          alter table users owner to {ROLE}; alter table cards owner to {ROLE}"
     ))?;
     let cg = TestCgroup::new(name)?;
-    let secret = std::env::temp_dir().join(unique("interlock-pgpw"));
+    let secret_dir = tempfile::Builder::new().prefix("interlock-pgpw-").tempdir()?;
+    let secret = secret_dir.path().join("password");
     std::fs::write(&secret, format!("{PASSWORD}\n"))?;
     let policy = format!("{}rules:\n{rules}", target(&pg, &secret));
     let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, extra))?;
@@ -286,7 +287,8 @@ fn query_strings_and_parameters_end_to_end() -> Result<()> {
     assert!(stderr.contains("no-server-files"), "{stderr}");
 
     // pgbench in extended mode binds :mail as a text parameter.
-    let script = std::env::temp_dir().join(unique("interlock-bench.sql"));
+    let script_dir = tempfile::Builder::new().prefix("interlock-bench-").tempdir()?;
+    let script = script_dir.path().join("bench.sql");
     std::fs::write(
         &script,
         "select :mail::text as m, count(*) from users where id > :n;\n",

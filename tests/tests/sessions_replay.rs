@@ -218,7 +218,8 @@ fn sessions_list_show_and_replay_read_the_audit_log() -> Result<()> {
             "{args:?}: {err}"
         );
     }
-    let empty = std::env::temp_dir().join(unique("no-log"));
+    let scratch = tempfile::Builder::new().prefix("no-log-").tempdir()?;
+    let empty = scratch.path().join("state");
     let (code, _, err) = interlock(&[
         "sessions",
         "list",
@@ -229,7 +230,8 @@ fn sessions_list_show_and_replay_read_the_audit_log() -> Result<()> {
     assert!(err.contains("no audit log"), "{err}");
 
     // A damaged record is refused, pointing at `audit verify`.
-    let copy = std::env::temp_dir().join(unique("sessions-corrupt"));
+    let copy_dir = tempfile::Builder::new().prefix("sessions-corrupt-").tempdir()?;
+    let copy = copy_dir.path().to_path_buf();
     std::fs::create_dir_all(copy.join("audit"))?;
     let seg = Path::new(&state).join("audit/segment-000001.jsonl");
     let text = std::fs::read_to_string(&seg)?.replacen(

@@ -53,7 +53,8 @@ fn state_files_are_private_and_tightened_at_start() -> Result<()> {
     }
     let cg = TestCgroup::new("perms")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let secrets = secret_file(&std::env::temp_dir().join(unique("perms")), "s", &[SECRET])?;
+    let scratch = tempfile::Builder::new().prefix("perms-").tempdir()?;
+    let secrets = secret_file(scratch.path(), "s", &[SECRET])?;
     // A receiver that is down keeps events in the spool.
     let port = Receiver::reserve("127.0.0.54")?;
     let url = format!("http://127.0.0.54:{port}/hook");

@@ -118,8 +118,7 @@ mod tests {
 
     #[test]
     fn created_with_mode_0600_and_reloaded() {
-        let dir = std::env::temp_dir().join(format!("key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("key");
         let path = dir.join(KEY_FILE);
         let _ = std::fs::remove_file(&path);
         let k = HostKey::load_or_create(&path).unwrap();

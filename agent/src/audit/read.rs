@@ -140,9 +140,7 @@ mod tests {
 
     #[test]
     fn reads_events_skips_checkpoints_and_refuses_edits() {
-        let d = std::env::temp_dir().join(format!("audit-read-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = crate::test_dir::TestDir::new("audit-read");
         assert!(matches!(read_events(&d), Err(LogError::NoLog(_))));
         let opts = AuditOptions {
             fsync: Fsync::Never,

@@ -73,8 +73,7 @@ mod tests {
     #[test]
     fn names_sort_by_number() {
         assert_eq!(name(3), "segment-000003.jsonl");
-        let dir = std::env::temp_dir().join(format!("seg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("seg");
         for n in [10, 2, 1] {
             std::fs::write(dir.join(name(n)), b"").unwrap();
         }

@@ -6,11 +6,8 @@ use super::{
     AuditOptions, Event, EventKind, Fsync, Tamper, record::sha256_hex, verify, writer::Chain,
 };
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("audit-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir(name: &str) -> crate::test_dir::TestDir {
+    crate::test_dir::TestDir::new(&format!("audit-{name}"))
 }
 
 fn opts(segment_bytes: u64) -> AuditOptions {

@@ -190,8 +190,7 @@ mod tests {
 
     #[test]
     fn secrets_resolve_and_never_print() {
-        let dir = std::env::temp_dir().join(format!("il-secret-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("il-secret");
         let f = dir.join("pw");
         std::fs::write(&f, "hunter2\n").unwrap();
         let s = SecretRef::File(f).resolve().unwrap();

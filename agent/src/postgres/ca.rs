@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn ca_is_created_once_private_and_mints_cached_leaves() {
-        let dir = std::env::temp_dir().join(format!("pg-ca-test-{}", std::process::id()));
+        let dir = crate::test_dir::TestDir::new("pg-ca-test");
         let ca = PgCa::load_or_create(&dir).unwrap();
         let mode = std::fs::metadata(dir.join(CA_FILE))
             .unwrap()
@@ -284,8 +284,7 @@ mod tests {
 
     #[test]
     fn a_damaged_ca_file_is_named() {
-        let dir = std::env::temp_dir().join(format!("pg-ca-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("pg-ca-bad");
         std::fs::write(dir.join(CA_FILE), "garbage").unwrap();
         let err = PgCa::load_or_create(&dir).unwrap_err().to_string();
         assert!(

@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn plays_output_events_and_skips_the_rest() {
-        let dir = std::env::temp_dir().join(format!("il-cast-{}", std::process::id()));
+        let dir = crate::test_dir::TestDir::new("il-cast");
         std::fs::create_dir_all(dir.join("recordings")).unwrap();
         let p = dir.join("recordings/s1-0.cast");
         std::fs::write(&p, CAST).unwrap();
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn recordings_are_checked_against_the_trail() {
-        let dir = std::env::temp_dir().join(format!("il-cast-check-{}", std::process::id()));
+        let dir = crate::test_dir::TestDir::new("il-cast-check");
         std::fs::create_dir_all(dir.join("recordings")).unwrap();
         let p = dir.join("recordings/s1-0.cast");
         std::fs::write(&p, CAST).unwrap();

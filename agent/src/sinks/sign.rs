@@ -114,8 +114,7 @@ mod tests {
 
     #[test]
     fn several_secrets_give_several_signatures_and_stay_hidden() {
-        let dir = std::env::temp_dir().join(format!("il-sign-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("il-sign");
         let f = dir.join("secrets");
         std::fs::write(
             &f,

@@ -169,8 +169,7 @@ mod tests {
 
     #[test]
     fn the_last_line_is_found_across_chunks() {
-        let d = std::env::temp_dir().join(format!("il-spool-file-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
+        let d = crate::test_dir::TestDir::new("il-spool-file");
         let p = d.join("q");
         let long = "x".repeat(CHUNK + 10);
         std::fs::write(&p, format!("a\t1\t{{}}\nb\t2\t{{\"{long}\":1}}\n")).unwrap();

@@ -115,9 +115,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_reads_the_legacy_offset() {
-        let d = std::env::temp_dir().join(format!("il-spool-state-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = crate::test_dir::TestDir::new("il-spool-state");
         assert_eq!(State::read(&d).unwrap(), (State::default(), false));
         std::fs::write(d.join(LEGACY_ACKED), "120\n").unwrap();
         let (s, current) = State::read(&d).unwrap();

@@ -1,9 +1,7 @@
 use super::*;
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("il-spool-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn dir(name: &str) -> crate::test_dir::TestDir {
+    crate::test_dir::TestDir::new(&format!("il-spool-{name}"))
 }
 
 fn open(d: &Path, max: u64) -> Spool {

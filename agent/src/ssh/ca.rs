@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn ca_is_created_once_private_and_signs_host_certs() {
-        let dir = std::env::temp_dir().join(format!("ssh-ca-test-{}", std::process::id()));
+        let dir = crate::test_dir::TestDir::new("ssh-ca-test");
         let ca = SshCa::load_or_create(&dir).unwrap();
         let mode = std::fs::metadata(dir.join(CA_FILE))
             .unwrap()

@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn cast_file_is_asciicast_v2() {
-        let dir = std::env::temp_dir().join(format!("cast-test-{}", std::process::id()));
+        let dir = crate::test_dir::TestDir::new("cast-test");
         let path = dir.join("s.cast");
         let mut w = CastWriter::create(&path, 80, 24, Some("xterm")).unwrap();
         w.output(b"hello\r\n").unwrap();

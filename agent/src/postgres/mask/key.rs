@@ -112,9 +112,7 @@ mod tests {
 
     #[test]
     fn created_0600_reloaded_and_deterministic() {
-        let dir = std::env::temp_dir().join(format!("mask-key-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("mask-key");
         let k = MaskKey::load_or_create(&dir).unwrap();
         let path = dir.join(MASK_KEY_FILE);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
