@@ -276,6 +276,29 @@ impl Daemon {
         }
     }
 
+    /// Every file under the daemon's directory (state dir: audit segments, events, spools,
+    /// recordings, keys; its log; its policy) whose bytes contain `needle`. The invariant "no
+    /// secret is written anywhere" is checked with this rather than with one file.
+    pub fn files_containing(&self, needle: &str) -> Vec<PathBuf> {
+        fn walk(dir: &Path, needle: &[u8], found: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+                if path.is_dir() {
+                    walk(&path, needle, found);
+                } else if std::fs::read(&path)
+                    .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                {
+                    found.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.dir, needle.as_bytes(), &mut found);
+        found
+    }
+
     /// The JSONL sink's text, rotated files first (oldest to newest).
     pub fn events_text(&self) -> String {
         let base = self.state_dir.join("events.jsonl");

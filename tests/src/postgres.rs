@@ -71,6 +71,14 @@ impl PgServer {
         PgServer::start_with(addr_ip, true)
     }
 
+    /// A file holding the test role's password ([`PASSWORD`]), for a policy's
+    /// `password: {file: ...}`; it lives (and goes) with the server's directory.
+    pub fn password_file(&self) -> Result<PathBuf> {
+        let path = self.dir.join("role-password");
+        std::fs::write(&path, format!("{PASSWORD}\n"))?;
+        Ok(path)
+    }
+
     /// The CA certificate (PEM) of a TLS server.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("data/ca.crt")

@@ -53,9 +53,7 @@ fn a_session_grant_covers_the_rest_of_that_session_only() -> Result<()> {
     let pg = PgServer::start("127.0.0.55")?;
     pg.query("CREATE TABLE t (id int); ALTER TABLE t OWNER TO app")?;
     let cg = TestCgroup::new("grant-session")?;
-    let secret_dir = tempfile::Builder::new().prefix("interlock-pgpw-").tempdir()?;
-    let secret = secret_dir.path().join("password");
-    std::fs::write(&secret, format!("{PASSWORD}\n"))?;
+    let secret = pg.password_file()?;
     let policy = format!(
         "version: 1
 targets:

@@ -5,6 +5,7 @@
 
 use std::{
     net::SocketAddr,
+    path::Path,
     process::{Command, Output, Stdio},
 };
 
@@ -47,9 +48,7 @@ fn intercepted_psql_is_decided_per_statement_and_audited() -> Result<()> {
         "CREATE TABLE items (id int, owner text); INSERT INTO items VALUES (1, 'a'), (2, 'b'); ALTER TABLE items OWNER TO app",
     )?;
     let cg = TestCgroup::new("pg-e2e")?;
-    let secret_dir = tempfile::Builder::new().prefix("interlock-pgpw-").tempdir()?;
-    let secret = secret_dir.path().join("password");
-    std::fs::write(&secret, format!("{PASSWORD}\n"))?;
+    let secret = pg.password_file()?;
     let policy = format!(
         "version: 1
 targets:
@@ -160,17 +159,16 @@ rules:
             .unwrap_or_default()
             .ends_with("/psql")
     }));
-    // The injected password never reaches an event.
+    // The injected password never reaches an event, a record, the log or any other file.
     assert!(!d.events_text().contains(PASSWORD));
+    let leaked = d.files_containing(PASSWORD);
+    assert!(leaked.is_empty(), "the upstream password is in {leaked:?}");
     Ok(())
 }
 
 /// A policy with the target `app-db` for `pg` (also matched by `host`)
 /// with the test role's password injected from a file, then `rules`.
-fn app_db(pg: &PgServer, host: Option<&str>, rules: &str) -> Result<String> {
-    let secret_dir = tempfile::Builder::new().prefix("interlock-pgpw-").tempdir()?;
-    let secret = secret_dir.path().join("password");
-    std::fs::write(&secret, format!("{PASSWORD}\n"))?;
+fn app_db(pg: &PgServer, secret: &Path, host: Option<&str>, rules: &str) -> Result<String> {
     let (ip, port) = (pg.addr.ip(), pg.addr.port());
     let by_name = host.map_or(String::new(), |h| {
         format!("{{address: {h}, port: {port}}}, ")
@@ -216,7 +214,7 @@ fn jobs_keep_verify_full_against_interlocks_ca_across_restarts() -> Result<()> {
     let cg = TestCgroup::new("pg-tls")?;
     // The host name does not resolve (no /etc/hosts edit): jobs reach the
     // address, and libpq checks the certificate for the name they typed.
-    let policy = app_db(&pg, Some("db.pgtls.test"), "")?;
+    let policy = app_db(&pg, &pg.password_file()?, Some("db.pgtls.test"), "")?;
     let mut d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, &[]))?;
     let export = |d: &Daemon| -> Result<String> {
         let out = Command::new(interlock_bin()?)
@@ -233,7 +231,9 @@ fn jobs_keep_verify_full_against_interlocks_ca_across_restarts() -> Result<()> {
     let pem = export(&d)?;
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
     assert!(!pem.contains("PRIVATE KEY"));
-    let root_dir = tempfile::Builder::new().prefix("interlock-root-").tempdir()?;
+    let root_dir = tempfile::Builder::new()
+        .prefix("interlock-root-")
+        .tempdir()?;
     let root = root_dir.path().join("root.pem");
     std::fs::write(&root, &pem)?;
     let verify = [("PGSSLROOTCERT", root.display().to_string())];
@@ -305,8 +305,15 @@ fn evasion_attempts_are_decided_by_the_grammar_and_sessions_replay() -> Result<(
         "CREATE TABLE items (id int, owner text); INSERT INTO items VALUES (1, 'a'), (2, 'b'); ALTER TABLE items OWNER TO app",
     )?;
     let cg = TestCgroup::new("pg-evasion")?;
+    // Outside the server's directory: this test outlives the server (below).
+    let secrets = tempfile::Builder::new()
+        .prefix("interlock-pgpw-")
+        .tempdir()?;
+    let secret = secrets.path().join("password");
+    std::fs::write(&secret, format!("{PASSWORD}\n"))?;
     let policy = app_db(
         &pg,
+        &secret,
         None,
         "rules:
   - name: no-destruction

@@ -43,9 +43,7 @@ fn start(name: &str, rules: &str, extra: &[&str]) -> Result<(PgServer, TestCgrou
          alter table users owner to {ROLE}; alter table cards owner to {ROLE}"
     ))?;
     let cg = TestCgroup::new(name)?;
-    let secret_dir = tempfile::Builder::new().prefix("interlock-pgpw-").tempdir()?;
-    let secret = secret_dir.path().join("password");
-    std::fs::write(&secret, format!("{PASSWORD}\n"))?;
+    let secret = pg.password_file()?;
     let policy = format!("{}rules:\n{rules}", target(&pg, &secret));
     let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, extra))?;
     Ok((pg, cg, d))
@@ -168,6 +166,8 @@ fn approved_statements_are_masked_and_every_strategy_applies() -> Result<()> {
     let text = d.events_text();
     for raw in [EMAIL, "4111111111111111", "AKIAIOSFODNN7EXAMPLE"] {
         assert!(!text.contains(raw), "{raw} in events");
+        let leaked = d.files_containing(raw);
+        assert!(leaked.is_empty(), "masked value {raw} is in {leaked:?}");
     }
     Ok(())
 }
@@ -260,6 +260,9 @@ fn password_literals_reach_the_server_but_no_record() -> Result<()> {
             "a password in the {what}: {text}"
         );
     }
+    // Every password above starts so; the policy's own pattern is `Hunter2` alone.
+    let leaked = d.files_containing("Hunter2-");
+    assert!(leaked.is_empty(), "a password in {leaked:?}");
     Ok(())
 }
 
@@ -287,7 +290,9 @@ fn query_strings_and_parameters_end_to_end() -> Result<()> {
     assert!(stderr.contains("no-server-files"), "{stderr}");
 
     // pgbench in extended mode binds :mail as a text parameter.
-    let script_dir = tempfile::Builder::new().prefix("interlock-bench-").tempdir()?;
+    let script_dir = tempfile::Builder::new()
+        .prefix("interlock-bench-")
+        .tempdir()?;
     let script = script_dir.path().join("bench.sql");
     std::fs::write(
         &script,

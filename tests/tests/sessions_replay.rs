@@ -230,7 +230,9 @@ fn sessions_list_show_and_replay_read_the_audit_log() -> Result<()> {
     assert!(err.contains("no audit log"), "{err}");
 
     // A damaged record is refused, pointing at `audit verify`.
-    let copy_dir = tempfile::Builder::new().prefix("sessions-corrupt-").tempdir()?;
+    let copy_dir = tempfile::Builder::new()
+        .prefix("sessions-corrupt-")
+        .tempdir()?;
     let copy = copy_dir.path().to_path_buf();
     std::fs::create_dir_all(copy.join("audit"))?;
     let seg = Path::new(&state).join("audit/segment-000001.jsonl");

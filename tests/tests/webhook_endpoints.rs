@@ -42,7 +42,9 @@ fn batches_are_signed_arrays_in_log_order() -> Result<()> {
     }
     let cg = TestCgroup::new("whbatch")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let scratch = tempfile::Builder::new().prefix(&format!("{}-", "whbatch")).tempdir()?;
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("{}-", "whbatch"))
+        .tempdir()?;
     let dir = scratch.path().to_path_buf();
     let secrets = secret_file(&dir, "s", &[SECRET_A, SECRET_B])?;
     let port = Receiver::reserve("127.0.0.51")?;
@@ -83,7 +85,8 @@ struct Two {
     d: Daemon,
     a: Receiver,
     b: Receiver,
-    own: std::path::PathBuf,
+    /// Holds endpoint a's own secret file `a` (and the shared one, `b`).
+    secrets: tempfile::TempDir,
     cg: TestCgroup,
     echo: EchoServer,
 }
@@ -91,7 +94,9 @@ struct Two {
 fn two_endpoints(tag: &str, b_mode: Mode) -> Result<Two> {
     let cg = TestCgroup::new(tag)?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let scratch = tempfile::Builder::new().prefix(&format!("{}-", tag)).tempdir()?;
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("{}-", tag))
+        .tempdir()?;
     let dir = scratch.path().to_path_buf();
     let own = secret_file(&dir, "a", &[SECRET_A])?;
     let shared = secret_file(&dir, "b", &[SECRET_B])?;
@@ -103,7 +108,7 @@ fn two_endpoints(tag: &str, b_mode: Mode) -> Result<Two> {
         d,
         a,
         b,
-        own,
+        secrets: scratch,
         cg,
         echo,
     })
@@ -115,7 +120,12 @@ fn two_endpoints_each_get_everything_signed_with_their_own_secret() -> Result<()
         return Ok(());
     }
     let Two {
-        d, a, b, cg, echo, ..
+        d,
+        a,
+        b,
+        cg,
+        echo,
+        secrets: _secrets,
     } = two_endpoints("whtwo", Mode::Status(204))?;
     sessions(&cg, &echo, 3)?;
     d.wait_events("three ends", |e| of_type(e, "session_ended").len() == 3)?;
@@ -167,7 +177,9 @@ fn retry_after_is_honoured_in_seconds_and_as_a_date() -> Result<()> {
     }
     let cg = TestCgroup::new("whretry")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let scratch = tempfile::Builder::new().prefix(&format!("{}-", "whretry")).tempdir()?;
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("{}-", "whretry"))
+        .tempdir()?;
     let dir = scratch.path().to_path_buf();
     let secrets = secret_file(&dir, "s", &[SECRET_A])?;
     // A 500 that asks for 3 s (the backoff alone would retry after 0.5 s).
@@ -208,7 +220,10 @@ fn webhook_test_reaches_the_daemon_s_endpoints_or_a_given_url() -> Result<()> {
     if !privileged() {
         return Ok(());
     }
-    let Two { d, a, b, own, .. } = two_endpoints("whtest", Mode::Status(503))?;
+    let Two {
+        d, a, b, secrets, ..
+    } = two_endpoints("whtest", Mode::Status(503))?;
+    let own = secrets.path().join("a");
     let socket = d.socket().display().to_string();
     let out = d.cli(&["webhook", "test", "--socket", &socket])?;
     assert!(!out.ok, "one endpoint answered 503: {out:?}");
@@ -272,7 +287,9 @@ fn overflow_is_counted_durably_reported_and_shown_in_status() -> Result<()> {
     }
     let cg = TestCgroup::new("whfull")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let scratch = tempfile::Builder::new().prefix(&format!("{}-", "whfull")).tempdir()?;
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("{}-", "whfull"))
+        .tempdir()?;
     let dir = scratch.path().to_path_buf();
     let secrets = secret_file(&dir, "s", &[SECRET_A])?;
     let port = Receiver::reserve("127.0.0.51")?;
