@@ -347,3 +347,28 @@ async fn a_real_terminal_is_relayed_resized_and_recorded() {
         gate.shell_lines()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_leg_uses_aes_gcm_and_names_what_it_offers() {
+    if !Sshd::available() {
+        return;
+    }
+    let sshd = Sshd::start("127.0.0.3").unwrap();
+    let p = proxy(&sshd, Arc::new(gate())).await;
+    // OpenSSH's default order starts with ChaCha20-Poly1305; the proxy offers AES-GCM only.
+    let out = p.ssh(&["-v"], "true", b"").await.unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("cipher: aes128-gcm@openssh.com"),
+        "{stderr}"
+    );
+    // A client that accepts nothing else is told there is no common cipher.
+    let out = p
+        .ssh(&["-c", "chacha20-poly1305@openssh.com"], "true", b"")
+        .await
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("no matching cipher found"), "{stderr}");
+}
