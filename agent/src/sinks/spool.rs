@@ -16,6 +16,7 @@ use std::{
         Mutex,
         atomic::{AtomicBool, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use serde::Serialize;
@@ -51,7 +52,16 @@ pub(super) struct Inner {
     /// Audit seq of the newest event appended.
     last_seq: u64,
     state: State,
+    /// Deliveries acknowledged since `state` was last written (see [`ACK_PERSIST_EVERY`]).
+    acks_unwritten: bool,
+    state_written: Instant,
 }
+
+/// How long an acknowledged delivery may stay unwritten to the state file. Writing it on
+/// every ack (a file created and renamed per batch) was the largest cost of delivery. A crash
+/// in between only means those events are delivered again, with the same `webhook-id`, which
+/// at-least-once delivery allows; drops and overflow reports are still written at once.
+const ACK_PERSIST_EVERY: Duration = Duration::from_millis(200);
 
 /// One endpoint's counters, for `interlock status`.
 #[derive(Clone, Debug, Serialize)]
@@ -78,6 +88,8 @@ pub struct Spool {
     label: String,
     max_bytes: u64,
     compact_after: u64,
+    /// [`ACK_PERSIST_EVERY`]; a field so tests can make deferral certain.
+    ack_persist_every: Duration,
     inner: Mutex<Inner>,
     /// Neither a state file nor a queued event was found at open.
     fresh: bool,
@@ -142,6 +154,8 @@ impl Spool {
             pending: 0,
             last_seq,
             state,
+            acks_unwritten: false,
+            state_written: Instant::now(),
         };
         inner.pending = spool_file::count_lines(&inner, inner.state.acked, base + len)
             .map_err(SinkError::spool(&inner.path))?;
@@ -152,6 +166,7 @@ impl Spool {
             label: label.to_string(),
             max_bytes,
             compact_after: COMPACT_AFTER,
+            ack_persist_every: ACK_PERSIST_EVERY,
             inner: Mutex::new(inner),
             fresh: !known && last.is_none(),
             disabled: AtomicBool::new(dir.join(DISABLED).exists()),
@@ -287,9 +302,26 @@ impl Spool {
             g.state.acked = end;
             g.state.delivered += n;
             g.pending = g.pending.saturating_sub(n);
-            self.write_state(&mut g)?;
+            if g.state_written.elapsed() >= self.ack_persist_every {
+                self.write_state(&mut g)?;
+            } else {
+                g.acks_unwritten = true;
+            }
         }
         self.maybe_compact(&mut g)
+    }
+
+    /// Writes acknowledged deliveries that [`Spool::ack`] left for later (the delivery task
+    /// calls it when it goes idle and when it stops; dropping the spool does too).
+    ///
+    /// # Errors
+    /// [`SinkError::Spool`] when the state cannot be written.
+    pub(crate) fn persist_acks(&self) -> Result<(), SinkError> {
+        let mut g = self.lock();
+        if g.acks_unwritten {
+            self.write_state(&mut g)?;
+        }
+        Ok(())
     }
 
     /// Dropped events no `webhook_spool_overflow` event reported yet, and
@@ -366,7 +398,10 @@ impl Spool {
 
     fn write_state(&self, g: &mut Inner) -> Result<(), SinkError> {
         g.state.seq = g.last_seq;
-        g.state.write(&self.dir)
+        g.state.write(&self.dir)?;
+        g.acks_unwritten = false;
+        g.state_written = Instant::now();
+        Ok(())
     }
 
     /// Rewrites the queue without its delivered head once that head is big.
@@ -409,6 +444,14 @@ impl Spool {
         g.base = g.state.acked;
         // An emptied queue no longer shows the newest seq: the state does.
         self.write_state(g)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(e) = self.persist_acks() {
+            tracing::warn!(endpoint = %self.label, error = %e, "cannot record webhook deliveries");
+        }
     }
 }
 

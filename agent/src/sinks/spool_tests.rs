@@ -143,3 +143,37 @@ fn disabled_is_kept_and_takes_nothing() {
     assert!(open(&d, 1 << 20).is_disabled());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn acks_are_written_late_but_never_lost_on_a_clean_stop() {
+    let d = dir("late-acks");
+    let mut s = open(&d, 1 << 20);
+    for i in 0..4 {
+        s.append(&format!("id{i}"), i + 1, b"{}").unwrap();
+    }
+    s.ack_persist_every = Duration::ZERO;
+    let first = s.peek(1).unwrap().unwrap();
+    s.ack(first.end).unwrap();
+    assert_eq!(
+        State::read(&d).unwrap().0.delivered,
+        1,
+        "due: written at once"
+    );
+    s.ack_persist_every = Duration::from_secs(3600);
+    let second = s.peek(1).unwrap().unwrap();
+    s.ack(second.end).unwrap();
+    // What a crash now would find: the first ack only, so id1 would be delivered again
+    // (at least once), never skipped.
+    assert_eq!(State::read(&d).unwrap().0.delivered, 1, "deferred");
+    assert_eq!(s.stats().delivered, 2);
+    // Going idle writes it.
+    s.persist_acks().unwrap();
+    assert_eq!(State::read(&d).unwrap().0.delivered, 2);
+    // So does dropping the spool (the daemon stopping).
+    let third = s.peek(1).unwrap().unwrap();
+    s.ack(third.end).unwrap();
+    drop(s);
+    let s = open(&d, 1 << 20);
+    assert_eq!((s.stats().delivered, s.stats().pending_events), (3, 1));
+    assert_eq!(s.peek(10).unwrap().unwrap().ids, ["id3"]);
+}

@@ -96,6 +96,7 @@ impl Delivery {
             info!(endpoint = %label, "webhook endpoint disabled (410 earlier); not delivering");
             return;
         }
+        let _persist = PersistAcksOnExit(spool);
         loop {
             let batch = match spool.peek(self.batch) {
                 Ok(b) => b,
@@ -105,6 +106,10 @@ impl Delivery {
                 }
             };
             let Some(batch) = batch else {
+                // Idle: what was delivered is written down now, not at the next ack.
+                if let Err(e) = spool.persist_acks() {
+                    warn!(endpoint = %label, error = %e, "cannot record webhook delivery");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = spool.appended() => {}
@@ -178,6 +183,18 @@ impl Delivery {
                 ep.spool.set_last_error(Some(e.to_string()));
                 Outcome::Retry(None)
             }
+        }
+    }
+}
+
+/// Writes the spool's deferred acknowledgements however [`Delivery::run`] returns (shutdown,
+/// 410, or a cancelled task), so a clean stop redelivers nothing.
+struct PersistAcksOnExit<'a>(&'a super::spool::Spool);
+
+impl Drop for PersistAcksOnExit<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.persist_acks() {
+            warn!(endpoint = %self.0.label(), error = %e, "cannot record webhook delivery");
         }
     }
 }
