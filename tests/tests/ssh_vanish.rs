@@ -96,6 +96,14 @@ fn ended_closed_or_error(ev: &[Value], sid: &str) {
     assert_eq!(ended.len(), 1, "{ended:?}");
     let outcome = ended[0]["outcome"].as_str().unwrap_or_default();
     assert!(outcome == "closed" || outcome == "error", "{:?}", ended[0]);
+    // The end is the session's last word: whoever waits for it finds every record before it
+    // (an upload cut short is recorded by its channel task, which the session waits for).
+    let end_seq = ended[0]["seq"].as_u64().unwrap_or(0);
+    let late: Vec<_> = session_of(ev, "command", sid)
+        .into_iter()
+        .filter(|c| c["seq"].as_u64().unwrap_or(u64::MAX) > end_seq)
+        .collect();
+    assert!(late.is_empty(), "recorded after session_ended: {late:?}");
 }
 
 /// The sftp session's commands hold `remote` as an unfinished upload of

@@ -18,6 +18,9 @@ use super::{
 };
 use crate::gate::{Gate, Held, HoldOutcome, Record, Request, Side, Verdict};
 
+/// How long a finished session waits for its channel tasks to record their last words.
+const CHANNELS_FINISH: Duration = Duration::from_secs(10);
+
 /// The ciphers offered to jobs' clients: AES-GCM only. In SSH the client's order decides, and
 /// OpenSSH's default order starts with ChaCha20-Poly1305, which costs the daemon (it decrypts
 /// and re-encrypts every byte) several times what AES-GCM does with AES instructions: on a
@@ -34,6 +37,9 @@ pub(super) struct SessionCtx {
     pub(super) grants: Arc<Grants>,
     /// Connected on the first channel; a tokio lock because connecting awaits.
     upstream: Mutex<Option<Arc<Upstream>>>,
+    /// The session's channel and forwarding tasks: the session ends (and `session_ended` is
+    /// recorded) only after they have recorded what they saw, e.g. an upload cut short.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl SessionCtx {
@@ -118,6 +124,7 @@ pub async fn serve(
         target,
         grants: Arc::default(),
         upstream: Mutex::new(None),
+        tasks: tokio_util::task::TaskTracker::new(),
     });
     let handler = ClientSide {
         ctx: Arc::clone(&ctx),
@@ -131,6 +138,15 @@ pub async fn serve(
         let _ = up
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
+    }
+    // With both sides gone every channel task ends promptly; the bound only guards against
+    // one that does not, which must not keep the session open.
+    ctx.tasks.close();
+    if tokio::time::timeout(CHANNELS_FINISH, ctx.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(session = %ctx.id, "ssh channel tasks still running at the session's end");
     }
     match result {
         Err(e) if e.is_disconnect() => Ok(()),
@@ -263,7 +279,7 @@ impl server::Handler for ClientSide {
         reply.accept().await;
         let task =
             channel::ChannelTask::new(Arc::clone(&self.ctx), channel, session.handle(), upstream);
-        tokio::spawn(task.run());
+        self.ctx.tasks.spawn(task.run());
         Ok(())
     }
 
@@ -371,7 +387,8 @@ impl ClientSide {
             }
         };
         let ctx = Arc::clone(&self.ctx);
-        tokio::spawn(forward::direct(ctx, upstream, channel, reply, spec));
+        let tasks = ctx.tasks.clone();
+        tasks.spawn(forward::direct(ctx, upstream, channel, reply, spec));
     }
 }
 
