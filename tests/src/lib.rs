@@ -32,6 +32,14 @@ pub use sshd::{Sshd, TestUser, ssh_keygen};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// A fresh directory `<prefix>-<random>` under the temporary directory,
+/// removed when the returned guard drops (the test passing or failing).
+pub fn scratch(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir()
+}
+
 /// A name unique to this test process and call.
 pub fn unique(prefix: &str) -> String {
     format!(

@@ -17,9 +17,7 @@ fn interlock(args: &[&str]) -> Result<(bool, String, String)> {
 
 /// A file `name` holding `text` in a fresh directory, removed with the returned guard.
 fn temp_file(name: &str, text: &str) -> Result<(tempfile::TempDir, std::path::PathBuf)> {
-    let dir = tempfile::Builder::new()
-        .prefix("interlock-cli-")
-        .tempdir()?;
+    let dir = interlock_tests::scratch("interlock-cli")?;
     let p = dir.path().join(name);
     std::fs::write(&p, text)?;
     Ok((dir, p))

@@ -231,9 +231,7 @@ fn jobs_keep_verify_full_against_interlocks_ca_across_restarts() -> Result<()> {
     let pem = export(&d)?;
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
     assert!(!pem.contains("PRIVATE KEY"));
-    let root_dir = tempfile::Builder::new()
-        .prefix("interlock-root-")
-        .tempdir()?;
+    let root_dir = interlock_tests::scratch("interlock-root")?;
     let root = root_dir.path().join("root.pem");
     std::fs::write(&root, &pem)?;
     let verify = [("PGSSLROOTCERT", root.display().to_string())];
@@ -306,9 +304,7 @@ fn evasion_attempts_are_decided_by_the_grammar_and_sessions_replay() -> Result<(
     )?;
     let cg = TestCgroup::new("pg-evasion")?;
     // Outside the server's directory: this test outlives the server (below).
-    let secrets = tempfile::Builder::new()
-        .prefix("interlock-pgpw-")
-        .tempdir()?;
+    let secrets = interlock_tests::scratch("interlock-pgpw")?;
     let secret = secrets.path().join("password");
     std::fs::write(&secret, format!("{PASSWORD}\n"))?;
     let policy = app_db(

@@ -290,9 +290,7 @@ fn query_strings_and_parameters_end_to_end() -> Result<()> {
     assert!(stderr.contains("no-server-files"), "{stderr}");
 
     // pgbench in extended mode binds :mail as a text parameter.
-    let script_dir = tempfile::Builder::new()
-        .prefix("interlock-bench-")
-        .tempdir()?;
+    let script_dir = interlock_tests::scratch("interlock-bench")?;
     let script = script_dir.path().join("bench.sql");
     std::fs::write(
         &script,

@@ -218,7 +218,7 @@ fn sessions_list_show_and_replay_read_the_audit_log() -> Result<()> {
             "{args:?}: {err}"
         );
     }
-    let scratch = tempfile::Builder::new().prefix("no-log-").tempdir()?;
+    let scratch = interlock_tests::scratch("no-log")?;
     let empty = scratch.path().join("state");
     let (code, _, err) = interlock(&[
         "sessions",
@@ -230,9 +230,7 @@ fn sessions_list_show_and_replay_read_the_audit_log() -> Result<()> {
     assert!(err.contains("no audit log"), "{err}");
 
     // A damaged record is refused, pointing at `audit verify`.
-    let copy_dir = tempfile::Builder::new()
-        .prefix("sessions-corrupt-")
-        .tempdir()?;
+    let copy_dir = interlock_tests::scratch("sessions-corrupt")?;
     let copy = copy_dir.path().to_path_buf();
     std::fs::create_dir_all(copy.join("audit"))?;
     let seg = Path::new(&state).join("audit/segment-000001.jsonl");

@@ -53,7 +53,7 @@ fn state_files_are_private_and_tightened_at_start() -> Result<()> {
     }
     let cg = TestCgroup::new("perms")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let scratch = tempfile::Builder::new().prefix("perms-").tempdir()?;
+    let scratch = interlock_tests::scratch("perms")?;
     let secrets = secret_file(scratch.path(), "s", &[SECRET])?;
     // A receiver that is down keeps events in the spool.
     let port = Receiver::reserve("127.0.0.54")?;

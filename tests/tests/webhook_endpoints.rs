@@ -42,9 +42,7 @@ fn batches_are_signed_arrays_in_log_order() -> Result<()> {
     }
     let cg = TestCgroup::new("whbatch")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("{}-", "whbatch"))
-        .tempdir()?;
+    let scratch = interlock_tests::scratch("whbatch")?;
     let dir = scratch.path().to_path_buf();
     let secrets = secret_file(&dir, "s", &[SECRET_A, SECRET_B])?;
     let port = Receiver::reserve("127.0.0.51")?;
@@ -94,9 +92,7 @@ struct Two {
 fn two_endpoints(tag: &str, b_mode: Mode) -> Result<Two> {
     let cg = TestCgroup::new(tag)?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("{}-", tag))
-        .tempdir()?;
+    let scratch = interlock_tests::scratch(tag)?;
     let dir = scratch.path().to_path_buf();
     let own = secret_file(&dir, "a", &[SECRET_A])?;
     let shared = secret_file(&dir, "b", &[SECRET_B])?;
@@ -177,9 +173,7 @@ fn retry_after_is_honoured_in_seconds_and_as_a_date() -> Result<()> {
     }
     let cg = TestCgroup::new("whretry")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("{}-", "whretry"))
-        .tempdir()?;
+    let scratch = interlock_tests::scratch("whretry")?;
     let dir = scratch.path().to_path_buf();
     let secrets = secret_file(&dir, "s", &[SECRET_A])?;
     // A 500 that asks for 3 s (the backoff alone would retry after 0.5 s).
@@ -287,9 +281,7 @@ fn overflow_is_counted_durably_reported_and_shown_in_status() -> Result<()> {
     }
     let cg = TestCgroup::new("whfull")?;
     let echo = EchoServer::start("127.0.0.2:0")?;
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("{}-", "whfull"))
-        .tempdir()?;
+    let scratch = interlock_tests::scratch("whfull")?;
     let dir = scratch.path().to_path_buf();
     let secrets = secret_file(&dir, "s", &[SECRET_A])?;
     let port = Receiver::reserve("127.0.0.51")?;
