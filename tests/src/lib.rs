@@ -5,6 +5,7 @@
 mod cgroup;
 mod daemon;
 mod echo;
+pub mod driver_suite;
 pub mod pg_client;
 pub mod pg_gate;
 pub mod pg_raw;

@@ -62,13 +62,19 @@ impl PgServer {
 
     /// Starts a server listening on `addr_ip` (a loopback address) and a free port.
     pub fn start(addr_ip: &str) -> Result<PgServer> {
-        PgServer::start_with(addr_ip, false)
+        PgServer::start_with(addr_ip, false, &[])
+    }
+
+    /// Like [`PgServer::start`], with extra server settings (`name=value`,
+    /// each given as `-c`), e.g. for a driver's test suite.
+    pub fn start_with_settings(addr_ip: &str, settings: &[&str]) -> Result<PgServer> {
+        PgServer::start_with(addr_ip, false, settings)
     }
 
     /// Like [`PgServer::start`], with TLS on: a certificate for [`TLS_NAME`]
     /// signed by a fresh CA whose certificate is [`PgServer::ca_file`].
     pub fn start_tls(addr_ip: &str) -> Result<PgServer> {
-        PgServer::start_with(addr_ip, true)
+        PgServer::start_with(addr_ip, true, &[])
     }
 
     /// A file holding the test role's password ([`PASSWORD`]), for a policy's
@@ -84,7 +90,7 @@ impl PgServer {
         self.dir.join("data/ca.crt")
     }
 
-    fn start_with(addr_ip: &str, tls: bool) -> Result<PgServer> {
+    fn start_with(addr_ip: &str, tls: bool, settings: &[&str]) -> Result<PgServer> {
         let (uid, gid) = postgres_ids()?;
         let dir = std::env::temp_dir().join(crate::unique("interlock-pg"));
         std::fs::create_dir_all(&dir)?;
@@ -142,6 +148,7 @@ impl PgServer {
             .args(["-c", "password_encryption=scram-sha-256", "-c", "fsync=off"])
             .args(["-c", "max_connections=40"])
             .args(&ssl_args)
+            .args(settings.iter().flat_map(|s| ["-c", s]))
             .uid(uid)
             .gid(gid)
             .current_dir(&dir)
