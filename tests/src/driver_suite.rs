@@ -38,6 +38,8 @@ pub struct Suite {
     pub python: PathBuf,
     /// The whole run is killed after this long, and the test then running is named.
     pub limit: Duration,
+    /// More pytest arguments (e.g. `-m "not slow"`, a file to run).
+    pub pytest_args: Vec<String>,
 }
 
 /// Where and as whom the suite connects. Both drivers' variables are set
@@ -153,15 +155,24 @@ pub fn describe(regressions: &[(String, Outcome)]) -> String {
 /// every connection it makes) or, with `None`, directly. Scratch files go
 /// to `scratch`. Errors: the run could not start, or it passed its time
 /// limit (naming the test that was running).
-pub fn run(suite: &Suite, dsn: &Dsn, cgroup: Option<&TestCgroup>, scratch: &Path) -> Result<Outcomes> {
-    let label = if cgroup.is_some() { "through interlock" } else { "direct" };
+pub fn run(
+    suite: &Suite,
+    dsn: &Dsn,
+    cgroup: Option<&TestCgroup>,
+    scratch: &Path,
+) -> Result<Outcomes> {
+    let label = if cgroup.is_some() {
+        "through interlock"
+    } else {
+        "direct"
+    };
     let work = scratch.join(label.replace(' ', "-"));
     std::fs::create_dir_all(&work)?;
     let outcomes_file = work.join("outcomes.jsonl");
     let log_file = work.join("pytest.log");
     let dir = suite.dir.display().to_string();
     let cache = format!("cache_dir={}", work.join("cache").display());
-    let args = [
+    let mut args = vec![
         "-m",
         "pytest",
         "-q",
@@ -172,8 +183,9 @@ pub fn run(suite: &Suite, dsn: &Dsn, cgroup: Option<&TestCgroup>, scratch: &Path
         "no:randomly",
         "-o",
         &cache,
-        &dir,
     ];
+    args.extend(suite.pytest_args.iter().map(String::as_str));
+    args.push(&dir);
     let mut cmd = match cgroup {
         Some(cg) => cg.command(&suite.python, &args),
         None => {

@@ -4,8 +4,8 @@
 
 mod cgroup;
 mod daemon;
-mod echo;
 pub mod driver_suite;
+mod echo;
 pub mod pg_client;
 pub mod pg_gate;
 pub mod pg_raw;

@@ -14,6 +14,7 @@
 //! ```text
 //! INTERLOCK_DRIVER_SUITE=/path/to/psycopg/tests \
 //! INTERLOCK_DRIVER_PYTHON=/path/to/venv/bin/python \
+//! INTERLOCK_DRIVER_PYTEST_ARGS="-m 'not slow'" \
 //!   cargo test -p interlock-tests --test pg_driver_suites -- --nocapture
 //! ```
 
@@ -148,6 +149,7 @@ fn psycopg2_suite_passes_through_interlock_wherever_it_passes_directly() -> Resu
         dir: base.join(PSYCOPG2).join("tests"),
         python: base.join("venv/bin/python"),
         limit: Duration::from_secs(600),
+        pytest_args: vec![],
     };
     if !suite.dir.is_dir() || !suite.python.is_file() {
         skip_or_fail(
@@ -164,12 +166,16 @@ fn psycopg2_suite_passes_through_interlock_wherever_it_passes_directly() -> Resu
 }
 
 /// A suite given by path (`INTERLOCK_DRIVER_SUITE`, run by
-/// `INTERLOCK_DRIVER_PYTHON`, default `python3`): psycopg 3's, for one.
+/// `INTERLOCK_DRIVER_PYTHON`, default `python3`, with the extra pytest
+/// arguments in `INTERLOCK_DRIVER_PYTEST_ARGS`, split as a shell would
+/// (spaces, quotes), and a
+/// limit of `INTERLOCK_DRIVER_SUITE_LIMIT` seconds per run, default 2400):
+/// psycopg 3's, for one.
 /// CI has no such suite (its machines reach no source repositories), so
 /// without the variable this test says so and ends.
 #[test]
-fn a_driver_suite_given_by_path_passes_through_interlock_wherever_it_passes_directly()
--> Result<()> {
+fn a_driver_suite_given_by_path_passes_through_interlock_wherever_it_passes_directly() -> Result<()>
+{
     let Some(dir) = std::env::var_os("INTERLOCK_DRIVER_SUITE").map(PathBuf::from) else {
         eprintln!(
             "not run: INTERLOCK_DRIVER_SUITE names no suite (e.g. a psycopg checkout's tests/)"
@@ -186,11 +192,53 @@ fn a_driver_suite_given_by_path_passes_through_interlock_wherever_it_passes_dire
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2400);
+    let pytest_args = std::env::var("INTERLOCK_DRIVER_PYTEST_ARGS")
+        .map(|a| shell_words(&a))
+        .unwrap_or_default();
     let suite = Suite {
         name: dir.display().to_string(),
         dir,
         python,
         limit: Duration::from_secs(limit),
+        pytest_args,
     };
     compare(&suite, "127.0.0.72")
+}
+
+/// Splits `s` into words at unquoted whitespace; single and double quotes
+/// group (no escapes or expansions).
+fn shell_words(s: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote, mut open) = (vec![], String::new(), None, false);
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                open = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if open {
+                    words.push(std::mem::take(&mut word));
+                    open = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                open = true;
+            }
+        }
+    }
+    if open {
+        words.push(word);
+    }
+    words
+}
+
+#[test]
+fn pytest_arguments_split_as_a_shell_would() {
+    assert_eq!(
+        shell_words(" -m 'not slow'  -k \"a b\" x ''"),
+        ["-m", "not slow", "-k", "a b", "x", ""]
+    );
 }

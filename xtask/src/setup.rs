@@ -1,11 +1,13 @@
 //! `cargo xtask setup`: idempotent set-up of a Debian bookworm host, one step per prerequisite.
 
+mod driver_suites;
 mod linker;
 mod mounts;
 mod packages;
 mod python;
 mod toolchain;
 
+pub(crate) use driver_suites::suites_dir;
 pub(crate) use toolchain::EBPF_TOOLCHAIN;
 
 use anyhow::{Context, Result, bail};
@@ -40,6 +42,8 @@ fn steps(ws: &Workspace) -> Vec<Box<dyn Step>> {
         Box::new(python::STANDARD_WEBHOOKS),
         Box::new(python::PYDANTIC_OCSF),
         Box::new(python::ASCIINEMA),
+        // After the packages: it builds psycopg2 against libpq-dev.
+        Box::new(driver_suites::Psycopg2Suite::new(ws)),
     ]
 }
 

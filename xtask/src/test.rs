@@ -31,6 +31,7 @@ fn phases(ws: &Workspace, filter: Option<&str>) -> Vec<Phase> {
     integration
         .env("INTERLOCK_BIN", ws.interlock_bin(false))
         .env("INTERLOCK_WORKSPACE", ws.root())
+        .env("INTERLOCK_DRIVER_SUITES", setup::suites_dir(ws))
         .args(filter);
     vec![
         Phase {

@@ -13,7 +13,7 @@ use crate::{
     context::AppContext,
     gate::Gate,
     gatekeeper::DaemonGate,
-    policy::{AddressMatch, ClientAuthMethod, Target, TlsMode},
+    policy::{AddressMatch, ClientAuthMethod, ClientPassword, Target, TlsMode},
     postgres, ssh,
 };
 
@@ -52,6 +52,10 @@ fn pg_target(
             password: postgres::Secret::new(password),
         });
     }
+    cfg.client_password = match up.client_password {
+        ClientPassword::Mirror => postgres::ClientPassword::Mirror,
+        ClientPassword::Never => postgres::ClientPassword::Never,
+    };
     cfg.database = up.database.clone();
     cfg.mask_key = Some(ctx.mask_key());
     cfg.tls = match (up.tls, &up.ca_file) {

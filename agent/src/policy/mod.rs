@@ -22,7 +22,9 @@ pub use file::{Policy, load, parse};
 pub use mask::{ColumnGlob, DETECTORS, Detector, MaskSpec, Strategy, luhn};
 pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, RecordLevel, Rule};
 pub use target::{AddressMatch, Endpoint, Protocol, Target, TargetId};
-pub use upstream::{ClientAuthMethod, Secret, SecretError, SecretRef, TlsMode, Upstream};
+pub use upstream::{
+    ClientAuthMethod, ClientPassword, Secret, SecretError, SecretRef, TlsMode, Upstream,
+};
 
 #[cfg(test)]
 mod tests;

@@ -148,6 +148,26 @@ pub struct Upstream {
     /// or forwarded). Default: all three.
     #[serde(default = "all_client_auth")]
     pub client_auth: Vec<ClientAuthMethod>,
+    /// PostgreSQL with injected credentials: when interlock asks the client
+    /// for a password (never checked nor forwarded).
+    #[serde(default)]
+    pub client_password: ClientPassword,
+}
+
+/// When a PostgreSQL target with injected credentials asks the client for
+/// a password. Whatever the client answers is discarded: the flow identity
+/// is the credential. (A choice that verifies what the client sends, such
+/// as a CI job's OIDC token, would be another variant.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientPassword {
+    /// Exactly when the server asked interlock for one, as the server would
+    /// have asked the client: a client without a password fails as it would
+    /// directly, and drivers report that a password was used.
+    #[default]
+    Mirror,
+    /// Never: clients that have no password at all connect.
+    Never,
 }
 
 /// A client authentication method the SSH proxy accepts.
@@ -180,6 +200,7 @@ impl Default for Upstream {
             known_hosts: None,
             presented_host_key: None,
             client_auth: all_client_auth(),
+            client_password: ClientPassword::default(),
         }
     }
 }
@@ -223,5 +244,10 @@ mod tests {
             Some(SecretRef::File("/etc/interlock/host_key".into()))
         );
         assert!(serde_yaml::from_str::<Upstream>("presented_host_key: AAAA\n").is_err());
+        assert_eq!(Upstream::default().client_password, ClientPassword::Mirror);
+        let u: Upstream = serde_yaml::from_str("client_password: never\n").unwrap();
+        assert_eq!(u.client_password, ClientPassword::Never);
+        let e = serde_yaml::from_str::<Upstream>("client_password: always\n").unwrap_err();
+        assert!(e.to_string().contains("mirror"), "{e}");
     }
 }

@@ -28,4 +28,6 @@ pub use cancel::CancelRegistry;
 pub use error::{PgError, ProtocolError};
 pub use mask::{MASK_KEY_FILE, MaskKey, MaskKeyError};
 pub use session::serve;
-pub use target::{ClientTls, PgCredentials, PgTarget, STARTUP_TIMEOUT, Secret, UpstreamTls};
+pub use target::{
+    ClientPassword, ClientTls, PgCredentials, PgTarget, STARTUP_TIMEOUT, Secret, UpstreamTls,
+};

@@ -17,7 +17,7 @@ use super::{
     legs::{Legs, Writer, fatal, read_err},
     message::ErrorFields,
     relay::Relay,
-    startup::{Hello, Offer, negotiate, read_hello},
+    startup::{Hello, Offer, closed_silently, negotiate, read_hello},
     target::{PgTarget, UpstreamTls},
     tls::{self, BoxIo},
 };
@@ -78,6 +78,15 @@ pub async fn serve(
     let hello = timeout_at(deadline, read_hello(&mut client_r))
         .await
         .unwrap_or_else(|_| Err(late()));
+    let hello = match hello {
+        Err(e) if closed_silently(&e) => {
+            // As the server: nothing is sent, the error is recorded.
+            report(&e, None, gate.as_ref()).await;
+            client_w.shutdown().await;
+            return Err(e);
+        }
+        other => other,
+    };
     let opened = match hello {
         Ok(Some(hello)) => {
             open(
@@ -97,7 +106,7 @@ pub async fn serve(
         Ok(Some(o)) => o,
         Ok(None) => return Ok(()),
         Err(e) => {
-            report(&e, &mut client_w, gate.as_ref()).await;
+            report(&e, Some(&mut client_w), gate.as_ref()).await;
             client_w.shutdown().await;
             return Err(e);
         }
@@ -123,7 +132,7 @@ pub async fn serve(
     }
     .await;
     if let Err(e) = &result {
-        report(e, &mut legs.client_w, gate.as_ref()).await;
+        report(e, Some(&mut legs.client_w), gate.as_ref()).await;
     }
     legs.client_w.shutdown().await;
     legs.server_w.shutdown().await;
@@ -218,8 +227,9 @@ async fn open(
 }
 
 /// Tells the client why its session ends (unless the server or the gate
-/// already did) and records protocol errors.
-async fn report(e: &PgError, w: &mut Writer, gate: &dyn Gate) {
+/// already did, or the server closed it, or `w` is `None`) and records
+/// protocol errors.
+async fn report(e: &PgError, w: Option<&mut Writer>, gate: &dyn Gate) {
     let reply = match e {
         PgError::Protocol { side, source } => {
             gate.record(Record::ProtocolError {
@@ -240,10 +250,17 @@ async fn report(e: &PgError, w: &mut Writer, gate: &dyn Gate) {
             "08006",
             &format!("interlock: cannot open the upstream session: {e}"),
         )),
-        PgError::UpstreamClosed => Some(fatal("08006", &format!("interlock: {e}"))),
-        PgError::Io(_) | PgError::ClientTls(_) | PgError::Refused(_) | PgError::Blocked(_) => None,
+        // The server ended the session: the client gets what it sent (its
+        // FATAL, if any, was relayed) and then the same close, as it
+        // would directly; a word of interlock's own would be one more
+        // error than the server gave.
+        PgError::UpstreamClosed
+        | PgError::Io(_)
+        | PgError::ClientTls(_)
+        | PgError::Refused(_)
+        | PgError::Blocked(_) => None,
     };
-    if let Some(reply) = reply {
+    if let (Some(reply), Some(w)) = (reply, w) {
         let _ = w.send(&reply).await;
     }
 }

@@ -26,6 +26,8 @@ pub(crate) const PACKAGES: &[&str] = &[
     "procps",
     "python3",
     "python3-pip",
+    // pg_config and headers: psycopg2 is built from its sdist for its test suite.
+    "libpq-dev",
 ];
 
 /// What dpkg reports for a fully installed package.
