@@ -25,6 +25,8 @@ def pytest_configure(config):
     path = os.environ.get("INTERLOCK_OUTCOMES")
     if path:
         _out = open(path, "a", encoding="utf-8")
+        # Node ids are relative to it: a re-run names tests by rootdir/id.
+        _write({"rootdir": str(config.rootpath)})
 
 
 def pytest_runtest_logstart(nodeid, location):

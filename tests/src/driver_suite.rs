@@ -84,6 +84,8 @@ pub struct Outcome {
 #[derive(Debug, Default)]
 pub struct Outcomes {
     pub tests: BTreeMap<String, Outcome>,
+    /// pytest's rootdir, which node ids are relative to.
+    pub rootdir: PathBuf,
     /// The pytest output (tail), for failure messages.
     pub output_tail: String,
 }
@@ -142,6 +144,14 @@ impl Outcomes {
     }
 }
 
+/// The tests of `regressions` as pytest arguments (absolute node ids).
+pub fn node_args(rootdir: &Path, regressions: &[(String, Outcome)]) -> Vec<String> {
+    regressions
+        .iter()
+        .map(|(id, _)| rootdir.join(id).display().to_string())
+        .collect()
+}
+
 /// Formats regressions for an assertion message.
 pub fn describe(regressions: &[(String, Outcome)]) -> String {
     let mut s = String::new();
@@ -152,14 +162,16 @@ pub fn describe(regressions: &[(String, Outcome)]) -> String {
 }
 
 /// Runs `suite` against `dsn`, inside `cgroup` (so interlock intercepts
-/// every connection it makes) or, with `None`, directly. Scratch files go
-/// to `scratch`. Errors: the run could not start, or it passed its time
-/// limit (naming the test that was running).
+/// every connection it makes) or, with `None`, directly: the whole suite,
+/// or with `only` just those tests (absolute `rootdir/node id`s). Scratch
+/// files go to `scratch`. Errors: the run could not start, or it passed
+/// its time limit (naming the test that was running).
 pub fn run(
     suite: &Suite,
     dsn: &Dsn,
     cgroup: Option<&TestCgroup>,
     scratch: &Path,
+    only: Option<&[String]>,
 ) -> Result<Outcomes> {
     let label = if cgroup.is_some() {
         "through interlock"
@@ -185,7 +197,10 @@ pub fn run(
         &cache,
     ];
     args.extend(suite.pytest_args.iter().map(String::as_str));
-    args.push(&dir);
+    match only {
+        Some(ids) => args.extend(ids.iter().map(String::as_str)),
+        None => args.push(&dir),
+    }
     let mut cmd = match cgroup {
         Some(cg) => cg.command(&suite.python, &args),
         None => {
@@ -229,11 +244,16 @@ pub fn run(
         lines[lines.len().saturating_sub(40)..].join("\n")
     };
     let mut tests = BTreeMap::new();
+    let mut rootdir = PathBuf::new();
     for line in std::fs::read_to_string(&outcomes_file)
         .unwrap_or_default()
         .lines()
     {
         let v: Value = serde_json::from_str(line).context("an outcomes line")?;
+        if let Some(dir) = v["rootdir"].as_str() {
+            rootdir = PathBuf::from(dir);
+            continue;
+        }
         let id = v["id"].as_str().unwrap_or_default().to_string();
         tests.insert(
             id,
@@ -258,5 +278,9 @@ pub fn run(
     if tests.is_empty() {
         bail!("{} {label}: no test ran\n{output_tail}", suite.name);
     }
-    Ok(Outcomes { tests, output_tail })
+    Ok(Outcomes {
+        tests,
+        rootdir,
+        output_tail,
+    })
 }

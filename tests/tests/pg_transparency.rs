@@ -5,7 +5,9 @@
 //! `pg_terminate_backend` of that pid ends it with the server's own FATAL,
 //! `PQconnectionUsedPassword` is true and a client without a password is
 //! refused as the server would refuse it; `client_password: never` lets
-//! such a client in (the documented difference).
+//! such a client in (the documented difference). A pipeline the server
+//! cuts (pgbench) and a Terminate before any startup packet end as they do
+//! directly.
 
 use std::path::PathBuf;
 
@@ -83,6 +85,41 @@ fn raw_exchange(
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// pgbench (libpq's pipeline mode) running one pipeline the server cuts
+/// short by terminating its own backend; its stderr (what the client
+/// made of it) and whether it failed.
+fn cut_pipeline(
+    pg: &PgServer,
+    password: &str,
+    script: &std::path::Path,
+    cg: Option<&TestCgroup>,
+) -> Result<(bool, String)> {
+    let port = pg.addr.port().to_string();
+    let ip = pg.addr.ip().to_string();
+    let script = script.to_str().unwrap_or_default();
+    let args = [
+        "-n", "-t", "1", "-M", "extended", "-f", script, "-h", &ip, "-p", &port, "-U", ROLE,
+        DATABASE,
+    ];
+    let pgbench = std::path::Path::new("/usr/bin/pgbench");
+    let mut cmd = match cg {
+        Some(cg) => cg.command(pgbench, &args),
+        None => {
+            let mut c = std::process::Command::new(pgbench);
+            c.args(args);
+            c
+        }
+    };
+    let out = cmd
+        .env("PGPASSWORD", password)
+        .env("PGSSLMODE", "disable")
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    ))
+}
+
 fn policy(pg: &PgServer, upstream: &str) -> String {
     format!(
         "version: 1
@@ -155,6 +192,26 @@ fn a_driver_is_told_what_the_server_would_tell_it() -> Result<()> {
     assert_eq!(
         raw_exchange(&python, pg.addr, terminate, Some(&cg))?,
         direct_close
+    );
+    // A pipeline the server cuts (it terminates the backend mid-way): the
+    // client reads the server's FATAL and nothing of interlock's.
+    let dir = scratch("pg-transparency")?;
+    let script = dir.path().join("pipeline.sql");
+    std::fs::write(
+        &script,
+        "\\startpipeline\nselect 1;\nselect pg_terminate_backend(pg_backend_pid());\nselect 2;\n\\endpipeline\n",
+    )?;
+    let direct_cut = cut_pipeline(&pg, PASSWORD, &script, None)?;
+    assert!(!direct_cut.0, "{direct_cut:?}");
+    assert!(
+        direct_cut
+            .1
+            .contains("terminating connection due to administrator command"),
+        "{direct_cut:?}"
+    );
+    assert_eq!(
+        cut_pipeline(&pg, "not-the-password", &script, Some(&cg))?,
+        direct_cut
     );
     let ev = d.wait_events("the refused start", |e| {
         of_type(e, "protocol_error")
