@@ -6,9 +6,9 @@ Usage: python pg_probe.py DSN
 """
 
 import json
+import select
 import sys
 import threading
-import time
 
 import psycopg2
 import psycopg2.extensions
@@ -36,17 +36,22 @@ def main(dsn):
     out["notifies"] = notes
 
     # A cancel with the key the client was given reaches the server.
-    def cancel_soon():
-        time.sleep(0.5)
-        conn.cancel()
+    # (Again and again until the statement ends: one sent before the
+    # statement started would be ignored, as the server ignores it.)
+    done = threading.Event()
 
-    t = threading.Thread(target=cancel_soon)
+    def cancel_until_done():
+        while not done.wait(0.3):
+            conn.cancel()
+
+    t = threading.Thread(target=cancel_until_done)
     t.start()
     try:
         cur.execute("select pg_sleep(30)")
         out["cancel"] = "not cancelled"
     except psycopg2.extensions.QueryCanceledError as e:
         out["cancel"] = e.pgcode
+    done.set()
     t.join()
 
     # Terminated by the pid it was told: the client reads the server's FATAL.
@@ -54,11 +59,17 @@ def main(dsn):
     other.autocommit = True
     other.cursor().execute("select pg_terminate_backend(%s)", (conn.info.backend_pid,))
     other.close()
-    try:
-        cur.execute("select 1")
-        out["terminated"] = "still alive"
-    except psycopg2.OperationalError as e:
-        out["terminated"] = [str(e).strip(), e.pgcode]
+    # Wait for the server's word rather than writing into a closed socket
+    # (whether libpq then still reads the FATAL is a race, directly too).
+    # libpq reads it (and the close) there; the next statement reports it.
+    select.select([conn], [], [], 20)
+    errors = []
+    for step in (conn.poll, lambda: cur.execute("select 1")):
+        try:
+            step()
+        except psycopg2.Error as e:
+            errors.append([type(e).__name__, str(e).strip(), e.pgcode])
+    out["terminated"] = errors
     print(json.dumps(out))
 
 

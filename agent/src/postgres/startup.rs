@@ -115,6 +115,15 @@ pub(crate) async fn negotiate(
         }
         let len = u32::from_be_bytes(len);
         if !(8..=MAX_STARTUP_PACKET).contains(&len) {
+            // What already arrived is read (as the server's buffered read
+            // would), so the close is a FIN, not a reset that could destroy
+            // the client's view of it.
+            let mut rest = [0u8; 4096];
+            for _ in 0..16 {
+                if !matches!(client.try_read(&mut rest), Ok(n) if n > 0) {
+                    break;
+                }
+            }
             return Err(PgError::protocol(Side::Client, bad_length(len)));
         }
         let mut code = [0u8; 4];
