@@ -18,7 +18,7 @@ fn policy_of(rules: &[&str]) -> Policy {
 
 fn policy(rules: &str) -> Policy {
     let text = format!(
-        "version: 1\ntargets:\n  - {{name: pg, protocol: tcp, match: [{{port: 5432}}]}}\n  - {{name: other, protocol: tcp, default: block, match: [{{port: 1}}]}}\nrules:\n{rules}"
+        "version: 1\nidentity:\n  runners: ['**/gitlab-runner']\n  issuers:\n    - {{name: gl, issuer: 'https://gitlab.example', audience: interlock, jwks_file: /nonexistent}}\ntargets:\n  - {{name: pg, protocol: tcp, match: [{{port: 5432}}]}}\n  - {{name: other, protocol: tcp, default: block, match: [{{port: 1}}]}}\nrules:\n{rules}"
     );
     parse(Path::new("t.yaml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
@@ -32,6 +32,8 @@ fn ci_subject() -> Subject {
         ancestor_exes: vec!["/bin/bash".into(), "/usr/bin/gitlab-runner".into()],
         cgroup: Some("/system.slice/gitlab-runner.service".into()),
         ci: [("CI_PROJECT_PATH".to_string(), "infra/deploy".to_string())].into(),
+        ci_unavailable: None,
+        job: None,
     }
 }
 

@@ -43,7 +43,9 @@ fn identity() -> FlowIdentity {
             }],
             cgroup: Some("/ci/job-42".into()),
             ci: BTreeMap::from([("GITHUB_RUN_ID".to_string(), "9191".to_string())]),
+            ci_source: Default::default(),
         },
+        job_token: None,
     }
 }
 
