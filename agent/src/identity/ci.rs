@@ -339,7 +339,15 @@ mod tests {
         let fake = FakeProc::new()?;
         fake.process(500, 1)?
             .environ(b"SECRET_TOKEN=xyz\0GITHUB_RUN_ID=42\0PATH=/usr/bin\0")?;
+        fake.process(1, 0)?;
         let mut table = ProcessTable::new(fake.root().to_path_buf(), 16);
+        table.apply(crate::identity::ProcessEvent::Fork {
+            child_tgid: 500,
+            parent_tgid: 1,
+            uid: 0,
+            gid: 0,
+            comm: "x".into(),
+        });
         let id = table.identity(500, 500, 8, &crate::identity::JobRootSpec::trusting_parent());
         assert_eq!(id.ci.len(), 1);
         assert_eq!(id.ci.get("GITHUB_RUN_ID").map(String::as_str), Some("42"));

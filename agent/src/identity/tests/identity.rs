@@ -72,6 +72,22 @@ fn identity_gathers_everything() -> TestResult {
     tree(&fake)?;
     let passwd = fake.file("passwd", b"root:x:0:0:root:/root:/bin/bash\n")?;
     let mut t = ProcessTable::new(fake.root().to_path_buf(), 16).with_passwd_path(passwd);
+    // The runner (10) starts the job root (20): fork, one exec.
+    t.apply(ProcessEvent::Fork {
+        child_tgid: 20,
+        parent_tgid: 10,
+        uid: 1000,
+        gid: 1000,
+        comm: "p20".into(),
+    });
+    t.apply(ProcessEvent::Exec {
+        tgid: 20,
+        uid: 1000,
+        gid: 1000,
+        comm: "p20".into(),
+        filename: "/usr/bin/p20".into(),
+        argv: vec!["p20".into()],
+    });
     let id = t.identity(30, 31, 10, &runner_spec());
     assert_eq!(
         (id.tgid, id.pid, id.ppid, id.uid, id.gid),
