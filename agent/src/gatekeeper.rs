@@ -84,7 +84,10 @@ impl DaemonGate {
 
     /// The same gate, with the job token found in the job root's environment.
     pub fn with_env_token(self, token: Option<EnvToken>) -> DaemonGate {
-        *self.env_token.lock().unwrap_or_else(PoisonError::into_inner) = token;
+        *self
+            .env_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = token;
         self
     }
 
@@ -108,9 +111,10 @@ impl DaemonGate {
             (Some(Presented::NotAsked { source, why }), _) => {
                 return Err((Some(source), TokenError::NotAsked(why)));
             }
-            (Some(Presented::Token(source, token)), _) => {
-                (source, crate::oidc::BearerToken::new(token.expose().to_string()))
-            }
+            (Some(Presented::Token(source, token)), _) => (
+                source,
+                crate::oidc::BearerToken::new(token.expose().to_string()),
+            ),
             (None, Some(env)) => (
                 TokenSource::JobRootEnv {
                     variable: env.variable.clone(),
@@ -123,7 +127,11 @@ impl DaemonGate {
             (None, None) => return Ok(None),
         };
         let policy = self.ctx.policy();
-        match policy.verifier().verify(token.expose(), source.clone()).await {
+        match policy
+            .verifier()
+            .verify(token.expose(), source.clone())
+            .await
+        {
             Ok(id) => Ok(Some(id)),
             Err(e) => Err((Some(source), e)),
         }
@@ -141,7 +149,10 @@ impl DaemonGate {
                     s.job = Some(Arc::new(job));
                     *self.subject.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(s);
                 }
-                (policy.decide(target, &self.subject(), &Request::Session), view)
+                (
+                    policy.decide(target, &self.subject(), &Request::Session),
+                    view,
+                )
             }
             Err((source, e)) => {
                 let message = match &e {

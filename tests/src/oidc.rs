@@ -157,8 +157,7 @@ impl OidcProvider {
             .map(|(_, s)| s.clone())
             .context("unknown client")?;
         use base64::Engine as _;
-        let basic =
-            base64::engine::general_purpose::STANDARD.encode(format!("{client}:{secret}"));
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client}:{secret}"));
         let body = format!(
             "grant_type=client_credentials&scope=job&resource={}",
             resource.replace(':', "%3A")

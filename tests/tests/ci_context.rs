@@ -44,7 +44,11 @@ fn a_forged_ci_variable_changes_no_decision() -> Result<()> {
     }
     let server = EchoServer::start("127.0.0.2:0")?;
     let cg = TestCgroup::new("cictx")?;
-    let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy(server.addr.port()), &[]))?;
+    let d = Daemon::start(DaemonSpec::with_policy(
+        &cg,
+        &policy(server.addr.port()),
+        &[],
+    ))?;
     let dir = scratch("interlock-runner")?;
     let runner = fake_runner(dir.path(), "Runner.Worker")?;
     let client = testclient().display().to_string();
@@ -57,7 +61,10 @@ fn a_forged_ci_variable_changes_no_decision() -> Result<()> {
             "GITHUB_REF={root_ref} /bin/bash -c {}; true",
             sh_quote(&inner)
         );
-        Ok(cg.command(&runner, &["-c", &script]).env_remove("GITHUB_REF").output()?)
+        Ok(cg
+            .command(&runner, &["-c", &script])
+            .env_remove("GITHUB_REF")
+            .output()?)
     };
 
     // 1. The attack: the child claims main, the job root is a feature branch.
@@ -99,7 +106,10 @@ fn a_forged_ci_variable_changes_no_decision() -> Result<()> {
     let src = &s["identity"]["process"]["ci_source"];
     assert_eq!(src["from"], "none", "{src:#}");
     assert!(
-        src["reason"].as_str().unwrap_or_default().contains("exec'd"),
+        src["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exec'd"),
         "{src:#}"
     );
 
@@ -117,9 +127,11 @@ fn a_forged_ci_variable_changes_no_decision() -> Result<()> {
             .contains("no trusted runner"),
         "{src:#}"
     );
-    assert!(s["identity"]["process"]["ci"]
-        .as_object()
-        .is_some_and(|m| m.is_empty()));
+    assert!(
+        s["identity"]["process"]["ci"]
+            .as_object()
+            .is_some_and(|m| m.is_empty())
+    );
     Ok(())
 }
 
@@ -141,7 +153,9 @@ fn policy_check_refuses_conditions_that_can_never_hold() -> Result<()> {
     let base = "version: 1\nidentity:\n  runners: ['**/gitlab-runner']\ntargets:\n  - {name: t, protocol: tcp, match: [{port: 1}]}\nrules:\n";
     let (ok, err) = check(
         "uncaptured.yaml",
-        &format!("{base}  - name: r\n    action: allow\n    match:\n      ci: {{MY_BRANCH: main}}\n"),
+        &format!(
+            "{base}  - name: r\n    action: allow\n    match:\n      ci: {{MY_BRANCH: main}}\n"
+        ),
     )?;
     assert!(!ok);
     assert!(err.contains("uncaptured.yaml:10:"), "{err}");
@@ -163,7 +177,9 @@ fn policy_check_refuses_conditions_that_can_never_hold() -> Result<()> {
     assert!(err.contains("names no issuer"), "{err}");
     let (ok, err) = check(
         "good.yaml",
-        &format!("{base}  - {{name: r, action: allow, match: {{ci: {{CI_COMMIT_REF_NAME: main}}}}}}\n"),
+        &format!(
+            "{base}  - {{name: r, action: allow, match: {{ci: {{CI_COMMIT_REF_NAME: main}}}}}}\n"
+        ),
     )?;
     assert!(ok, "{err}");
     Ok(())

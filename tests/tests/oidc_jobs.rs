@@ -71,7 +71,18 @@ fn psql(cg: &TestCgroup, pg: &PgServer, token: &str, sslmode: &str) -> Result<Ou
         .command(
             std::path::Path::new("/usr/bin/psql"),
             &[
-                "-X", "-At", "-w", "-h", &ip, "-p", &port, "-U", ROLE, "-d", DATABASE, "-c",
+                "-X",
+                "-At",
+                "-w",
+                "-h",
+                &ip,
+                "-p",
+                &port,
+                "-U",
+                ROLE,
+                "-d",
+                DATABASE,
+                "-c",
                 "SELECT 41 + 1",
             ],
         )
@@ -148,7 +159,10 @@ fn psql_presents_its_job_token_and_only_matching_claims_are_admitted() -> Result
     assert_eq!(job["source"]["from"], "postgres_password");
     assert_eq!(job["claims"]["ref"], "main");
     assert_eq!(job["claims"]["project_path"], "infra/app");
-    assert!(job["claims"].get("client_id").is_none(), "not allow-listed: {job:#}");
+    assert!(
+        job["claims"].get("client_id").is_none(),
+        "not allow-listed: {job:#}"
+    );
     assert_eq!(job["groups"], json!(["sre", "deploy"]));
     assert_eq!(s["decision"]["rule"], "protected-main");
     assert_eq!(s["client_leg"], "tls");
@@ -174,10 +188,12 @@ fn psql_presents_its_job_token_and_only_matching_claims_are_admitted() -> Result
     std::thread::sleep(Duration::from_millis(2100));
     let s = expect(&short, "require", false, "the job token has expired")?;
     assert_eq!(s["decision"]["rule"], "job_token");
-    assert!(s["identity"]["job_token"]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("expired"));
+    assert!(
+        s["identity"]["job_token"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expired")
+    );
     let early = idp.token("job-early", RS256)?;
     expect(&early, "require", false, "not valid yet")?;
     let other = idp.token("job-main", OTHER_AUDIENCE)?;
@@ -187,7 +203,12 @@ fn psql_presents_its_job_token_and_only_matching_claims_are_admitted() -> Result
     // Another issuer, and a forger claiming our issuer with its own keys (same key ids).
     let stranger = OidcProvider::start("127.0.0.23", &clients(), None, "real")?;
     let foreign_iss = stranger.token("job-main", RS256)?;
-    expect(&foreign_iss, "require", false, "is not one the policy trusts")?;
+    expect(
+        &foreign_iss,
+        "require",
+        false,
+        "is not one the policy trusts",
+    )?;
     let forger = OidcProvider::start("127.0.0.24", &clients(), Some(&idp.issuer), "real")?;
     let forged = forger.token("job-main", RS256)?;
     assert_eq!(oidc::claims_of(&forged)?["iss"], idp.issuer.as_str());
@@ -202,12 +223,23 @@ fn psql_presents_its_job_token_and_only_matching_claims_are_admitted() -> Result
     // No token is in any file the daemon wrote (events, audit log, daemon log, state).
     for t in &tokens {
         let sig = t.rsplit('.').next().unwrap_or(t);
-        assert!(d.files_containing(t).is_empty(), "{:?}", d.files_containing(t));
+        assert!(
+            d.files_containing(t).is_empty(),
+            "{:?}",
+            d.files_containing(t)
+        );
         assert!(d.files_containing(sig).is_empty(), "a signature leaked");
     }
     // `sessions list --identity` finds sessions by verified subject.
     let list = Command::new(interlock_bin()?)
-        .args(["sessions", "list", "--json", "--identity", "job-feature", "--state-dir"])
+        .args([
+            "sessions",
+            "list",
+            "--json",
+            "--identity",
+            "job-feature",
+            "--state-dir",
+        ])
         .arg(&d.state_dir)
         .output()?;
     let lines: Vec<Value> = String::from_utf8_lossy(&list.stdout)
@@ -326,9 +358,21 @@ fn ssh_presents_its_job_token_as_the_password() -> Result<()> {
             .command(
                 std::path::Path::new("/usr/bin/ssh"),
                 &[
-                    "-p", &port, "-o", "StrictHostKeyChecking=yes", "-o", &kh, "-o",
-                    "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1",
-                    "-o", "ConnectTimeout=20", "-o", "PubkeyAuthentication=no", &dest,
+                    "-p",
+                    &port,
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                    "-o",
+                    &kh,
+                    "-o",
+                    "PreferredAuthentications=password",
+                    "-o",
+                    "NumberOfPasswordPrompts=1",
+                    "-o",
+                    "ConnectTimeout=20",
+                    "-o",
+                    "PubkeyAuthentication=no",
+                    &dest,
                     "echo via-interlock",
                 ],
             )
@@ -358,9 +402,12 @@ fn ssh_presents_its_job_token_as_the_password() -> Result<()> {
     assert!(!out.status.success() && stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("job token refused"), "{stderr}");
     let ev = d.wait_events("ends", |e| of_type(e, "session_ended").len() > 2)?;
-    assert!(of_type(&ev, "command")
-        .iter()
-        .all(|c| c["session_id"] == s["session_id"]), "nothing ran for refused sessions");
+    assert!(
+        of_type(&ev, "command")
+            .iter()
+            .all(|c| c["session_id"] == s["session_id"]),
+        "nothing ran for refused sessions"
+    );
     for t in [&good, &feature] {
         assert!(d.files_containing(t).is_empty());
     }

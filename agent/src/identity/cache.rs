@@ -34,11 +34,7 @@ impl EnvCache {
 
     /// The allow-listed CI variables of the live process `tgid`, read once and cached;
     /// `None` when its environment cannot be read (then nothing is cached).
-    pub(super) fn vars(
-        &mut self,
-        proc_root: &Path,
-        tgid: u32,
-    ) -> Option<BTreeMap<String, String>> {
+    pub(super) fn vars(&mut self, proc_root: &Path, tgid: u32) -> Option<BTreeMap<String, String>> {
         if let Some(vars) = self.vars.get(&tgid) {
             return Some(vars.clone());
         }

@@ -348,7 +348,12 @@ mod tests {
             gid: 0,
             comm: "x".into(),
         });
-        let id = table.identity(500, 500, 8, &crate::identity::JobRootSpec::trusting_parent());
+        let id = table.identity(
+            500,
+            500,
+            8,
+            &crate::identity::JobRootSpec::trusting_parent(),
+        );
         assert_eq!(id.ci.len(), 1);
         assert_eq!(id.ci.get("GITHUB_RUN_ID").map(String::as_str), Some("42"));
         let debug = format!("{id:?}");

@@ -103,7 +103,9 @@ pub(super) fn find_job_root(spec: &JobRootSpec, chain: &[Link]) -> Result<usize,
     let Some(root_at) = runner.checked_sub(1) else {
         return Err(none("the connecting process is itself a runner".into()));
     };
-    let root = chain.get(root_at).ok_or_else(|| none("no job root".into()))?;
+    let root = chain
+        .get(root_at)
+        .ok_or_else(|| none("no job root".into()))?;
     if !root.alive {
         return Err(none(format!(
             "the job root (pid {}) has exited; its environment is gone",

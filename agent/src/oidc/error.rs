@@ -8,7 +8,9 @@ pub enum TokenError {
     Malformed(String),
     #[error("the job token's issuer `{0}` is not one the policy trusts")]
     UnknownIssuer(String),
-    #[error("the job token uses algorithm {alg}, which issuer `{issuer}` is not allowed (allowed: {allowed})")]
+    #[error(
+        "the job token uses algorithm {alg}, which issuer `{issuer}` is not allowed (allowed: {allowed})"
+    )]
     Algorithm {
         issuer: String,
         alg: String,

@@ -179,7 +179,9 @@ async fn fetch(
 async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
     if !fetchable(&parsed) {
-        return Err(format!("{url}: keys are only fetched over https (or http on loopback)"));
+        return Err(format!(
+            "{url}: keys are only fetched over https (or http on loopback)"
+        ));
     }
     let resp = client
         .get(parsed)

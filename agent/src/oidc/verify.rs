@@ -292,7 +292,10 @@ mod tests {
         let id = v
             .explain_identity(claims(serde_json::json!({"sub": "s", "groups": ["sre"]})))
             .unwrap();
-        assert_eq!((id.issuer.as_str(), id.groups.clone()), ("gl", vec!["sre".to_string()]));
+        assert_eq!(
+            (id.issuer.as_str(), id.groups.clone()),
+            ("gl", vec!["sre".to_string()])
+        );
         assert!(v.explain_identity(claims(serde_json::json!({}))).is_err());
         let future = identity(
             &issuer("gl", "x"),

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use super::{
     PolicyError,
     eval::Action,
+    identity::{IdentityPolicy, RawIdentity},
     locate::{
         self,
         Step::{self, Index, Key},
     },
-    identity::{IdentityPolicy, RawIdentity},
     rule::{RawRule, Rule},
     target::{Endpoint, JobTokenMode, Protocol, Target, TargetId},
     upstream::{ClientAuthMethod, Upstream},
@@ -275,7 +275,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             if t.protocol == Protocol::Tcp {
                 return Err(here(
                     &[Key("upstream"), Key("client_auth")],
-                    format!("target `{}`: tcp targets cannot ask for a job token", t.name),
+                    format!(
+                        "target `{}`: tcp targets cannot ask for a job token",
+                        t.name
+                    ),
                 ));
             }
             if t.protocol == Protocol::Postgres && up.is_none_or(|u| u.password.is_none()) {
@@ -348,8 +351,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                 ),
             ));
         }
-        check_identity_conditions(&rule, &identity)
-            .map_err(|(node, m)| here(&node, m))?;
+        check_identity_conditions(&rule, &identity).map_err(|(node, m)| here(&node, m))?;
         rules.push(rule);
     }
     Ok(Policy {

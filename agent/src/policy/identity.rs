@@ -148,9 +148,12 @@ impl RawIdentity {
             let keys = match raw.jwks_file {
                 Some(f) => KeySource::File(f),
                 None => {
-                    let url = format!("{}/.well-known/openid-configuration", raw.issuer.trim_end_matches('/'));
-                    let ok = reqwest::Url::parse(&url)
-                        .is_ok_and(|u| crate::oidc::fetchable_url(&u));
+                    let url = format!(
+                        "{}/.well-known/openid-configuration",
+                        raw.issuer.trim_end_matches('/')
+                    );
+                    let ok =
+                        reqwest::Url::parse(&url).is_ok_and(|u| crate::oidc::fetchable_url(&u));
                     if !ok {
                         return Err((
                             at("issuer"),
@@ -167,7 +170,9 @@ impl RawIdentity {
             if audiences.is_empty() || audiences.iter().any(String::is_empty) {
                 return Err((
                     at("audience"),
-                    format!("issuer `{name}`: `audience` names no audience; tokens for any audience would be accepted"),
+                    format!(
+                        "issuer `{name}`: `audience` names no audience; tokens for any audience would be accepted"
+                    ),
                 ));
             }
             let algorithms = if raw.algorithms.is_empty() {
@@ -181,9 +186,7 @@ impl RawIdentity {
                 audiences,
                 algorithms,
                 keys,
-                clock_skew: raw
-                    .clock_skew
-                    .unwrap_or(crate::oidc::DEFAULT_CLOCK_SKEW),
+                clock_skew: raw.clock_skew.unwrap_or(crate::oidc::DEFAULT_CLOCK_SKEW),
                 refresh: raw
                     .refresh
                     .filter(|d| !d.is_zero())

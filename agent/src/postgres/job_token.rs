@@ -38,7 +38,11 @@ pub(super) async fn ask(
     }
     w.send(&BackendMessage::Authentication(AuthRequest::Cleartext).encode())
         .await?;
-    let Some(frame) = r.read_frame().await.map_err(|e| read_err(Side::Client, e))? else {
+    let Some(frame) = r
+        .read_frame()
+        .await
+        .map_err(|e| read_err(Side::Client, e))?
+    else {
         return Ok(None);
     };
     match FrontendMessage::decode(&frame).map_err(|e| PgError::protocol(Side::Client, e))? {

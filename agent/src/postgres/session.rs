@@ -155,7 +155,11 @@ fn offer(target: &PgTarget) -> Offer<'_> {
 /// cancel).
 async fn open(
     hello: Hello,
-    (r, w, leg): (&mut super::legs::Reader, &mut Writer, crate::gate::ClientLeg),
+    (r, w, leg): (
+        &mut super::legs::Reader,
+        &mut Writer,
+        crate::gate::ClientLeg,
+    ),
     target: &PgTarget,
     gate: &dyn Gate,
     cancels: &CancelRegistry,
@@ -171,8 +175,7 @@ async fn open(
     // decision verifies it (super::job_token).
     if let Some(ask) = target.ask_token {
         let limit = target.startup_timeout;
-        let late =
-            || PgError::protocol(Side::Client, ProtocolError::AuthTimeout(limit.as_secs()));
+        let late = || PgError::protocol(Side::Client, ProtocolError::AuthTimeout(limit.as_secs()));
         let asked = tokio::time::timeout(limit, super::job_token::ask(r, w, leg, ask))
             .await
             .map_err(|_| late())??;

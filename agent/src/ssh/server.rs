@@ -279,12 +279,10 @@ impl server::Handler for ClientSide {
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         if self.ctx.target.client_auth.job_token {
             if matches!(self.state, SessionState::Undecided) {
-                self.ctx
-                    .gate
-                    .present_token(crate::oidc::Presented::Token(
-                        crate::oidc::TokenSource::SshPassword,
-                        crate::oidc::BearerToken::new(password.to_string()),
-                    ));
+                self.ctx.gate.present_token(crate::oidc::Presented::Token(
+                    crate::oidc::TokenSource::SshPassword,
+                    crate::oidc::BearerToken::new(password.to_string()),
+                ));
             }
             Ok(self.admit(user).await)
         } else if self.ctx.target.client_auth.password {
