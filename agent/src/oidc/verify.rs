@@ -278,6 +278,86 @@ mod tests {
         }
     }
 
+    /// A P-256 key as PKCS#8 PEM (for signing) and its public JWK with `kid`.
+    fn es256_key(kid: &str) -> (String, Value) {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = pair.public_key_raw(); // 0x04 || x || y
+        let b = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+                                     "x": b(&raw[1..33]), "y": b(&raw[33..65])});
+        (pair.serialize_pem(), jwk)
+    }
+
+    fn sign(pem: &str, kid: &str, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.into());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    /// The whole path with keys from a file (air-gapped hosts): a good token verifies; each
+    /// broken claim is refused for its own reason; a key added to the file (a rotation) is
+    /// found on its first use.
+    #[tokio::test]
+    async fn tokens_verify_against_a_jwks_file() {
+        let dir = crate::test_dir::TestDir::new("il-jwks");
+        let file = dir.join("jwks.json");
+        let (pem, jwk) = es256_key("one");
+        std::fs::write(&file, serde_json::json!({"keys": [jwk]}).to_string()).unwrap();
+        let mut cfg = issuer("file", "https://ci.example");
+        cfg.keys = KeySource::File(file.clone());
+        let v = Verifier::new(vec![cfg]);
+        let now = now_secs();
+        let claims = |extra: Value| {
+            let mut c = serde_json::json!({"iss": "https://ci.example", "aud": "interlock",
+                "sub": "job", "exp": now + 600, "iat": now, "groups": ["sre"]});
+            for (k, val) in extra.as_object().cloned().unwrap() {
+                c[k] = val;
+            }
+            c
+        };
+        let ok = v
+            .verify(
+                &sign(&pem, "one", &claims(serde_json::json!({}))),
+                TokenSource::SshPassword,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (ok.sub.as_str(), ok.groups.clone()),
+            ("job", vec!["sre".to_string()])
+        );
+        for (extra, want) in [
+            (serde_json::json!({"exp": now - 100}), TokenError::Expired),
+            (
+                serde_json::json!({"nbf": now + 600}),
+                TokenError::NotYetValid,
+            ),
+            (
+                serde_json::json!({"iat": now + 600}),
+                TokenError::IssuedInFuture,
+            ),
+        ] {
+            let t = sign(&pem, "one", &claims(extra.clone()));
+            let e = v.verify(&t, TokenSource::SshPassword).await.unwrap_err();
+            assert_eq!(e, want, "{extra}");
+        }
+        let t = sign(&pem, "one", &claims(serde_json::json!({"aud": "other"})));
+        let e = v.verify(&t, TokenSource::SshPassword).await.unwrap_err();
+        assert!(matches!(e, TokenError::Audience { .. }), "{e}");
+        let (other_pem, _) = es256_key("one");
+        let t = sign(&other_pem, "one", &claims(serde_json::json!({})));
+        let e = v.verify(&t, TokenSource::SshPassword).await.unwrap_err();
+        assert_eq!(e, TokenError::Signature("file".into()));
+        // Rotation: a second key appears in the file.
+        let (pem2, jwk2) = es256_key("two");
+        let (_, jwk1) = (pem.clone(), serde_json::from_str::<Value>(&std::fs::read_to_string(&file).unwrap()).unwrap()["keys"][0].clone());
+        std::fs::write(&file, serde_json::json!({"keys": [jwk1, jwk2]}).to_string()).unwrap();
+        let t = sign(&pem2, "two", &claims(serde_json::json!({})));
+        assert!(v.verify(&t, TokenSource::SshPassword).await.is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn explained_identities_check_iat_and_need_sub() {
         let v = Verifier::new(vec![issuer("gl", "https://gitlab.example")]);

@@ -559,7 +559,10 @@ fn oidc_conditions_match_verified_claims_only() {
     for (cond, hit) in [
         ("oidc: {}", true),
         ("oidc: {issuer: gl}", true),
-        ("oidc: {sub: 'project_path:infra/*:ref_type:branch:ref:main'}", true),
+        (
+            "oidc: {sub: 'project_path:infra/*:ref_type:branch:ref:main'}",
+            true,
+        ),
         ("oidc: {sub: 'project_path:apps/*'}", false),
         ("oidc: {claims: {ref_protected: 'true'}}", true),
         ("oidc: {claims: {ref_protected: 'false'}}", false),
@@ -574,13 +577,25 @@ fn oidc_conditions_match_verified_claims_only() {
     }
     // Without a verified token no oidc: rule applies; without CI context no ci: rule does.
     let p = policy_of(&["{name: r, action: allow, match: {oidc: {}}}"]);
-    let ex = p.explain(p.target_named("pg").unwrap(), &ci_subject(), &Request::Session);
-    assert!(ex.steps[0].why.contains("no verified job token"), "{:?}", ex.steps[0]);
+    let ex = p.explain(
+        p.target_named("pg").unwrap(),
+        &ci_subject(),
+        &Request::Session,
+    );
+    assert!(
+        ex.steps[0].why.contains("no verified job token"),
+        "{:?}",
+        ex.steps[0]
+    );
     let mut no_ctx = ci_subject();
     no_ctx.ci_unavailable = Some("no trusted runner".into());
     let p = policy_of(&["{name: r, action: allow, match: {ci: {CI_PROJECT_PATH: 'infra/*'}}}"]);
     let ex = p.explain(p.target_named("pg").unwrap(), &no_ctx, &Request::Session);
-    assert!(ex.steps[0].why.contains("no CI context"), "{:?}", ex.steps[0]);
+    assert!(
+        ex.steps[0].why.contains("no CI context"),
+        "{:?}",
+        ex.steps[0]
+    );
 }
 
 #[test]
