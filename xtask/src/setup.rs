@@ -3,6 +3,7 @@
 mod driver_suites;
 mod linker;
 mod mounts;
+mod npm;
 mod packages;
 mod python;
 mod toolchain;
@@ -42,6 +43,7 @@ fn steps(ws: &Workspace) -> Vec<Box<dyn Step>> {
         Box::new(python::STANDARD_WEBHOOKS),
         Box::new(python::PYDANTIC_OCSF),
         Box::new(python::ASCIINEMA),
+        Box::new(npm::OidcProvider::new(ws)),
         // After the packages: it builds psycopg2 against libpq-dev.
         Box::new(driver_suites::Psycopg2Suite::new(ws)),
     ]

@@ -110,8 +110,11 @@ pub(crate) async fn authenticate(
             }
         };
         if req == AuthRequest::Ok {
+            // A client that gave a job token as its password (asked before
+            // the session was decided) has been asked already.
             if creds.is_some()
                 && target.client_password == ClientPassword::Mirror
+                && target.ask_token.is_none()
                 && let Some(asked) = asked
             {
                 ask_client(legs, &asked, target.startup_timeout).await?;

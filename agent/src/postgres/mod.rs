@@ -11,6 +11,7 @@ mod decide;
 mod encoding;
 mod error;
 pub mod frame;
+mod job_token;
 mod legs;
 mod mask;
 pub mod message;
@@ -26,6 +27,7 @@ mod tls;
 pub use ca::{CaError, PgCa};
 pub use cancel::CancelRegistry;
 pub use error::{PgError, ProtocolError};
+pub use job_token::AskToken;
 pub use mask::{MASK_KEY_FILE, MaskKey, MaskKeyError};
 pub use session::serve;
 pub use target::{

@@ -76,7 +76,8 @@ pub struct PgTarget {
     pub server_name: String,
     /// Injected credentials; `None` relays the client's own authentication.
     pub credentials: Option<PgCredentials>,
-    /// With `credentials`: when the client is asked for a password.
+    /// With `credentials` and no `ask_token`: when the client is asked for
+    /// a password.
     pub client_password: ClientPassword,
     /// Database to connect to instead of the client's choice.
     pub database: Option<String>,
@@ -92,6 +93,9 @@ pub struct PgTarget {
     /// The host's key for the `hash` masking strategy; `None` refuses
     /// statements masked by hash.
     pub mask_key: Option<Arc<super::MaskKey>>,
+    /// Ask the client for a job token as its password (`client_auth:
+    /// [job_token]`); `None`: nothing is asked.
+    pub ask_token: Option<super::AskToken>,
 }
 
 /// Longest a client may take from connect to its startup packet (as the
@@ -143,6 +147,7 @@ impl PgTarget {
             max_frame: DEFAULT_MAX_FRAME,
             client_tls: None,
             mask_key: None,
+            ask_token: None,
             startup_timeout: STARTUP_TIMEOUT,
         }
     }
