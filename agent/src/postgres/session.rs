@@ -16,6 +16,7 @@ use super::{
     frame::{FrameReader, FrameWriter, tag_name},
     legs::{Legs, Writer, fatal, read_err},
     message::ErrorFields,
+    decide::AUDIT_UNWRITABLE,
     relay::Relay,
     startup::{Hello, Offer, negotiate, read_hello},
     target::{PgTarget, UpstreamTls},
@@ -176,6 +177,10 @@ async fn open(
             w.send(&fatal("42501", &msg)).await?;
             return Err(PgError::Blocked(rule));
         }
+        Verdict::Unavailable { message } => {
+            w.send(&fatal(AUDIT_UNWRITABLE, &message)).await?;
+            return Err(PgError::AuditUnwritable);
+        }
         Verdict::Hold(held) => {
             let (id, rule) = (held.approval_id.clone(), held.rule.clone());
             let notice = ErrorFields::new(
@@ -241,7 +246,11 @@ async fn report(e: &PgError, w: &mut Writer, gate: &dyn Gate) {
             &format!("interlock: cannot open the upstream session: {e}"),
         )),
         PgError::UpstreamClosed => Some(fatal("08006", &format!("interlock: {e}"))),
-        PgError::Io(_) | PgError::ClientTls(_) | PgError::Refused(_) | PgError::Blocked(_) => None,
+        PgError::Io(_)
+        | PgError::ClientTls(_)
+        | PgError::Refused(_)
+        | PgError::Blocked(_)
+        | PgError::AuditUnwritable => None,
     };
     if let Some(reply) = reply {
         let _ = w.send(&reply).await;
