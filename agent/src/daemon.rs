@@ -228,8 +228,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         resolver,
         shutdown.child_token(),
     );
-    ctx
-        .events()
+    ctx.events()
         .record(EventKind::DaemonStarted {
             instance: opts.instance.clone(),
             pid: std::process::id(),
@@ -346,8 +345,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         ctx.tracker().wait().await;
     }
     while background.join_next().await.is_some() {}
-    ctx
-        .events()
+    ctx.events()
         .record(EventKind::DaemonStopped {
             instance: opts.instance.clone(),
             reason: "shutdown".into(),
@@ -422,8 +420,7 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
         Ok(p) => p,
         Err(e) => {
             warn!(error = %e, "policy reload failed; the previous policy stays in force");
-            ctx
-                .events()
+            ctx.events()
                 .record(EventKind::PolicyReloadFailed {
                     path: shown,
                     trigger,
@@ -443,8 +440,7 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
     if let Err(e) = ctx.with_maps(|m| m.set_targets(&entries)) {
         ctx.replace_policy(std::sync::Arc::unwrap_or_clone(old));
         warn!(error = %e, "policy reload: cannot update the kernel's targets; the previous policy stays in force");
-        ctx
-            .events()
+        ctx.events()
             .record(EventKind::PolicyReloadFailed {
                 path: shown,
                 trigger,
@@ -454,8 +450,7 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
         return;
     }
     info!(?trigger, targets, rules, "policy reloaded");
-    ctx
-        .events()
+    ctx.events()
         .record(EventKind::PolicyReloaded {
             path: shown,
             trigger,
@@ -494,8 +489,7 @@ async fn report_lost_records(ctx: &AppContext, seen: u64) -> u64 {
             lost = total - seen,
             total, "process records dropped: the event ring was full"
         );
-        ctx
-            .events()
+        ctx.events()
             .record(EventKind::ProcessRecordsLost {
                 lost: total - seen,
                 total,
@@ -557,8 +551,7 @@ impl RefusalReports {
                 ?reason,
                 count, total, "the kernel could not redirect connects to targets"
             );
-            ctx
-                .events()
+            ctx.events()
                 .record(EventKind::ConnectsRefused {
                     reason,
                     count,

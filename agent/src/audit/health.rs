@@ -185,8 +185,7 @@ impl AuditHealth {
         let o = st.outage.as_ref();
         HealthView {
             writable: o.is_none(),
-            failing_since: o
-                .map(|o| humantime::format_rfc3339_millis(o.since).to_string()),
+            failing_since: o.map(|o| humantime::format_rfc3339_millis(o.since).to_string()),
             error: o.map(|o| o.error.clone()),
             records_waiting: o.map_or(0, |o| o.waiting),
             refused_sessions: o.map_or(0, |o| o.refused_sessions),
@@ -235,15 +234,24 @@ mod tests {
         assert!(h.admit(Admission::Session).is_ok());
         h.fail("No space left on device".into(), "audit log x: full".into());
         let e = h.admit(Admission::Session).unwrap_err();
-        assert!(e.to_string().contains("audit log cannot be written (No space left on device)"));
+        assert!(
+            e.to_string()
+                .contains("audit log cannot be written (No space left on device)")
+        );
         h.admit(Admission::Request).unwrap_err();
         h.admit(Admission::Request).unwrap_err();
         h.set_waiting(3);
         let v = h.view();
         assert!(!v.writable);
-        assert_eq!((v.refused_sessions, v.refused_requests, v.records_waiting), (1, 2, 3));
+        assert_eq!(
+            (v.refused_sessions, v.refused_requests, v.records_waiting),
+            (1, 2, 3)
+        );
         let o = h.recover().unwrap();
-        assert_eq!((o.refused_sessions, o.refused_requests, o.waiting_max), (1, 2, 3));
+        assert_eq!(
+            (o.refused_sessions, o.refused_requests, o.waiting_max),
+            (1, 2, 3)
+        );
         assert!(h.admit(Admission::Session).is_ok());
         assert!(h.view().writable);
         assert!(h.recover().is_none());

@@ -245,7 +245,8 @@ mod tests {
         )
         .unwrap();
         for i in 0..7 {
-            f.append(i, format!("{{\"n\":{i:03}}}\n").as_bytes()).unwrap(); // 10 bytes each
+            f.append(i, format!("{{\"n\":{i:03}}}\n").as_bytes())
+                .unwrap(); // 10 bytes each
         }
         f.flush().unwrap();
         let read = |s: &str| std::fs::read_to_string(d.join(s)).unwrap();
@@ -303,7 +304,11 @@ mod tests {
         assert_eq!(last_seq(&p), Some(5));
         // Lines longer than a read chunk.
         let long = "y".repeat(200_000);
-        std::fs::write(&p, format!("{{\"seq\":8,\"t\":\"{long}\"}}\n{{\"seq\":9,\"t\":\"{long}\"}}\n")).unwrap();
+        std::fs::write(
+            &p,
+            format!("{{\"seq\":8,\"t\":\"{long}\"}}\n{{\"seq\":9,\"t\":\"{long}\"}}\n"),
+        )
+        .unwrap();
         assert_eq!(last_seq(&p), Some(9));
         std::fs::remove_dir_all(&d).unwrap();
     }

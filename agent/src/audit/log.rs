@@ -318,7 +318,9 @@ impl EventLog {
                 self.failed(&e);
                 match ack {
                     Some(ack) => {
-                        let _ = ack.send(Err(Unwritable { cause: cause_of(&e) }));
+                        let _ = ack.send(Err(Unwritable {
+                            cause: cause_of(&e),
+                        }));
                     }
                     None => self.hold(event),
                 }
@@ -431,7 +433,9 @@ impl EventLog {
                         if self.spools_behind.get(i).copied().unwrap_or(false) {
                             continue;
                         }
-                        let Some(s) = self.spools.get(i) else { continue };
+                        let Some(s) = self.spools.get(i) else {
+                            continue;
+                        };
                         if let Err(e) = s.append(&ev.id, seq, &body) {
                             self.spool_failed(i, e.to_string());
                         }
@@ -476,7 +480,8 @@ impl EventLog {
             }
             *b = true;
         }
-        self.health.sink(&format!("webhook {}", s.label()), Some(error));
+        self.health
+            .sink(&format!("webhook {}", s.label()), Some(error));
     }
 
     /// Gives sinks that fell behind the records they lack, from the log.
@@ -484,7 +489,11 @@ impl EventLog {
         if let Some(from) = self.plain_behind {
             match super::reconcile::plain(&self.chain, &mut self.plain, from) {
                 Ok(n) => {
-                    info!(from_seq = from, lines = n, "event file caught up with the audit log");
+                    info!(
+                        from_seq = from,
+                        lines = n,
+                        "event file caught up with the audit log"
+                    );
                     self.plain_behind = None;
                     self.health.sink(EVENTS_FILE, None);
                 }
@@ -498,11 +507,16 @@ impl EventLog {
             if !self.spools_behind.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            let Some(s) = self.spools.get(i).cloned() else { continue };
+            let Some(s) = self.spools.get(i).cloned() else {
+                continue;
+            };
             let name = format!("webhook {}", s.label());
             match super::reconcile::catch_up(&self.chain, &s) {
                 Ok(()) => {
-                    info!(endpoint = s.label(), "webhook spool caught up with the audit log");
+                    info!(
+                        endpoint = s.label(),
+                        "webhook spool caught up with the audit log"
+                    );
                     if let Some(b) = self.spools_behind.get_mut(i) {
                         *b = false;
                     }

@@ -29,9 +29,9 @@ pub use event::{
 };
 pub use health::{Admission, AuditHealth, HealthView, SinkBehind, Unwritable};
 pub use jsonl::Rotation;
-pub use log::{EventLog, EventSink};
 #[cfg(test)]
 pub(crate) use log::Queued;
+pub use log::{EventLog, EventSink};
 pub use ocsf::test_event_body;
 pub use read::read_events;
 pub use report::{Problem, Report, Tamper};

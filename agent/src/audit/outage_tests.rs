@@ -1,11 +1,7 @@
 //! The writer while the log cannot be written: what is refused, what is
 //! held and written later, in order, and that the chain stays whole.
 
-use std::{
-    path::Path,
-    sync::atomic::Ordering,
-    time::Duration,
-};
+use std::{path::Path, sync::atomic::Ordering, time::Duration};
 
 use super::{
     Admission, AuditOptions, EventKind, EventLog, EventSink, Fsync, Rotation, read_events, verify,
@@ -82,7 +78,10 @@ async fn records_wait_out_an_outage_in_order_and_refused_ones_leave_nothing() {
     let r = verify(&d, None).unwrap();
     assert!(r.problem.is_none(), "{r}");
     let k = kinds(&d);
-    let names: Vec<&str> = k.iter().map(|(t, i)| if i.is_empty() { t.as_str() } else { i.as_str() }).collect();
+    let names: Vec<&str> = k
+        .iter()
+        .map(|(t, i)| if i.is_empty() { t.as_str() } else { i.as_str() })
+        .collect();
     assert_eq!(names, ["a", "b", "c", "audit_write_failed", "d"], "{k:?}");
     let outage = read_events(&d)
         .unwrap()
@@ -92,12 +91,19 @@ async fn records_wait_out_an_outage_in_order_and_refused_ones_leave_nothing() {
     assert_eq!(outage["records_held"], 2);
     assert_eq!(outage["refused_sessions"], 1);
     assert_eq!(outage["refused_requests"], 1);
-    assert!(outage["error"].as_str().unwrap().contains("No space left"), "{outage}");
+    assert!(
+        outage["error"].as_str().unwrap().contains("No space left"),
+        "{outage}"
+    );
     // The JSONL sink has every record, with the log's seqs.
     let plain = std::fs::read_to_string(d.join("events.jsonl")).unwrap();
     let seqs: Vec<u64> = plain
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     std::fs::remove_dir_all(&d).unwrap();
@@ -138,7 +144,11 @@ async fn the_event_file_is_caught_up_from_the_log_at_start() {
     let path = d.join("events.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    std::fs::write(&path, format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..10])).unwrap();
+    std::fs::write(
+        &path,
+        format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..10]),
+    )
+    .unwrap();
 
     let (log, sink) = open(&d);
     let run = tokio::spawn(log.run());

@@ -149,7 +149,8 @@ pub(super) fn plain(
             .map_err(|e| (e.from_seq, e.source.to_string()))?;
         n += 1;
     }
-    file.flush().map_err(|e| (e.from_seq, e.source.to_string()))?;
+    file.flush()
+        .map_err(|e| (e.from_seq, e.source.to_string()))?;
     Ok(n)
 }
 

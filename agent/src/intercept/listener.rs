@@ -221,8 +221,7 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
 
 async fn refuse(ctx: &AppContext, listener: SocketAddr, peer: SocketAddr, reason: &str) {
     warn!(%peer, reason, "refusing connection");
-    ctx
-        .events()
+    ctx.events()
         .record(EventKind::ConnectionRefused {
             listener,
             peer,
