@@ -185,7 +185,7 @@ impl EventLog {
         // A file without any seq (new, or from a version before seqs) is
         // left as it is rather than given the whole log.
         let plain_behind = plain_last_seq(&plain_path)
-            .filter(|s| *s < chain.last_seq())
+            .filter(|s| *s < chain.last_event_seq())
             .map(|s| s + 1);
         let plain = JsonlFile::open(&plain_path, rotation).map_err(|source| LogError::Open {
             path: plain_path.clone(),
@@ -193,9 +193,6 @@ impl EventLog {
         })?;
         let (tx, rx) = mpsc::channel(CHANNEL);
         let health = Arc::new(AuditHealth::default());
-        if plain_behind.is_some() {
-            health.sink(EVENTS_FILE, Some("behind the audit log at start".into()));
-        }
         Ok((
             EventLog {
                 chain,

@@ -67,6 +67,8 @@ pub(crate) struct Chain {
     segment: u32,
     size: u64,
     next_seq: u64,
+    /// Seq of the last event record (checkpoints are no events).
+    last_event_seq: u64,
     prev: String,
     since_checkpoint: u64,
     dirty: bool,
@@ -114,6 +116,11 @@ impl Chain {
             segment,
             size,
             next_seq: tail.last_seq + 1,
+            // Unknown if the tail segment holds only checkpoints: assume the last record.
+            last_event_seq: match tail.last_event_seq {
+                0 => tail.last_seq,
+                s => s,
+            },
             prev: tail.last_hash.clone(),
             since_checkpoint: tail.last_seq - sealed,
             dirty: false,
@@ -159,7 +166,14 @@ impl Chain {
     /// The record could not be written (the file is rolled back to the
     /// previous record, so the chain stays intact).
     pub(crate) fn append_event(&mut self, ev: &Event) -> Result<u64, LogError> {
-        self.append(ev)
+        let seq = self.append(ev)?;
+        self.last_event_seq = seq;
+        Ok(seq)
+    }
+
+    /// Seq of the last event record (0: none yet).
+    pub(crate) fn last_event_seq(&self) -> u64 {
+        self.last_event_seq
     }
 
     /// Seq of the last record (0: none yet).
