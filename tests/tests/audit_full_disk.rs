@@ -397,6 +397,11 @@ rules: []
     );
     let outage = of_type(&chain, "audit_write_failed");
     ensure!(outage.len() == 1, "{outage:?}");
+    eprintln!(
+        "{} statements ran on the full disk before {refused} was refused; the outage: {}",
+        ran.len(),
+        outage[0]
+    );
     ensure!(
         outage[0]["refused_sessions"].as_u64() >= Some(4),
         "{outage:?}"
