@@ -117,13 +117,14 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     prepare_state_dir(&opts.state_dir)?;
     // One daemon per state directory (one writer of its audit log) and per
     // instance (one owner of its pins), until this function returns, after
-    // the log is closed. Taken before anything in either is touched.
+    // the log is closed. Each is taken before anything in it is touched; the
+    // instance's after the checks that need no pins, so a bad scope leaves
+    // no pin directory behind.
     let _state_lock = crate::lock::exclusive(
         &opts.state_dir.join(LOCK_FILE),
         &format!("state directory {}", opts.state_dir.display()),
         "two daemons must not write one audit log: stop that one first, or give this one another --state-dir",
     )?;
-    let _instance_lock = ebpf::lock_instance(&opts.instance)?;
     // Secrets and spools are checked before anything is attached.
     let (spools, deliveries, endpoints) =
         Webhooks::open(&opts.webhooks, &opts.state_dir)?.into_parts();
@@ -141,6 +142,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         .iter()
         .map(|s| ebpf::resolve_scope(&mount, s))
         .collect::<Result<Vec<_>, _>>()?;
+    let _instance_lock = ebpf::lock_instance(&opts.instance)?;
     let kernel = Kernel::load(&LoadOptions {
         instance: opts.instance.clone(),
         cgroup_mount: mount,

@@ -55,8 +55,6 @@ struct State {
     refused: Option<(SessionOutcome, String)>,
     /// The client leg as the protocol reported it, for `session_started`.
     client_leg: Option<(ClientLeg, Option<String>)>,
-    /// `session_started` is in the audit log (so `session_ended` goes there too).
-    started: bool,
     /// The session was refused because the audit log could not be written:
     /// nothing of it is recorded (the outage's record counts it).
     unrecorded: bool,
@@ -96,8 +94,10 @@ impl DaemonGate {
         self.state().refused.clone()
     }
 
-    /// Records the session's end, if its start was recorded (a session
-    /// refused because the audit log could not be written left no record).
+    /// Records the session's end, unless the session was refused because
+    /// the audit log could not be written (it leaves no record at all). A
+    /// session that ended before it was decided (a client that left during
+    /// startup) has an end without a start, as before.
     pub async fn ended(
         &self,
         outcome: SessionOutcome,
@@ -105,7 +105,7 @@ impl DaemonGate {
         duration_ms: u64,
         error: Option<String>,
     ) {
-        if !self.state().started {
+        if self.state().unrecorded {
             return;
         }
         self.ctx
@@ -250,7 +250,7 @@ impl DaemonGate {
                     })
                     .await;
                 match started {
-                    Ok(_) => self.state().started = true,
+                    Ok(_) => {}
                     // Dropping `verdict` withdraws a hold.
                     Err(e) => {
                         self.state().unrecorded = true;
