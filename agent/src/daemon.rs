@@ -98,6 +98,8 @@ pub enum DaemonError {
     PgCa(#[from] crate::postgres::CaError),
     #[error(transparent)]
     MaskKey(#[from] crate::postgres::MaskKeyError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     #[error("cannot bind the control socket {path}: {source}")]
     Control {
         path: PathBuf,
@@ -113,6 +115,16 @@ pub enum DaemonError {
 pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let policy = policy::load(&opts.policy)?;
     prepare_state_dir(&opts.state_dir)?;
+    // One daemon per state directory (one writer of its audit log) and per
+    // instance (one owner of its pins), until this function returns, after
+    // the log is closed. Each is taken before anything in it is touched; the
+    // instance's after the checks that need no pins, so a bad scope leaves
+    // no pin directory behind.
+    let _state_lock = crate::lock::exclusive(
+        &opts.state_dir.join(LOCK_FILE),
+        &format!("state directory {}", opts.state_dir.display()),
+        "two daemons must not write one audit log: stop that one first, or give this one another --state-dir",
+    )?;
     // Secrets and spools are checked before anything is attached.
     let (spools, deliveries, endpoints) =
         Webhooks::open(&opts.webhooks, &opts.state_dir)?.into_parts();
@@ -130,6 +142,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         .iter()
         .map(|s| ebpf::resolve_scope(&mount, s))
         .collect::<Result<Vec<_>, _>>()?;
+    let _instance_lock = ebpf::lock_instance(&opts.instance)?;
     let kernel = Kernel::load(&LoadOptions {
         instance: opts.instance.clone(),
         cgroup_mount: mount,
@@ -217,9 +230,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         resolver,
         shutdown.child_token(),
     );
-    let _ = ctx
-        .events()
-        .emit(EventKind::DaemonStarted {
+    ctx.events()
+        .record(EventKind::DaemonStarted {
             instance: opts.instance.clone(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -335,9 +347,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         ctx.tracker().wait().await;
     }
     while background.join_next().await.is_some() {}
-    let _ = ctx
-        .events()
-        .emit(EventKind::DaemonStopped {
+    ctx.events()
+        .record(EventKind::DaemonStopped {
             instance: opts.instance.clone(),
             reason: "shutdown".into(),
             pid: std::process::id(),
@@ -360,6 +371,9 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
 
 /// Session transcripts (SSH .cast files) under the state directory.
 pub const RECORDINGS_DIR: &str = "recordings";
+
+/// The state directory's lock file: held (flock) by the daemon using it.
+pub const LOCK_FILE: &str = "daemon.lock";
 
 /// How often the policy file is checked for changes.
 const POLICY_POLL: Duration = Duration::from_secs(1);
@@ -408,9 +422,8 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
         Ok(p) => p,
         Err(e) => {
             warn!(error = %e, "policy reload failed; the previous policy stays in force");
-            let _ = ctx
-                .events()
-                .emit(EventKind::PolicyReloadFailed {
+            ctx.events()
+                .record(EventKind::PolicyReloadFailed {
                     path: shown,
                     trigger,
                     error: e.to_string(),
@@ -429,9 +442,8 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
     if let Err(e) = ctx.with_maps(|m| m.set_targets(&entries)) {
         ctx.replace_policy(std::sync::Arc::unwrap_or_clone(old));
         warn!(error = %e, "policy reload: cannot update the kernel's targets; the previous policy stays in force");
-        let _ = ctx
-            .events()
-            .emit(EventKind::PolicyReloadFailed {
+        ctx.events()
+            .record(EventKind::PolicyReloadFailed {
                 path: shown,
                 trigger,
                 error: format!("cannot update the kernel's targets: {e}"),
@@ -440,9 +452,8 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
         return;
     }
     info!(?trigger, targets, rules, "policy reloaded");
-    let _ = ctx
-        .events()
-        .emit(EventKind::PolicyReloaded {
+    ctx.events()
+        .record(EventKind::PolicyReloaded {
             path: shown,
             trigger,
             targets,
@@ -480,9 +491,8 @@ async fn report_lost_records(ctx: &AppContext, seen: u64) -> u64 {
             lost = total - seen,
             total, "process records dropped: the event ring was full"
         );
-        let _ = ctx
-            .events()
-            .emit(EventKind::ProcessRecordsLost {
+        ctx.events()
+            .record(EventKind::ProcessRecordsLost {
                 lost: total - seen,
                 total,
             })
@@ -543,9 +553,8 @@ impl RefusalReports {
                 ?reason,
                 count, total, "the kernel could not redirect connects to targets"
             );
-            let _ = ctx
-                .events()
-                .emit(EventKind::ConnectsRefused {
+            ctx.events()
+                .record(EventKind::ConnectsRefused {
                     reason,
                     count,
                     total: *total,

@@ -43,6 +43,12 @@ pub enum Verdict {
     /// [`Held::outcome`]. An approved request is masked by [`Held::mask`],
     /// exactly as an allowed one would be.
     Hold(Held),
+    /// Refuse: the audit log cannot be written, so the request could not be
+    /// recorded. `message` (for the client) names the audit log and the
+    /// cause. PostgreSQL answers SQLSTATE 53100, SSH a line on stderr, tcp
+    /// a reset. Nothing of the refused request is recorded; the outage's
+    /// record counts it.
+    Unavailable { message: String },
 }
 
 /// A masking instruction from policy: a `mask` rule that applies to a

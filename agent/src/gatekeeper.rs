@@ -2,7 +2,10 @@
 //! every protocol. It evaluates the policy in force (a reload between two
 //! requests of a session applies to the second), holds requests in the
 //! approval registry, remembers session grants, and turns session records
-//! into audit events at the session's recording level.
+//! into audit events at the session's recording level. Nothing is admitted
+//! while the audit log cannot be written, and a session whose start cannot
+//! be recorded is refused (design.md: a record that cannot be written
+//! refuses the request it records).
 
 use std::{
     collections::VecDeque,
@@ -10,10 +13,11 @@ use std::{
 };
 
 use tokio::sync::oneshot;
+use tracing::debug;
 
 use crate::{
     approval::{HoldSpec, RequestView, Requester},
-    audit::{DecisionView, Disposition, EventKind, SessionOutcome},
+    audit::{Admission, DecisionView, Disposition, EventKind, SessionOutcome},
     context::AppContext,
     gate::{
         BoxFuture, ClientLeg, CommandKind, Gate, Held, HoldOutcome, MaskRule, Record, Request,
@@ -61,6 +65,9 @@ struct State {
     client_leg: Option<(ClientLeg, Option<String>)>,
     /// The token the client presented, until the session decision.
     presented: Option<Presented>,
+    /// The session was refused because the audit log could not be written:
+    /// nothing of it is recorded (the outage's record counts it).
+    unrecorded: bool,
 }
 
 impl DaemonGate {
@@ -192,11 +199,53 @@ impl DaemonGate {
         self.state().refused.clone()
     }
 
+    /// Records the session's end, unless the session was refused because
+    /// the audit log could not be written (it leaves no record at all). A
+    /// session that ended before it was decided (a client that left during
+    /// startup) has an end without a start, as before.
+    pub async fn ended(
+        &self,
+        outcome: SessionOutcome,
+        bytes: (u64, u64),
+        duration_ms: u64,
+        error: Option<String>,
+    ) {
+        if self.state().unrecorded {
+            return;
+        }
+        self.ctx
+            .events()
+            .record(EventKind::SessionEnded {
+                session_id: self.session_id.clone(),
+                target: self.identity.target.clone(),
+                outcome,
+                bytes_client_to_server: bytes.0,
+                bytes_server_to_client: bytes.1,
+                duration_ms,
+                error,
+            })
+            .await;
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn decide_now(&self, request: &Request) -> Verdict {
+        let admission = match request {
+            Request::Session => Admission::Session,
+            _ => Admission::Request,
+        };
+        // Fail closed: what cannot be recorded is not done.
+        if let Err(e) = self.ctx.events().health().admit(admission) {
+            debug!(?admission, "refused: the audit log cannot be written");
+            if admission == Admission::Session {
+                self.state().unrecorded = true;
+            }
+            return Verdict::Unavailable {
+                message: e.to_string(),
+            };
+        }
         let policy = self.ctx.policy();
         let target = policy
             .target_named(&self.target.name)
@@ -228,10 +277,9 @@ impl DaemonGate {
                     self.state().refused = Some((SessionOutcome::Blocked, message.clone()));
                 }
                 if !matches!(request, Request::Session) {
-                    let _ = self
-                        .ctx
+                    self.ctx
                         .events()
-                        .emit(EventKind::RequestBlocked {
+                        .record(EventKind::RequestBlocked {
                             session_id: self.session_id.clone(),
                             target: self.target.name.clone(),
                             request: RequestView::of(request, self.identity.original_destination),
@@ -293,10 +341,11 @@ impl DaemonGate {
                 };
                 let mut identity = (*self.identity).clone();
                 identity.job_token = job_view;
-                let _ = self
+                // Confirmed: a session whose start is not in the log does not run.
+                let started = self
                     .ctx
                     .events()
-                    .emit(EventKind::SessionStarted {
+                    .emit_confirmed(EventKind::SessionStarted {
                         session_id: self.session_id.clone(),
                         identity: Box::new(identity),
                         client_leg,
@@ -310,6 +359,16 @@ impl DaemonGate {
                         },
                     })
                     .await;
+                match started {
+                    Ok(_) => {}
+                    // Dropping `verdict` withdraws a hold.
+                    Err(e) => {
+                        self.state().unrecorded = true;
+                        return Verdict::Unavailable {
+                            message: e.to_string(),
+                        };
+                    }
+                }
             }
             Request::Statement { text, .. } | Request::Command { text, .. } => {
                 let kind = match request {
@@ -384,6 +443,9 @@ impl DaemonGate {
     }
 
     async fn record_now(&self, record: Record) {
+        if self.state().unrecorded {
+            return;
+        }
         let target = self.target.name.clone();
         let session_id = self.session_id.clone();
         let take = |kind: Option<CommandKind>, text: &str| {
@@ -483,7 +545,7 @@ impl DaemonGate {
                 return;
             }
         };
-        let _ = self.ctx.events().emit(kind).await;
+        self.ctx.events().record(kind).await;
     }
 }
 

@@ -61,19 +61,26 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(spec: DaemonSpec) -> Result<Daemon> {
+        let mut d = Daemon::prepare(spec)?;
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// A daemon with its own instance name, directory and policy file, not
+    /// started yet (so a test can prepare its state directory first); start
+    /// it with [`Daemon::spawn`].
+    pub fn prepare(spec: DaemonSpec) -> Result<Daemon> {
         let instance = unique("t");
         let dir = std::env::temp_dir().join(format!("interlock-{instance}"));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("policy.yaml"), &spec.policy)?;
-        let mut d = Daemon {
+        Ok(Daemon {
             state_dir: dir.join("state"),
             instance,
             spec,
             dir,
             child: None,
-        };
-        d.spawn()?;
-        Ok(d)
+        })
     }
 
     /// The daemon's control socket.

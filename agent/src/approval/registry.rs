@@ -134,10 +134,9 @@ impl Approvals {
                 tx,
             },
         );
-        let _ = self
-            .inner
+        self.inner
             .events
-            .emit(EventKind::ApprovalRequested {
+            .record(EventKind::ApprovalRequested {
                 session_id: view.session_id.clone(),
                 approval: Box::new(view.clone()),
             })
@@ -245,10 +244,9 @@ impl Approvals {
             let _ = entry.tx.send(outcome);
             decided
         };
-        let _ = self
-            .inner
+        self.inner
             .events
-            .emit(EventKind::ApprovalDecided {
+            .record(EventKind::ApprovalDecided {
                 session_id: decided.pending.session_id.clone(),
                 approval: Box::new(decided),
             })

@@ -6,7 +6,7 @@ use crate::{
     policy::{ApprovalSpec, Approvers},
 };
 
-fn registry() -> (Approvals, tokio::sync::mpsc::Receiver<crate::audit::Event>) {
+fn registry() -> (Approvals, tokio::sync::mpsc::Receiver<crate::audit::Queued>) {
     let (events, rx) = EventSink::for_test();
     (
         Approvals::new(events, Notifier::default(), Path::new("/run/x.sock")),
@@ -109,7 +109,7 @@ async fn deadline_denies_and_drop_withdraws() {
     let mut kinds = Vec::new();
     while let Ok(e) = rx.try_recv() {
         kinds.push(
-            serde_json::to_value(&e).unwrap()["type"]
+            serde_json::to_value(&e.event).unwrap()["type"]
                 .as_str()
                 .unwrap()
                 .to_string(),

@@ -321,6 +321,18 @@ pub enum EventKind {
     /// At start, the audit log ended before the seq its latest checkpoint
     /// file names: records were removed behind a checkpoint.
     AuditTruncationDetected { checkpoint_seq: u64, last_seq: u64 },
+    /// The audit log could not be written from `since` until this record
+    /// (`error`: the last failure). Meanwhile new sessions and requests
+    /// were refused (counted here) and the `records_held` records of
+    /// requests admitted before the failure waited in memory; they are
+    /// the records right before this one.
+    AuditWriteFailed {
+        since: String,
+        error: String,
+        records_held: u64,
+        refused_sessions: u64,
+        refused_requests: u64,
+    },
     /// A webhook receiver answered 410 Gone: the endpoint (shown without
     /// credentials or query) gets no more events, also after a restart.
     WebhookDisabled { endpoint: String, status: u16 },
@@ -361,6 +373,7 @@ impl EventKind {
             | K::AuditTailSealed { .. }
             | K::AuditPartialRecordDropped { .. }
             | K::AuditTruncationDetected { .. }
+            | K::AuditWriteFailed { .. }
             | K::WebhookDisabled { .. }
             | K::WebhookSpoolOverflow { .. }
             | K::WebhookTest { .. } => None,

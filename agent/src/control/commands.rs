@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use super::{ControlError, call};
 use crate::cli::ApprovalsCommand;
 
-/// Runs `interlock status`; false when the daemon refused.
+/// Runs `interlock status`; false when the daemon refused or its audit
+/// log cannot be written (it is then refusing new sessions and requests).
 ///
 /// # Errors
 /// The daemon is unreachable; writing to `out` failed.
@@ -20,8 +21,9 @@ pub async fn status(
     out: &mut impl Write,
 ) -> Result<bool, ControlError> {
     let (code, body) = call(socket, Method::GET, "/v1/status", None).await?;
+    let writable = at(&body, "/audit/writable") != &Value::Bool(false);
     if code != 200 || as_json {
-        return Ok(print(code, &body, out));
+        return Ok(print(code, &body, out) && writable);
     }
     let targets: Vec<String> = at(&body, "/policy/targets")
         .as_array()
@@ -55,6 +57,7 @@ pub async fn status(
         "approvals: {} pending",
         at(&body, "/approvals/pending")
     );
+    print_audit(at(&body, "/audit"), out);
     let hooks = at(&body, "/webhooks")
         .as_array()
         .cloned()
@@ -82,7 +85,43 @@ pub async fn status(
             },
         );
     }
-    Ok(true)
+    Ok(writable)
+}
+
+/// The audit log's lines of `interlock status`.
+fn print_audit(audit: &Value, out: &mut impl Write) {
+    if audit.is_null() {
+        return;
+    }
+    if at(audit, "/writable") == &Value::Bool(false) {
+        let _ = writeln!(
+            out,
+            "audit:     CANNOT BE WRITTEN since {}: {}",
+            s(at(audit, "/failing_since")),
+            s(at(audit, "/error"))
+        );
+        let _ = writeln!(
+            out,
+            "           refusing new sessions and requests ({} sessions, {} requests refused so far); {} records of admitted requests wait in memory",
+            at(audit, "/refused_sessions"),
+            at(audit, "/refused_requests"),
+            at(audit, "/records_waiting"),
+        );
+    } else {
+        let _ = writeln!(out, "audit:     writable");
+    }
+    for b in at(audit, "/sinks_behind")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let _ = writeln!(
+            out,
+            "sink:      {} is behind the audit log ({}); caught up once it can be written",
+            s(at(&b, "/sink")),
+            s(at(&b, "/error"))
+        );
+    }
 }
 
 /// Runs `interlock webhook test` without a URL: the daemon sends a signed

@@ -230,6 +230,7 @@ fn status(ctx: &AppContext, extras: &Extras) -> serde_json::Value {
             "next_deadline_secs": ctx.approvals().next_deadline().map(|d| d.as_secs()),
         },
         "webhooks": extras.webhooks.status(),
+        "audit": ctx.events().health().view(),
     })
 }
 

@@ -30,6 +30,9 @@ pub enum KernelError {
     },
     #[error("too many scopes: {0} (at most {max})", max = agent_common::process::SCOPES_MAX)]
     TooManyScopes(usize),
+    /// Another daemon (or a detach) holds the instance.
+    #[error(transparent)]
+    InUse(#[from] crate::lock::LockError),
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name}: {source}")]

@@ -310,14 +310,50 @@ fn ensure_mounted(fstype: &'static str, dir: &'static str) -> Result<(), KernelE
     }
 }
 
+/// What a refused instance lock tells the user to do.
+const INSTANCE_HINT: &str =
+    "two daemons must not share pins: stop that one first, or give this one another --instance";
+
+/// Takes the instance's lock (its pin directory, made if missing) for as
+/// long as the daemon runs: a second daemon on the same instance is
+/// refused, naming the first one's pid.
+///
+/// # Errors
+/// [`KernelError::InUse`] when another process holds it; bpffs cannot be
+/// mounted or the directory made.
+pub fn lock_instance(instance: &str) -> Result<crate::lock::Held, KernelError> {
+    ensure_mounted("bpf", BPFFS)?;
+    let dir = pin_dir(instance);
+    std::fs::create_dir_all(&dir).map_err(|source| KernelError::Io {
+        what: "create",
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(crate::lock::exclusive(
+        &dir,
+        &format!("instance `{instance}` ({})", dir.display()),
+        INSTANCE_HINT,
+    )?)
+}
+
 /// Removes an instance's pins, which detaches its programs and frees its
 /// maps once no daemon holds them. Returns what was removed; empty if the
 /// instance had no pins.
 ///
 /// # Errors
-/// A pin exists but cannot be removed.
+/// A pin exists but cannot be removed; [`KernelError::InUse`] while a
+/// daemon runs the instance (its pins are not touched).
 pub fn detach(instance: &str) -> Result<Vec<PathBuf>, KernelError> {
     let dir = pin_dir(instance);
+    // Held while removing, so no daemon starts on pins being removed.
+    let _lock = match dir.is_dir() {
+        true => Some(crate::lock::exclusive(
+            &dir,
+            &format!("instance `{instance}` ({})", dir.display()),
+            "a running daemon's pins are not removed: stop it first",
+        )?),
+        false => None,
+    };
     let mut removed = Vec::new();
     for sub in ["links", "maps"] {
         let d = dir.join(sub);

@@ -14,5 +14,5 @@ mod maps;
 pub use cgroup::{cgroup2_mount, resolve_scope};
 pub use error::KernelError;
 pub use lineage::ProcessEventStream;
-pub use loader::{Kernel, KernelHold, LoadOptions, detach, pin_dir};
+pub use loader::{Kernel, KernelHold, LoadOptions, detach, lock_instance, pin_dir};
 pub use maps::{KernelMaps, Refusals, monotonic_ns};

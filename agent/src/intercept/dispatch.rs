@@ -196,9 +196,8 @@ async fn run_proxied<C, E, F, Fut>(
         Err(e) => {
             warn!(error = %e, protocol, "cannot start the session");
             let listener = client.local_addr().unwrap_or(gate.identity().client);
-            let _ = ctx
-                .events()
-                .emit(EventKind::ConnectionRefused {
+            ctx.events()
+                .record(EventKind::ConnectionRefused {
                     listener,
                     peer: gate.identity().client,
                     reason: e.to_string(),
@@ -220,31 +219,10 @@ async fn run_proxied<C, E, F, Fut>(
         (None, Ended::Served(Err(e))) => (e.outcome(), Some(e.to_string())),
     };
     info!(?outcome, protocol, "session ended");
-    end(&ctx, &gate, outcome, error, started).await;
-}
-
-/// The `session_ended` of a proxied session. Byte counts are those of the
-/// tcp relay only; proxied sessions report their content as statements and
-/// commands instead.
-async fn end(
-    ctx: &AppContext,
-    gate: &DaemonGate,
-    outcome: SessionOutcome,
-    error: Option<String>,
-    started: Instant,
-) {
-    let _ = ctx
-        .events()
-        .emit(EventKind::SessionEnded {
-            session_id: gate.session_id().to_string(),
-            target: gate.identity().target.clone(),
-            outcome,
-            bytes_client_to_server: 0,
-            bytes_server_to_client: 0,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            error,
-        })
-        .await;
+    // Byte counts are those of the tcp relay only; proxied sessions report
+    // their content as statements and commands instead.
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    gate.ended(outcome, (0, 0), duration_ms, error).await;
 }
 
 fn ssh_target(

@@ -223,9 +223,8 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
 
 async fn refuse(ctx: &AppContext, listener: SocketAddr, peer: SocketAddr, reason: &str) {
     warn!(%peer, reason, "refusing connection");
-    let _ = ctx
-        .events()
-        .emit(EventKind::ConnectionRefused {
+    ctx.events()
+        .record(EventKind::ConnectionRefused {
             listener,
             peer,
             reason: reason.to_string(),

@@ -38,6 +38,10 @@ enum Waited {
     Server(Option<Frame>),
 }
 
+/// SQLSTATE for a refusal because the audit log cannot be written
+/// (`disk_full`, the usual cause; the message names the actual one).
+pub(crate) const AUDIT_UNWRITABLE: &str = "53100";
+
 /// The client-facing error for a blocked statement.
 pub(crate) fn blocked(rule: &str, message: &str, text: &str) -> Frame {
     ErrorFields::new(
@@ -72,6 +76,9 @@ impl Relay<'_> {
                 },
                 Verdict::Block { rule, message } => {
                     return Ok(Decision::Refused(blocked(&rule, &message, &s.text)));
+                }
+                Verdict::Unavailable { message } => {
+                    return Ok(Decision::Refused(error(AUDIT_UNWRITABLE, &message)));
                 }
                 Verdict::Hold(held) => {
                     // Masking that cannot apply refuses before anyone is asked.

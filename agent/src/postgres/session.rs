@@ -12,6 +12,7 @@ use super::{
     auth,
     cancel::CancelRegistry,
     catalog::Catalog,
+    decide::AUDIT_UNWRITABLE,
     error::{PgError, ProtocolError},
     frame::{FrameReader, FrameWriter, tag_name},
     legs::{Legs, Writer, fatal, read_err},
@@ -201,6 +202,10 @@ async fn open(
             w.send(&fatal("42501", &msg)).await?;
             return Err(PgError::Blocked(rule));
         }
+        Verdict::Unavailable { message } => {
+            w.send(&fatal(AUDIT_UNWRITABLE, &message)).await?;
+            return Err(PgError::AuditUnwritable);
+        }
         Verdict::Hold(held) => {
             let (id, rule) = (held.approval_id.clone(), held.rule.clone());
             let notice = ErrorFields::new(
@@ -274,7 +279,8 @@ async fn report(e: &PgError, w: Option<&mut Writer>, gate: &dyn Gate) {
         | PgError::Io(_)
         | PgError::ClientTls(_)
         | PgError::Refused(_)
-        | PgError::Blocked(_) => None,
+        | PgError::Blocked(_)
+        | PgError::AuditUnwritable => None,
     };
     if let (Some(reply), Some(w)) = (reply, w) {
         let _ = w.send(&reply).await;

@@ -136,8 +136,8 @@ impl Delivery {
                         if let Err(e) = spool.disable(status) {
                             warn!(endpoint = %label, error = %e, "cannot persist disabled endpoint");
                         }
-                        let _ = events
-                            .emit(EventKind::WebhookDisabled {
+                        events
+                            .record(EventKind::WebhookDisabled {
                                 endpoint: label.clone(),
                                 status,
                             })

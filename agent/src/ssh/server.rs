@@ -245,6 +245,7 @@ async fn decide_session(gate: &dyn Gate) -> (SessionState, Option<String>) {
             SessionState::Blocked,
             Some(format!("interlock: blocked by rule {rule}: {message}\r\n")),
         ),
+        Verdict::Unavailable { message } => (SessionState::Blocked, Some(format!("{message}\r\n"))),
         Verdict::Hold(held) => {
             let banner = format!(
                 "interlock: session held for approval {} (rule {}); {}\r\n",

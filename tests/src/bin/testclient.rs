@@ -9,6 +9,8 @@
 //!   testclient many ADDR N MSG          opens N connections at once and prints
 //!                                       "opened K refused R <error kinds>"; after a line on
 //!                                       stdin, exchanges MSG on each and prints "replies G"
+//!   testclient pgstart ADDR USER DB     a PostgreSQL startup packet; prints the first reply:
+//!                                       "auth <request code>" or "error <severity> <sqlstate> <message>"
 
 use std::{
     io::{Read as _, Write as _},
@@ -109,6 +111,14 @@ fn main() -> anyhow::Result<()> {
             }
             println!("replies {good}");
         }
+        "pgstart" => {
+            let user = args.get(3).map(String::as_str).unwrap_or("postgres");
+            let db = args.get(4).map(String::as_str).unwrap_or(user);
+            match pg_start(addr, user, db) {
+                Ok(line) => println!("{line}"),
+                Err(e) => println!("err {:?} {e}", e.kind()),
+            }
+        }
         other => anyhow::bail!("unknown command {other}"),
     }
     Ok(())
@@ -133,4 +143,46 @@ fn exchange(addr: SocketAddr, msg: &[u8]) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
+}
+
+/// Sends a protocol 3.0 startup packet and describes the server's first message.
+fn pg_start(addr: SocketAddr, user: &str, db: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(read_timeout()))?;
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", db)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let len = u32::try_from(body.len() + 4).map_err(std::io::Error::other)?;
+    s.write_all(&len.to_be_bytes())?;
+    s.write_all(&body)?;
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head)?;
+    let [tag, l0, l1, l2, l3] = head;
+    let len = u32::from_be_bytes([l0, l1, l2, l3]).saturating_sub(4);
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload)?;
+    Ok(match tag {
+        b'R' => format!(
+            "auth {}",
+            payload
+                .get(..4)
+                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        ),
+        b'E' => {
+            let field = |code: u8| {
+                payload
+                    .split(|b| *b == 0)
+                    .find(|f| f.first() == Some(&code))
+                    .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+                    .unwrap_or_default()
+            };
+            format!("error {} {} {}", field(b'S'), field(b'C'), field(b'M'))
+        }
+        other => format!("message {}", other as char),
+    })
 }

@@ -292,6 +292,19 @@ impl Mapper {
                     "records removed: the log ends at {last_seq}, its checkpoint names {checkpoint_seq}"
                 ));
             }
+            K::AuditWriteFailed {
+                since,
+                error,
+                records_held,
+                refused_sessions,
+                refused_requests,
+            } => {
+                b.log("interlock audit".into());
+                b.status_detail = Some(error.clone());
+                b.message = Some(format!(
+                    "the audit log could not be written since {since}: {refused_sessions} sessions and {refused_requests} requests refused, {records_held} records held and written late"
+                ));
+            }
             K::WebhookDisabled { endpoint, status } => {
                 b.log(format!("webhook {endpoint}"));
                 b.status_detail = Some(format!("HTTP {status}"));

@@ -147,6 +147,9 @@ pub(crate) fn classify(kind: &EventKind) -> Classification {
         K::AuditTailSealed { .. } => (EVENT_LOG, (8, "Restart"), LOW, SUCCESS),
         K::AuditPartialRecordDropped { .. } => (EVENT_LOG, (2, "Delete"), LOW, SUCCESS),
         K::AuditTruncationDetected { .. } => (EVENT_LOG, (2, "Delete"), HIGH, FAILURE),
+        // Nothing was lost (requests were refused instead), but enforcement
+        // refused work for a while: high.
+        K::AuditWriteFailed { .. } => (EVENT_LOG, (99, "Log Unwritable"), HIGH, FAILURE),
         K::WebhookDisabled { .. } => (EVENT_LOG, (99, "Sink Disabled"), MEDIUM, FAILURE),
         K::WebhookSpoolOverflow { .. } => (EVENT_LOG, (99, "Records Lost"), MEDIUM, FAILURE),
         K::WebhookTest { .. } => (EVENT_LOG, (99, "Webhook Test"), INFORMATIONAL, SUCCESS),

@@ -293,6 +293,14 @@ fn samples() -> Vec<EventKind> {
             checkpoint_seq: 2,
             last_seq: 1,
         },
+        K::AuditWriteFailed {
+            since: "2026-01-01T00:00:00.000Z".into(),
+            error: "audit log /s/audit/segment-000001.jsonl: No space left on device (os error 28)"
+                .into(),
+            records_held: 3,
+            refused_sessions: 1,
+            refused_requests: 2,
+        },
         K::WebhookDisabled {
             endpoint: "https://siem.example/ingest".into(),
             status: 410,
@@ -334,9 +342,10 @@ fn index(k: &EventKind) -> usize {
         K::WebhookSpoolOverflow { .. } => 19,
         K::WebhookTest { .. } => 20,
         K::ConnectsRefused { .. } => 21,
+        K::AuditWriteFailed { .. } => 22,
     }
 }
-const KINDS: usize = 22;
+const KINDS: usize = 23;
 
 /// Each sample as (native event JSON, OCSF body), mapped in order.
 fn bodies() -> Vec<(Value, Value)> {
