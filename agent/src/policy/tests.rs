@@ -39,6 +39,7 @@ fn stmt(classes: &[StatementClass], text: &str) -> Request {
     Request::Statement {
         text: text.into(),
         classes: classes.to_vec(),
+        opaque: None,
     }
 }
 

@@ -38,14 +38,19 @@ enum Waited {
     Server(Option<Frame>),
 }
 
-/// The client-facing error for a blocked statement.
-pub(crate) fn blocked(rule: &str, message: &str, text: &str) -> Frame {
+/// The client-facing error for a blocked statement; `opaque`: why
+/// interlock could not read it (it was judged as if it had every class).
+pub(crate) fn blocked(rule: &str, message: &str, text: &str, opaque: Option<&str>) -> Frame {
+    let detail = match opaque {
+        Some(why) => format!("statement: {text}\nclassified opaque: {why}"),
+        None => format!("statement: {text}"),
+    };
     ErrorFields::new(
         "ERROR",
         "42501",
         &format!("interlock: statement blocked by rule \"{rule}\": {message}"),
     )
-    .with(b'D', &format!("statement: {text}"))
+    .with(b'D', &detail)
     .error_frame()
 }
 
@@ -58,6 +63,7 @@ impl Relay<'_> {
             let request = Request::Statement {
                 text: s.text.clone(),
                 classes: s.classes.clone(),
+                opaque: s.opaque.clone(),
             };
             // A cancel counts from here: one that arrives while the gate
             // decides (a hold is visible to approvers before it is
@@ -71,7 +77,12 @@ impl Relay<'_> {
                     Err(reply) => return Ok(Decision::Refused(reply)),
                 },
                 Verdict::Block { rule, message } => {
-                    return Ok(Decision::Refused(blocked(&rule, &message, &s.text)));
+                    return Ok(Decision::Refused(blocked(
+                        &rule,
+                        &message,
+                        &s.text,
+                        s.opaque.as_deref(),
+                    )));
                 }
                 Verdict::Hold(held) => {
                     // Masking that cannot apply refuses before anyone is asked.

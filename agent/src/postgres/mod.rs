@@ -11,6 +11,7 @@ mod decide;
 mod encoding;
 mod error;
 pub mod frame;
+mod functions;
 mod legs;
 mod mask;
 pub mod message;

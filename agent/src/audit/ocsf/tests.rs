@@ -63,6 +63,7 @@ fn pending() -> Pending {
         request: RequestView::Statement {
             text: "DELETE FROM t".into(),
             classes: vec![StatementClass::Write],
+            opaque: None,
         },
         requester: Requester {
             uid: 1001,
@@ -119,6 +120,7 @@ fn samples() -> Vec<EventKind> {
             text: Some("SELECT * FROM items".into()),
             params: None,
             classes: vec![StatementClass::Read],
+            opaque: None,
             decision: decision(Disposition::Allowed),
             rows: Some(2),
             error: None,
@@ -130,6 +132,7 @@ fn samples() -> Vec<EventKind> {
             text: None,
             params: None,
             classes: vec![StatementClass::Write],
+            opaque: None,
             decision: decision(Disposition::Approved),
             rows: None,
             error: Some("23505".into()),
@@ -165,6 +168,7 @@ fn samples() -> Vec<EventKind> {
             request: RequestView::Statement {
                 text: "TRUNCATE t".into(),
                 classes: vec![StatementClass::Truncate],
+                opaque: None,
             },
             rule: "no-truncate".into(),
             message: "use a migration".into(),
@@ -237,6 +241,7 @@ fn samples() -> Vec<EventKind> {
             text: Some("SELECT 1".into()),
             params: None,
             classes: vec![StatementClass::Read],
+            opaque: None,
             decision: decision(Disposition::Allowed),
             rows: None,
             error: None,
