@@ -254,6 +254,44 @@ impl Policy {
     }
 }
 
+/// `Ok` when some command of an exec runs a program the rule names with
+/// one of its options; also when the command cannot be read (fail closed).
+fn programs_match(
+    c: &Conditions,
+    kind: crate::policy::CommandKind,
+    text: &str,
+) -> Result<(), String> {
+    if kind != crate::policy::CommandKind::Exec {
+        return Err("program and options are conditions on exec commands".into());
+    }
+    let script = super::shell::split(text);
+    if script.unreadable.is_some() {
+        return Ok(());
+    }
+    let hit = script.commands.iter().any(|cmd| {
+        let program = match cmd.words.first() {
+            Some(p) if !cmd.dynamic.first().copied().unwrap_or(false) => p,
+            // A program only known when it runs may be any of them.
+            _ => return c.options.is_empty() || c.options.iter().any(|o| cmd.has_option(o)),
+        };
+        let base = program.rsplit('/').next().unwrap_or(program);
+        let named = c.program.is_empty()
+            || c.program.iter().any(|g| {
+                if g.as_str().contains('/') {
+                    g.is_match(program)
+                } else {
+                    g.is_match(base)
+                }
+            });
+        named && (c.options.is_empty() || c.options.iter().any(|o| cmd.has_option(o)))
+    });
+    if hit {
+        Ok(())
+    } else {
+        Err("no command of it runs a listed program with a listed option".into())
+    }
+}
+
 /// The action for a statement or command no rule decides.
 fn default_for(request: &Request) -> Action {
     match request {
@@ -374,6 +412,9 @@ fn check(
         Request::Command { kind, text } => {
             if !c.kind.is_empty() && !c.kind.contains(kind) {
                 return Err(format!("request kind {kind:?} is not in {:?}", c.kind));
+            }
+            if !c.program.is_empty() || !c.options.is_empty() {
+                programs_match(c, *kind, text)?;
             }
             if let Some(re) = &c.command
                 && !re.0.is_match(text)

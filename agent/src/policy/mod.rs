@@ -11,6 +11,7 @@ mod locate;
 mod mask;
 mod rule;
 mod scalar;
+pub mod shell;
 mod target;
 mod upstream;
 

@@ -110,11 +110,43 @@ pub(super) fn create_function(c: &CreateFunctionStmt, text: &str, f: &mut Facts)
             Some(src) => nested_sql(src, ParserOptions::DEFAULT, &what, f),
             None => f.opaque(format!("{what} has no SQL")),
         },
+        Some("plpgsql") if returns_trigger(c) => match def_string(&c.options, "as") {
+            Some(src) => plpgsql(&trigger_body(src), &what, f),
+            None => f.opaque(format!("{what} has no body")),
+        },
         Some("plpgsql") => plpgsql(text, &what, f),
         Some(other) => f.opaque(format!("{what} is in language {other}")),
         None => f.opaque(format!("{what} names no language")),
     }
     name
+}
+
+/// Whether a function returns `trigger` or `event_trigger`.
+fn returns_trigger(c: &CreateFunctionStmt) -> bool {
+    let last = c
+        .return_type
+        .as_ref()
+        .and_then(|t| t.names.last())
+        .and_then(|n| match n.node.as_ref() {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        });
+    matches!(last, Some("trigger" | "event_trigger"))
+}
+
+/// A trigger function's body as a plain function with the trigger's own
+/// variables declared (the grammar's trigger mode cannot be read back).
+fn trigger_body(src: &str) -> String {
+    let mut tag = String::from("$interlock$");
+    while src.contains(&tag) {
+        tag.insert(tag.len() - 1, '_');
+    }
+    format!(
+        "CREATE FUNCTION interlock_trigger() RETURNS record LANGUAGE plpgsql AS {tag}\
+         DECLARE new record; old record; tg_name name; tg_when text; tg_level text; tg_op text; \
+         tg_relid oid; tg_relname name; tg_table_name name; tg_table_schema name; tg_nargs int; \
+         tg_argv text[]; tg_event text; tg_tag text; BEGIN {src}; END {tag}"
+    )
 }
 
 /// Reads a PL/pgSQL DO block or CREATE FUNCTION (`sql`) with the grammar

@@ -272,6 +272,16 @@ fn calls_of_functions_that_are_not_built_ins_are_listed_for_lookup() {
     );
     assert_eq!(body.classes, vec![C::Read, C::Write, C::DeleteWithoutWhere]);
     assert_eq!(body.calls, vec!["other".to_string()]);
+    // trigger functions too (NEW, OLD, TG_OP are theirs)
+    let body = function_body(
+        "CREATE OR REPLACE FUNCTION public.wipe_trigger()\n RETURNS trigger\n LANGUAGE plpgsql\nAS $function$ begin if tg_op = 'INSERT' then delete from t; end if; return new; end $function$\n",
+    );
+    assert_eq!(body.opaque, None);
+    assert!(
+        body.classes.contains(&C::DeleteWithoutWhere),
+        "{:?}",
+        body.classes
+    );
 }
 
 #[test]
