@@ -575,3 +575,62 @@ async fn the_same_text_changes_meaning_when_its_function_does() {
     assert!(c.contains(&C::Opaque), "{c:?}");
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_values_do_not_leave_through_copies_notifications_or_statistics() {
+    use interlock::gate::Strategy;
+    if !PgServer::available() {
+        return;
+    }
+    let server = tokio::task::spawn_blocking(|| PgServer::start("127.0.0.63"))
+        .await
+        .unwrap()
+        .unwrap();
+    server
+        .query(
+            "create table users (id int, email text); \
+             insert into users select i, 'user' || i || '@example.com' from generate_series(1, 50) i; \
+             alter table users owner to app; analyze users;",
+        )
+        .unwrap();
+    let rule = pg_gate::mask_rule("emails", &["public.users.email"], &[], Strategy::Redact);
+    let gate = pg_gate::TestGate::masking(vec![rule]);
+    let proxy = pg_gate::Proxy::start(pg_client::injected(&server), gate.clone()).await;
+    let (client, _m) = pg_client::connect(&proxy.conninfo(ROLE, "x"))
+        .await
+        .unwrap();
+    // copies into a table, a notification, a large object: refused
+    for sql in [
+        "CREATE TEMP TABLE stash AS SELECT email FROM users",
+        "SELECT * INTO TEMP stash2 FROM users",
+        "SELECT pg_notify('leak', email) FROM users",
+        "SELECT lo_from_bytea(0, convert_to(email, 'UTF8')) FROM users",
+        "UPDATE users SET email = email WHERE false",
+    ] {
+        let err = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(
+            pg_client::code(&err),
+            Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+    assert_eq!(
+        server
+            .query("select count(*) from pg_largeobject_metadata")
+            .unwrap(),
+        "0"
+    );
+    // the planner's sample values of the masked column are masked too
+    let rows = client
+        .simple_query("SELECT most_common_vals::text, histogram_bounds::text FROM pg_stats WHERE tablename = 'users' AND attname = 'email'")
+        .await
+        .unwrap();
+    let text = format!("{rows:?}");
+    assert!(!text.contains("@example.com"), "{text}");
+    // reading the column itself is masked as before; copies of other columns pass
+    client
+        .simple_query("CREATE TEMP TABLE ids AS SELECT id FROM users")
+        .await
+        .unwrap();
+    drop(server);
+}

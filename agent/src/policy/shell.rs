@@ -690,11 +690,11 @@ mod tests {
         );
         assert_eq!(
             programs("sh -c 'rm -rf /x'"),
-            vec!["sh -c rm -rf /x", "rm -rf /x"]
+            vec!["rm -rf /x", "sh -c rm -rf /x"]
         );
         assert_eq!(
             programs("bash -lc \"find / -delete\""),
-            vec!["bash -lc find / -delete", "find / -delete"]
+            vec!["find / -delete", "bash -lc find / -delete"]
         );
         assert_eq!(
             programs("echo $(rm -rf /x)"),
@@ -722,7 +722,7 @@ mod tests {
         );
         assert_eq!(
             programs("eval 'rm -rf /x'"),
-            vec!["eval rm -rf /x", "rm -rf /x"]
+            vec!["rm -rf /x", "eval rm -rf /x"]
         );
         assert!(split("echo 'oops").unreadable.is_some());
         assert!(split("$CMD -rf /").unreadable.is_some());

@@ -55,6 +55,10 @@ pub struct Classified {
     /// The function or procedure it creates or replaces (`CREATE
     /// FUNCTION`), lower-cased last name part.
     pub defines: Option<String>,
+    /// Columns it copies somewhere masking cannot follow (into a table,
+    /// a notification, a large object, a setting): names as referenced,
+    /// `*` for whole rows.
+    pub copies: Vec<String>,
 }
 
 /// A change to the session's prepared statements or cursors made in SQL.
@@ -99,6 +103,7 @@ impl Classified {
             opaque: None,
             calls: vec![],
             defines: None,
+            copies: vec![],
         }
     }
 }
@@ -185,6 +190,21 @@ pub fn classify_with(sql: &str, standard: bool) -> Vec<Classified> {
         let mut relations = f.relations;
         relations.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         relations.dedup();
+        // A whole-row reference (by alias or name) copies every column.
+        let names: Vec<&str> = relations.iter().map(|r| r.name.as_str()).collect();
+        let mut copies: Vec<String> = f
+            .copies
+            .iter()
+            .map(|c| {
+                if f.aliases.contains(c) || names.contains(&c.as_str()) {
+                    "*".to_string()
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        copies.sort();
+        copies.dedup();
         out.push(Classified {
             text: redact(text).into_owned(),
             classes: f.classes.into_iter().collect(),
@@ -199,6 +219,7 @@ pub fn classify_with(sql: &str, standard: bool) -> Vec<Classified> {
             opaque: f.opaque,
             calls: f.calls.into_iter().collect(),
             defines,
+            copies,
         });
     }
     out

@@ -122,6 +122,11 @@ impl Relay<'_> {
                 "COPY TO of masked columns cannot be masked (rule \"{r}\")"
             )));
         }
+        if let Some((r, column)) = copies_masked(s, &masks) {
+            return Err(refuse(format!(
+                "the statement copies `{column}`, which rule \"{r}\" masks, where masking cannot follow it (a table, a notification, a large object, a setting)"
+            )));
+        }
         if s.binary_copy
             && let Some(r) = rule(|_| true)
         {
@@ -194,6 +199,38 @@ impl Relay<'_> {
             }
         }
     }
+}
+
+/// A masked column `s` copies out of reach of masking, with the rule:
+/// a copied name a column rule's column part matches, of a relation the
+/// statement names that the rule's table part matches (any relation when
+/// the statement's reads are unknown); `*` and whole-row references copy
+/// every column.
+fn copies_masked(s: &Classified, masks: &Masks) -> Option<(String, String)> {
+    use super::classify::Reads;
+    if s.copies.is_empty() || !masks.has_columns() {
+        return None;
+    }
+    for rule in masks.rules() {
+        for g in rule.spec.columns() {
+            let hit = match &s.reads {
+                Reads::Any => s.copies.iter().find(|c| {
+                    c.as_str() == "*" || g.covers_column_name(c) || g.covers_relation(None, c)
+                }),
+                Reads::Named(rels) => s.copies.iter().find(|c| {
+                    rels.iter().any(|r| {
+                        let whole = c.as_str() == "*" || **c == r.name;
+                        g.covers_relation(r.schema.as_deref(), &r.name)
+                            && (whole || g.covers_column(r.schema.as_deref(), &r.name, c))
+                    })
+                }),
+            };
+            if let Some(c) = hit {
+                return Some((rule.rule.clone(), c.clone()));
+            }
+        }
+    }
+    None
 }
 
 fn outcome_decision(o: HoldOutcome, id: &str, rule: &str) -> Decision {

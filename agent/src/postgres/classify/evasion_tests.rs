@@ -374,3 +374,32 @@ fn backslashes_are_read_as_the_session_reads_them() {
         "{off:?}"
     );
 }
+
+#[test]
+fn copies_of_columns_out_of_reach_of_masking_are_noticed() {
+    let copies = |sql: &str| one(sql).copies;
+    assert_eq!(
+        copies("create temp table x as select email from users"),
+        vec!["email"]
+    );
+    assert_eq!(copies("select * into temp x from users"), vec!["*"]);
+    assert_eq!(copies("insert into x select u from users u"), vec!["*"]);
+    assert_eq!(
+        copies("select pg_notify('c', email) from users"),
+        vec!["email"]
+    );
+    assert_eq!(
+        copies("select lo_from_bytea(0, convert_to(email, 'UTF8')) from users"),
+        vec!["email"]
+    );
+    assert_eq!(
+        copies("update users set name = email where id = 1"),
+        vec!["email"]
+    );
+    assert!(
+        copies("select email from users").is_empty(),
+        "results go to the client, masked"
+    );
+    assert!(copies("update users set email = 'x' where id = 1").is_empty());
+    assert!(copies("delete from users where email = 'x'").is_empty());
+}

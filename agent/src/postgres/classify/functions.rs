@@ -108,6 +108,23 @@ const WRITES: &[&str] = &[
     "pg_logical_emit_message",
 ];
 
+/// Functions whose arguments leave the statement's results for somewhere
+/// masking cannot follow (a notification, a large object, a setting, a
+/// sequence, the WAL, another server).
+pub(super) fn moves_data(name: &str) -> bool {
+    matches!(
+        name,
+        "pg_notify"
+            | "lo_from_bytea"
+            | "lo_put"
+            | "lowrite"
+            | "lo_import"
+            | "set_config"
+            | "setval"
+            | "pg_logical_emit_message"
+    ) || name.starts_with("dblink")
+}
+
 /// A function the classifier reads the arguments of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum FunctionKind {

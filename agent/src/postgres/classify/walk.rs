@@ -42,6 +42,12 @@ pub(super) struct Facts {
     /// Functions called that are not known built-ins (`name` or
     /// `schema.name`, lower-cased as the grammar folds them).
     pub(super) calls: BTreeSet<String>,
+    /// Columns whose values the statement copies somewhere else than to
+    /// the client (`*` for all of a row, a relation's name for a whole-row
+    /// reference): into a table, a notification, a large object, a setting.
+    pub(super) copies: BTreeSet<String>,
+    /// Aliases of relations (a copied name equal to one copies a whole row).
+    pub(super) aliases: BTreeSet<String>,
 }
 
 impl Facts {
@@ -71,6 +77,13 @@ pub(super) fn walk(v: &Value, f: &mut Facts) {
                     schema: schema.map(str::to_string),
                     name: rel.clone(),
                 });
+                if let Some(alias) = map
+                    .get("alias")
+                    .and_then(|a| a.get("aliasname"))
+                    .and_then(Value::as_str)
+                {
+                    f.aliases.insert(alias.to_string());
+                }
             }
             for (key, val) in map {
                 node(key, val, f);
@@ -106,14 +119,18 @@ fn node(kind: &str, body: &Value, f: &mut Facts) {
             if !filters(body.get("where_clause"), &target) {
                 set.insert(C::UpdateWithoutWhere);
             }
+            copied(body.get("target_list"), f);
         }
         "InsertStmt" => {
             set.insert(C::Write);
+            copied(body.get("select_stmt"), f);
         }
         "MergeStmt" => {
             set.insert(C::Write);
             merge(body, set);
+            copied(body.get("merge_when_clauses"), f);
         }
+        "CreateTableAsStmt" => copied(body.get("query"), f),
         "NotifyStmt" => {
             set.insert(C::Notify);
         }
@@ -140,6 +157,9 @@ fn node(kind: &str, body: &Value, f: &mut Facts) {
                 .is_some_and(|a| !a.is_empty());
             if locking || !absent("into_clause") {
                 set.insert(C::Write);
+            }
+            if !absent("into_clause") {
+                copied(body.get("target_list"), f);
             }
         }
         "FuncCall" => func_call(body, f),
@@ -240,6 +260,40 @@ fn merge(body: &Value, set: &mut BTreeSet<C>) {
     }
 }
 
+/// Every column referenced under `v`, as copied data.
+fn copied(v: Option<&Value>, f: &mut Facts) {
+    fn go(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(c) = map.get("ColumnRef") {
+                    let last = c
+                        .get("fields")
+                        .and_then(Value::as_array)
+                        .and_then(|f| f.last())
+                        .map(|f| {
+                            f.pointer("/node/String/sval")
+                                .and_then(Value::as_str)
+                                .unwrap_or("*")
+                                .to_string()
+                        });
+                    if let Some(name) = last {
+                        out.insert(name);
+                    }
+                }
+                if map.contains_key("A_Star") || map.contains_key("AStar") {
+                    out.insert("*".into());
+                }
+                map.values().for_each(|x| go(x, out));
+            }
+            Value::Array(items) => items.iter().for_each(|x| go(x, out)),
+            _ => {}
+        }
+    }
+    if let Some(v) = v {
+        go(v, &mut f.copies);
+    }
+}
+
 /// A function named by a list of name parts, which the statement will
 /// have run (a trigger's, an operator's, a cast's).
 fn called(names: Option<&Value>, f: &mut Facts) {
@@ -275,6 +329,9 @@ fn func_call(body: &Value, f: &mut Facts) {
         .unwrap_or_default();
     for class in functions::classes_of(&name) {
         f.classes.insert(*class);
+    }
+    if functions::moves_data(&name) {
+        copied(body.get("args"), f);
     }
     if functions::kind(&name) == Some(FunctionKind::SetConfig) {
         let setting = argument(args, 0, "setting_name").and_then(constant);
