@@ -191,11 +191,9 @@ fn parse(line: &str, depth: u8, out: &mut Script) {
                         }
                         Some('\\') => {
                             match chars.get(i + 1) {
-                                Some(&n) if "$`\"\\\n".contains(n) => {
-                                    if n != '\n' {
-                                        word.push(n);
-                                    }
-                                }
+                                // An escaped newline joins lines.
+                                Some('\n') => {}
+                                Some(&n) if "$`\"\\".contains(n) => word.push(n),
                                 Some(&n) => {
                                     word.push('\\');
                                     word.push(n);
@@ -642,7 +640,7 @@ pub fn written_files(s: &Script) -> Vec<(String, bool)> {
                 operands().filter_map(|(w, d)| w.strip_prefix("of=").map(|p| (p.to_string(), *d))),
             ),
             Some("scp") if c.has_option("-t") => {
-                if let Some((w, d)) = operands().last() {
+                if let Some((w, d)) = operands().next_back() {
                     out.push((w.clone(), *d));
                 }
             }
