@@ -22,6 +22,9 @@ pub enum Request {
     Statement {
         text: String,
         classes: Vec<StatementClass>,
+        /// Why it is `opaque` or `unparseable`, when it is: what interlock
+        /// could not read.
+        opaque: Option<String>,
     },
     /// One SSH request: an exec command, a shell, a subsystem, a file
     /// operation, a forwarding request.
@@ -174,6 +177,8 @@ pub enum Record {
         /// The statement with secrets (passwords) redacted.
         text: String,
         classes: Vec<StatementClass>,
+        /// Why it is `opaque`, when it is.
+        opaque: Option<String>,
         /// Bind parameters (extended protocol), value detectors applied:
         /// text values as sent, `<binary N bytes>` for binary ones, `None`
         /// for NULL.

@@ -467,6 +467,7 @@ impl DaemonGate {
             Record::Statement {
                 text,
                 classes,
+                opaque,
                 params,
                 rows,
                 error,
@@ -481,6 +482,7 @@ impl DaemonGate {
                     // Parameters are values: only at level full, and never empty noise.
                     params: (full && !params.is_empty()).then_some(params),
                     classes,
+                    opaque,
                     decision,
                     rows,
                     error,

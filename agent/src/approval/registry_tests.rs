@@ -22,6 +22,7 @@ fn spec(grant: Grant, timeout: Duration) -> HoldSpec {
         request: RequestView::Statement {
             text: "DELETE FROM t".into(),
             classes: vec![],
+            opaque: None,
         },
         requester: Requester {
             uid: 1001,

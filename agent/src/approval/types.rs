@@ -46,6 +46,10 @@ pub enum RequestView {
     Statement {
         text: String,
         classes: Vec<StatementClass>,
+        /// Why interlock could not read what it does, when it could not
+        /// (`opaque`): it was decided as if it had every class rules name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opaque: Option<String>,
     },
     Command {
         command_kind: CommandKind,
@@ -60,9 +64,14 @@ impl RequestView {
             Request::Session => RequestView::Session {
                 destination: destination.to_string(),
             },
-            Request::Statement { text, classes } => RequestView::Statement {
+            Request::Statement {
+                text,
+                classes,
+                opaque,
+            } => RequestView::Statement {
                 text: text.clone(),
                 classes: classes.clone(),
+                opaque: opaque.clone(),
             },
             Request::Command { kind, text } => RequestView::Command {
                 command_kind: *kind,

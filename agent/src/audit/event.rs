@@ -236,6 +236,9 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         params: Option<Vec<Option<String>>>,
         classes: Vec<StatementClass>,
+        /// Why interlock could not read what it does (class `opaque`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opaque: Option<String>,
         decision: DecisionView,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rows: Option<u64>,

@@ -74,18 +74,21 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
     };
     let request = if let Some(sql) = &args.sql {
         let mut classes = args.classes.clone();
-        classes.extend(crate::classify_sql(sql));
+        let (found, opaque) = crate::classify_sql(sql);
+        classes.extend(found);
         classes.sort();
         classes.dedup();
         // Rules see the text as sessions give it to them: secrets redacted.
         Request::Statement {
             text: crate::postgres::classify::redact(sql).into_owned(),
             classes,
+            opaque,
         }
     } else if !args.classes.is_empty() {
         Request::Statement {
             text: String::new(),
             classes: args.classes.clone(),
+            opaque: None,
         }
     } else if let Some(cmd) = &args.command {
         Request::Command {
@@ -107,7 +110,14 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
     }
     let what = match &request {
         Request::Session => "a new session".to_string(),
-        Request::Statement { text, classes } => format!("statement `{text}` {classes:?}"),
+        Request::Statement {
+            text,
+            classes,
+            opaque,
+        } => match opaque {
+            Some(why) => format!("statement `{text}` {classes:?} (classified opaque: {why})"),
+            None => format!("statement `{text}` {classes:?}"),
+        },
         Request::Command { kind, text } => format!("{kind:?} `{text}`"),
     };
     writeln!(

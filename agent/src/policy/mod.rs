@@ -12,6 +12,7 @@ mod locate;
 mod mask;
 mod rule;
 mod scalar;
+pub mod shell;
 mod target;
 mod upstream;
 

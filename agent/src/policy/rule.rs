@@ -252,6 +252,16 @@ pub struct Conditions {
     /// A regex over the SSH command (or path, for file operations).
     #[serde(default)]
     pub command: Option<RegexPattern>,
+    /// Programs an exec command runs (globs over the base name, or over
+    /// the path when the glob has a `/`), in any of its commands as the
+    /// shell splits them (`policy/shell.rs`).
+    #[serde(default)]
+    pub program: Vec<Pattern>,
+    /// Options that must be given to such a program (any of them): `-r`
+    /// is found in `-rf`, `--recursive` also as `--recursive=x`,
+    /// `-delete` as written.
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 impl Conditions {
@@ -262,7 +272,10 @@ impl Conditions {
 
     /// Rules with command conditions are about SSH requests.
     pub fn about_commands(&self) -> bool {
-        !self.kind.is_empty() || self.command.is_some()
+        !self.kind.is_empty()
+            || self.command.is_some()
+            || !self.program.is_empty()
+            || !self.options.is_empty()
     }
 }
 
@@ -314,7 +327,7 @@ impl RawRule {
             return Err((
                 &["match"],
                 format!(
-                    "rule `{name}` mixes statement conditions (statement/sql) with SSH ones (kind/command); split it in two"
+                    "rule `{name}` mixes statement conditions (statement/sql) with SSH ones (kind/command/program/options); split it in two"
                 ),
             ));
         }

@@ -41,6 +41,7 @@ fn stmt(classes: &[StatementClass], text: &str) -> Request {
     Request::Statement {
         text: text.into(),
         classes: classes.to_vec(),
+        opaque: None,
     }
 }
 
@@ -540,6 +541,66 @@ fn reloaded_policies_keep_target_ids_by_name() {
         "new targets get unused ids"
     );
     assert_eq!(new.target(c).unwrap().name, "c");
+}
+
+#[test]
+fn unreadable_statements_get_every_class_rules_name_unless_one_names_them() {
+    use StatementClass as C;
+    let opaque = Request::Statement {
+        text: "do $$ begin execute q; end $$".into(),
+        classes: vec![C::DoBlock, C::Opaque],
+        opaque: Some("EXECUTE of a computed string at line 1".into()),
+    };
+    let unparseable = stmt(&[C::Unparseable], "selec 1");
+    let s = ci_subject();
+    // a guard that names neither: both are judged as if they deleted everything
+    let guard = policy_of(&[
+        "{name: reads, action: allow, match: {statement: [read]}}",
+        "{name: guard, action: block, match: {statement: [delete_without_where, drop_table]}}",
+    ]);
+    assert_eq!(
+        decide(&guard, "pg", &s, &opaque),
+        ("block".into(), Some("guard".into()))
+    );
+    assert_eq!(
+        decide(&guard, "pg", &s, &unparseable),
+        ("block".into(), Some("guard".into()))
+    );
+    let ex = guard.explain(guard.target_named("pg").unwrap(), &s, &opaque);
+    let why = &ex.steps.iter().find(|st| st.rule == "guard").unwrap().why;
+    assert!(
+        why.contains("classified opaque: EXECUTE of a computed string at line 1"),
+        "{why}"
+    );
+    // only allow rules: the strictest of them decides, as for any statement
+    let allow = policy_of(&["{name: reads, action: allow, match: {statement: [read]}}"]);
+    assert_eq!(
+        decide(&allow, "pg", &s, &opaque),
+        ("allow".into(), Some("reads".into()))
+    );
+    // a policy that names opaque says what it wants: judged by its own classes
+    let explicit = policy_of(&[
+        "{name: dynamic-sql-ok, action: allow, match: {statement: [opaque]}}",
+        "{name: guard, action: block, match: {statement: [delete_without_where]}}",
+    ]);
+    assert_eq!(
+        decide(&explicit, "pg", &s, &opaque),
+        ("allow".into(), Some("dynamic-sql-ok".into()))
+    );
+    // ...but not for unparseable text, which it does not name
+    assert_eq!(
+        decide(&explicit, "pg", &s, &unparseable),
+        ("block".into(), Some("guard".into()))
+    );
+    // a rule naming opaque for someone else does not change this requester's decision
+    let other = policy_of(&[
+        "{name: alice-dynamic, action: allow, match: {user: [alice], statement: [opaque]}}",
+        "{name: guard, action: block, match: {statement: [delete_without_where]}}",
+    ]);
+    assert_eq!(
+        decide(&other, "pg", &s, &opaque),
+        ("block".into(), Some("guard".into()))
+    );
 }
 
 #[test]

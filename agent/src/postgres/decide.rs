@@ -42,14 +42,19 @@ enum Waited {
 /// (`disk_full`, the usual cause; the message names the actual one).
 pub(crate) const AUDIT_UNWRITABLE: &str = "53100";
 
-/// The client-facing error for a blocked statement.
-pub(crate) fn blocked(rule: &str, message: &str, text: &str) -> Frame {
+/// The client-facing error for a blocked statement; `opaque`: why
+/// interlock could not read it (it was judged as if it had every class).
+pub(crate) fn blocked(rule: &str, message: &str, text: &str, opaque: Option<&str>) -> Frame {
+    let detail = match opaque {
+        Some(why) => format!("statement: {text}\nclassified opaque: {why}"),
+        None => format!("statement: {text}"),
+    };
     ErrorFields::new(
         "ERROR",
         "42501",
         &format!("interlock: statement blocked by rule \"{rule}\": {message}"),
     )
-    .with(b'D', &format!("statement: {text}"))
+    .with(b'D', &detail)
     .error_frame()
 }
 
@@ -62,6 +67,7 @@ impl Relay<'_> {
             let request = Request::Statement {
                 text: s.text.clone(),
                 classes: s.classes.clone(),
+                opaque: s.opaque.clone(),
             };
             // A cancel counts from here: one that arrives while the gate
             // decides (a hold is visible to approvers before it is
@@ -75,7 +81,12 @@ impl Relay<'_> {
                     Err(reply) => return Ok(Decision::Refused(reply)),
                 },
                 Verdict::Block { rule, message } => {
-                    return Ok(Decision::Refused(blocked(&rule, &message, &s.text)));
+                    return Ok(Decision::Refused(blocked(
+                        &rule,
+                        &message,
+                        &s.text,
+                        s.opaque.as_deref(),
+                    )));
                 }
                 Verdict::Unavailable { message } => {
                     return Ok(Decision::Refused(error(AUDIT_UNWRITABLE, &message)));
@@ -116,6 +127,11 @@ impl Relay<'_> {
         {
             return Err(refuse(format!(
                 "COPY TO of masked columns cannot be masked (rule \"{r}\")"
+            )));
+        }
+        if let Some((r, column)) = copies_masked(s, &masks) {
+            return Err(refuse(format!(
+                "the statement copies `{column}`, which rule \"{r}\" masks, where masking cannot follow it (a table, a notification, a large object, a setting)"
             )));
         }
         if s.binary_copy
@@ -190,6 +206,38 @@ impl Relay<'_> {
             }
         }
     }
+}
+
+/// A masked column `s` copies out of reach of masking, with the rule:
+/// a copied name a column rule's column part matches, of a relation the
+/// statement names that the rule's table part matches (any relation when
+/// the statement's reads are unknown); `*` and whole-row references copy
+/// every column.
+fn copies_masked(s: &Classified, masks: &Masks) -> Option<(String, String)> {
+    use super::classify::Reads;
+    if s.copies.is_empty() || !masks.has_columns() {
+        return None;
+    }
+    for rule in masks.rules() {
+        for g in rule.spec.columns() {
+            let hit = match &s.reads {
+                Reads::Any => s.copies.iter().find(|c| {
+                    c.as_str() == "*" || g.covers_column_name(c) || g.covers_relation(None, c)
+                }),
+                Reads::Named(rels) => s.copies.iter().find(|c| {
+                    rels.iter().any(|r| {
+                        let whole = c.as_str() == "*" || **c == r.name;
+                        g.covers_relation(r.schema.as_deref(), &r.name)
+                            && (whole || g.covers_column(r.schema.as_deref(), &r.name, c))
+                    })
+                }),
+            };
+            if let Some(c) = hit {
+                return Some((rule.rule.clone(), c.clone()));
+            }
+        }
+    }
+    None
 }
 
 fn outcome_decision(o: HoldOutcome, id: &str, rule: &str) -> Decision {

@@ -11,6 +11,7 @@ mod decide;
 mod encoding;
 mod error;
 pub mod frame;
+mod functions;
 mod job_token;
 mod legs;
 mod mask;

@@ -14,6 +14,7 @@ mod decision;
 mod error;
 mod forward;
 mod inbound;
+mod meaning;
 mod relay;
 mod reverse;
 mod server;

@@ -65,6 +65,7 @@ fn pending() -> Pending {
         request: RequestView::Statement {
             text: "DELETE FROM t".into(),
             classes: vec![StatementClass::Write],
+            opaque: None,
         },
         requester: Requester {
             uid: 1001,
@@ -121,6 +122,7 @@ fn samples() -> Vec<EventKind> {
             text: Some("SELECT * FROM items".into()),
             params: None,
             classes: vec![StatementClass::Read],
+            opaque: None,
             decision: decision(Disposition::Allowed),
             rows: Some(2),
             error: None,
@@ -132,6 +134,7 @@ fn samples() -> Vec<EventKind> {
             text: None,
             params: None,
             classes: vec![StatementClass::Write],
+            opaque: None,
             decision: decision(Disposition::Approved),
             rows: None,
             error: Some("23505".into()),
@@ -167,6 +170,7 @@ fn samples() -> Vec<EventKind> {
             request: RequestView::Statement {
                 text: "TRUNCATE t".into(),
                 classes: vec![StatementClass::Truncate],
+                opaque: None,
             },
             rule: "no-truncate".into(),
             message: "use a migration".into(),
@@ -239,6 +243,7 @@ fn samples() -> Vec<EventKind> {
             text: Some("SELECT 1".into()),
             params: None,
             classes: vec![StatementClass::Read],
+            opaque: None,
             decision: decision(Disposition::Allowed),
             rows: None,
             error: None,
