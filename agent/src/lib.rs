@@ -14,6 +14,7 @@ pub mod gate;
 mod gatekeeper;
 pub mod identity;
 pub mod intercept;
+mod kernel_watch;
 pub mod policy;
 pub mod postgres;
 pub mod sessions;

@@ -22,7 +22,8 @@ mod writer;
 
 pub use error::LogError;
 pub use event::{
-    DecisionView, Disposition, Event, EventKind, RefusalReason, ReloadTrigger, SessionOutcome,
+    DecisionView, Disposition, Event, EventKind, KernelFinding, RefusalReason, RefusedBy,
+    ReloadTrigger, SessionOutcome,
 };
 pub use jsonl::Rotation;
 pub use log::{EventLog, EventSink};
