@@ -124,6 +124,7 @@ fn a_tree_others_can_write_is_refused_and_detach_removes_nothing_from_it() -> Re
     let cg = TestCgroup::new("pinwritable")?;
     let root = PinRoot::new();
     let mut d = Daemon::start(spec(&cg, server.addr.port(), &root))?;
+    d.wait_events("start", |e| !of_type(e, "daemon_started").is_empty())?;
     d.signal_and_wait(libc::SIGKILL)?;
     // An operator's mistake (or an older setup): the instance's links
     // directory became writable by everyone.

@@ -121,6 +121,9 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
     }
 }
 
+// Inlined: returned out of a call, the Redirect payload is undefined on
+// the Pass and Err paths, and the verifier rejects reading it ("!read_ok").
+#[inline(always)]
 fn try_connect(
     ctx: &SockAddrContext,
     family: u16,
@@ -250,6 +253,7 @@ fn is_v4_mapped(a: &[u8; 16]) -> bool {
 }
 
 /// Records `flow` under the socket's cookie, counted against its cgroup.
+#[inline(always)]
 fn record_flow(ctx: &SockAddrContext, flow: &FlowInfo, quota: u32) -> Result<(), ProbeError> {
     // SAFETY: the cookie helper takes our context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };

@@ -186,9 +186,11 @@ pub(crate) fn prog_tag(id: u32) -> io::Result<[u8; 8]> {
 /// The kind and id of the object behind `fd`.
 pub(crate) fn obj(fd: &OwnedFd) -> io::Result<Obj> {
     let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    // The kernel names links "bpf-link" or "bpf_link" depending on how
+    // the descriptor was made.
     let kind = match link.to_string_lossy().as_ref() {
         "anon_inode:bpf-map" => ObjKind::Map,
-        "anon_inode:bpf_link" => ObjKind::Link,
+        "anon_inode:bpf-link" | "anon_inode:bpf_link" => ObjKind::Link,
         "anon_inode:bpf-prog" => ObjKind::Program,
         _ => ObjKind::Other,
     };
