@@ -70,7 +70,11 @@ fn a_removed_link_pin_is_reported_and_pinned_again() -> Result<()> {
     assert_eq!(f["path"], pin.display().to_string());
     assert_eq!(f["repaired"], true);
     assert_eq!(f["ocsf"]["severity_id"], 4, "{f}");
-    assert_eq!(pinned_id(&pin, "link")?, id, "the same link is pinned again");
+    assert_eq!(
+        pinned_id(&pin, "link")?,
+        id,
+        "the same link is pinned again"
+    );
     // So the daemon's death still fails closed.
     d.signal_and_wait(libc::SIGKILL)?;
     let reply = client_in(&cg, &["echo", &dst, "down"], &[])?;
@@ -136,7 +140,11 @@ fn a_map_pin_swapped_for_another_map_is_put_back() -> Result<()> {
         !findings(e, "map_pin_replaced").is_empty()
     })?;
     assert_eq!(findings(&ev, "map_pin_replaced")[0]["repaired"], true);
-    assert_eq!(pinned_id(&pin, "map")?, id, "the daemon's map is pinned again");
+    assert_eq!(
+        pinned_id(&pin, "map")?,
+        id,
+        "the daemon's map is pinned again"
+    );
     Ok(())
 }
 

@@ -48,7 +48,12 @@ fn world_writable_bpffs() -> bool {
 /// Runs `program args` as user nobody; whether it succeeded.
 fn as_nobody(program: &str, args: &[&str]) -> Result<bool> {
     Ok(Command::new("/usr/bin/setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", program])
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            program,
+        ])
         .args(args)
         .status()?
         .success())
@@ -154,9 +159,7 @@ fn a_tree_others_can_write_is_refused_and_detach_removes_nothing_from_it() -> Re
     // Put right by root, the tree is adopted again.
     std::fs::set_permissions(&links, std::fs::Permissions::from_mode(0o700))?;
     d.spawn()?;
-    let ev = d.wait_events("the restart", |e| {
-        of_type(e, "daemon_started").len() == 2
-    })?;
+    let ev = d.wait_events("the restart", |e| of_type(e, "daemon_started").len() == 2)?;
     assert_eq!(of_type(&ev, "daemon_started")[1]["adopted_pins"], true);
     Ok(())
 }
