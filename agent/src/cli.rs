@@ -309,6 +309,11 @@ pub struct RunArgs {
     /// failed lookup keeps the addresses a name last resolved to).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub resolve_every_secs: u64,
+    /// How long, in seconds, an address a target's host name resolved to
+    /// stays intercepted after lookups stop returning it (round-robin and
+    /// failover names return a subset each time).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(0..=7 * 86_400))]
+    pub resolve_keep_secs: u64,
     /// When audit records reach the disk: within 100 ms (interval), after each (always), or when the OS decides (never).
     #[arg(long, value_enum, default_value = "interval")]
     pub audit_fsync: Fsync,
@@ -388,6 +393,7 @@ impl RunArgs {
                 .unwrap_or((self.flow_table_entries / 8).max(1)),
             pin_root: self.pin_root.clone(),
             resolve_every: Duration::from_secs(self.resolve_every_secs),
+            resolve_keep: Duration::from_secs(self.resolve_keep_secs),
             audit: AuditOptions {
                 fsync: self.audit_fsync,
                 segment_bytes: self.audit_segment_kib.saturating_mul(1024),

@@ -72,6 +72,9 @@ pub struct DaemonOptions {
     pub pin_root: PathBuf,
     /// How often host names in targets are resolved again.
     pub resolve_every: Duration,
+    /// How long an address a host name resolved to stays intercepted
+    /// after lookups stop returning it.
+    pub resolve_keep: Duration,
 }
 
 /// Why the daemon could not run.
@@ -172,7 +175,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         _pad: 0,
     };
     maps.set_config(&cfg)?;
-    let resolver = targets::Resolver::default();
+    let resolver = targets::Resolver::new(opts.resolve_keep);
     maps.set_targets(&resolver.begin().await.entries(&policy).await)?;
     match maps.sweep_peers() {
         Ok(0) => {}
