@@ -10,6 +10,8 @@ mod context;
 pub mod control;
 pub mod daemon;
 pub mod ebpf;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod gate;
 mod gatekeeper;
 pub mod identity;

@@ -30,6 +30,10 @@ pub enum KernelError {
     },
     #[error("too many scopes: {0} (at most {max})", max = agent_common::process::SCOPES_MAX)]
     TooManyScopes(usize),
+    #[error(
+        "this interlock was built without its eBPF programs (AYA_BUILD_SKIP was set): rebuild without it"
+    )]
+    NoObject,
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name}: {source}")]

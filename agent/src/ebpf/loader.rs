@@ -90,16 +90,17 @@ impl Kernel {
             .map(|mut r| r.next().is_some())
             .unwrap_or(false);
 
+        let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/interlock"));
+        if object.is_empty() {
+            return Err(KernelError::NoObject);
+        }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&tree.maps)
             .map_max_entries(map_names::PROC_EVENTS, opts.process_ring_bytes)
             .map_max_entries(map_names::FLOWS, opts.flow_entries)
             .map_max_entries(map_names::PEERS, opts.flow_entries)
             .map_max_entries(map_names::FLOW_COUNTS, opts.flow_entries)
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/interlock"
-            )))?;
+            .load(object)?;
         for name in CGROUP_PROGRAMS {
             load_program(&mut ebpf, name)?;
         }
