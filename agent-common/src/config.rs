@@ -34,8 +34,8 @@ pub struct AgentConfig {
     /// connect from another namespace cannot reach the listeners, so it is
     /// refused without recording a flow. 0: not checked.
     pub netns_cookie: u64,
-    /// Flows one cgroup may hold at once (connects redirected whose socket
-    /// is still open); further connects from it are refused. 0: no limit.
+    /// Redirected sockets one cgroup may hold open at once; further
+    /// connects from it are refused. 0: no limit.
     pub flow_quota: u32,
     pub _pad: u32,
 }

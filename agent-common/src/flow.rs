@@ -3,12 +3,13 @@
 //! the per-cgroup flow counts that bound what one cgroup can hold, and the
 //! per-cgroup refusal records the daemon reports.
 
-/// Default number of flows: redirected connects whose socket is still open
-/// (FLOWS and PEERS size; `interlock run --flow-table-entries` sets it when
-/// the maps are created). An entry is removed when its socket is released
-/// (`cgroup/sock_release`). When FLOWS is full a connect to a target is
-/// refused (fail closed) or, in fail-open mode, let through, and counted in
-/// [`REFUSALS`](crate::maps::REFUSALS).
+/// Default number of flows waiting to be accepted, and of redirected
+/// sockets open at once (FLOWS, PEERS, FLOW_OWNERS and FLOW_COUNTS size;
+/// `interlock run --flow-table-entries` sets it when the maps are created).
+/// A flow whose socket goes away before it reached the daemon is removed
+/// at once (`cgroup/sock_release`). When a map is full a connect to a
+/// target is refused (fail closed) or, in fail-open mode, let through, and
+/// counted in [`REFUSALS`](crate::maps::REFUSALS).
 pub const FLOWS_MAX: u32 = 65536;
 
 /// Entries of REFUSED_BY_CGROUP: (cgroup, reason) pairs with refusals the

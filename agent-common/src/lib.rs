@@ -15,12 +15,18 @@ mod user;
 pub mod maps {
     /// LPM trie: [`crate::target::TargetMatch`] -> [`crate::target::TargetValue`].
     pub const TARGETS: &str = "TARGETS";
-    /// Hash: socket cookie -> [`crate::flow::FlowInfo`], while the socket
-    /// is open (removed by `sock_release`). Not LRU: a full map must refuse
-    /// new connects, never silently evict a pending one.
+    /// Hash: socket cookie -> [`crate::flow::FlowInfo`], until the daemon
+    /// accepts the connection, or the socket goes away without having
+    /// reached it (`sock_release`). Not LRU: a full map must refuse new
+    /// connects, never silently evict a pending one.
     pub const FLOWS: &str = "FLOWS";
-    /// Hash: cgroup id -> i64 flows that cgroup holds in FLOWS (bounded by
-    /// `AgentConfig::flow_quota`). Signed: a lost race can only undercount.
+    /// Hash: socket cookie -> cgroup id, for every redirected socket still
+    /// open: what `sock_release` gives back to FLOW_COUNTS. Only the
+    /// programs write it.
+    pub const FLOW_OWNERS: &str = "FLOW_OWNERS";
+    /// Hash: cgroup id -> i64 redirected sockets that cgroup holds open
+    /// (bounded by `AgentConfig::flow_quota`). Only the programs write it;
+    /// signed: a lost race can only undercount.
     pub const FLOW_COUNTS: &str = "FLOW_COUNTS";
     /// Hash: [`crate::flow::RefusalKey`] -> [`crate::flow::RefusalRecord`]:
     /// refusals by cgroup and reason, for the daemon's reports.

@@ -30,8 +30,12 @@ pub static FLOWS: HashMap<u64, FlowInfo> = HashMap::pinned(FLOWS_MAX, 0);
 #[map]
 pub static PEERS: HashMap<PeerKey, u64> = HashMap::pinned(FLOWS_MAX, 0);
 
-/// Flows per cgroup (sized like FLOWS by the loader: every entry with a
-/// positive count stands for at least one flow).
+/// Redirected sockets still open -> their cgroup (sized like FLOWS).
+#[map]
+pub static FLOW_OWNERS: HashMap<u64, u64> = HashMap::pinned(FLOWS_MAX, 0);
+
+/// Redirected sockets open per cgroup (sized like FLOWS by the loader:
+/// every entry with a positive count stands for at least one socket).
 #[map]
 pub static FLOW_COUNTS: HashMap<u64, i64> = HashMap::pinned(FLOWS_MAX, 0);
 

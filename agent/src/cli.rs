@@ -289,13 +289,14 @@ pub struct RunArgs {
     /// least 4; applies when the instance's maps are first created).
     #[arg(long, default_value_t = 4096, value_parser = ring_kib)]
     pub process_ring_kib: u32,
-    /// Entries of the kernel's flow table: connects to targets whose
-    /// socket is still open. When it is full further connects are refused
-    /// (fail closed; direct in fail-open mode) and reported. Applies when
-    /// the instance's maps are first created.
+    /// Entries of the kernel's flow table: connects to targets waiting to
+    /// be accepted (and, apart, redirected sockets open at once). When it
+    /// is full further connects are refused (fail closed; direct in
+    /// fail-open mode) and reported. Applies when the instance's maps are
+    /// first created.
     #[arg(long, default_value_t = agent_common::flow::FLOWS_MAX, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub flow_table_entries: u32,
-    /// Flows one cgroup may hold at once (its sockets connected or
+    /// Redirected sockets one cgroup may hold open at once (connected or
     /// connecting to targets); further connects from it are refused and
     /// reported with the cgroup, in both failure modes. 0: no limit.
     /// Default: an eighth of --flow-table-entries.

@@ -28,8 +28,11 @@ use crate::{
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// Fail-open mode treats the daemon as down after this long without a heartbeat.
 const STALE_AFTER: Duration = Duration::from_secs(3);
-/// How often PEERS is swept of entries whose flow is gone.
+/// How often FLOWS/PEERS are swept of flows that can no longer be accepted.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// A redirected connect completes (and is accepted) long before this; an
+/// older flow belongs to a connect that failed on a socket still open.
+const FLOW_TTL: Duration = Duration::from_secs(60);
 const PROCESS_TABLE_CAPACITY: usize = 65_536;
 
 /// What the daemon does when it is not running.
@@ -66,7 +69,7 @@ pub struct DaemonOptions {
     pub client_tls: bool,
     /// Entries of the kernel's flow table (FLOWS, PEERS) when first created.
     pub flow_entries: u32,
-    /// Flows one cgroup may hold at once (0: no limit).
+    /// Redirected sockets one cgroup may hold open at once (0: no limit).
     pub flow_quota: u32,
     /// Directory of every instance's pins (`/sys/fs/bpf/interlock`).
     pub pin_root: PathBuf,
@@ -156,6 +159,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     let listeners = Listeners::bind(&previous)
         .await
         .map_err(DaemonError::Listen)?;
+    // Flows recorded before now went to a listener that no longer exists.
+    let bound_at = monotonic_ns();
     let (port4, port6) = listeners.ports();
     let mut cfg = AgentConfig {
         daemon_tgid: std::process::id(),
@@ -177,10 +182,10 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     maps.set_config(&cfg)?;
     let resolver = targets::Resolver::new(opts.resolve_keep);
     maps.set_targets(&resolver.begin().await.entries(&policy).await)?;
-    match maps.sweep_peers() {
-        Ok(0) => {}
-        Ok(peers) => info!(peers, "removed peer entries left by an earlier run"),
-        Err(e) => warn!(error = %e, "cannot sweep the peer table"),
+    match maps.sweep_flows(bound_at, nanos(FLOW_TTL)) {
+        Ok((0, 0)) => {}
+        Ok((flows, peers)) => info!(flows, peers, "removed flows left by an earlier run"),
+        Err(e) => warn!(error = %e, "cannot sweep the flow table"),
     }
 
     let host = hostname();
@@ -298,8 +303,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
                         refusals.report(&ctx).await;
                     }
                     _ = sweep.tick() => {
-                        if let Err(e) = ctx.with_maps(|m| m.sweep_peers()) {
-                            warn!(error = %e, "cannot sweep the peer table");
+                        if let Err(e) = ctx.with_maps(|m| m.sweep_flows(0, nanos(FLOW_TTL))) {
+                            warn!(error = %e, "cannot sweep the flow table");
                         }
                     }
                     _ = integrity.tick() => kernel_watch::check_integrity(&ctx, &hold).await,

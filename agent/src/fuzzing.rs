@@ -9,7 +9,9 @@ use bytes::{Bytes, BytesMut};
 use crate::postgres::{
     classify,
     frame::{Frame, Payload, split_frame},
-    message::{BackendMessage, BindParams, FrontendMessage, RowField, StartupPacket, parameter_types},
+    message::{
+        BackendMessage, BindParams, FrontendMessage, RowField, StartupPacket, parameter_types,
+    },
 };
 
 /// Frames bigger than this are refused by the fuzz targets' reader (the
@@ -128,7 +130,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         pid: 4711,
         secret: Bytes::from_static(&[1, 2, 3, 4]),
     };
-    for p in [startup.clone(), StartupPacket::Ssl, StartupPacket::GssEnc, cancel] {
+    for p in [
+        startup.clone(),
+        StartupPacket::Ssl,
+        StartupPacket::GssEnc,
+        cancel,
+    ] {
         let raw = p.encode().raw().clone();
         out.push(("pg_startup", raw.get(4..).unwrap_or_default().to_vec()));
     }
@@ -165,8 +172,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     .collect();
     let server: Vec<Frame> = vec![
         Payload::new(b'R').i32(0).finish(),
-        Payload::new(b'R').i32(10).cstr("SCRAM-SHA-256").u8(0).finish(),
-        Payload::new(b'S').cstr("client_encoding").cstr("UTF8").finish(),
+        Payload::new(b'R')
+            .i32(10)
+            .cstr("SCRAM-SHA-256")
+            .u8(0)
+            .finish(),
+        Payload::new(b'S')
+            .cstr("client_encoding")
+            .cstr("UTF8")
+            .finish(),
         Payload::new(b'K').i32(4711).i32(42).finish(),
         Payload::new(b'T')
             .i16(1)
@@ -178,7 +192,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             .i32(-1)
             .i16(0)
             .finish(),
-        Payload::new(b'D').i16(2).i32(3).bytes(b"a@b").i32(-1).finish(),
+        Payload::new(b'D')
+            .i16(2)
+            .i32(3)
+            .bytes(b"a@b")
+            .i32(-1)
+            .finish(),
         Payload::new(b'C').cstr("SELECT 1").finish(),
         Payload::new(b'E')
             .u8(b'S')

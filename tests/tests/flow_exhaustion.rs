@@ -224,3 +224,24 @@ fn a_job_looping_failed_connects_cannot_starve_another_cgroup_fail_open() -> Res
     }
     run_attack("open")
 }
+
+#[test]
+fn a_client_that_writes_and_closes_before_the_accept_is_still_relayed() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let server = EchoServer::start("127.0.0.2:0")?;
+    let cg = TestCgroup::new("exhaust-early")?;
+    let d = Daemon::start(DaemonSpec::tcp(&cg, &[server.addr.port()], &[]))?;
+    // A stopped daemon accepts nothing: the client's socket is released
+    // (after a complete handshake) before the daemon sees the connection.
+    d.signal(libc::SIGSTOP)?;
+    let sent = client_in(&cg, &["send", &server.addr.to_string(), "early"], &[]);
+    d.signal(libc::SIGCONT)?;
+    assert_eq!(sent?, "sent");
+    let ev = d.wait_events("the session", |e| !of_type(e, "session_ended").is_empty())?;
+    assert!(of_type(&ev, "connection_refused").is_empty(), "{ev:#?}");
+    assert_eq!(server.connections(), 1, "relayed to the server");
+    assert_eq!(d.map_entries("FLOWS")?, 0);
+    Ok(())
+}

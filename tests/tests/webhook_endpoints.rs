@@ -383,7 +383,7 @@ fn status_shows_other_users_no_webhook_paths() -> Result<()> {
     let port = Receiver::reserve("127.0.0.51")?;
     // A collector that takes its token in the path.
     let url = format!("http://127.0.0.51:{port}/services/T01/B02/path-token-x9");
-    let d = webhook_daemon(&cg, &echo, &[url.clone()], &secrets, &[])?;
+    let d = webhook_daemon(&cg, &echo, std::slice::from_ref(&url), &secrets, &[])?;
     let out = d.cli_as("nobody", None, &["status", "--json"])?;
     anyhow::ensure!(out.ok, "{out:?}");
     let st: Value = serde_json::from_str(&out.stdout)?;

@@ -88,7 +88,15 @@ fn run(ws: &Workspace, target: &str, secs: u64) -> Result<Outcome> {
     let seeds = fuzz.join("seeds").join(target);
     let mut cmd = Command::new("nice");
     cmd.current_dir(&fuzz)
-        .args(["-n", "19", "cargo", &format!("+{EBPF_TOOLCHAIN}"), "fuzz", "run", target])
+        .args([
+            "-n",
+            "19",
+            "cargo",
+            &format!("+{EBPF_TOOLCHAIN}"),
+            "fuzz",
+            "run",
+            target,
+        ])
         .arg(&corpus)
         .arg(&seeds)
         .args([
@@ -103,7 +111,9 @@ fn run(ws: &Workspace, target: &str, secs: u64) -> Result<Outcome> {
     if std::env::var_os("LIBCLANG_PATH").is_none() {
         cmd.env("LIBCLANG_PATH", "/usr/lib/llvm-22/lib");
     }
-    eprintln!("$ (in fuzz/) nice -n 19 cargo +{EBPF_TOOLCHAIN} fuzz run {target} ... -max_total_time={secs}");
+    eprintln!(
+        "$ (in fuzz/) nice -n 19 cargo +{EBPF_TOOLCHAIN} fuzz run {target} ... -max_total_time={secs}"
+    );
     let mut child = cmd.spawn().context("cannot start cargo fuzz")?;
     let mut runs = None;
     if let Some(err) = child.stderr.take() {
@@ -141,7 +151,10 @@ mod tests {
 
     #[test]
     fn reads_libfuzzers_execution_counts() {
-        assert_eq!(executions("stat::number_of_executed_units: 123456"), Some(123456));
+        assert_eq!(
+            executions("stat::number_of_executed_units: 123456"),
+            Some(123456)
+        );
         assert_eq!(executions("Done 9876 runs in 60 second(s)"), Some(9876));
         assert_eq!(executions("#4096\tpulse  cov: 10 ft: 12"), None);
     }
@@ -151,9 +164,14 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
         let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         for t in TARGETS {
-            assert!(root.join("fuzz_targets").join(format!("{t}.rs")).is_file(), "{t}");
+            assert!(
+                root.join("fuzz_targets").join(format!("{t}.rs")).is_file(),
+                "{t}"
+            );
             assert!(manifest.contains(&format!("name = \"{t}\"")), "{t}");
-            let seeds = std::fs::read_dir(root.join("seeds").join(t)).unwrap().count();
+            let seeds = std::fs::read_dir(root.join("seeds").join(t))
+                .unwrap()
+                .count();
             assert!(seeds > 0, "{t} has no seeds");
         }
     }

@@ -25,7 +25,7 @@ use aya_ebpf::{
 
 use super::{
     ProbeError,
-    flows::{count_flow, release_flow, uncount_flow},
+    flows::{disown, own},
 };
 use crate::maps::{CONFIG, FLOWS, Refused, TARGETS, count_refusal_of};
 
@@ -257,11 +257,12 @@ fn is_v4_mapped(a: &[u8; 16]) -> bool {
 fn record_flow(ctx: &SockAddrContext, flow: &FlowInfo, quota: u32) -> Result<(), ProbeError> {
     // SAFETY: the cookie helper takes our context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-    // A socket connecting again after a failed connect replaces its flow.
-    release_flow(cookie);
-    count_flow(flow.cgroup_id, quota)?;
+    // A socket connecting again after a failed connect is counted afresh
+    // (its flow is replaced below).
+    disown(cookie);
+    own(cookie, flow.cgroup_id, quota)?;
     FLOWS.insert(&cookie, flow, 0).map_err(|e| {
-        uncount_flow(flow.cgroup_id);
+        disown(cookie);
         if e == -E2BIG {
             ProbeError::MapFull
         } else {

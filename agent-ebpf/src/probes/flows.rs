@@ -1,10 +1,13 @@
-//! Bookkeeping shared by the connect hooks and `sock_release`: a flow is
-//! counted against its cgroup while its FLOWS entry exists, so one cgroup
-//! cannot hold more than its quota of the table.
+//! Bookkeeping shared by the connect hooks and `sock_release`: a
+//! redirected socket is counted against its cgroup (FLOW_OWNERS remembers
+//! which) until it is released, so one cgroup cannot hold more than its
+//! quota of the flow table. Only the programs write these two maps; the
+//! daemon deletes FLOWS entries (on accept, and stale ones) without
+//! touching the counts.
 
 use core::ptr::read_volatile;
 
-use crate::maps::{BPF_NOEXIST, FLOW_COUNTS, FLOWS, add_flow_count};
+use crate::maps::{BPF_NOEXIST, FLOW_COUNTS, FLOW_OWNERS, add_flow_count};
 
 use super::ProbeError;
 
@@ -51,15 +54,28 @@ pub fn uncount_flow(cgroup_id: u64) {
     }
 }
 
-/// Removes the flow of socket `cookie`, if any, and gives back its count.
-pub fn release_flow(cookie: u64) {
+/// Counts socket `cookie` against `cgroup_id` (unless it holds `quota`).
+pub fn own(cookie: u64, cgroup_id: u64, quota: u32) -> Result<(), ProbeError> {
+    count_flow(cgroup_id, quota)?;
+    FLOW_OWNERS.insert(&cookie, &cgroup_id, 0).map_err(|e| {
+        uncount_flow(cgroup_id);
+        if e == -E2BIG {
+            ProbeError::MapFull
+        } else {
+            ProbeError::MapUpdate
+        }
+    })
+}
+
+/// Gives back the count of socket `cookie`, if it holds one.
+pub fn disown(cookie: u64) {
     // SAFETY: the value is copied out at once.
-    let cgroup_id = match unsafe { FLOWS.get(&cookie) } {
-        Some(f) => f.cgroup_id,
+    let cgroup_id = match unsafe { FLOW_OWNERS.get(&cookie) } {
+        Some(c) => *c,
         None => return,
     };
     // Only the remover gives the count back.
-    if FLOWS.remove(&cookie).is_ok() {
+    if FLOW_OWNERS.remove(&cookie).is_ok() {
         uncount_flow(cgroup_id);
     }
 }

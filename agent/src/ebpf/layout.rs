@@ -18,7 +18,7 @@ use super::KernelError;
 
 /// (map, key size, value size) of every pinned map with a fixed layout
 /// (the ring buffer has none). LPM trie keys carry a u32 prefix length.
-fn expected() -> [(&'static str, usize, usize); 12] {
+fn expected() -> [(&'static str, usize, usize); 13] {
     [
         (
             names::TARGETS,
@@ -27,6 +27,7 @@ fn expected() -> [(&'static str, usize, usize); 12] {
         ),
         (names::FLOWS, 8, size_of::<FlowInfo>()),
         (names::PEERS, size_of::<PeerKey>(), 8),
+        (names::FLOW_OWNERS, 8, 8),
         (names::FLOW_COUNTS, 8, 8),
         (
             names::REFUSED_BY_CGROUP,
@@ -79,6 +80,7 @@ mod tests {
             names::TARGETS,
             names::FLOWS,
             names::PEERS,
+            names::FLOW_OWNERS,
             names::FLOW_COUNTS,
             names::REFUSED_BY_CGROUP,
             names::CONFIG,

@@ -53,7 +53,7 @@ pub struct LoadOptions {
     pub scopes: Vec<PathBuf>,
     /// Size of PROC_EVENTS in bytes (power of two, a multiple of the page size).
     pub process_ring_bytes: u32,
-    /// Entries of FLOWS, PEERS and FLOW_COUNTS when they are created
+    /// Entries of FLOWS, PEERS, FLOW_OWNERS and FLOW_COUNTS when they are created
     /// (adopted pins keep the size they were created with).
     pub flow_entries: u32,
 }
@@ -99,6 +99,7 @@ impl Kernel {
             .map_max_entries(map_names::PROC_EVENTS, opts.process_ring_bytes)
             .map_max_entries(map_names::FLOWS, opts.flow_entries)
             .map_max_entries(map_names::PEERS, opts.flow_entries)
+            .map_max_entries(map_names::FLOW_OWNERS, opts.flow_entries)
             .map_max_entries(map_names::FLOW_COUNTS, opts.flow_entries)
             .load(object)?;
         for name in CGROUP_PROGRAMS {

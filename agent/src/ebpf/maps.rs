@@ -98,15 +98,36 @@ impl KernelMaps {
         Ok(out)
     }
 
-    /// Removes PEERS entries whose flow is gone (a connection the daemon
-    /// never accepted whose socket was released before `sock_release`
-    /// could match its client address, e.g. after a restart). FLOWS itself
-    /// is only ever emptied by the kernel, when a socket is released: its
-    /// per-cgroup counts are kept there, atomically. Returns how many were removed.
+    /// Removes flows that can no longer be accepted: recorded before
+    /// `dead_before_ns` (the listeners of an earlier daemon, whose backlog
+    /// died with it) or older than `ttl_ns` (a connect that never completed
+    /// on a socket still open), both on the `bpf_ktime_get_ns` clock; then
+    /// PEERS entries whose flow is gone. Flows of sockets that went away
+    /// without reaching the daemon are removed by the kernel already
+    /// (`sock_release`); the per-cgroup counts are the kernel's alone and
+    /// are not touched. Returns (flows, peers) removed.
     ///
     /// # Errors
     /// Iterating or deleting failed.
-    pub fn sweep_peers(&mut self) -> Result<usize, KernelError> {
+    pub fn sweep_flows(
+        &mut self,
+        dead_before_ns: u64,
+        ttl_ns: u64,
+    ) -> Result<(usize, usize), KernelError> {
+        let now = monotonic_ns();
+        let stale: Vec<u64> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, f)| f.ktime_ns < dead_before_ns || now.saturating_sub(f.ktime_ns) > ttl_ns)
+            .map(|(cookie, _)| cookie)
+            .collect();
+        for cookie in &stale {
+            match self.flows.remove(cookie) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::FLOWS)(e)),
+            }
+        }
         let orphans: Vec<PeerKey> = self
             .peers
             .iter()
@@ -125,7 +146,7 @@ impl KernelMaps {
                 Err(e) => return Err(map_err(names::PEERS)(e)),
             }
         }
-        Ok(orphans.len())
+        Ok((stale.len(), orphans.len()))
     }
 
     /// The per-cgroup refusal records (see [`CgroupRefusal`]).
@@ -167,11 +188,10 @@ impl KernelMaps {
         }
     }
 
-    /// Takes the flow of the connection whose client side is `peer`: its
-    /// PEERS entry is deleted (so no other connection can claim it), its
-    /// FLOWS entry stays until the client's socket is released, counted
-    /// against the client's cgroup. `None` if the kernel recorded no
-    /// redirect for it.
+    /// Takes (looks up and deletes) the flow of the connection whose client
+    /// side is `peer`. `None` if the kernel recorded no redirect for it.
+    /// The client's socket stays counted against its cgroup until it is
+    /// released (the kernel's FLOW_OWNERS, not touched here).
     ///
     /// # Errors
     /// A map operation other than "not found" failed.
@@ -183,11 +203,13 @@ impl KernelMaps {
             Err(e) => return Err(map_err(names::PEERS)(e)),
         };
         let _ = self.peers.remove(&key);
-        match self.flows.get(&cookie, 0) {
-            Ok(f) => Ok(Some(f)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(names::FLOWS)(e)),
-        }
+        let flow = match self.flows.get(&cookie, 0) {
+            Ok(f) => f,
+            Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(map_err(names::FLOWS)(e)),
+        };
+        let _ = self.flows.remove(&cookie);
+        Ok(Some(flow))
     }
 
     /// Makes the TARGETS map hold exactly `entries`: inserts new ones first,

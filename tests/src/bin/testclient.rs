@@ -9,6 +9,8 @@
 //!   testclient many ADDR N MSG          opens N connections at once and prints
 //!                                       "opened K refused R <error kinds>"; after a line on
 //!                                       stdin, exchanges MSG on each and prints "replies G"
+//!   testclient send ADDR MSG            one connection: send MSG and close at once (no reply
+//!                                       awaited); prints "sent"
 //!   testclient churn ADDR N             the flow-table attack: N connects that fail after
 //!                                       the kernel's connect hook ran (each socket bound to
 //!                                       the client port of an open connection to the same
@@ -117,6 +119,13 @@ fn main() -> anyhow::Result<()> {
                 good += usize::from(ok);
             }
             println!("replies {good}");
+        }
+        "send" => {
+            let msg = args.get(3).map(String::as_str).unwrap_or("fire");
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            s.write_all(msg.as_bytes())?;
+            drop(s);
+            println!("sent");
         }
         "churn" | "hog" => {
             let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1000);

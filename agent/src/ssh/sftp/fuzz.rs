@@ -78,7 +78,12 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
     ]
     .concat();
     say(&mut upload, 1, &packet(wire::NAME, CWD_PROBE_ID, &[&name]));
-    let open_w = [string(b"up.txt"), 0x1au32.to_be_bytes().to_vec(), attrs.to_vec()].concat();
+    let open_w = [
+        string(b"up.txt"),
+        0x1au32.to_be_bytes().to_vec(),
+        attrs.to_vec(),
+    ]
+    .concat();
     say(&mut upload, 0, &packet(wire::OPEN, 1, &[&open_w]));
     say(&mut upload, 1, &packet(wire::HANDLE, 1, &[&string(b"h1")]));
     let write = [string(b"h1"), 0u64.to_be_bytes().to_vec(), string(b"hello")].concat();
@@ -87,20 +92,46 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
     say(&mut upload, 0, &packet(wire::CLOSE, 3, &[&string(b"h1")]));
     say(&mut upload, 1, &packet(wire::STATUS, 3, &[&ok]));
     let mut download = upload.clone();
-    let open_r = [string(b"/etc/hostname"), 1u32.to_be_bytes().to_vec(), attrs.to_vec()].concat();
+    let open_r = [
+        string(b"/etc/hostname"),
+        1u32.to_be_bytes().to_vec(),
+        attrs.to_vec(),
+    ]
+    .concat();
     say(&mut download, 0, &packet(wire::OPEN, 4, &[&open_r]));
-    say(&mut download, 1, &packet(wire::HANDLE, 4, &[&string(b"h2")]));
-    let read = [string(b"h2"), 0u64.to_be_bytes().to_vec(), 4096u32.to_be_bytes().to_vec()].concat();
+    say(
+        &mut download,
+        1,
+        &packet(wire::HANDLE, 4, &[&string(b"h2")]),
+    );
+    let read = [
+        string(b"h2"),
+        0u64.to_be_bytes().to_vec(),
+        4096u32.to_be_bytes().to_vec(),
+    ]
+    .concat();
     say(&mut download, 0, &packet(wire::READ, 5, &[&read]));
-    say(&mut download, 1, &packet(wire::DATA, 5, &[&string(b"runner\n")]));
+    say(
+        &mut download,
+        1,
+        &packet(wire::DATA, 5, &[&string(b"runner\n")]),
+    );
     say(&mut download, 0, &packet(wire::CLOSE, 6, &[&string(b"h2")]));
     say(&mut download, 1, &packet(wire::STATUS, 6, &[&ok]));
     let mut changes = upload.clone();
     let rename = [string(b"up.txt"), string(b"../done.txt")].concat();
     say(&mut changes, 0, &packet(wire::RENAME, 7, &[&rename]));
     say(&mut changes, 1, &packet(wire::STATUS, 7, &[&ok]));
-    say(&mut changes, 0, &packet(wire::REMOVE, 8, &[&string(b"/tmp/x")]));
-    say(&mut changes, 0, &packet(wire::MKDIR, 9, &[&string(b"d"), &attrs]));
+    say(
+        &mut changes,
+        0,
+        &packet(wire::REMOVE, 8, &[&string(b"/tmp/x")]),
+    );
+    say(
+        &mut changes,
+        0,
+        &packet(wire::MKDIR, 9, &[&string(b"d"), &attrs]),
+    );
     say(&mut changes, 1, &packet(wire::STATUS, 8, &[&ok]));
     vec![upload, download, changes]
 }
