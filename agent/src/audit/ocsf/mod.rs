@@ -147,6 +147,11 @@ pub(crate) fn classify(kind: &EventKind) -> Classification {
             finding: super::event::KernelFinding::LinkFromOtherBuild,
             ..
         } => (EVENT_LOG, (99, "Kernel Side Changed"), LOW, SUCCESS),
+        // After the fact, and `interlock detach` by an operator looks the same.
+        K::KernelIntegrity {
+            finding: super::event::KernelFinding::PinsVanished,
+            ..
+        } => (EVENT_LOG, (99, "Kernel Side Changed"), MEDIUM, FAILURE),
         K::KernelIntegrity { .. } => (EVENT_LOG, (99, "Kernel Side Changed"), HIGH, FAILURE),
         K::DaemonStarted { .. } => (PROCESS, (1, "Launch"), INFORMATIONAL, SUCCESS),
         K::DaemonStopped { .. } => (PROCESS, (2, "Terminate"), INFORMATIONAL, SUCCESS),
