@@ -17,6 +17,7 @@ mod gatekeeper;
 pub mod identity;
 pub mod intercept;
 mod kernel_watch;
+pub mod oidc;
 pub mod policy;
 pub mod postgres;
 pub mod sessions;
