@@ -27,6 +27,9 @@ pub enum Command {
         /// Instance whose pins to remove.
         #[arg(long, default_value = "default")]
         instance: String,
+        /// Directory of every instance's pins (as given to `run`).
+        #[arg(long, default_value = crate::ebpf::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
     },
     /// Policy files.
     Policy {
@@ -295,15 +298,31 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 4096, value_parser = ring_kib)]
     pub process_ring_kib: u32,
     /// Entries of the kernel's flow table: connects to targets waiting to
-    /// be accepted. When it is full further connects are refused (fail
-    /// closed; direct in fail-open mode) and reported. Applies when the
-    /// instance's maps are first created.
+    /// be accepted (and, apart, redirected sockets open at once). When it
+    /// is full further connects are refused (fail closed; direct in
+    /// fail-open mode) and reported. Applies when the instance's maps are
+    /// first created.
     #[arg(long, default_value_t = agent_common::flow::FLOWS_MAX, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub flow_table_entries: u32,
+    /// Redirected sockets one cgroup may hold open at once (connected or
+    /// connecting to targets); further connects from it are refused and
+    /// reported with the cgroup, in both failure modes. 0: no limit.
+    /// Default: an eighth of --flow-table-entries.
+    #[arg(long)]
+    pub flow_quota: Option<u32>,
+    /// Directory of every instance's pins; it and everything in it must
+    /// belong to root and be writable by no one else.
+    #[arg(long, default_value = crate::ebpf::DEFAULT_PIN_ROOT)]
+    pub pin_root: PathBuf,
     /// How often host names in targets are resolved again, in seconds (a
     /// failed lookup keeps the addresses a name last resolved to).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub resolve_every_secs: u64,
+    /// How long, in seconds, an address a target's host name resolved to
+    /// stays intercepted after lookups stop returning it (round-robin and
+    /// failover names return a subset each time).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(0..=7 * 86_400))]
+    pub resolve_keep_secs: u64,
     /// When audit records reach the disk: within 100 ms (interval), after each (always), or when the OS decides (never).
     #[arg(long, value_enum, default_value = "interval")]
     pub audit_fsync: Fsync,
@@ -378,7 +397,12 @@ impl RunArgs {
             drain: Duration::try_from_secs_f64(self.drain_secs).unwrap_or(Duration::from_secs(10)),
             process_ring_bytes: self.process_ring_kib.saturating_mul(1024),
             flow_entries: self.flow_table_entries,
+            flow_quota: self
+                .flow_quota
+                .unwrap_or((self.flow_table_entries / 8).max(1)),
+            pin_root: self.pin_root.clone(),
             resolve_every: Duration::from_secs(self.resolve_every_secs),
+            resolve_keep: Duration::from_secs(self.resolve_keep_secs),
             audit: AuditOptions {
                 fsync: self.audit_fsync,
                 segment_bytes: self.audit_segment_kib.saturating_mul(1024),

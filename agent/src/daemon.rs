@@ -13,12 +13,13 @@ use tracing::{info, warn};
 
 use crate::{
     approval::{Approvals, Notifier},
-    audit::{AuditOptions, EventKind, EventLog, LogError, RefusalReason, ReloadTrigger, Rotation},
+    audit::{AuditOptions, EventKind, EventLog, LogError, ReloadTrigger, Rotation},
     context::AppContext,
     control,
     ebpf::{self, Kernel, KernelError, LoadOptions, monotonic_ns},
     identity::ProcessTable,
     intercept::{Listeners, accept_loop},
+    kernel_watch,
     policy::{self, PolicyError},
     sinks::{SinkError, WebhookOptions, Webhooks},
     targets,
@@ -30,7 +31,7 @@ const STALE_AFTER: Duration = Duration::from_secs(3);
 /// How often FLOWS/PEERS are swept of flows that can no longer be accepted.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// A redirected connect completes (and is accepted) long before this; an
-/// older flow belongs to a connect that failed.
+/// older flow belongs to a connect that failed on a socket still open.
 const FLOW_TTL: Duration = Duration::from_secs(60);
 const PROCESS_TABLE_CAPACITY: usize = 65_536;
 
@@ -68,8 +69,15 @@ pub struct DaemonOptions {
     pub client_tls: bool,
     /// Entries of the kernel's flow table (FLOWS, PEERS) when first created.
     pub flow_entries: u32,
+    /// Redirected sockets one cgroup may hold open at once (0: no limit).
+    pub flow_quota: u32,
+    /// Directory of every instance's pins (`/sys/fs/bpf/interlock`).
+    pub pin_root: PathBuf,
     /// How often host names in targets are resolved again.
     pub resolve_every: Duration,
+    /// How long an address a host name resolved to stays intercepted
+    /// after lookups stop returning it.
+    pub resolve_keep: Duration,
 }
 
 /// Why the daemon could not run.
@@ -142,16 +150,23 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         .iter()
         .map(|s| ebpf::resolve_scope(&mount, s))
         .collect::<Result<Vec<_>, _>>()?;
-    let _instance_lock = ebpf::lock_instance(&opts.instance)?;
-    let kernel = Kernel::load(&LoadOptions {
+    let pin_dir = ebpf::pin_dir(&opts.pin_root, &opts.instance);
+    let vanished = kernel_watch::pins_vanished(&opts.state_dir, &pin_dir);
+    let _instance_lock = ebpf::lock_instance(&opts.pin_root, &opts.instance)?;
+    let mut kernel = Kernel::load(&LoadOptions {
         instance: opts.instance.clone(),
-        cgroup_mount: mount,
+        pin_root: opts.pin_root.clone(),
+        cgroup_mount: mount.clone(),
         scopes: scopes.clone(),
         process_ring_bytes: opts.process_ring_bytes,
         flow_entries: opts.flow_entries,
     })?;
+    kernel_watch::record_pins(&opts.state_dir, &pin_dir);
     let adopted = kernel.adopted();
-    let (_hold, mut maps, process_events) = kernel.into_parts()?;
+    let mut findings: Vec<ebpf::Finding> = vanished.into_iter().collect();
+    findings.extend(kernel.take_findings());
+    let (hold, mut maps, process_events) = kernel.into_parts()?;
+    let hold = std::sync::Arc::new(std::sync::Mutex::new(hold));
 
     let previous = maps.config()?;
     let listeners = Listeners::bind(&previous)
@@ -170,9 +185,15 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         stale_after_ns: nanos(STALE_AFTER),
         listen_port4: port4,
         listen_port6: port6,
+        netns_cookie: ebpf::netns_cookie().unwrap_or_else(|| {
+            warn!("cannot read this network namespace's cookie: connects from other namespaces are not refused early");
+            0
+        }),
+        flow_quota: opts.flow_quota,
+        _pad: 0,
     };
     maps.set_config(&cfg)?;
-    let resolver = targets::Resolver::default();
+    let resolver = targets::Resolver::new(opts.resolve_keep);
     maps.set_targets(&resolver.begin().await.entries(&policy).await)?;
     match maps.sweep_flows(bound_at, nanos(FLOW_TTL)) {
         Ok((0, 0)) => {}
@@ -244,6 +265,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
             argv: std::env::args().collect(),
         })
         .await;
+    kernel_watch::emit_findings(&ctx, findings).await;
     info!(
         instance = %opts.instance,
         scopes = ?scopes,
@@ -274,11 +296,13 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     {
         let ctx = ctx.clone();
         let state_dir = opts.state_dir.clone();
+        let hold = std::sync::Arc::clone(&hold);
         background.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
+            let mut integrity = tokio::time::interval(kernel_watch::INTEGRITY_EVERY);
             let mut lost_seen = ctx.with_maps(|m| m.lost_process_records()).unwrap_or(0);
-            let mut refusals = RefusalReports::load(&state_dir);
+            let mut refusals = kernel_watch::RefusalReports::load(&state_dir, Some(mount));
             loop {
                 tokio::select! {
                     _ = ctx.shutdown().cancelled() => break,
@@ -287,7 +311,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
                         if let Err(e) = ctx.with_maps(|m| m.set_config(&cfg)) {
                             warn!(error = %e, "heartbeat failed");
                         }
-                        lost_seen = report_lost_records(&ctx, lost_seen).await;
+                        lost_seen = kernel_watch::report_lost_records(&ctx, lost_seen).await;
                         refusals.report(&ctx).await;
                     }
                     _ = sweep.tick() => {
@@ -295,6 +319,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
                             warn!(error = %e, "cannot sweep the flow table");
                         }
                     }
+                    _ = integrity.tick() => kernel_watch::check_integrity(&ctx, &hold).await,
                 }
             }
         });
@@ -476,99 +501,8 @@ async fn follow_lineage(ctx: AppContext) {
     }
 }
 
-/// Reports process records the kernel dropped since `seen` (a full ring):
-/// attribution of those processes then falls back to /proc. Returns the new total.
-async fn report_lost_records(ctx: &AppContext, seen: u64) -> u64 {
-    let total = match ctx.with_maps(|m| m.lost_process_records()) {
-        Ok(t) => t,
-        Err(e) => {
-            warn!(error = %e, "cannot read the lost-records counter");
-            return seen;
-        }
-    };
-    if total > seen {
-        warn!(
-            lost = total - seen,
-            total, "process records dropped: the event ring was full"
-        );
-        ctx.events()
-            .record(EventKind::ProcessRecordsLost {
-                lost: total - seen,
-                total,
-            })
-            .await;
-    }
-    total
-}
-
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Where the refusal totals already reported are kept, so a restarted
-/// daemon reports what the kernel refused while it was down, and nothing twice.
-const REFUSALS_FILE: &str = "kernel-refusals.json";
-
-/// Reports increases of the kernel's refusal counters as events.
-struct RefusalReports {
-    path: PathBuf,
-    reported: ebpf::Refusals,
-}
-
-impl RefusalReports {
-    fn load(state_dir: &std::path::Path) -> RefusalReports {
-        let path = state_dir.join(REFUSALS_FILE);
-        let reported = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        RefusalReports { path, reported }
-    }
-
-    async fn report(&mut self, ctx: &AppContext) {
-        let now = match ctx.with_maps(|m| m.refusals()) {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(error = %e, "cannot read the refusal counters");
-                return;
-            }
-        };
-        let mut changed = false;
-        for (slot, (total, seen)) in (0u32..).zip(now.iter().zip(self.reported.iter_mut())) {
-            // Fewer than reported: the maps were created anew (detach).
-            if *total < *seen {
-                *seen = 0;
-                changed = true;
-            }
-            if *total == *seen {
-                continue;
-            }
-            let count = *total - *seen;
-            *seen = *total;
-            changed = true;
-            let Some(reason) = RefusalReason::of_slot(slot) else {
-                continue;
-            };
-            warn!(
-                ?reason,
-                count, total, "the kernel could not redirect connects to targets"
-            );
-            ctx.events()
-                .record(EventKind::ConnectsRefused {
-                    reason,
-                    count,
-                    total: *total,
-                })
-                .await;
-        }
-        if changed
-            && let Err(e) = serde_json::to_vec(&self.reported)
-                .map_err(std::io::Error::other)
-                .and_then(|b| std::fs::write(&self.path, b))
-        {
-            warn!(error = %e, path = %self.path.display(), "cannot save the reported refusal totals");
-        }
-    }
 }
 
 /// Written once the daemon intercepts: its pid and listener addresses, for

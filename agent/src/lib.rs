@@ -10,10 +10,13 @@ mod context;
 pub mod control;
 pub mod daemon;
 pub mod ebpf;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod gate;
 mod gatekeeper;
 pub mod identity;
 pub mod intercept;
+mod kernel_watch;
 pub mod lock;
 pub mod oidc;
 pub mod policy;

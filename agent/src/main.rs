@@ -63,8 +63,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Detach { instance } => {
-            let removed = interlock::ebpf::detach(&instance)?;
+        Command::Detach { instance, pin_root } => {
+            let removed = interlock::ebpf::detach(&pin_root, &instance)?;
             if removed.is_empty() {
                 println!("instance {instance}: nothing pinned, nothing to detach");
             }

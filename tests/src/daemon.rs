@@ -438,7 +438,8 @@ impl Daemon {
     /// Runs `interlock detach` for this instance and returns its stdout.
     pub fn detach(&self) -> Result<String> {
         let out = Command::new(interlock_bin()?)
-            .args(["detach", "--instance", &self.instance])
+            .args(["detach", "--instance", &self.instance, "--pin-root"])
+            .arg(self.pin_root())
             .output()?;
         if !out.status.success() {
             bail!("detach failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -446,9 +447,19 @@ impl Daemon {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The directory of every instance's pins (`--pin-root`, if the spec gives one).
+    pub fn pin_root(&self) -> PathBuf {
+        let args = &self.spec.extra_args;
+        args.iter()
+            .position(|a| a == "--pin-root")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/interlock"))
+    }
+
     /// The pin directory of this instance.
     pub fn pin_dir(&self) -> PathBuf {
-        Path::new("/sys/fs/bpf/interlock").join(&self.instance)
+        self.pin_root().join(&self.instance)
     }
 
     /// Number of entries in one of this instance's pinned maps (via bpftool).

@@ -1,7 +1,8 @@
-//! Developer tasks cargo cannot do alone: host set-up, the privileged run, the CI pipeline.
+//! Developer tasks cargo cannot do alone: host set-up, the privileged run, the CI pipeline, fuzzing.
 
 mod bench;
 mod build_cmd;
+mod fuzz;
 mod install;
 mod run;
 mod setup;
@@ -40,6 +41,8 @@ enum Task {
     Bench(bench::Args),
     /// Install as a systemd service: binary, policy, unit, state dir (root; or --root DIR).
     Install(install::Args),
+    /// Build and run the cargo-fuzz targets (nightly; installs cargo-fuzz; not in CI).
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn dispatch(task: &Task) -> Result<ExitCode> {
         Task::Test(args) => test::cmd(args, &ws)?,
         Task::Bench(args) => bench::cmd(args, &ws)?,
         Task::Install(args) => install::cmd(args, &ws)?,
+        Task::Fuzz(args) => fuzz::cmd(args, &ws)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -101,6 +101,7 @@ fn preflight(need_root: bool) -> Result<()> {
 
 /// Reports every step and returns how many are missing.
 fn check_all(ws: &Workspace) -> Result<usize> {
+    advise();
     let mut missing = 0;
     for step in steps(ws) {
         if step.is_done()? {
@@ -114,6 +115,7 @@ fn check_all(ws: &Workspace) -> Result<usize> {
 }
 
 fn apply_all(ws: &Workspace) -> Result<()> {
+    advise();
     for step in steps(ws) {
         if step.is_done()? {
             report(step.name(), "ok");
@@ -132,6 +134,14 @@ fn apply_all(ws: &Workspace) -> Result<()> {
         report(step.name(), "ok (fixed)");
     }
     Ok(())
+}
+
+/// Things worth changing that set-up leaves alone because other software
+/// on the host may rely on them.
+fn advise() {
+    if let Some(advice) = mounts::bpffs_advice() {
+        report("bpffs mode", &advice);
+    }
 }
 
 fn report(name: &str, status: &str) {

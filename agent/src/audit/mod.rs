@@ -25,7 +25,8 @@ mod writer;
 
 pub use error::LogError;
 pub use event::{
-    DecisionView, Disposition, Event, EventKind, RefusalReason, ReloadTrigger, SessionOutcome,
+    DecisionView, Disposition, Event, EventKind, KernelFinding, RefusalReason, RefusedBy,
+    ReloadTrigger, SessionOutcome,
 };
 pub use health::{Admission, AuditHealth, HealthView, SinkBehind, Unwritable};
 pub use jsonl::Rotation;

@@ -105,7 +105,7 @@ async fn route(
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, parts.as_slice()) {
-        (Method::GET, ["v1", "status"]) => reply(StatusCode::OK, status(ctx, extras)),
+        (Method::GET, ["v1", "status"]) => reply(StatusCode::OK, status(ctx, extras, peer)),
         // Sends to the SIEMs with the daemon's secrets: root only.
         (Method::POST, ["v1", "webhooks", "test"]) if peer.uid == 0 => reply(
             StatusCode::OK,
@@ -211,7 +211,8 @@ fn not_an_approver(peer: &LocalPeer) -> Response<Full<Bytes>> {
     )
 }
 
-fn status(ctx: &AppContext, extras: &Extras) -> serde_json::Value {
+/// Open to every local user: nothing secret in it (webhook paths only for root).
+fn status(ctx: &AppContext, extras: &Extras, peer: &LocalPeer) -> serde_json::Value {
     let policy = ctx.policy();
     json!({
         "pid": std::process::id(),
@@ -229,7 +230,7 @@ fn status(ctx: &AppContext, extras: &Extras) -> serde_json::Value {
             "pending": ctx.approvals().pending_count(),
             "next_deadline_secs": ctx.approvals().next_deadline().map(|d| d.as_secs()),
         },
-        "webhooks": extras.webhooks.status(),
+        "webhooks": extras.webhooks.status(peer.uid == 0),
         "audit": ctx.events().health().view(),
     })
 }

@@ -11,6 +11,17 @@
 //!                                       stdin, exchanges MSG on each and prints "replies G"
 //!   testclient pgstart ADDR USER DB     a PostgreSQL startup packet; prints the first reply:
 //!                                       "auth <request code>" or "error <severity> <sqlstate> <message>"
+//!   testclient send ADDR MSG            one connection: send MSG and close at once (no reply
+//!                                       awaited); prints "sent"
+//!   testclient churn ADDR N             the flow-table attack: N connects that fail after
+//!                                       the kernel's connect hook ran (each socket bound to
+//!                                       the client port of an open connection to the same
+//!                                       place, so the 4-tuple is taken), each socket closed
+//!                                       at once; prints "failed F <error kinds>"
+//!                                       (without a first connection, plain connects)
+//!   testclient hog ADDR N               the same N failing connects, every socket kept open;
+//!                                       prints "failed F <error kinds>", then after a line
+//!                                       on stdin exits (closing them)
 
 use std::{
     io::{Read as _, Write as _},
@@ -119,9 +130,62 @@ fn main() -> anyhow::Result<()> {
                 Err(e) => println!("err {:?} {e}", e.kind()),
             }
         }
+        "send" => {
+            let msg = args.get(3).map(String::as_str).unwrap_or("fire");
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            s.write_all(msg.as_bytes())?;
+            drop(s);
+            println!("sent");
+        }
+        "churn" | "hog" => {
+            let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1000);
+            let keep = cmd == "hog";
+            // One real connection, whose client port the others collide
+            // with; if it fails (no daemon), the others fail plainly.
+            let first = reusable()?;
+            let local = match first.connect_timeout(&addr.into(), Duration::from_secs(5)) {
+                Ok(()) => Some(first.local_addr()?),
+                Err(_) => None,
+            };
+            let mut held = Vec::new();
+            let mut kinds = std::collections::BTreeSet::new();
+            let mut failed = 0usize;
+            for _ in 0..n {
+                let s = reusable()?;
+                if let Some(local) = &local {
+                    s.bind(local)?;
+                }
+                match s.connect_timeout(&addr.into(), Duration::from_secs(5)) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        failed += 1;
+                        kinds.insert(format!("{:?}", e.kind()));
+                    }
+                }
+                if keep {
+                    held.push(s);
+                }
+            }
+            let kinds: Vec<String> = kinds.into_iter().collect();
+            println!("failed {failed} {}", kinds.join(","));
+            std::io::stdout().flush()?;
+            if keep {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+            }
+            drop(held);
+            drop(first);
+        }
         other => anyhow::bail!("unknown command {other}"),
     }
     Ok(())
+}
+
+/// A TCP socket that may share a bound address with others (SO_REUSEADDR).
+fn reusable() -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    Ok(s)
 }
 
 /// How long a reply may take: 5 s, or `INTERLOCK_TEST_READ_SECS` (a test

@@ -203,10 +203,46 @@ impl Mapper {
                 reason,
                 count,
                 total,
+                by,
             } => {
                 b.log("kernel flow table".into());
+                b.message = Some(match by {
+                    None => format!(
+                        "{count} connects to targets not redirected ({reason:?}; {total} in all)"
+                    ),
+                    Some(by) => format!(
+                        "{count} connects to targets from cgroup {} not redirected ({reason:?}; {total} in all from it)",
+                        by.cgroup.as_deref().unwrap_or("(gone)")
+                    ),
+                });
+                if let Some(by) = by {
+                    let process = Process {
+                        pid: Some(by.pid),
+                        name: Some(by.comm.clone()),
+                        user: User::of(by.uid, None),
+                        ..Process::default()
+                    };
+                    b.actor = Some(Actor {
+                        user: process.user.clone(),
+                        process: Some(process),
+                        ..Actor::default()
+                    });
+                }
+            }
+            K::KernelIntegrity {
+                finding,
+                path,
+                detail,
+                repaired,
+            } => {
+                b.log("interlock kernel side".into());
                 b.message = Some(format!(
-                    "{count} connects to targets not redirected ({reason:?}; {total} in all)"
+                    "{finding:?} at {path}: {detail}{}",
+                    if *repaired {
+                        " (repaired)"
+                    } else {
+                        " (not repaired)"
+                    }
                 ));
             }
             K::PolicyReloaded {

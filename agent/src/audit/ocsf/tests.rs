@@ -258,6 +258,13 @@ fn samples() -> Vec<EventKind> {
             reason: crate::audit::RefusalReason::FlowTableFull,
             count: 3,
             total: 5,
+            by: None,
+        },
+        K::KernelIntegrity {
+            finding: crate::audit::KernelFinding::LinkDetached,
+            path: "/sys/fs/bpf/interlock/default/links/connect4@1".into(),
+            detail: "connect4 was detached".into(),
+            repaired: true,
         },
         K::PolicyReloaded {
             path: "/etc/interlock/policy.yaml".into(),
@@ -348,9 +355,10 @@ fn index(k: &EventKind) -> usize {
         K::WebhookTest { .. } => 20,
         K::ConnectsRefused { .. } => 21,
         K::AuditWriteFailed { .. } => 22,
+        K::KernelIntegrity { .. } => 23,
     }
 }
-const KINDS: usize = 23;
+const KINDS: usize = 24;
 
 /// Each sample as (native event JSON, OCSF body), mapped in order.
 fn bodies() -> Vec<(Value, Value)> {
