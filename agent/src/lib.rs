@@ -25,6 +25,8 @@ mod targets;
 mod tcp;
 #[cfg(test)]
 mod test_dir;
+pub mod text;
+pub mod web;
 
 pub use daemon::{DaemonOptions, FailureMode, run};
 

@@ -14,6 +14,7 @@ mod rule;
 mod scalar;
 mod target;
 mod upstream;
+mod web;
 
 pub use error::PolicyError;
 pub use eval::{Action, Decision, Explanation, Step, Subject};
@@ -25,6 +26,9 @@ pub use mask::{ColumnGlob, DETECTORS, Detector, MaskSpec, Strategy, luhn};
 pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, RecordLevel, Rule};
 pub use target::{AddressMatch, Endpoint, JobTokenMode, Protocol, Target, TargetId};
 pub use upstream::{ClientAuthMethod, Secret, SecretError, SecretRef, TlsMode, Upstream};
+pub use web::{
+    ApiTokens, DEFAULT_SESSION, FourEyesPair, SignIn, WebPolicy, WebTls, default_four_eyes,
+};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ use super::{
     decide::Decision,
     encoding::ClientEncoding,
     error::{PgError, ProtocolError},
+    executions::Executions,
     frame::Frame,
     legs::{Legs, fatal, proto, read_err},
     mask::{MaskKey, Masks, ResultColumns},
@@ -48,6 +49,8 @@ pub(crate) struct Relay<'a> {
     pub(crate) encoding: ClientEncoding,
     /// Recently classified SQL, by the client's bytes.
     classified: ClassifyCache,
+    /// Approved prepared statements and their one execution.
+    pub(super) executions: Executions,
 }
 
 enum Event {
@@ -98,6 +101,7 @@ impl<'a> Relay<'a> {
             copy_in: false,
             encoding: ClientEncoding::Utf8,
             classified: ClassifyCache::default(),
+            executions: Executions::default(),
         }
     }
 
@@ -251,7 +255,7 @@ impl<'a> Relay<'a> {
                 param_types,
             } => {
                 let stmts = self.classify(&sql);
-                match self.decide_all(&stmts).await? {
+                match self.decide_parse(&name, &stmts).await? {
                     Decision::Allowed(masks) => {
                         let info = self.prepared(stmts, masks);
                         let types = param_types.iter().map(|t| *t as u32).collect();
@@ -277,6 +281,23 @@ impl<'a> Relay<'a> {
                 statement,
                 rest,
             } => {
+                match self.decide_bind(&statement).await? {
+                    Decision::Allowed(_) => {}
+                    Decision::Refused(reply) => {
+                        // The server fails a Bind of a statement that does not exist at the
+                        // same point; its error is replaced by ours.
+                        self.names.close(b'P', &portal);
+                        self.pending.push_injected(reply);
+                        let b = FrontendMessage::Bind {
+                            portal,
+                            statement: self.executions.refused_name().into(),
+                            rest,
+                        };
+                        self.legs.server_w.queue(&b.encode()).await?;
+                        return Ok(true);
+                    }
+                    Decision::ClientGone => return Ok(false),
+                }
                 let bind = BindParams::parse(rest).map_err(proto(Side::Client))?;
                 let known = self.names.statement_mut(&statement).map(|def| {
                     let info = def.info.clone();

@@ -73,10 +73,11 @@ fn pending() -> Pending {
             exe: Some("/usr/bin/psql".into()),
             cgroup: Some("/ci/job-42".into()),
             ci: BTreeMap::new(),
+            job: None,
         },
         approvers: Approvers {
             users: vec!["alice".into()],
-            groups: vec![],
+            ..Approvers::default()
         },
         grant: Grant::Session,
         requested_at: SystemTime::UNIX_EPOCH,
@@ -88,16 +89,20 @@ fn decided(decision: Decision) -> Decided {
     Decided {
         pending: pending(),
         decision,
-        by: (decision == Decision::Approved).then(|| LocalPeer {
-            uid: 2000,
-            gid: 2000,
-            pid: 77,
-            user: Some("alice".into()),
-            groups: vec!["sre".into()],
-            cgroup: Some("/user".into()),
+        by: (decision == Decision::Approved).then(|| {
+            crate::approval::DecidedBy::Local(LocalPeer {
+                uid: 2000,
+                gid: 2000,
+                pid: 77,
+                user: Some("alice".into()),
+                groups: vec!["sre".into()],
+                cgroup: Some("/user".into()),
+            })
         }),
+        channel: (decision == Decision::Approved).then_some(crate::approval::Channel::Cli),
         reason: Some("ticket 42".into()),
         decided_at: SystemTime::UNIX_EPOCH,
+        granted_until: None,
     }
 }
 
