@@ -80,6 +80,10 @@ pub enum Command {
         /// Pace the entries in real time divided by X (2 = twice as fast); default: print at once.
         #[arg(long, value_name = "X")]
         speed: Option<f64>,
+        /// Send terminal recordings to this terminal as recorded, escape sequences and all
+        /// (the recorded job chose them); default: as plain text.
+        #[arg(long)]
+        raw: bool,
     },
 }
 

@@ -652,11 +652,27 @@ fn prepare_state_dir(dir: &std::path::Path) -> Result<(), DaemonError> {
         source,
     };
     for t in crate::state_dir::prepare(dir).map_err(io)? {
+        if t.now & !t.was != 0 {
+            warn!(
+                path = %t.path.display(),
+                was = format!("{:o}", t.was),
+                now = format!("{:o}", t.now),
+                "state directory: made traversable, so that approvers who are not root reach control.sock"
+            );
+        } else {
+            warn!(
+                path = %t.path.display(),
+                was = format!("{:o}", t.was),
+                now = format!("{:o}", t.now),
+                "state directory: tightened a file or directory others could read"
+            );
+        }
+    }
+    for (a, mode) in crate::state_dir::untraversable_ancestors(dir) {
         warn!(
-            path = %t.path.display(),
-            was = format!("{:o}", t.was),
-            now = format!("{:o}", t.now),
-            "state directory: tightened a file or directory others could read"
+            path = %a.display(),
+            mode = format!("{mode:o}"),
+            "others cannot traverse this directory, so approvers who are not root cannot reach control.sock below it (give it o+x)"
         );
     }
     crate::state_dir::private_dir(&dir.join(RECORDINGS_DIR)).map_err(io)

@@ -43,12 +43,15 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
 /// as itself (DEL, C1 controls, bidirectional controls, separators) written as a `\uXXXX`
 /// escape: the same JSON value, safe on a terminal. serde_json already escapes C0 controls.
 pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
-    if !json.chars().any(is_unsafe) {
+    // C0 characters appear raw only as layout between tokens (serde_json escapes them in
+    // strings); everything else unsafe becomes an escape.
+    let escape = |c: char| is_unsafe(c) && c as u32 >= 0x20;
+    if !json.chars().any(escape) {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 8);
     for c in json.chars() {
-        if is_unsafe(c) {
+        if escape(c) {
             // Every unsafe character is in the Basic Multilingual Plane: one \u escape.
             out.push_str(&format!("\\u{:04x}", c as u32));
         } else {
@@ -56,6 +59,66 @@ pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// Terminal output (a PTY recording) as plain text: escape sequences (CSI, OSC, DCS and the
+/// other string sequences, two-byte ESC sequences, and their C1 forms) removed, `\r\n` as a
+/// line break, every other unsafe character escaped. What a recorded program printed, without
+/// letting it drive the reader's terminal.
+pub fn strip_terminal(s: &str) -> String {
+    #[derive(PartialEq)]
+    enum State {
+        Text,
+        Esc,
+        /// CSI parameters until a final byte.
+        Csi,
+        /// OSC/DCS/SOS/PM/APC until BEL or ST.
+        Str,
+        StrEsc,
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut state = State::Text;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        state = match state {
+            State::Text => match c {
+                '\u{1b}' => State::Esc,
+                '\u{9b}' => State::Csi,
+                '\u{90}' | '\u{9d}' | '\u{98}' | '\u{9e}' | '\u{9f}' => State::Str,
+                '\r' if chars.peek() == Some(&'\n') => State::Text,
+                '\n' | '\t' => {
+                    out.push(c);
+                    State::Text
+                }
+                c => {
+                    out.push_str(&escape_controls(c.encode_utf8(&mut [0; 4])));
+                    State::Text
+                }
+            },
+            State::Esc => match c {
+                '[' => State::Csi,
+                ']' | 'P' | 'X' | '^' | '_' => State::Str,
+                // Intermediate bytes of a two-byte sequence (`ESC ( B`): wait for the final one.
+                ' '..='/' => State::Esc,
+                _ => State::Text,
+            },
+            State::Csi => match c {
+                '@'..='~' => State::Text,
+                _ => State::Csi,
+            },
+            State::Str => match c {
+                '\u{7}' | '\u{9c}' => State::Text,
+                '\u{1b}' => State::StrEsc,
+                _ => State::Str,
+            },
+            State::StrEsc => match c {
+                '\\' => State::Text,
+                '\u{1b}' => State::StrEsc,
+                _ => State::Str,
+            },
+        };
+    }
+    out
 }
 
 #[cfg(test)]
@@ -78,12 +141,26 @@ mod tests {
     }
 
     #[test]
+    fn terminal_output_loses_its_sequences_not_its_text() {
+        let recorded = "\u{1b}]0;title\u{7}\u{1b}[1;32muser@host\u{1b}[0m:~$ ls\r\na b\r\n\u{1b}[2K\rfake\u{1b}]52;c;Y2xpcA==\u{1b}\\\u{1b}(Bdone\u{9b}31mx\u{8}";
+        assert_eq!(
+            strip_terminal(recorded),
+            "user@host:~$ ls\na b\n\\rfakedonex\\x08"
+        );
+        assert_eq!(strip_terminal("plain\ttext\n"), "plain\ttext\n");
+    }
+
+    #[test]
     fn json_stays_the_same_value() {
         let v = serde_json::json!({"text": "a\u{9b}31mb\u{202e}c\u{7f}\u{2028}\n"});
-        let raw = serde_json::to_string(&v).unwrap();
-        let safe = json_for_terminal(&raw);
-        assert!(!safe.chars().any(is_unsafe), "{safe}");
-        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
-        assert_eq!(back, v);
+        for raw in [
+            serde_json::to_string(&v).unwrap(),
+            serde_json::to_string_pretty(&v).unwrap(),
+        ] {
+            let safe = json_for_terminal(&raw);
+            assert!(!safe.chars().any(|c| is_unsafe(c) && c != '\n'), "{safe}");
+            let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+            assert_eq!(back, v);
+        }
     }
 }

@@ -108,10 +108,14 @@ pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// A `Set-Cookie` value: `__Host-` cookies are `Secure`, `Path=/` and host-only; the
 /// browser's scripts never see them (`HttpOnly`); `SameSite=Lax` sends them on top-level
 /// navigations from other sites (a link in a chat, the provider's redirect back) and on
-/// nothing else. `max_age`: seconds, 0 to delete.
-pub(super) fn set_cookie(name: &str, value: &str, max_age: u64) -> HeaderValue {
+/// nothing else. `max_age`: seconds (0 deletes it); `None`: until the browser closes (the
+/// daemon ends the session itself, and can then say so).
+pub(super) fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let age = max_age
+        .map(|a| format!("; Max-Age={a}"))
+        .unwrap_or_default();
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}"
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax{age}"
     ))
     .unwrap_or_else(|_| {
         HeaderValue::from_static(
@@ -139,7 +143,7 @@ pub(super) fn see_other(to: &str) -> Response {
 }
 
 /// Security headers on every response: no framing, no scripts, styles and forms only from
-/// the page itself, no caching of pages that show requests, no referrer.
+/// the page itself, no caching of pages that show requests, no referrer to other sites.
 pub(super) async fn secure_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     let set = |h: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
@@ -152,7 +156,8 @@ pub(super) async fn secure_headers(mut r: Response) -> Response {
     );
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(h, header::REFERRER_POLICY, "no-referrer");
+    // Not `no-referrer`: browsers then send `Origin: null` with the page's own forms.
+    set(h, header::REFERRER_POLICY, "same-origin");
     set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
     if !h.contains_key(header::CACHE_CONTROL) {
         set(h, header::CACHE_CONTROL, "no-store");
@@ -190,7 +195,7 @@ mod tests {
         assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("xyz"));
         assert_eq!(cookie(&h, "b").as_deref(), Some("2"));
         assert_eq!(cookie(&h, "c"), None);
-        let c = set_cookie(SESSION_COOKIE, "v", 60);
+        let c = set_cookie(SESSION_COOKIE, "v", Some(60));
         let c = c.to_str().unwrap();
         for part in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
             assert!(c.contains(part), "{c}");

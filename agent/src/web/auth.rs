@@ -38,7 +38,7 @@ pub(super) async fn start(State(app): State<Shared>, Query(q): Query<StartQuery>
             let mut r = see_other(&s.url);
             r.headers_mut().append(
                 header::SET_COOKIE,
-                set_cookie(SIGNIN_COOKIE, &s.state, SIGNIN_TTL.as_secs()),
+                set_cookie(SIGNIN_COOKIE, &s.state, Some(SIGNIN_TTL.as_secs())),
             );
             r
         }
@@ -77,7 +77,7 @@ pub(super) async fn callback(
     let fail = |status: StatusCode, why: String| {
         let mut r = sign_in_page(&app, status, "/", None, Some(why));
         r.headers_mut()
-            .append(header::SET_COOKIE, set_cookie(SIGNIN_COOKIE, "", 0));
+            .append(header::SET_COOKIE, set_cookie(SIGNIN_COOKIE, "", Some(0)));
         r
     };
     if let Some(e) = q.error {
@@ -135,11 +135,8 @@ pub(super) async fn callback(
     };
     let mut r = see_other(&pending.next);
     let h = r.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &id, app.policy.session.as_secs()),
-    );
-    h.append(header::SET_COOKIE, set_cookie(SIGNIN_COOKIE, "", 0));
+    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &id, None));
+    h.append(header::SET_COOKIE, set_cookie(SIGNIN_COOKIE, "", Some(0)));
     r
 }
 
@@ -167,6 +164,6 @@ pub(super) async fn sign_out(
     }
     let mut r = see_other("/signin?signed_out=1");
     r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
+        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", Some(0)));
     r
 }

@@ -65,6 +65,9 @@ impl SignInClient {
             .timeout(PROVIDER_TIMEOUT)
             // Following redirects would let a provider's answer send us anywhere.
             .redirect(reqwest::redirect::Policy::none())
+            // Sign-ins are rare: a fresh connection each time, never one the provider may
+            // have closed while it sat idle in a pool.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| WebError::Provider(e.to_string()))?;
         Ok(SignInClient {
