@@ -225,6 +225,12 @@ impl Browser {
         Ok(self.client.source().await?)
     }
 
+    /// Resizes the window (outer size, CSS pixels).
+    pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
+        self.client.set_window_size(width, height).await?;
+        Ok(())
+    }
+
     /// A PNG of the window, written to `path`.
     pub async fn screenshot(&self, path: &Path) -> Result<()> {
         let png = self.client.screenshot().await?;

@@ -371,7 +371,10 @@ async fn approvers_decide_held_statements_on_the_page() -> Result<()> {
     let job = sam.text("#job-token").await?;
     assert!(job.contains("ci-job") && job.contains("dave"), "{job}");
     if let Some(dir) = screenshots() {
+        // Tall enough to show the decision form.
+        sam.resize(1100, 1400).await?;
         sam.screenshot(&dir.join("approvals-detail.png")).await?;
+        sam.resize(1100, 900).await?;
     }
     sam.type_into("#reason", "ticket OPS-7: cleanup of test accounts")
         .await?;
