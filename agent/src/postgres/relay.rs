@@ -456,8 +456,13 @@ impl<'a> Relay<'a> {
             BackendMessage::ErrorResponse(f) => {
                 // An error ends copy-in mode.
                 self.copy_in = false;
-                let ours = f.code() == Some("42601")
-                    && f.get(b'M').is_some_and(|m| m.contains(INJECTED_SQL));
+                let ours = (f.code() == Some("42601")
+                    && f.get(b'M').is_some_and(|m| m.contains(INJECTED_SQL)))
+                    // A refused Bind: its statement name is a secret of this session.
+                    || (f.code() == Some("26000")
+                        && f
+                            .get(b'M')
+                            .is_some_and(|m| m.contains(self.executions.refused_name())));
                 let (out, undo) = self.pending.error(ours);
                 self.names.undo(undo);
                 match out {
