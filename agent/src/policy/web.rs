@@ -167,7 +167,7 @@ pub(super) type Problem = (Vec<Step<'static>>, String);
 
 fn at(keys: &[&'static str]) -> Vec<Step<'static>> {
     std::iter::once(Key("web"))
-        .chain(keys.iter().map(|k| Key(*k)))
+        .chain(keys.iter().map(|k| Key(k)))
         .collect()
 }
 
@@ -276,5 +276,124 @@ impl RawWeb {
             api,
             four_eyes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::policy::{PolicyError, parse};
+
+    const RULE: &str = "rules:
+  - name: writes
+    match: {statement: [write]}
+    action: require_approval
+    approval: {approvers: {oidc_groups: [sre], oidc_emails: [Dba@Corp.example]}}
+";
+
+    fn with_web(web: &str) -> Result<crate::policy::Policy, PolicyError> {
+        parse(
+            Path::new("p.yaml"),
+            &format!(
+                "version: 1\ntargets:\n  - {{name: db, protocol: tcp, match: [{{port: 5432}}]}}\n{RULE}{web}"
+            ),
+        )
+    }
+
+    const GOOD: &str = "web:
+  url: https://approvals.example.com:8443/
+  tls: {names: [approvals.example.com]}
+  sign_in:
+    issuer: https://login.example.com
+    client_id: interlock
+    client_secret: {file: /etc/interlock/oidc-secret}
+";
+
+    #[test]
+    fn a_web_section_is_read_with_its_defaults() {
+        let p = with_web(GOOD).unwrap();
+        let w = p.web().unwrap();
+        assert_eq!(w.listen, None);
+        assert_eq!(w.session, DEFAULT_SESSION);
+        assert_eq!(w.sign_in.scopes, ["email", "profile"]);
+        assert_eq!(w.sign_in.groups_claim, "groups");
+        assert!(w.sign_in.require_verified_email);
+        assert_eq!(w.four_eyes, default_four_eyes());
+        assert_eq!(
+            w.hold_url("0123456789ab"),
+            "https://approvals.example.com:8443/holds/0123456789ab"
+        );
+        assert_eq!(
+            w.redirect_url(),
+            "https://approvals.example.com:8443/auth/callback"
+        );
+        let a = &p.rules()[0].approval.as_ref().unwrap().approvers;
+        assert!(a.admits_signed_in("x", Some("dba@corp.example"), &[]));
+        assert!(a.admits_signed_in("x", None, &["sre".into()]));
+        assert!(!a.admits_signed_in("x", Some("dev@corp.example"), &["dev".into()]));
+        assert!(
+            !a.admits(Some("sre"), &["sre".into()]),
+            "local names do not count"
+        );
+    }
+
+    #[test]
+    fn web_errors_name_position_and_fix() {
+        let cases = [
+            (
+                GOOD.replace("https://approvals", "http://approvals"),
+                "not an https URL",
+                2,
+            ),
+            (
+                GOOD.replace(
+                    "{names: [approvals.example.com]}",
+                    "{names: [a], cert: /c, key: /k}",
+                ),
+                "either `cert` and `key`",
+                3,
+            ),
+            (
+                GOOD.replace("https://login.example.com", "http://login.example.com"),
+                "http only on loopback",
+                5,
+            ),
+            (
+                format!("{GOOD}  api: {{audience: interlock}}\n"),
+                "must differ from `sign_in.client_id`",
+                8,
+            ),
+            (
+                GOOD.replace("client_id: interlock", "client_id: ' '"),
+                "is empty",
+                6,
+            ),
+            (
+                GOOD.replace(
+                    "client_secret: {file: /etc/interlock/oidc-secret}",
+                    "client_secret: hunter2",
+                ),
+                "inline secrets are not allowed",
+                // serde reports the mapping that holds it.
+                5,
+            ),
+            (String::new(), "no `web:` section", 0),
+        ];
+        for (web, needle, line) in cases {
+            match with_web(&web) {
+                Err(PolicyError::Syntax {
+                    message, line: l, ..
+                }) => {
+                    assert!(message.contains(needle), "{needle}: {message}");
+                    if line > 0 {
+                        // Lines of the web section follow the target (2) and the rule (5).
+                        assert_eq!(l, line + 8, "{needle}: {message}");
+                    }
+                }
+                other => panic!("{needle}: {other:?}"),
+            }
+        }
     }
 }

@@ -59,7 +59,10 @@ async fn caller(app: &Shared, headers: &HeaderMap) -> Result<(Approver, Option<S
         };
     }
     match app.session(headers) {
-        Lookup::Active(s) => Ok((Approver::SignedIn(s.who, Channel::Web), Some(s.csrf))),
+        Lookup::Active(s) => {
+            let s = *s;
+            Ok((Approver::SignedIn(s.who, Channel::Web), Some(s.csrf)))
+        }
         Lookup::Expired => Err(error(
             StatusCode::UNAUTHORIZED,
             "the session has expired; sign in again",

@@ -144,31 +144,26 @@ fn session_or_sign_in(
     app: &Shared,
     headers: &HeaderMap,
     next: &str,
-) -> Result<WebSession, Response> {
-    match app.session(headers) {
-        Lookup::Active(s) => Ok(s),
-        Lookup::Expired => Err(sign_in_page(
-            app,
-            StatusCode::UNAUTHORIZED,
-            next,
-            Some("Your session has expired. Sign in again to continue.".into()),
-            None,
-        )),
-        Lookup::None => Err(sign_in_page(
-            app,
-            StatusCode::UNAUTHORIZED,
-            next,
-            None,
-            None,
-        )),
-    }
+) -> Result<WebSession, Box<Response>> {
+    let notice = match app.session(headers) {
+        Lookup::Active(s) => return Ok(*s),
+        Lookup::Expired => Some("Your session has expired. Sign in again to continue.".into()),
+        Lookup::None => None,
+    };
+    Err(Box::new(sign_in_page(
+        app,
+        StatusCode::UNAUTHORIZED,
+        next,
+        notice,
+        None,
+    )))
 }
 
 /// `GET /`: what the approver may see.
 pub(super) async fn list(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let s = match session_or_sign_in(&app, &headers, "/") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let who = Approver::SignedIn(s.who.clone(), Channel::Web);
     let (pending, decided) = app.ctx.approvals().visible(&who);
@@ -234,7 +229,7 @@ pub(super) async fn detail(
 ) -> Response {
     let s = match session_or_sign_in(&app, &headers, &format!("/holds/{id}")) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     detail_page(&app, &s, &id, StatusCode::OK, None)
 }
@@ -262,7 +257,7 @@ pub(super) async fn decide(
 ) -> Response {
     let s = match session_or_sign_in(&app, &headers, &format!("/holds/{id}")) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(Form(form)) = form else {
         return detail_page(

@@ -50,7 +50,7 @@ pub(super) enum Lookup {
     None,
     /// A session whose time is over (removed now).
     Expired,
-    Active(WebSession),
+    Active(Box<WebSession>),
 }
 
 /// Sessions and sign-ins in progress.
@@ -137,7 +137,7 @@ impl Store {
                 st.sessions.remove(&k);
                 Lookup::Expired
             }
-            Some(s) => Lookup::Active(s.clone()),
+            Some(s) => Lookup::Active(Box::new(s.clone())),
         }
     }
 

@@ -26,6 +26,11 @@ pub(crate) const PACKAGES: &[&str] = &[
     "procps",
     "python3",
     "python3-pip",
+    // The approvals page's browser tests: headless Chromium driven over WebDriver, and
+    // certutil to make a fresh profile trust interlock's CA.
+    "chromium",
+    "chromium-driver",
+    "libnss3-tools",
 ];
 
 /// What dpkg reports for a fully installed package.

@@ -664,3 +664,38 @@ fn a_verified_job_token_is_the_actor_and_its_issuer_the_idp() {
     assert_eq!(body["actor"]["user"]["name"], "runner");
     assert!(body["actor"].get("idp").is_none());
 }
+
+#[test]
+fn an_approver_signed_in_on_the_page_is_the_actor_and_the_provider_its_idp() {
+    let mut d = decided(Decision::Approved);
+    d.by = Some(crate::approval::DecidedBy::SignedIn(
+        crate::approval::SignedIn {
+            issuer: "https://login.corp.example".into(),
+            subject: "00u1sam".into(),
+            email: Some("sam@corp.example".into()),
+            name: Some("Sam".into()),
+            username: Some("sam".into()),
+            groups: vec!["sre".into()],
+            claims: BTreeMap::new(),
+        },
+    ));
+    d.channel = Some(crate::approval::Channel::Web);
+    let ev = Event::now(
+        "h",
+        EventKind::ApprovalDecided {
+            session_id: SID.into(),
+            approval: Box::new(d),
+        },
+    );
+    let native = serde_json::to_vec(&ev).unwrap();
+    let mut m = Mapper::default();
+    let body: Value = serde_json::from_slice(&m.body(Some(1), &ev, &native).unwrap()).unwrap();
+    let actor = &body["actor"];
+    assert_eq!(actor["user"]["uid"], "00u1sam");
+    assert_eq!(actor["user"]["name"], "sam@corp.example");
+    assert_eq!(actor["user"]["groups"][0]["name"], "sre");
+    assert_eq!(actor["idp"]["uid"], "https://login.corp.example");
+    assert!(actor.get("process").is_none(), "not a local process");
+    assert_eq!(body["unmapped"]["approval"]["channel"], "web");
+    check(&body).unwrap();
+}
