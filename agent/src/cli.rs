@@ -83,6 +83,10 @@ pub enum Command {
         /// Pace the entries in real time divided by X (2 = twice as fast); default: print at once.
         #[arg(long, value_name = "X")]
         speed: Option<f64>,
+        /// Send terminal recordings to this terminal as recorded, escape sequences and all
+        /// (the recorded job chose them); default: as plain text.
+        #[arg(long)]
+        raw: bool,
     },
 }
 
@@ -355,6 +359,13 @@ pub struct RunArgs {
     /// Chat webhook (Slack-compatible incoming webhook) told about each new hold (repeatable).
     #[arg(long = "approval-webhook", value_name = "URL", value_parser = webhook_url)]
     pub approval_webhooks: Vec<reqwest::Url>,
+    /// Receiver of a generic JSON notification of each new hold, with its page URL (repeatable).
+    #[arg(long = "approval-json-webhook", value_name = "URL", value_parser = webhook_url)]
+    pub approval_json_webhooks: Vec<reqwest::Url>,
+    /// Serve the approvals page (the policy's `web:` section) on this address, instead of
+    /// `web.listen`. Without either, the page is off.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub web_listen: Option<std::net::SocketAddr>,
     /// Answer PostgreSQL clients' SSLRequest with 'N' (and refuse direct TLS) instead of
     /// terminating TLS with a certificate from interlock's CA (`interlock ca export`).
     #[arg(long)]
@@ -422,6 +433,8 @@ impl RunArgs {
                 },
             },
             approval_webhooks: self.approval_webhooks.clone(),
+            approval_json_webhooks: self.approval_json_webhooks.clone(),
+            web_listen: self.web_listen,
             client_tls: !self.no_client_tls,
         }
     }

@@ -65,6 +65,10 @@ pub struct DaemonOptions {
     pub webhooks: WebhookOptions,
     /// Chat webhooks (Slack-compatible) told about every new hold.
     pub approval_webhooks: Vec<reqwest::Url>,
+    /// Generic JSON receivers told about every new hold.
+    pub approval_json_webhooks: Vec<reqwest::Url>,
+    /// Where the approvals page listens (overrides the policy's `web.listen`).
+    pub web_listen: Option<std::net::SocketAddr>,
     /// Terminate PostgreSQL clients' TLS with certificates from interlock's CA.
     pub client_tls: bool,
     /// Entries of the kernel's flow table (FLOWS, PEERS) when first created.
@@ -108,6 +112,8 @@ pub enum DaemonError {
     MaskKey(#[from] crate::postgres::MaskKeyError),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     #[error("cannot bind the control socket {path}: {source}")]
     Control {
         path: PathBuf,
@@ -226,10 +232,29 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         path: socket.clone(),
         source,
     })?;
-    let approvals = Approvals::new(
+    // The approvals page: bound now, so a bad address or certificate stops the start.
+    let web = match (policy.web(), opts.web_listen) {
+        (None, Some(_)) => return Err(crate::web::WebError::NoSection.into()),
+        (Some(w), listen) => match listen.or(w.listen) {
+            Some(addr) => Some(crate::web::WebServer::bind(w, addr, &opts.state_dir).await?),
+            None => None,
+        },
+        (None, None) => None,
+    };
+    let approvals = Approvals::with_page(
         events.clone(),
-        Notifier::new(opts.approval_webhooks.clone()),
+        Notifier::new(
+            opts.approval_webhooks.clone(),
+            opts.approval_json_webhooks.clone(),
+        ),
         &socket,
+        web.as_ref()
+            .and(policy.web())
+            .map(|w| w.url.as_str().to_string()),
+        policy
+            .web()
+            .map(|w| w.four_eyes.clone())
+            .unwrap_or_default(),
     );
     let ssh_ca = crate::ssh::SshCa::load_or_create(&opts.state_dir)?;
     let pg_ca = match opts.client_tls {
@@ -290,6 +315,14 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         },
     ));
     background.spawn(watch_policy(ctx.clone(), opts.policy.clone()));
+    if let Some(web) = web {
+        let ctx = ctx.clone();
+        background.spawn(async move {
+            if let Err(e) = web.serve(ctx).await {
+                warn!(error = %e, "the approvals page stopped");
+            }
+        });
+    }
     for (protocol, listener) in listeners.into_inner() {
         background.spawn(accept_loop(ctx.clone(), protocol, listener));
     }
@@ -458,6 +491,11 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
         }
     };
     new.keep_ids_of(&ctx.policy());
+    if new.web() != ctx.policy().web() {
+        warn!(
+            "policy reload: the `web:` section changed; the approvals page keeps its settings until the daemon restarts"
+        );
+    }
     let mut update = ctx.resolver().begin().await;
     let entries = update.entries(&new).await;
     let (targets, rules) = (new.targets().len(), new.rules().len());
@@ -557,11 +595,27 @@ fn prepare_state_dir(dir: &std::path::Path) -> Result<(), DaemonError> {
         source,
     };
     for t in crate::state_dir::prepare(dir).map_err(io)? {
+        if t.now & !t.was != 0 {
+            warn!(
+                path = %t.path.display(),
+                was = format!("{:o}", t.was),
+                now = format!("{:o}", t.now),
+                "state directory: made traversable, so that approvers who are not root reach control.sock"
+            );
+        } else {
+            warn!(
+                path = %t.path.display(),
+                was = format!("{:o}", t.was),
+                now = format!("{:o}", t.now),
+                "state directory: tightened a file or directory others could read"
+            );
+        }
+    }
+    for (a, mode) in crate::state_dir::untraversable_ancestors(dir) {
         warn!(
-            path = %t.path.display(),
-            was = format!("{:o}", t.was),
-            now = format!("{:o}", t.now),
-            "state directory: tightened a file or directory others could read"
+            path = %a.display(),
+            mode = format!("{mode:o}"),
+            "others cannot traverse this directory, so approvers who are not root cannot reach control.sock below it (give it o+x)"
         );
     }
     crate::state_dir::private_dir(&dir.join(RECORDINGS_DIR)).map_err(io)

@@ -183,6 +183,14 @@ impl DaemonGate {
         }
     }
 
+    /// Who makes this session's requests, with its verified job token once the session
+    /// decision verified one (timed grants and four eyes go by it).
+    fn requester(&self) -> Requester {
+        let mut r = Requester::from(&*self.identity);
+        r.job = self.subject().job.as_ref().map(|j| j.view());
+        r
+    }
+
     /// The session's id.
     pub fn session_id(&self) -> &str {
         &self.session_id
@@ -295,13 +303,12 @@ impl DaemonGate {
             }
             Action::RequireApproval(spec) => {
                 let rule = d.rule.clone().unwrap_or_default();
+                let requester = self.requester();
                 let granted = self.state().session_grants.contains(&rule)
-                    || self.ctx.approvals().granted(
-                        &rule,
-                        &self.target.name,
-                        self.subject().uid,
-                        self.subject().cgroup.as_deref(),
-                    );
+                    || self
+                        .ctx
+                        .approvals()
+                        .granted(&rule, &self.target.name, &requester);
                 if granted {
                     (
                         Verdict::Allow {
@@ -321,7 +328,7 @@ impl DaemonGate {
                             target: self.target.name.clone(),
                             rule: rule.clone(),
                             request: RequestView::of(request, self.identity.original_destination),
-                            requester: Requester::from(&*self.identity),
+                            requester,
                             approval: spec,
                         })
                         .await;

@@ -29,6 +29,8 @@ mod targets;
 mod tcp;
 #[cfg(test)]
 mod test_dir;
+pub mod text;
+pub mod web;
 
 pub use daemon::{DaemonOptions, FailureMode, run};
 

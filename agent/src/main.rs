@@ -115,8 +115,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             id,
             state_dir,
             speed,
+            raw,
         } => {
-            interlock::sessions::replay(&state_dir, &id, speed, &mut std::io::stdout().lock())?;
+            interlock::sessions::replay(
+                &state_dir,
+                &id,
+                speed,
+                raw,
+                &mut std::io::stdout().lock(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhook {

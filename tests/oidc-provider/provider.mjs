@@ -13,7 +13,11 @@
 //                           ttl         token lifetime in seconds (default 600)
 //   resources             resource indicator -> { audience, alg } (JWT access tokens)
 //   accounts              account id -> claims, for interactive logins (authorization code
-//                         flow; used by the approval page's tests)
+//                         flow with PKCE; used by the approvals page's tests). A user signs in
+//                         on the provider's own login form with the account id as login name
+//                         (any password); consent is given at once, and the ID token carries
+//                         the claims of the granted scopes (email, email_verified, name,
+//                         preferred_username, groups).
 //
 // Job tokens: `POST /token` with grant_type=client_credentials&resource=<indicator> and the
 // client's credentials returns a signed JWT access token whose `sub` is the client id and
@@ -91,7 +95,27 @@ function build(issuer) {
       if (!claims) return undefined;
       return { accountId: id, claims: () => ({ sub: id, ...claims }) };
     },
-    claims: { openid: ['sub'], email: ['email'], profile: ['name', 'groups'] },
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name', 'preferred_username', 'groups'],
+    },
+    // Scope claims in the ID token itself, as identity providers configured for a web app do.
+    conformIdTokenClaims: false,
+    pkce: { required: () => true },
+    // Consent is implied: the tests' users only sign in.
+    async loadExistingGrant(ctx) {
+      const { client, session } = ctx.oidc;
+      const grantId = ctx.oidc.result?.consent?.grantId || session.grantIdFor(client.clientId);
+      if (grantId) {
+        const found = await ctx.oidc.provider.Grant.find(grantId);
+        if (found) return found;
+      }
+      const grant = new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
+      grant.addOIDCScope('openid email profile');
+      await grant.save();
+      return grant;
+    },
   });
   // The tests run on loopback over http.
   provider.proxy = true;

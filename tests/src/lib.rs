@@ -2,6 +2,7 @@
 //! as a child process, loopback echo servers, and the test client run
 //! inside a cgroup. Every test builds its own instances; nothing is global.
 
+pub mod browser;
 mod cgroup;
 mod daemon;
 pub mod driver_suite;

@@ -2,8 +2,9 @@
 //! `tests/oidc-provider/package.json`, installed by `cargo xtask setup` with `npm ci`), run by
 //! `tests/oidc-provider/provider.mjs` on a loopback address and killed on drop. It issues
 //! signed JWTs to job clients (client_credentials grant, JWT access tokens per resource
-//! indicator: RS256 or ES256, audience per resource) and rotates its keys on request. The
-//! config also takes interactive accounts and web clients, for sign-in tests.
+//! indicator: RS256 or ES256, audience per resource) and rotates its keys on request. It also
+//! signs people in: web clients (authorization code flow with PKCE) and interactive accounts
+//! whose ID tokens carry e-mail, name, user name and groups ([`OidcProvider::start_with`]).
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -46,6 +47,31 @@ impl JobClient {
     }
 }
 
+/// A web client (the approvals page): its id, secret and redirect URI.
+pub struct WebClient {
+    pub id: String,
+    pub secret: String,
+    pub redirect_uri: String,
+}
+
+/// A person who signs in on the provider's login form with `id` as login name (any
+/// password); `claims` go into their ID token (e.g. `email`, `email_verified`, `name`,
+/// `preferred_username`, `groups`).
+pub struct Account {
+    pub id: String,
+    pub claims: Value,
+}
+
+/// Everything a provider serves.
+#[derive(Default)]
+pub struct ProviderSpec<'a> {
+    pub jobs: &'a [JobClient],
+    pub web: &'a [WebClient],
+    pub accounts: &'a [Account],
+    /// Extra resource indicators: (indicator, audience), RS256 JWT access tokens.
+    pub resources: &'a [(&'a str, &'a str)],
+}
+
 /// A running provider.
 pub struct OidcProvider {
     pub issuer: String,
@@ -86,8 +112,31 @@ impl OidcProvider {
         issuer: Option<&str>,
         kid_prefix: &str,
     ) -> Result<OidcProvider> {
+        Self::start_spec(
+            host,
+            &ProviderSpec {
+                jobs: clients,
+                ..ProviderSpec::default()
+            },
+            issuer,
+            kid_prefix,
+        )
+    }
+
+    /// Starts a provider on `host` serving `spec`: job clients, web clients, accounts.
+    pub fn start_with(host: &str, spec: &ProviderSpec<'_>) -> Result<OidcProvider> {
+        Self::start_spec(host, spec, None, "k")
+    }
+
+    fn start_spec(
+        host: &str,
+        spec: &ProviderSpec<'_>,
+        issuer: Option<&str>,
+        kid_prefix: &str,
+    ) -> Result<OidcProvider> {
         let dir = scratch("interlock-oidc")?;
-        let client_list: Vec<Value> = clients
+        let mut client_list: Vec<Value> = spec
+            .jobs
             .iter()
             .map(|c| {
                 json!({
@@ -98,33 +147,54 @@ impl OidcProvider {
                 })
             })
             .collect();
+        client_list.extend(spec.web.iter().map(|w| {
+            json!({
+                "client_id": w.id, "client_secret": w.secret,
+                "grant_types": ["authorization_code"], "response_types": ["code"],
+                "redirect_uris": [w.redirect_uri],
+                "token_endpoint_auth_method": "client_secret_basic",
+            })
+        }));
+        let mut resources = json!({
+            RS256: {"audience": "interlock", "alg": "RS256"},
+            ES256: {"audience": "interlock", "alg": "ES256"},
+            OTHER_AUDIENCE: {"audience": "someone-else", "alg": "RS256"},
+        });
+        for (indicator, audience) in spec.resources {
+            resources[*indicator] = json!({"audience": audience, "alg": "RS256"});
+        }
+        let accounts: serde_json::Map<String, Value> = spec
+            .accounts
+            .iter()
+            .map(|a| (a.id.clone(), a.claims.clone()))
+            .collect();
         let mut config = json!({
             "host": host, "port": 0, "kid_prefix": kid_prefix, "clients": client_list,
-            "resources": {
-                RS256: {"audience": "interlock", "alg": "RS256"},
-                ES256: {"audience": "interlock", "alg": "ES256"},
-                OTHER_AUDIENCE: {"audience": "someone-else", "alg": "RS256"},
-            },
+            "resources": resources, "accounts": accounts,
         });
         if let Some(i) = issuer {
             config["issuer"] = json!(i);
         }
         let path = dir.path().join("provider.json");
         std::fs::write(&path, config.to_string())?;
+        let log = std::fs::File::create(dir.path().join("provider.log"))?;
         let mut child = Command::new("node")
             .arg(provider_dir().join("provider.mjs"))
             .arg(&path)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .context("start node provider.mjs")?;
         let stdout = child.stdout.take().context("provider stdout")?;
         // The first line says where it listens; bounded so a broken install cannot hang.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
             let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = reader.read_line(&mut line);
             let _ = tx.send(line);
+            // Keep reading: the provider prints notices later, and a closed pipe kills it.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
         let line = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(l) if !l.trim().is_empty() => l,
@@ -139,7 +209,8 @@ impl OidcProvider {
             issuer: ready["issuer"].as_str().context("issuer")?.to_string(),
             port: u16::try_from(ready["port"].as_u64().context("port")?)?,
             host: host.to_string(),
-            clients: clients
+            clients: spec
+                .jobs
                 .iter()
                 .map(|c| (c.id.clone(), c.secret.clone()))
                 .collect(),
@@ -175,6 +246,11 @@ impl OidcProvider {
             .as_str()
             .with_context(|| format!("no access_token: {reply}"))?
             .to_string())
+    }
+
+    /// What the provider wrote to stderr so far (warnings, errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("provider.log")).unwrap_or_default()
     }
 
     /// New signing keys (new key ids) from now on; the old ones stay published.

@@ -1,6 +1,9 @@
 //! The CLI commands that talk to the daemon: `interlock status` and
 //! `interlock approvals ...`. Each prints for a human (or JSON) and says
-//! whether it succeeded; refusals print the daemon's reason.
+//! whether it succeeded; refusals print the daemon's reason. Everything
+//! printed passes `crate::text`: held requests carry text the job chose
+//! (statements, commands, executables, CI values), and a terminal must
+//! show it as it is, not obey escape sequences in it.
 
 use std::{io::Write, path::Path};
 
@@ -8,7 +11,10 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::{ControlError, call};
-use crate::cli::ApprovalsCommand;
+use crate::{
+    cli::ApprovalsCommand,
+    text::{escape_controls, json_for_terminal},
+};
 
 /// Runs `interlock status`; false when the daemon refused or its audit
 /// log cannot be written (it is then refusing new sessions and requests).
@@ -182,9 +188,9 @@ pub async fn approvals(
                     s(at(&p, "/target")),
                     s(at(&p, "/rule")),
                     s(at(&p, "/requester/user")),
-                    at(&p, "/requester/uid"),
+                    s(at(&p, "/requester/uid")),
                     s(at(&p, "/requester/exe")),
-                    request_line(at(&p, "/request")),
+                    escape_controls(&request_line(at(&p, "/request"))),
                     s(at(&p, "/deadline")),
                 );
             }
@@ -212,7 +218,7 @@ pub async fn approvals(
                 let _ = writeln!(
                     out,
                     "{}: {}",
-                    id,
+                    escape_controls(id),
                     if verb == "approve" {
                         "approved"
                     } else {
@@ -238,12 +244,13 @@ fn request_line(r: &Value) -> String {
 
 /// Prints a body (an error goes to stderr by the caller's convention: we
 /// print `error: ...` to `out` and return false so the exit code says it).
+/// JSON keeps its value but shows every control character as an escape.
 fn print(code: u16, body: &Value, out: &mut impl Write) -> bool {
     if code == 200 {
         let _ = writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(body).unwrap_or_default()
+            json_for_terminal(&serde_json::to_string_pretty(body).unwrap_or_default())
         );
         true
     } else {
@@ -260,10 +267,11 @@ fn at<'a>(v: &'a Value, pointer: &str) -> &'a Value {
     v.pointer(pointer).unwrap_or(&Value::Null)
 }
 
+/// A value for a terminal: strings as they are but with control characters escaped.
 fn s(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape_controls(s).into_owned(),
         Value::Null => "-".into(),
-        other => other.to_string(),
+        other => json_for_terminal(&other.to_string()).into_owned(),
     }
 }

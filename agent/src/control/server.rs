@@ -13,7 +13,7 @@ use tokio::net::UnixListener;
 use tracing::{debug, warn};
 
 use crate::{
-    approval::{ApprovalError, caller_name},
+    approval::{ApprovalError, Approver, caller_name},
     context::AppContext,
     identity::LocalPeer,
     sinks::Endpoints,
@@ -124,22 +124,24 @@ async fn route(
                 None => not_an_approver(peer),
             }
         }
-        (Method::GET, ["v1", "approvals", id]) => match ctx.approvals().show_for(id, peer) {
-            Ok(Ok(p)) => reply(StatusCode::OK, json!({"state": "pending", "request": p})),
-            Ok(Err(d)) => reply(StatusCode::OK, json!({"state": "decided", "request": d})),
-            Err(ApprovalError::NotFound(_))
-                if ctx
-                    .approvals()
-                    .list_for(peer, approves_now(ctx, peer))
-                    .is_none() =>
-            {
-                not_an_approver(peer)
+        (Method::GET, ["v1", "approvals", id]) => {
+            match ctx.approvals().show_for(id, &Approver::Local(peer.clone())) {
+                Ok(Ok(p)) => reply(StatusCode::OK, json!({"state": "pending", "request": p})),
+                Ok(Err(d)) => reply(StatusCode::OK, json!({"state": "decided", "request": d})),
+                Err(ApprovalError::NotFound(_))
+                    if ctx
+                        .approvals()
+                        .list_for(peer, approves_now(ctx, peer))
+                        .is_none() =>
+                {
+                    not_an_approver(peer)
+                }
+                Err(e) => error(
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN),
+                    e.to_string(),
+                ),
             }
-            Err(e) => error(
-                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN),
-                e.to_string(),
-            ),
-        },
+        }
         (Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
             let approve = *verb == "approve";
             let id = id.to_string();
@@ -149,7 +151,7 @@ async fn route(
             };
             match ctx
                 .approvals()
-                .decide(&id, peer, approve, body.reason)
+                .decide(&id, &Approver::Local(peer.clone()), approve, body.reason)
                 .await
             {
                 Ok(r) => reply(StatusCode::OK, json!(r)),

@@ -57,6 +57,8 @@ pub enum TokenSource {
     PostgresPassword,
     /// The SSH client's password.
     SshPassword,
+    /// A bearer token on the approvals page's API (a bot deciding held requests).
+    ApprovalApi,
 }
 
 /// A verified token's identity, as rules see it: every claim.

@@ -152,12 +152,19 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
     let verdict = match &ex.decision.action {
         Action::Allow => "allow".to_string(),
         Action::Block { message } => format!("block (\"{message}\")"),
-        Action::RequireApproval(a) => format!(
-            "require approval by {:?} {:?}, timeout {}",
-            a.approvers.users,
-            a.approvers.groups,
-            humantime::format_duration(a.timeout)
-        ),
+        Action::RequireApproval(a) => {
+            let mut by = format!("{:?} {:?}", a.approvers.users, a.approvers.groups);
+            if a.approvers.names_web() {
+                by.push_str(&format!(
+                    " (on the approvals page: groups {:?}, e-mails {:?}, subjects {:?})",
+                    a.approvers.oidc_groups, a.approvers.oidc_emails, a.approvers.oidc_subjects
+                ));
+            }
+            format!(
+                "require approval by {by}, timeout {}",
+                humantime::format_duration(a.timeout)
+            )
+        }
     };
     writeln!(out, "decision: {verdict}, by {by}")?;
     if !ex.decision.mask.is_empty() {

@@ -18,6 +18,7 @@ use super::{
     rule::{RawRule, Rule},
     target::{Endpoint, JobTokenMode, Protocol, Target, TargetId},
     upstream::{ClientAuthMethod, Upstream},
+    web::{RawWeb, WebPolicy},
 };
 use crate::identity::CI_ALLOWLIST;
 
@@ -31,9 +32,15 @@ pub struct Policy {
     targets: Vec<Target>,
     rules: Vec<Rule>,
     identity: IdentityPolicy,
+    web: Option<WebPolicy>,
 }
 
 impl Policy {
+    /// The approvals page, if the policy configures one.
+    pub fn web(&self) -> Option<&WebPolicy> {
+        self.web.as_ref()
+    }
+
     /// Trusted runners, token variables and issuers.
     pub fn identity(&self) -> &IdentityPolicy {
         &self.identity
@@ -97,6 +104,8 @@ struct RawPolicy {
     targets: Vec<RawTarget>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    web: Option<RawWeb>,
 }
 
 /// What a target does with sessions no rule decides.
@@ -174,6 +183,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
         ));
     }
     let identity = raw.identity.validate().map_err(|(node, m)| at(&node, m))?;
+    let web = match raw.web {
+        Some(w) => Some(w.validate().map_err(|(node, m)| at(&node, m))?),
+        None => None,
+    };
     let has_issuers = identity.verifier.0.issuers().next().is_some();
     let mut names = HashSet::new();
     let mut targets = Vec::with_capacity(raw.targets.len());
@@ -352,6 +365,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             ));
         }
         check_identity_conditions(&rule, &identity).map_err(|(node, m)| here(&node, m))?;
+        if let Some(a) = &rule.approval
+            && a.approvers.names_web()
+            && web.is_none()
+        {
+            return Err(here(
+                &[Key("approval"), Key("approvers")],
+                format!(
+                    "rule `{}` names identity-provider approvers (oidc_groups, oidc_emails, oidc_subjects), but the policy has no `web:` section where they could sign in",
+                    rule.name
+                ),
+            ));
+        }
         rules.push(rule);
     }
     Ok(Policy {
@@ -359,6 +384,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
         targets,
         rules,
         identity,
+        web,
     })
 }
 

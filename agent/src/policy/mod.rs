@@ -15,6 +15,7 @@ mod scalar;
 pub mod shell;
 mod target;
 mod upstream;
+mod web;
 
 pub use error::PolicyError;
 pub use eval::{Action, Decision, Explanation, Step, Subject};
@@ -27,6 +28,9 @@ pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, RecordLevel, Rule};
 pub use target::{AddressMatch, Endpoint, JobTokenMode, Protocol, Target, TargetId};
 pub use upstream::{
     ClientAuthMethod, ClientPassword, Secret, SecretError, SecretRef, TlsMode, Upstream,
+};
+pub use web::{
+    ApiTokens, DEFAULT_SESSION, FourEyesPair, SignIn, WebPolicy, WebTls, default_four_eyes,
 };
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod classify;
 mod decide;
 mod encoding;
 mod error;
+mod executions;
 pub mod frame;
 mod functions;
 mod job_token;

@@ -15,6 +15,7 @@ use super::{
     decide::Decision,
     encoding::ClientEncoding,
     error::{PgError, ProtocolError},
+    executions::Executions,
     frame::Frame,
     legs::{Legs, fatal, proto, read_err},
     mask::{MaskKey, Masks, ResultColumns},
@@ -51,6 +52,8 @@ pub(crate) struct Relay<'a> {
     /// The session's standard_conforming_strings (off: backslashes escape
     /// in every string literal, and the grammar must read them so).
     standard_strings: bool,
+    /// Approved prepared statements and their one execution.
+    pub(super) executions: Executions,
 }
 
 enum Event {
@@ -102,6 +105,7 @@ impl<'a> Relay<'a> {
             encoding: ClientEncoding::Utf8,
             classified: ClassifyCache::default(),
             standard_strings: true,
+            executions: Executions::default(),
         }
     }
 
@@ -296,7 +300,7 @@ impl<'a> Relay<'a> {
             } => {
                 let mut stmts = self.classify(&sql);
                 self.resolve_calls(&mut stmts).await;
-                match self.decide_all(&stmts).await? {
+                match self.decide_parse(&name, &stmts).await? {
                     Decision::Allowed(masks) => {
                         self.functions_may_change(&stmts);
                         let info = self.prepared(stmts, masks);
@@ -323,6 +327,23 @@ impl<'a> Relay<'a> {
                 statement,
                 rest,
             } => {
+                match self.decide_bind(&statement).await? {
+                    Decision::Allowed(_) => {}
+                    Decision::Refused(reply) => {
+                        // The server fails a Bind of a statement that does not exist at the
+                        // same point; its error is replaced by ours.
+                        self.names.close(b'P', &portal);
+                        self.pending.push_injected(reply);
+                        let b = FrontendMessage::Bind {
+                            portal,
+                            statement: self.executions.refused_name().into(),
+                            rest,
+                        };
+                        self.legs.server_w.queue(&b.encode()).await?;
+                        return Ok(true);
+                    }
+                    Decision::ClientGone => return Ok(false),
+                }
                 let bind = BindParams::parse(rest).map_err(proto(Side::Client))?;
                 let known = self.names.statement_mut(&statement).map(|def| {
                     let info = def.info.clone();
@@ -482,8 +503,13 @@ impl<'a> Relay<'a> {
             BackendMessage::ErrorResponse(f) => {
                 // An error ends copy-in mode.
                 self.copy_in = false;
-                let ours = f.code() == Some("42601")
-                    && f.get(b'M').is_some_and(|m| m.contains(INJECTED_SQL));
+                let ours = (f.code() == Some("42601")
+                    && f.get(b'M').is_some_and(|m| m.contains(INJECTED_SQL)))
+                    // A refused Bind: its statement name is a secret of this session.
+                    || (f.code() == Some("26000")
+                        && f
+                            .get(b'M')
+                            .is_some_and(|m| m.contains(self.executions.refused_name())));
                 let (out, undo) = self.pending.error(ours);
                 self.names.undo(undo);
                 match out {

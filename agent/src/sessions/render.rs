@@ -61,8 +61,9 @@ pub(crate) fn list_json(r: &Recording) -> Value {
 /// The `sessions show` page: every field the recording holds.
 pub(crate) fn show(r: &Recording) -> String {
     let mut s = String::new();
+    // Values come from the job (argv, exe, CI values, claims): shown escaped.
     let mut line = |k: &str, v: &str| {
-        let _ = writeln!(s, "{k:<13}{v}");
+        let _ = writeln!(s, "{k:<13}{}", crate::text::escape_controls(v));
     };
     line("session", r.id());
     line("target", r.target().unwrap_or("-"));

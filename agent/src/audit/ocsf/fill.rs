@@ -3,10 +3,13 @@
 use super::{
     body::{APPROVED, BLOCKED, Body, HELD, Mapper},
     classify,
-    objects::{Actor, Database, Endpoint, File, Process, Product, QueryInfo, Rule, Traffic, User},
+    objects::{
+        Actor, Database, Endpoint, File, Group, Idp, Process, Product, QueryInfo, Rule, Traffic,
+        User,
+    },
 };
 use crate::{
-    approval::{Decision, RequestView},
+    approval::{DecidedBy, Decision, RequestView},
     audit::{Disposition, Event, EventKind, SessionOutcome},
     gate::Side,
     policy::CommandKind,
@@ -89,14 +92,33 @@ impl Mapper {
             } => {
                 b.session(session_id, ctx, Some(&approval.pending.target));
                 if let Some(by) = &approval.by {
-                    b.actor = Some(Actor {
-                        user: Some(User::peer(by)),
-                        process: Some(Process {
-                            pid: Some(by.pid),
+                    b.actor = Some(match by {
+                        DecidedBy::Local(by) => Actor {
                             user: Some(User::peer(by)),
-                            ..Process::default()
-                        }),
-                        ..Actor::default()
+                            process: Some(Process {
+                                pid: Some(by.pid),
+                                user: Some(User::peer(by)),
+                                ..Process::default()
+                            }),
+                            ..Actor::default()
+                        },
+                        // Signed in on the approvals page: the provider vouches for them.
+                        DecidedBy::SignedIn(s) => Actor {
+                            user: Some(User {
+                                uid: Some(s.subject.clone()),
+                                name: Some(s.display()),
+                                groups: s
+                                    .groups
+                                    .iter()
+                                    .map(|g| Group { name: g.clone() })
+                                    .collect(),
+                            }),
+                            idp: Some(Idp {
+                                name: "approvals-page".into(),
+                                uid: s.issuer.clone(),
+                            }),
+                            ..Actor::default()
+                        },
                     });
                 } else {
                     b.actor = Some(Actor::interlock());

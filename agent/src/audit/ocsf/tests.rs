@@ -74,10 +74,11 @@ fn pending() -> Pending {
             exe: Some("/usr/bin/psql".into()),
             cgroup: Some("/ci/job-42".into()),
             ci: BTreeMap::new(),
+            job: None,
         },
         approvers: Approvers {
             users: vec!["alice".into()],
-            groups: vec![],
+            ..Approvers::default()
         },
         grant: Grant::Session,
         requested_at: SystemTime::UNIX_EPOCH,
@@ -89,16 +90,20 @@ fn decided(decision: Decision) -> Decided {
     Decided {
         pending: pending(),
         decision,
-        by: (decision == Decision::Approved).then(|| LocalPeer {
-            uid: 2000,
-            gid: 2000,
-            pid: 77,
-            user: Some("alice".into()),
-            groups: vec!["sre".into()],
-            cgroup: Some("/user".into()),
+        by: (decision == Decision::Approved).then(|| {
+            crate::approval::DecidedBy::Local(LocalPeer {
+                uid: 2000,
+                gid: 2000,
+                pid: 77,
+                user: Some("alice".into()),
+                groups: vec!["sre".into()],
+                cgroup: Some("/user".into()),
+            })
         }),
+        channel: (decision == Decision::Approved).then_some(crate::approval::Channel::Cli),
         reason: Some("ticket 42".into()),
         decided_at: SystemTime::UNIX_EPOCH,
+        granted_until: None,
     }
 }
 
@@ -680,4 +685,39 @@ fn a_verified_job_token_is_the_actor_and_its_issuer_the_idp() {
     let body: Value = serde_json::from_slice(&m.body(Some(2), &ev, &native).unwrap()).unwrap();
     assert_eq!(body["actor"]["user"]["name"], "runner");
     assert!(body["actor"].get("idp").is_none());
+}
+
+#[test]
+fn an_approver_signed_in_on_the_page_is_the_actor_and_the_provider_its_idp() {
+    let mut d = decided(Decision::Approved);
+    d.by = Some(crate::approval::DecidedBy::SignedIn(
+        crate::approval::SignedIn {
+            issuer: "https://login.corp.example".into(),
+            subject: "00u1sam".into(),
+            email: Some("sam@corp.example".into()),
+            name: Some("Sam".into()),
+            username: Some("sam".into()),
+            groups: vec!["sre".into()],
+            claims: BTreeMap::new(),
+        },
+    ));
+    d.channel = Some(crate::approval::Channel::Web);
+    let ev = Event::now(
+        "h",
+        EventKind::ApprovalDecided {
+            session_id: SID.into(),
+            approval: Box::new(d),
+        },
+    );
+    let native = serde_json::to_vec(&ev).unwrap();
+    let mut m = Mapper::default();
+    let body: Value = serde_json::from_slice(&m.body(Some(1), &ev, &native).unwrap()).unwrap();
+    let actor = &body["actor"];
+    assert_eq!(actor["user"]["uid"], "00u1sam");
+    assert_eq!(actor["user"]["name"], "sam@corp.example");
+    assert_eq!(actor["user"]["groups"][0]["name"], "sre");
+    assert_eq!(actor["idp"]["uid"], "https://login.corp.example");
+    assert!(actor.get("process").is_none(), "not a local process");
+    assert_eq!(body["unmapped"]["approval"]["channel"], "web");
+    check(&body).unwrap();
 }
