@@ -16,6 +16,7 @@ pub mod identity;
 pub mod intercept;
 pub mod policy;
 pub mod postgres;
+mod service;
 pub mod sessions;
 pub mod sinks;
 pub mod ssh;

@@ -3,6 +3,7 @@
 mod bench;
 mod build_cmd;
 mod install;
+mod lab;
 mod run;
 mod setup;
 mod test;
@@ -40,6 +41,8 @@ enum Task {
     Bench(bench::Args),
     /// Install as a systemd service: binary, policy, unit, state dir (root; or --root DIR).
     Install(install::Args),
+    /// VMs with distribution kernels: guest image, runs, smoke suite, Vagrant box (root).
+    Lab(lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn dispatch(task: &Task) -> Result<ExitCode> {
         Task::Test(args) => test::cmd(args, &ws)?,
         Task::Bench(args) => bench::cmd(args, &ws)?,
         Task::Install(args) => install::cmd(args, &ws)?,
+        Task::Lab(args) => return lab::cmd(args, &ws),
     }
     Ok(ExitCode::SUCCESS)
 }
