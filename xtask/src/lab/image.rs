@@ -163,6 +163,7 @@ fn build() -> Result<()> {
         "--aptopt=APT::Install-Recommends \"false\"",
     ])
     .arg(format!("--include={}", recipe::PACKAGES.join(",")))
+    .arg(format!("--essential-hook={}", recipe::INITRAMFS_HOOK))
     .arg(format!(
         "--customize-hook=sh {} \"$1\" {}",
         script.display(),

@@ -169,10 +169,10 @@ fn install(state: &mut State, args: &Args) -> Result<String> {
 /// The default policy relays 5432 as `tcp`: psql works through it and the
 /// session is recorded with psql as its process.
 fn relay_psql(_: &mut State, _: &Args) -> Result<String> {
-    let sql = "create role lab login password 'labpw'; create database lab owner lab;";
-    sh_ok(&format!(
-        "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -c \"{sql}\""
-    ))?;
+    sh_ok(
+        "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 \
+         -c \"create role lab login password 'labpw'\" -c 'create database lab owner lab'",
+    )?;
     sh_ok(
         "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d lab -c \
          \"create table items (id int primary key, name text); \
@@ -451,9 +451,18 @@ fn stop_detach(state: &mut State, _: &Args) -> Result<String> {
         bail!("after systemctl stop a connect was not refused: {after_stop:?}");
     }
     let detached = sh_ok("interlock detach --instance default")?;
-    let left = our_programs(&state.before)?;
-    if !left.is_empty() {
-        bail!("after detach these programs are still loaded: {left:?}");
+    // The kernel frees a program once its last link is gone, not always
+    // before detach returns.
+    let gone = wait_for(
+        "interlock's programs to be unloaded",
+        Duration::from_secs(20),
+        || Ok(our_programs(&state.before)?.is_empty().then_some(())),
+    );
+    if gone.is_err() {
+        bail!(
+            "after detach these programs are still loaded: {:?}",
+            our_programs(&state.before)?
+        );
     }
     let still: Vec<_> = state
         .ours

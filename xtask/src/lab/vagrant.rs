@@ -51,17 +51,28 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
     if args.no_add {
         return Ok(());
     }
+    let home = vagrant_home();
     say(&format!(
         "adding the box as {BOX_NAME} (VAGRANT_HOME={})",
-        std::env::var("VAGRANT_HOME").unwrap_or_else(|_| "~/.vagrant.d".into())
+        home.display()
     ));
     util::run(
         Command::new("vagrant")
+            .env("VAGRANT_HOME", &home)
             .args(["box", "add", "--force", "--name", BOX_NAME])
             .arg(&file),
     )?;
     say("next: `cd vagrant && vagrant up` (vagrant/README.md)");
     Ok(())
+}
+
+/// Vagrant's state: `VAGRANT_HOME`, or `<lab dir>/vagrant.d` (the lab runs
+/// as root; `vagrant/netns.sh` uses the same default).
+fn vagrant_home() -> PathBuf {
+    match std::env::var_os("VAGRANT_HOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h),
+        _ => lab_dir().join("vagrant.d"),
+    }
 }
 
 /// A libvirt box: metadata.json, a Vagrantfile with the box's defaults,

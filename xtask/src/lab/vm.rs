@@ -63,7 +63,16 @@ impl Vm {
         let mut qemu = Command::new("qemu-system-x86_64");
         qemu.args(["-machine", &format!("q35,accel={accel}")])
             .args(["-cpu", cpu, "-smp", "1", "-m", "1536"])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            // No default devices (VGA, CD-ROM, parallel port...): fewer
+            // drivers to probe in an emulated boot.
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ])
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
             .arg("-kernel")
