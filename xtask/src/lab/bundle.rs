@@ -16,9 +16,10 @@ use crate::util::{self, Workspace};
 /// Where the guest mounts the bundle.
 pub(crate) const GUEST_DIR: &str = "/lab";
 
-/// `<target>/lab/bundle`, filled afresh from `interlock`.
-pub(crate) fn make(ws: &Workspace, interlock: &Path) -> Result<PathBuf> {
-    let dir = ws.target_dir().join("lab").join("bundle");
+/// `<target>/lab/<name>`, filled afresh from `interlock` (`lab run` and
+/// `lab box` use their own, so a box made while VMs run leaves their share alone).
+pub(crate) fn make(ws: &Workspace, name: &str, interlock: &Path) -> Result<PathBuf> {
+    let dir = ws.target_dir().join("lab").join(name);
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("rm -r {}", dir.display()))?;
     }

@@ -63,7 +63,7 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<ExitCode> {
     let image = image::ensure()?;
     say("building interlock on the host (the guests run the host's binary: same Debian 12)");
     build_cmd::build(ws, args.release)?;
-    let share = bundle::make(ws, &ws.interlock_bin(args.release))?;
+    let share = bundle::make(ws, "bundle", &ws.interlock_bin(args.release))?;
     // One argument is a shell line as it stands; several are quoted word by word.
     let line = if args.command.is_empty() {
         format!("{}/xtask lab smoke", bundle::GUEST_DIR)

@@ -37,7 +37,7 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
         host::ensure_vagrant_tools()?;
     }
     build_cmd::build(ws, args.release)?;
-    let bundle = bundle::make(ws, &ws.interlock_bin(args.release))?;
+    let bundle = bundle::make(ws, "vagrant-bundle", &ws.interlock_bin(args.release))?;
 
     let dir = lab_dir().join("box");
     fs::create_dir_all(&dir)?;
