@@ -38,6 +38,18 @@ stdio_handler = "file"
 CONF
 }
 
+# libvirtd resolves its compiled-in QEMU user and group (both libvirt-qemu)
+# before it reads qemu.conf: they must exist even though QEMU runs as root.
+# libvirt-daemon-system would create them; it is not installed (see README).
+ensure_accounts() {
+    getent group libvirt-qemu >/dev/null || { say "system group libvirt-qemu"; groupadd --system libvirt-qemu; }
+    getent passwd libvirt-qemu >/dev/null || {
+        say "system user libvirt-qemu (no login, no home)"
+        useradd --system --gid libvirt-qemu --no-create-home --home-dir /var/lib/libvirt \
+            --shell /usr/sbin/nologin libvirt-qemu
+    }
+}
+
 up() {
     if ! ip netns list | grep -qw "$ns"; then
         say "network namespace $ns"
@@ -45,14 +57,21 @@ up() {
         ip -n "$ns" link set lo up
     fi
     configure_qemu
+    ensure_accounts
     if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         say "libvirtd already runs (pid $(cat "$pidfile"))"
     else
         say "libvirtd inside $ns"
+        mkdir -p /var/log/libvirt /var/lib/libvirt /run/libvirt
         ip netns exec "$ns" libvirtd -d -p "$pidfile"
         i=0
         while ! virsh -c qemu:///system version >/dev/null 2>&1; do
-            i=$((i + 1)); [ $i -gt 60 ] && { say "libvirtd did not answer"; exit 1; }
+            i=$((i + 1))
+            if [ $i -gt 60 ] || ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+                say "libvirtd did not come up; the end of /var/log/libvirt/libvirtd.log:"
+                grep -v ' info : ' /var/log/libvirt/libvirtd.log | tail -5
+                exit 1
+            fi
             sleep 1
         done
     fi
