@@ -143,6 +143,7 @@ fn build() -> Result<()> {
         fs::remove_dir_all(&tmp)?;
     }
     fs::create_dir_all(&tmp)?;
+    check_space(&tmp)?;
 
     say("ssh key for root and vagrant in the guest (ssh-keygen)");
     let key = tmp.join("id_ed25519");
@@ -199,6 +200,30 @@ fn build() -> Result<()> {
         manifest.build_secs
     ));
     prune(&fin)
+}
+
+/// The build holds the tree (1.2 GiB), the raw disk's used blocks (about
+/// as much) and the qcow2 at once: refuse early rather than fail in dpkg.
+const BUILD_SPACE_GIB: u64 = 4;
+
+fn check_space(dir: &Path) -> Result<()> {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()?;
+    let avail = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse::<u64>().ok());
+    match avail {
+        Some(bytes) if bytes < BUILD_SPACE_GIB << 30 => bail!(
+            "{} has {:.1} GiB free; building the lab image needs about {BUILD_SPACE_GIB} GiB \
+             (INTERLOCK_LAB_DIR puts the cache elsewhere)",
+            dir.display(),
+            bytes as f64 / f64::from(1u32 << 30)
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Copies each series' kernel and initramfs out of the tree (for direct
