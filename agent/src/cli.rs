@@ -236,9 +236,17 @@ pub struct ExplainArgs {
     /// Requester's cgroup-v2 path.
     #[arg(long)]
     pub cgroup: Option<String>,
-    /// A CI variable, NAME=VALUE (repeatable).
+    /// A CI variable of the job root's environment, NAME=VALUE (repeatable).
     #[arg(long = "ci", value_parser = key_value)]
     pub ci: Vec<(String, String)>,
+    /// The requester has no CI context (no trusted runner), for this reason.
+    #[arg(long, conflicts_with = "ci")]
+    pub no_ci_context: Option<String>,
+    /// A JSON file with a job token's claims (its payload): explain as if the
+    /// session presented a verified token carrying them. The issuer is the
+    /// one whose URL its `iss` names.
+    #[arg(long, value_name = "FILE")]
+    pub oidc_claims: Option<PathBuf>,
     /// A SQL statement (classified as the PostgreSQL proxy would).
     #[arg(long, conflicts_with = "command")]
     pub sql: Option<String>,

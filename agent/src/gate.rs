@@ -256,4 +256,10 @@ pub trait Gate: Send + Sync {
     /// decided (a cursor or prepared statement created in SQL or by a
     /// function): every mask rule that could apply to this session.
     fn possible_masks(&self) -> Vec<MaskRule>;
+    /// The job token the client presented (or why it was not asked for),
+    /// before the session is decided: the session decision verifies it. A
+    /// gate that does not use job tokens ignores it.
+    fn present_token(&self, presented: crate::oidc::Presented) {
+        drop(presented);
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, RwLock},
 };
 
 use tokio::sync::oneshot;
@@ -19,9 +19,14 @@ use crate::{
         BoxFuture, ClientLeg, CommandKind, Gate, Held, HoldOutcome, MaskRule, Record, Request,
         Verdict,
     },
+    identity::EnvToken,
     intercept::FlowIdentity,
-    policy::{Action, Grant, RecordLevel, Subject, Target},
+    oidc::{JobTokenView, Presented, TokenError, TokenSource},
+    policy::{Action, Decision, Grant, JobTokenMode, RecordLevel, Subject, Target},
 };
+
+/// The pseudo-rule named when a session is refused for its job token.
+pub const JOB_TOKEN_RULE: &str = "job_token";
 
 /// Decisions awaiting their records (pipelined statements); older ones are
 /// dropped first, which only loses the rule name on a record.
@@ -32,7 +37,10 @@ pub struct DaemonGate {
     ctx: AppContext,
     session_id: String,
     identity: Arc<FlowIdentity>,
-    subject: Subject,
+    /// Swapped once, when the session decision adds the verified job token.
+    subject: RwLock<Arc<Subject>>,
+    /// The job root's token, until the session decision verifies it.
+    env_token: Mutex<Option<EnvToken>>,
     /// The target as it was when the session started, in case a reload
     /// removes it mid-session.
     target: Target,
@@ -51,6 +59,8 @@ struct State {
     refused: Option<(SessionOutcome, String)>,
     /// The client leg as the protocol reported it, for `session_started`.
     client_leg: Option<(ClientLeg, Option<String>)>,
+    /// The token the client presented, until the session decision.
+    presented: Option<Presented>,
 }
 
 impl DaemonGate {
@@ -62,12 +72,107 @@ impl DaemonGate {
         target: Target,
     ) -> DaemonGate {
         DaemonGate {
-            subject: Subject::from(&identity.process),
+            subject: RwLock::new(Arc::new(Subject::from(&identity.process))),
+            env_token: Mutex::new(None),
             ctx,
             session_id,
             identity: Arc::new(identity),
             target,
             state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    /// The same gate, with the job token found in the job root's environment.
+    pub fn with_env_token(self, token: Option<EnvToken>) -> DaemonGate {
+        *self
+            .env_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = token;
+        self
+    }
+
+    fn subject(&self) -> Arc<Subject> {
+        Arc::clone(&self.subject.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Verifies the session's job token: the one the client presented, else the job root's.
+    /// `Ok(None)`: no token, and the target does not require one. Errors: the token that was
+    /// refused (with where it came from), or a required token that is missing.
+    async fn check_job_token(
+        &self,
+    ) -> Result<Option<crate::oidc::JobIdentity>, (Option<TokenSource>, TokenError)> {
+        let presented = self.state().presented.take();
+        let env = self
+            .env_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let (source, token) = match (presented, env) {
+            (Some(Presented::NotAsked { source, why }), _) => {
+                return Err((Some(source), TokenError::NotAsked(why)));
+            }
+            (Some(Presented::Token(source, token)), _) => (
+                source,
+                crate::oidc::BearerToken::new(token.expose().to_string()),
+            ),
+            (None, Some(env)) => (
+                TokenSource::JobRootEnv {
+                    variable: env.variable.clone(),
+                },
+                crate::oidc::BearerToken::new(env.expose().to_string()),
+            ),
+            (None, None) if self.target.job_token == JobTokenMode::Required => {
+                return Err((None, TokenError::Missing));
+            }
+            (None, None) => return Ok(None),
+        };
+        let policy = self.ctx.policy();
+        match policy
+            .verifier()
+            .verify(token.expose(), source.clone())
+            .await
+        {
+            Ok(id) => Ok(Some(id)),
+            Err(e) => Err((Some(source), e)),
+        }
+    }
+
+    /// The session's decision: the job token first (a refused or missing-but-required one
+    /// refuses the session), then the policy. Returns the decision and the token's record.
+    async fn decide_session(&self, target: &Target) -> (Decision, Option<JobTokenView>) {
+        let policy = self.ctx.policy();
+        match self.check_job_token().await {
+            Ok(job) => {
+                let view = job.as_ref().map(|j| j.view());
+                if let Some(job) = job {
+                    let mut s = (*self.subject()).clone();
+                    s.job = Some(Arc::new(job));
+                    *self.subject.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(s);
+                }
+                (
+                    policy.decide(target, &self.subject(), &Request::Session),
+                    view,
+                )
+            }
+            Err((source, e)) => {
+                let message = match &e {
+                    TokenError::NotAsked(_) => e.to_string(),
+                    other => format!("job token refused: {other}"),
+                };
+                tracing::warn!(%message, "session refused");
+                let view = source.map(|s| {
+                    let mut v = JobTokenView::refused(s, &e);
+                    v.error = Some(message.clone());
+                    v
+                });
+                let d = Decision {
+                    action: Action::Block { message },
+                    rule: Some(JOB_TOKEN_RULE.into()),
+                    mask: Vec::new(),
+                    record: RecordLevel::default(),
+                };
+                (d, view)
+            }
         }
     }
 
@@ -96,7 +201,10 @@ impl DaemonGate {
         let target = policy
             .target_named(&self.target.name)
             .unwrap_or(&self.target);
-        let d = policy.decide(target, &self.subject, request);
+        let (d, job_view) = match request {
+            Request::Session => self.decide_session(target).await,
+            _ => (policy.decide(target, &self.subject(), request), None),
+        };
         let level = match request {
             Request::Session => {
                 self.state().record = d.record;
@@ -143,8 +251,8 @@ impl DaemonGate {
                     || self.ctx.approvals().granted(
                         &rule,
                         &self.target.name,
-                        self.subject.uid,
-                        self.subject.cgroup.as_deref(),
+                        self.subject().uid,
+                        self.subject().cgroup.as_deref(),
                     );
                 if granted {
                     (
@@ -183,12 +291,14 @@ impl DaemonGate {
                     Some((leg, error)) => (Some(leg), error),
                     None => (None, None),
                 };
+                let mut identity = (*self.identity).clone();
+                identity.job_token = job_view;
                 let _ = self
                     .ctx
                     .events()
                     .emit(EventKind::SessionStarted {
                         session_id: self.session_id.clone(),
-                        identity: Box::new((*self.identity).clone()),
+                        identity: Box::new(identity),
                         client_leg,
                         client_tls_unavailable,
                         decision: match &verdict {
@@ -395,7 +505,11 @@ impl Gate for DaemonGate {
         let target = policy
             .target_named(&self.target.name)
             .unwrap_or(&self.target);
-        policy.possible_masks(target, &self.subject)
+        policy.possible_masks(target, &self.subject())
+    }
+
+    fn present_token(&self, presented: Presented) {
+        self.state().presented = Some(presented);
     }
 }
 

@@ -14,6 +14,7 @@ pub mod gate;
 mod gatekeeper;
 pub mod identity;
 pub mod intercept;
+pub mod oidc;
 pub mod policy;
 pub mod postgres;
 mod service;

@@ -5,6 +5,7 @@
 mod cgroup;
 mod daemon;
 mod echo;
+pub mod oidc;
 pub mod pg_client;
 pub mod pg_gate;
 pub mod pg_raw;
@@ -168,4 +169,21 @@ pub fn tcp_policy(name: &str, endpoints: &[(&str, u16)]) -> String {
         s.push_str(&format!("      - {{ address: \"{a}\", port: {p} }}\n"));
     }
     s
+}
+
+/// A fake CI runner: `/bin/bash` copied to `<dir>/<name>`, so its executable path is what a
+/// policy's `identity.runners` glob matches. A job is `runner -c SCRIPT`.
+pub fn fake_runner(dir: &Path, name: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::copy("/bin/bash", &path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    // Let an unprivileged lookup of the directory succeed too.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+/// Shell-quotes `s` for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

@@ -2,6 +2,7 @@
 
 mod linker;
 mod mounts;
+mod npm;
 mod packages;
 mod python;
 mod toolchain;
@@ -40,6 +41,7 @@ fn steps(ws: &Workspace) -> Vec<Box<dyn Step>> {
         Box::new(python::STANDARD_WEBHOOKS),
         Box::new(python::PYDANTIC_OCSF),
         Box::new(python::ASCIINEMA),
+        Box::new(npm::OidcProvider::new(ws)),
     ]
 }
 

@@ -54,6 +54,11 @@ fn pg_target(
     }
     cfg.database = up.database.clone();
     cfg.mask_key = Some(ctx.mask_key());
+    if up.client_auth.contains(&ClientAuthMethod::JobToken) {
+        cfg.ask_token = Some(postgres::AskToken {
+            without_tls: up.token_without_tls,
+        });
+    }
     cfg.tls = match (up.tls, &up.ca_file) {
         (TlsMode::Disable, _) => postgres::UpstreamTls::Disable,
         (TlsMode::Prefer, _) => postgres::UpstreamTls::Prefer,
@@ -284,6 +289,7 @@ fn ssh_target(
             publickey: up.client_auth.contains(&ClientAuthMethod::Publickey),
             password: up.client_auth.contains(&ClientAuthMethod::Password),
             none: up.client_auth.contains(&ClientAuthMethod::None),
+            job_token: up.client_auth.contains(&ClientAuthMethod::JobToken),
         },
         host_identity,
         recording_dir: ctx.recordings().to_path_buf(),

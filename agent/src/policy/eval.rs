@@ -21,7 +21,8 @@ use super::{
 };
 use crate::{
     gate::{MaskRule, Request},
-    identity::ProcessIdentity,
+    identity::{CiSource, ProcessIdentity},
+    oidc::JobIdentity,
 };
 
 /// The requester, as rules see it.
@@ -33,7 +34,13 @@ pub struct Subject {
     pub argv: Vec<String>,
     pub ancestor_exes: Vec<String>,
     pub cgroup: Option<String>,
+    /// The runner-rooted CI context (empty without a trusted runner).
     pub ci: BTreeMap<String, String>,
+    /// Why there is no CI context, when there is none.
+    pub ci_unavailable: Option<String>,
+    /// The verified job token's identity, if the session has one.
+    #[serde(skip)]
+    pub job: Option<Arc<JobIdentity>>,
 }
 
 impl From<&ProcessIdentity> for Subject {
@@ -46,6 +53,11 @@ impl From<&ProcessIdentity> for Subject {
             ancestor_exes: p.ancestry.iter().filter_map(|a| a.exe.clone()).collect(),
             cgroup: p.cgroup.clone(),
             ci: p.ci.clone(),
+            ci_unavailable: match &p.ci_source {
+                CiSource::None { reason } => Some(reason.clone()),
+                CiSource::JobRoot { .. } => None,
+            },
+            job: None,
         }
     }
 }
@@ -295,12 +307,23 @@ fn check(c: &Conditions, target: &Target, s: &Subject, req: &Request) -> Result<
             return Err(format!("cgroup `{cg}` matches no `cgroup` glob"));
         }
     }
+    if !c.ci.is_empty()
+        && let Some(why) = &s.ci_unavailable
+    {
+        return Err(format!("no CI context: {why}"));
+    }
     for (var, p) in &c.ci {
         match s.ci.get(var) {
             Some(v) if p.is_match(v) => {}
             Some(v) => return Err(format!("{var}=`{v}` does not match `{}`", p.as_str())),
-            None => return Err(format!("{var} is not set for this process")),
+            None => return Err(format!("{var} is not set in the job root's environment")),
         }
+    }
+    if let Some(o) = &c.oidc {
+        let Some(job) = &s.job else {
+            return Err("the session has no verified job token".into());
+        };
+        o.check(job)?;
     }
     match req {
         Request::Statement { text, classes } => {

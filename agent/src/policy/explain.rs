@@ -15,6 +15,26 @@ pub enum ExplainError {
     NoTarget(String, String),
     #[error("cannot write the explanation: {0}")]
     Write(#[from] std::io::Error),
+    #[error("--oidc-claims {path}: {reason}")]
+    Claims { path: String, reason: String },
+}
+
+/// The identity a verified token with the claims in `path` would give.
+fn claims_identity(
+    policy: &super::Policy,
+    path: &std::path::Path,
+) -> Result<crate::oidc::JobIdentity, ExplainError> {
+    let err = |reason: String| ExplainError::Claims {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| err(format!("not a JSON object: {e}")))?;
+    policy
+        .verifier()
+        .explain_identity(claims)
+        .map_err(|e| err(e.to_string()))
 }
 
 /// Prints the explanation; true when the request would be allowed.
@@ -46,6 +66,11 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
         ancestor_exes: args.ancestor_exes.clone(),
         cgroup: args.cgroup.clone(),
         ci: args.ci.iter().cloned().collect(),
+        ci_unavailable: args.no_ci_context.clone(),
+        job: match &args.oidc_claims {
+            Some(path) => Some(std::sync::Arc::new(claims_identity(&policy, path)?)),
+            None => None,
+        },
     };
     let request = if let Some(sql) = &args.sql {
         let mut classes = args.classes.clone();
@@ -90,6 +115,13 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
         "target {} ({}), {} by uid {}:",
         target.name, target.protocol, what, subject.uid
     )?;
+    if let Some(job) = &subject.job {
+        writeln!(
+            out,
+            "  job token from issuer {} ({}), subject `{}`, groups {:?}",
+            job.issuer, job.iss, job.sub, job.groups
+        )?;
+    }
     for s in &ex.steps {
         writeln!(
             out,

@@ -7,6 +7,7 @@ mod eval;
 mod explain;
 mod facts;
 mod file;
+mod identity;
 mod locate;
 mod mask;
 mod rule;
@@ -19,9 +20,10 @@ pub use eval::{Action, Decision, Explanation, Step, Subject};
 pub use explain::{ExplainError, explain_command};
 pub use facts::{CommandKind, StatementClass};
 pub use file::{Policy, load, parse};
+pub use identity::{IdentityPolicy, OidcCondition};
 pub use mask::{ColumnGlob, DETECTORS, Detector, MaskSpec, Strategy, luhn};
 pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, RecordLevel, Rule};
-pub use target::{AddressMatch, Endpoint, Protocol, Target, TargetId};
+pub use target::{AddressMatch, Endpoint, JobTokenMode, Protocol, Target, TargetId};
 pub use upstream::{ClientAuthMethod, Secret, SecretError, SecretRef, TlsMode, Upstream};
 
 #[cfg(test)]

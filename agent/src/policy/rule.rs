@@ -233,9 +233,13 @@ pub struct Conditions {
     /// cgroup-v2 path globs.
     #[serde(default)]
     pub cgroup: Vec<Pattern>,
-    /// CI variable -> glob over its value; the variable must be present.
+    /// CI variable -> glob over its value; the variable must be present in the
+    /// job root's environment (runner-rooted CI context).
     #[serde(default)]
     pub ci: BTreeMap<String, Pattern>,
+    /// Conditions on the session's verified job token.
+    #[serde(default)]
+    pub oidc: Option<super::identity::OidcCondition>,
     /// Statement classes (any of them).
     #[serde(default)]
     pub statement: Vec<StatementClass>,

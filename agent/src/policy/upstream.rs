@@ -145,9 +145,17 @@ pub struct Upstream {
     pub presented_host_key: Option<SecretRef>,
     /// SSH: client authentication methods accepted from the CI job (the
     /// flow identity is the credential; nothing the client sends is checked
-    /// or forwarded). Default: all three.
+    /// or forwarded, except a job token). Default: publickey, password, none.
+    /// `job_token` (SSH and PostgreSQL): the client's password is a job token,
+    /// verified and never forwarded; PostgreSQL clients are then asked for a
+    /// password.
     #[serde(default = "all_client_auth")]
     pub client_auth: Vec<ClientAuthMethod>,
+    /// PostgreSQL with `client_auth: [job_token]`: ask for the token on a
+    /// client leg without TLS too (default: refuse the session instead, since
+    /// the token would cross the connection in clear).
+    #[serde(default)]
+    pub token_without_tls: bool,
 }
 
 /// A client authentication method the SSH proxy accepts.
@@ -157,6 +165,8 @@ pub enum ClientAuthMethod {
     Publickey,
     Password,
     None,
+    /// The password is a job token (see `identity.issuers`).
+    JobToken,
 }
 
 fn all_client_auth() -> Vec<ClientAuthMethod> {
@@ -180,6 +190,7 @@ impl Default for Upstream {
             known_hosts: None,
             presented_host_key: None,
             client_auth: all_client_auth(),
+            token_without_tls: false,
         }
     }
 }

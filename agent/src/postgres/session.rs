@@ -66,8 +66,9 @@ pub async fn serve(
             return Err(e);
         }
     };
+    let leg = negotiated.leg;
     gate.record(Record::ClientLeg {
-        leg: negotiated.leg,
+        leg,
         tls_unavailable: negotiated.tls_unavailable,
     })
     .await;
@@ -82,8 +83,7 @@ pub async fn serve(
         Ok(Some(hello)) => {
             open(
                 hello,
-                &mut client_r,
-                &mut client_w,
+                (&mut client_r, &mut client_w, leg),
                 &target,
                 gate.as_ref(),
                 &cancels,
@@ -155,8 +155,11 @@ fn offer(target: &PgTarget) -> Offer<'_> {
 /// cancel).
 async fn open(
     hello: Hello,
-    r: &mut super::legs::Reader,
-    w: &mut Writer,
+    (r, w, leg): (
+        &mut super::legs::Reader,
+        &mut Writer,
+        crate::gate::ClientLeg,
+    ),
     target: &PgTarget,
     gate: &dyn Gate,
     cancels: &CancelRegistry,
@@ -168,6 +171,19 @@ async fn open(
         }
         Hello::Startup { minor, params } => (minor, params),
     };
+    // A job token as the password is asked for before the session is decided: the
+    // decision verifies it (super::job_token).
+    if let Some(ask) = target.ask_token {
+        let limit = target.startup_timeout;
+        let late = || PgError::protocol(Side::Client, ProtocolError::AuthTimeout(limit.as_secs()));
+        let asked = tokio::time::timeout(limit, super::job_token::ask(r, w, leg, ask))
+            .await
+            .map_err(|_| late())??;
+        match asked {
+            Some(presented) => gate.present_token(presented),
+            None => return Ok(None),
+        }
+    }
     // Fail closed: anything but Allow or an approved hold ends the session.
     match gate.decide(&Request::Session).await {
         Verdict::Allow { .. } => {}

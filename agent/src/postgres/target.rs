@@ -75,6 +75,9 @@ pub struct PgTarget {
     /// The host's key for the `hash` masking strategy; `None` refuses
     /// statements masked by hash.
     pub mask_key: Option<Arc<super::MaskKey>>,
+    /// Ask the client for a job token as its password (`client_auth:
+    /// [job_token]`); `None`: nothing is asked.
+    pub ask_token: Option<super::AskToken>,
 }
 
 /// Longest a client may take from connect to its startup packet (as the
@@ -125,6 +128,7 @@ impl PgTarget {
             max_frame: DEFAULT_MAX_FRAME,
             client_tls: None,
             mask_key: None,
+            ask_token: None,
             startup_timeout: STARTUP_TIMEOUT,
         }
     }

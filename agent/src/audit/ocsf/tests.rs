@@ -43,7 +43,9 @@ fn identity() -> FlowIdentity {
             }],
             cgroup: Some("/ci/job-42".into()),
             ci: BTreeMap::from([("GITHUB_RUN_ID".to_string(), "9191".to_string())]),
+            ci_source: Default::default(),
         },
+        job_token: None,
     }
 }
 
@@ -596,4 +598,64 @@ fn every_kind_reads_back_as_it_was_written() {
         let back = Event::deserialize(&record).unwrap_or_else(|e| panic!("{written}: {e}"));
         assert_eq!(serde_json::to_value(&back).unwrap(), written);
     }
+}
+
+#[test]
+fn a_verified_job_token_is_the_actor_and_its_issuer_the_idp() {
+    let mut id = identity();
+    id.job_token = Some(crate::oidc::JobTokenView {
+        source: crate::oidc::TokenSource::PostgresPassword,
+        issuer: Some("gitlab".into()),
+        iss: Some("https://gitlab.example".into()),
+        sub: Some("project_path:infra/app:ref_type:branch:ref:main".into()),
+        groups: vec!["sre".into()],
+        claims: BTreeMap::from([("ref".to_string(), Value::from("main"))]),
+        expires: Some(100),
+        error: None,
+    });
+    let mut m = Mapper::default();
+    let ev = Event::now(
+        "ci-runner-7",
+        EventKind::SessionStarted {
+            session_id: SID.into(),
+            identity: Box::new(id.clone()),
+            decision: decision(Disposition::Allowed),
+            client_leg: None,
+            client_tls_unavailable: None,
+        },
+    );
+    let native = serde_json::to_vec(&ev).unwrap();
+    let body: Value = serde_json::from_slice(&m.body(Some(1), &ev, &native).unwrap()).unwrap();
+    let actor = &body["actor"];
+    assert_eq!(
+        actor["user"]["uid"],
+        "project_path:infra/app:ref_type:branch:ref:main"
+    );
+    assert_eq!(actor["user"]["groups"][0]["name"], "sre");
+    assert_eq!(actor["idp"]["name"], "gitlab");
+    assert_eq!(actor["idp"]["uid"], "https://gitlab.example");
+    assert_eq!(
+        actor["process"]["user"]["name"], "runner",
+        "the local user stays"
+    );
+    check(&body).unwrap();
+    // A refused token is no identity: the local user is the actor.
+    id.job_token = Some(crate::oidc::JobTokenView::refused(
+        crate::oidc::TokenSource::SshPassword,
+        &crate::oidc::TokenError::Expired,
+    ));
+    let ev = Event::now(
+        "h",
+        EventKind::SessionStarted {
+            session_id: SID.into(),
+            identity: Box::new(id),
+            decision: decision(Disposition::Blocked),
+            client_leg: None,
+            client_tls_unavailable: None,
+        },
+    );
+    let native = serde_json::to_vec(&ev).unwrap();
+    let body: Value = serde_json::from_slice(&m.body(Some(2), &ev, &native).unwrap()).unwrap();
+    assert_eq!(body["actor"]["user"]["name"], "runner");
+    assert!(body["actor"].get("idp").is_none());
 }
