@@ -384,7 +384,12 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         });
     }
 
+    // The accept loops and the control socket run: systemd may count the
+    // service as started (Type=notify).
+    crate::service::ready();
+
     shutdown.cancelled().await;
+    crate::service::stopping();
     ctx.shutdown().cancel();
     let live = ctx.tracker().len();
     info!(
@@ -460,7 +465,9 @@ async fn watch_policy(ctx: AppContext, path: PathBuf) {
             }
         };
         seen = fingerprint(&path);
+        crate::service::reloading();
         reload_policy(&ctx, &path, trigger).await;
+        crate::service::reloaded();
     }
 }
 

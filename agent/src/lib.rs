@@ -21,6 +21,7 @@ pub mod lock;
 pub mod oidc;
 pub mod policy;
 pub mod postgres;
+mod service;
 pub mod sessions;
 pub mod sinks;
 pub mod ssh;

@@ -4,6 +4,7 @@ mod bench;
 mod build_cmd;
 mod fuzz;
 mod install;
+mod lab;
 mod run;
 mod setup;
 mod test;
@@ -43,6 +44,8 @@ enum Task {
     Install(install::Args),
     /// Build and run the cargo-fuzz targets (nightly; installs cargo-fuzz; not in CI).
     Fuzz(fuzz::Args),
+    /// VMs with distribution kernels: guest image, runs, smoke suite, Vagrant box (root).
+    Lab(lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn dispatch(task: &Task) -> Result<ExitCode> {
         Task::Bench(args) => bench::cmd(args, &ws)?,
         Task::Install(args) => install::cmd(args, &ws)?,
         Task::Fuzz(args) => fuzz::cmd(args, &ws)?,
+        Task::Lab(args) => return lab::cmd(args, &ws),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -100,7 +100,11 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
         bail!("phase `setup` failed: {err:#}");
     }
 
-    for mut phase in phases(ws, args.filter.as_deref()) {
+    let lab = crate::lab::test_phase(args.filter.is_some())?.map(|command| Phase {
+        name: "lab",
+        command,
+    });
+    for mut phase in phases(ws, args.filter.as_deref()).into_iter().chain(lab) {
         eprintln!("==> {}", phase.name);
         let started = Instant::now();
         let result = util::run(&mut phase.command);
