@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon (as root): load and attach the eBPF programs, proxy intercepted connections.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Remove an instance's pinned programs and maps (intercepted destinations then go direct).
     Detach {
         /// Instance whose pins to remove.

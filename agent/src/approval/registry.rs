@@ -160,8 +160,7 @@ impl Approvals {
             },
         );
         let how = self.how(&id);
-        self
-            .inner
+        self.inner
             .events
             .record(EventKind::ApprovalRequested {
                 session_id: view.session_id.clone(),
