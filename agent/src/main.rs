@@ -200,12 +200,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut ok = true;
             for f in files {
                 match interlock::policy::load(&f) {
-                    Ok(p) => println!(
-                        "{}: ok ({} targets, {} rules)",
-                        f.display(),
-                        p.targets().len(),
-                        p.rules().len()
-                    ),
+                    Ok(p) => {
+                        for w in p.warnings() {
+                            eprintln!("{}: warning: {w}", f.display());
+                        }
+                        println!(
+                            "{}: ok ({} targets, {} rules)",
+                            f.display(),
+                            p.targets().len(),
+                            p.rules().len()
+                        )
+                    }
                     Err(e) => {
                         eprintln!("{e}");
                         ok = false;

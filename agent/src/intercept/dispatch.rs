@@ -13,7 +13,7 @@ use crate::{
     context::AppContext,
     gate::Gate,
     gatekeeper::DaemonGate,
-    policy::{AddressMatch, ClientAuthMethod, ClientPassword, Target, TlsMode},
+    policy::{AddressMatch, ClientAuthMethod, ClientPassword, PasswordAuth, Target, TlsMode},
     postgres, ssh,
 };
 
@@ -51,6 +51,16 @@ fn pg_target(
             user: up.user.clone(),
             password: postgres::Secret::new(password),
         });
+        cfg.password_methods = postgres::PasswordMethods {
+            scram: up.password_auth.contains(&PasswordAuth::Scram),
+            md5: up.password_auth.contains(&PasswordAuth::Md5),
+            cleartext: up.password_auth.contains(&PasswordAuth::Cleartext),
+        };
+        // Refused by the session once decided, so the attempt is recorded
+        // with its identity and the client is told why.
+        cfg.withheld = target
+            .credentials_may_go_to(gate.identity().original_destination.ip())
+            .err();
     }
     cfg.client_password = match up.client_password {
         ClientPassword::Mirror => postgres::ClientPassword::Mirror,
@@ -122,6 +132,8 @@ enum SetupError {
     PasswordEncoding(String),
     #[error("target `{0}`: tls verify-full needs `upstream.ca_file`")]
     NoCaFile(String),
+    #[error("{0}")]
+    Withheld(String),
     #[error("target `{0}`: no upstream credential configured")]
     NoCredential(String),
     #[error("target `{0}`: no upstream host key check configured")]
@@ -232,6 +244,10 @@ fn ssh_target(
 ) -> Result<ssh::SshTarget, SetupError> {
     let up = &target.upstream;
     let name = || target.name.clone();
+    // Before any secret is read: `upstream.servers` narrows where it goes.
+    target
+        .credentials_may_go_to(gate.identity().original_destination.ip())
+        .map_err(SetupError::Withheld)?;
     let secret = |r: &crate::policy::SecretRef| {
         r.resolve().map_err(|source| SetupError::Secret {
             target: name(),

@@ -17,7 +17,7 @@ use super::{
     },
     rule::{RawRule, Rule},
     target::{Endpoint, JobTokenMode, Protocol, Target, TargetId},
-    upstream::{ClientAuthMethod, Upstream},
+    upstream::{ClientAuthMethod, PasswordAuth, TlsMode, Upstream},
     web::{RawWeb, WebPolicy},
 };
 use crate::identity::CI_ALLOWLIST;
@@ -74,6 +74,40 @@ impl Policy {
     /// The rules, in file order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// What `policy check` warns about: targets whose injected password
+    /// goes to a server interlock does not authenticate (no `tls:
+    /// verify-full`), or that answer cleartext or md5 requests.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for t in &self.targets {
+            if t.protocol != Protocol::Postgres || t.upstream.password.is_none() {
+                continue;
+            }
+            let up = &t.upstream;
+            if up.tls != TlsMode::VerifyFull {
+                out.push(format!(
+                    "target `{}`: the injected password is sent without checking the server's certificate (tls: {}); anyone who can intercept or impersonate the server's address can run SCRAM with it, or read it when cleartext or md5 is allowed: use `tls: verify-full` with `ca_file`",
+                    t.name,
+                    up.tls.name()
+                ));
+            }
+            for m in [PasswordAuth::Md5, PasswordAuth::Cleartext] {
+                if up.password_auth.contains(&m) {
+                    out.push(format!(
+                        "target `{}`: `password_auth` allows {}: the server receives {}",
+                        t.name,
+                        m.name(),
+                        match m {
+                            PasswordAuth::Cleartext => "the password itself",
+                            _ => "an md5 hash that logs in as the role wherever it is stored as md5",
+                        }
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Gives targets that `old` also has the ids they had there, and new
@@ -244,6 +278,48 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                 ),
             ));
         }
+        if let Some(up) = &t.upstream
+            && up.password_auth.is_empty()
+        {
+            return Err(here(
+                &[Key("upstream"), Key("password_auth")],
+                format!(
+                    "target `{}`: `password_auth` is empty; list scram, md5 or cleartext",
+                    t.name
+                ),
+            ));
+        }
+        let id = u32::try_from(i).map_err(|_| here(&[], "too many targets".into()))?;
+        let target = Target {
+            id: TargetId(id),
+            name: t.name.clone(),
+            protocol: t.protocol,
+            endpoints: t.endpoints.clone(),
+            upstream: t.upstream.clone().unwrap_or_default(),
+            default_action: Action::Allow,
+            job_token: t.job_token,
+        };
+        if !target.upstream.servers.is_empty() && !target.injects_credentials() {
+            return Err(here(
+                &[Key("upstream"), Key("servers")],
+                format!(
+                    "target `{}`: `upstream.servers` says where injected credentials may go, and this target injects none",
+                    t.name
+                ),
+            ));
+        }
+        // Fail closed: the job picks the address it dials within a range,
+        // and can listen on one; the password must not follow it there.
+        if let Some((j, e)) = target.password_unpinned() {
+            return Err(here(
+                &[Key("match"), Index(j)],
+                format!(
+                    "target `{}`: an injected password with match {} would go to whichever server in it the job dials (the job can listen on one): list the real servers in `upstream.servers`, match exact addresses or host names only, or verify the server with `tls: verify-full`",
+                    t.name,
+                    e.address.describe()
+                ),
+            ));
+        }
         if t.protocol == Protocol::Ssh {
             let up = t.upstream.as_ref();
             if up.is_none_or(|u| u.key.is_none() && u.password.is_none()) {
@@ -315,20 +391,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                 ));
             }
         }
-        let id = u32::try_from(i).map_err(|_| here(&[], "too many targets".into()))?;
         targets.push(Target {
-            id: TargetId(id),
-            name: t.name,
-            protocol: t.protocol,
-            endpoints: t.endpoints,
-            upstream: t.upstream.unwrap_or_default(),
             default_action: match t.default {
                 DefaultAction::Allow => Action::Allow,
                 DefaultAction::Block => Action::Block {
                     message: "no rule allows this session (target default: block)".into(),
                 },
             },
-            job_token: t.job_token,
+            ..target
         });
     }
     let mut rule_names = HashSet::new();
@@ -487,6 +557,28 @@ mod tests {
     }
 
     #[test]
+    fn pinned_passwords_load_and_weak_upstreams_are_warned_about() {
+        let base = "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: [{address: 127.0.0.0/8, port: 5432}]\n";
+        // servers pins a range; verify-full pins by certificate.
+        let p = parse_str(&format!(
+            "{base}    upstream: {{password: {{env: PW}}, servers: [127.0.0.81], tls: disable, password_auth: [scram, md5]}}\n"
+        ))
+        .unwrap();
+        let w = p.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("target `db`") && w[0].contains("tls: disable"), "{w:?}");
+        assert!(w[1].contains("allows md5"), "{w:?}");
+        let p = parse_str(&format!(
+            "{base}    upstream: {{password: {{env: PW}}, tls: verify-full, ca_file: /ca.pem}}\n"
+        ))
+        .unwrap();
+        assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+        // Passthrough targets have nothing to pin or warn about.
+        let p = parse_str(&format!("{base}    upstream: {{tls: require}}\n")).unwrap();
+        assert!(p.warnings().is_empty());
+    }
+
+    #[test]
     fn syntax_errors_carry_line_and_column() {
         let err = parse_str(
             "version: 1\ntargets:\n  - name: pg\n    protocol: carrier-pigeon\n    match: []\n",
@@ -547,6 +639,27 @@ mod tests {
                 "version: 1\ntargets:\n  - name: s\n    protocol: ssh\n    match: [{port: 22}]\n",
                 "3:5",
                 "needs `upstream.key`",
+            ),
+            // An injected password on a range the job can pick a server in.
+            (
+                "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match:\n      - {address: 10.0.0.5, port: 5432}\n      - {address: 127.0.0.0/8, port: 5432}\n    upstream: {password: {env: PW}}\n",
+                "7:9",
+                "target `db`: an injected password with match 127.0.0.0/8",
+            ),
+            (
+                "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: [{port: 5432}]\n    upstream: {password: {env: PW}, tls: require}\n",
+                "5:13",
+                "list the real servers in `upstream.servers`",
+            ),
+            (
+                "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: [{port: 5432}]\n    upstream: {servers: [10.0.0.5]}\n",
+                "6:25",
+                "this target injects none",
+            ),
+            (
+                "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: [{port: 5432}]\n    upstream: {password_auth: []}\n",
+                "6:31",
+                "`password_auth` is empty",
             ),
             // The rule's name contains the target's: the unknown target is
             // still found where it is written, not at the name.

@@ -27,7 +27,8 @@ pub use mask::{ColumnGlob, DETECTORS, Detector, MaskSpec, Strategy, luhn};
 pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, RecordLevel, Rule};
 pub use target::{AddressMatch, Endpoint, JobTokenMode, Protocol, Target, TargetId};
 pub use upstream::{
-    ClientAuthMethod, ClientPassword, Secret, SecretError, SecretRef, TlsMode, Upstream,
+    ClientAuthMethod, ClientPassword, PasswordAuth, Secret, SecretError, SecretRef, TlsMode,
+    Upstream,
 };
 pub use web::{
     ApiTokens, DEFAULT_SESSION, FourEyesPair, SignIn, WebPolicy, WebTls, default_four_eyes,

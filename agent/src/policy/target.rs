@@ -4,7 +4,10 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use super::{eval::Action, upstream::Upstream};
+use super::{
+    eval::Action,
+    upstream::{TlsMode, Upstream},
+};
 
 /// Index of a target in its policy; the kernel reports it with each flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -154,6 +157,100 @@ pub struct Target {
     pub job_token: JobTokenMode,
 }
 
+impl Target {
+    /// Whether interlock logs in upstream with a credential of the policy's
+    /// (a PostgreSQL password; an SSH key or password).
+    pub fn injects_credentials(&self) -> bool {
+        match self.protocol {
+            Protocol::Tcp => false,
+            Protocol::Postgres => self.upstream.password.is_some(),
+            Protocol::Ssh => self.upstream.password.is_some() || self.upstream.key.is_some(),
+        }
+    }
+
+    /// The first `match` entry (with its index) that covers more than one
+    /// address: a prefix shorter than a whole address, or any address. A
+    /// job dialling such a target chooses the server, and may listen on
+    /// one of the addresses itself.
+    pub fn wide_endpoint(&self) -> Option<(usize, &Endpoint)> {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .find(|(_, e)| match &e.address {
+                AddressMatch::Any => true,
+                AddressMatch::Prefix { addr, len } => {
+                    *len < if addr.is_ipv4() { 32 } else { 128 }
+                }
+                // Resolved by the daemon, not chosen by the job.
+                AddressMatch::Host(_) => false,
+            })
+    }
+
+    /// Whether a PostgreSQL target's injected password would go to whatever
+    /// server the job dials: a wide `match`, no `upstream.servers` and no
+    /// certificate check. `policy check` refuses such targets.
+    pub fn password_unpinned(&self) -> Option<(usize, &Endpoint)> {
+        if self.protocol != Protocol::Postgres
+            || self.upstream.password.is_none()
+            || self.upstream.tls == TlsMode::VerifyFull
+            || !self.upstream.servers.is_empty()
+        {
+            return None;
+        }
+        self.wide_endpoint()
+    }
+
+    /// Whether interlock may send this target's injected credentials to the
+    /// server at `dialled` (the address the job connected to). `Err` names
+    /// the reason the session is refused. SSH servers prove themselves by
+    /// their pinned host key and PostgreSQL servers under `verify-full` by
+    /// their certificate before any credential is sent; `upstream.servers`,
+    /// when given, narrows every protocol to those addresses.
+    pub fn credentials_may_go_to(&self, dialled: IpAddr) -> Result<(), String> {
+        if !self.injects_credentials() {
+            return Ok(());
+        }
+        let dialled = dialled.to_canonical();
+        if !self.upstream.servers.is_empty() {
+            if self
+                .upstream
+                .servers
+                .iter()
+                .any(|s| s.to_canonical() == dialled)
+            {
+                return Ok(());
+            }
+            return Err(format!(
+                "target `{}`: {dialled} is not one of `upstream.servers`; the injected credential goes only to those",
+                self.name
+            ));
+        }
+        // Refused at policy load; checked again so no path sends it anyway.
+        if let Some((_, e)) = self.password_unpinned() {
+            return Err(format!(
+                "target `{}`: match {} lets the job choose the server and no `upstream.servers` pins where the injected password goes",
+                self.name,
+                e.address.describe()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AddressMatch {
+    /// The match as written in a policy (`*`, `10.0.0.0/8`, `10.0.0.5`, `db.internal`).
+    pub fn describe(&self) -> String {
+        match self {
+            AddressMatch::Any => "*".into(),
+            AddressMatch::Prefix { addr, len } if *len == if addr.is_ipv4() { 32 } else { 128 } => {
+                addr.to_string()
+            }
+            AddressMatch::Prefix { addr, len } => format!("{addr}/{len}"),
+            AddressMatch::Host(h) => h.clone(),
+        }
+    }
+}
+
 /// Whether a target's sessions need a verified job token (`job_token:` of a target). A token
 /// that is presented and does not verify refuses the session either way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -198,6 +295,53 @@ mod tests {
             "DB.internal".parse::<AddressMatch>(),
             Ok(AddressMatch::Host("db.internal".into()))
         );
+    }
+
+    fn pg(matches: &[&str], upstream: &str) -> Target {
+        Target {
+            id: TargetId(0),
+            name: "db".into(),
+            protocol: Protocol::Postgres,
+            endpoints: matches
+                .iter()
+                .map(|m| Endpoint {
+                    address: m.parse().unwrap(),
+                    port: 5432,
+                })
+                .collect(),
+            upstream: serde_yaml::from_str(upstream).unwrap(),
+            default_action: Action::Allow,
+            job_token: JobTokenMode::Optional,
+        }
+    }
+
+    #[test]
+    fn injected_passwords_go_only_to_pinned_servers() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let pw = "password: {env: PW}\n";
+        // A range without servers: nowhere (and policy check refuses it).
+        let t = pg(&["127.0.0.0/8"], pw);
+        assert_eq!(t.password_unpinned().map(|(i, _)| i), Some(0));
+        let e = t.credentials_may_go_to(ip("127.0.0.9")).unwrap_err();
+        assert!(e.contains("`db`") && e.contains("127.0.0.0/8"), "{e}");
+        // Any address is as wide.
+        assert!(pg(&["10.0.0.5", "*"], pw).password_unpinned().is_some());
+        // Exact addresses and host names pin by themselves.
+        let t = pg(&["10.0.0.5", "::1", "db.internal"], pw);
+        assert!(t.password_unpinned().is_none());
+        assert!(t.credentials_may_go_to(ip("10.0.0.5")).is_ok());
+        // servers: only those, v4-mapped or not.
+        let t = pg(&["127.0.0.0/8"], "password: {env: PW}\nservers: [127.0.0.81]\n");
+        assert!(t.password_unpinned().is_none());
+        assert!(t.credentials_may_go_to(ip("127.0.0.81")).is_ok());
+        assert!(t.credentials_may_go_to(ip("::ffff:127.0.0.81")).is_ok());
+        let e = t.credentials_may_go_to(ip("127.0.0.82")).unwrap_err();
+        assert!(e.contains("127.0.0.82 is not one of `upstream.servers`"), "{e}");
+        // verify-full: the certificate pins the server.
+        let t = pg(&["10.0.0.0/8"], "password: {env: PW}\ntls: verify-full\nca_file: /ca.pem\n");
+        assert!(t.credentials_may_go_to(ip("10.1.2.3")).is_ok());
+        // Nothing injected, nothing to pin.
+        assert!(pg(&["*"], "user: u\n").credentials_may_go_to(ip("10.1.2.3")).is_ok());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! reference (a file or an environment variable of the daemon — never the
 //! secret itself in the policy), TLS, and SSH host-key pinning.
 
-use std::path::PathBuf;
+use std::{net::IpAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,29 @@ impl<'de> Deserialize<'de> for SecretRef {
             Raw::Ref { .. } => Err(serde::de::Error::custom(
                 "a secret reference needs exactly one of `file` or `env`",
             )),
+        }
+    }
+}
+
+impl TlsMode {
+    /// The mode as written in policy files.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "disable",
+            TlsMode::Prefer => "prefer",
+            TlsMode::Require => "require",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl PasswordAuth {
+    /// The method as written in policy files.
+    pub fn name(self) -> &'static str {
+        match self {
+            PasswordAuth::Scram => "scram",
+            PasswordAuth::Md5 => "md5",
+            PasswordAuth::Cleartext => "cleartext",
         }
     }
 }
@@ -105,7 +128,9 @@ pub enum TlsMode {
     /// TLS if the server offers it, without certificate checks.
     #[default]
     Prefer,
-    /// TLS or nothing, without certificate checks.
+    /// TLS or nothing, without certificate checks (encrypts; does not
+    /// authenticate the server: `policy check` warns when a credential is
+    /// injected).
     Require,
     /// TLS with the certificate checked against `ca_file` and the host name.
     VerifyFull,
@@ -127,6 +152,17 @@ pub struct Upstream {
     /// PostgreSQL database (default: the client's).
     #[serde(default)]
     pub database: Option<String>,
+    /// The only server addresses injected credentials go to. A target whose
+    /// `match` is a range (or any address) and that injects a credential
+    /// without verifying the server (`tls: verify-full`) must list them:
+    /// the job chooses the address it dials, and could listen on one.
+    #[serde(default)]
+    pub servers: Vec<IpAddr>,
+    /// PostgreSQL with an injected password: the methods interlock answers a
+    /// server's password request with (default: SCRAM only; cleartext and md5
+    /// hand the server the password or a replayable hash of it).
+    #[serde(default = "scram_only")]
+    pub password_auth: Vec<PasswordAuth>,
     #[serde(default)]
     pub tls: TlsMode,
     /// CA certificates (PEM) for `tls: verify-full`.
@@ -179,6 +215,22 @@ pub enum ClientPassword {
     Never,
 }
 
+/// A PostgreSQL password method interlock may answer with an injected password.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PasswordAuth {
+    /// SCRAM-SHA-256: the server learns no password and must prove it knows it.
+    Scram,
+    /// md5: the server gets a hash that logs in as the role wherever it is stored as md5.
+    Md5,
+    /// `password`: the server gets the password itself.
+    Cleartext,
+}
+
+fn scram_only() -> Vec<PasswordAuth> {
+    vec![PasswordAuth::Scram]
+}
+
 /// A client authentication method the SSH proxy accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -205,6 +257,8 @@ impl Default for Upstream {
             password: None,
             key: None,
             database: None,
+            servers: Vec::new(),
+            password_auth: scram_only(),
             tls: TlsMode::default(),
             ca_file: None,
             host_key: None,
@@ -261,5 +315,27 @@ mod tests {
         assert_eq!(u.client_password, ClientPassword::Never);
         let e = serde_yaml::from_str::<Upstream>("client_password: always\n").unwrap_err();
         assert!(e.to_string().contains("mirror"), "{e}");
+    }
+
+    #[test]
+    fn servers_and_password_methods_parse() {
+        let u = Upstream::default();
+        assert_eq!(u.password_auth, [PasswordAuth::Scram]);
+        assert!(u.servers.is_empty());
+        let u: Upstream =
+            serde_yaml::from_str("servers: [10.0.0.5, '::1']\npassword_auth: [scram, md5, cleartext]\n")
+                .unwrap();
+        assert_eq!(
+            u.servers,
+            ["10.0.0.5".parse::<IpAddr>().unwrap(), "::1".parse().unwrap()]
+        );
+        assert_eq!(
+            u.password_auth,
+            [PasswordAuth::Scram, PasswordAuth::Md5, PasswordAuth::Cleartext]
+        );
+        // A range is not a server: credentials go to exact addresses only.
+        assert!(serde_yaml::from_str::<Upstream>("servers: [10.0.0.0/8]\n").is_err());
+        let e = serde_yaml::from_str::<Upstream>("password_auth: [plain]\n").unwrap_err();
+        assert!(e.to_string().contains("cleartext"), "{e}");
     }
 }

@@ -1,6 +1,6 @@
-//! Upstream authentication: injected credentials (SCRAM-SHA-256, md5,
-//! cleartext, as the server asks) or a relay of the client's own exchange;
-//! then the rest of startup up to the first ReadyForQuery.
+//! Upstream authentication: injected credentials (SCRAM-SHA-256; md5 and
+//! cleartext only where the target allows them) or a relay of the client's
+//! own exchange; then the rest of startup up to the first ReadyForQuery.
 //!
 //! With injected credentials the client is asked for a password as the
 //! target's [`ClientPassword`] says (by default exactly when the server
@@ -21,7 +21,7 @@ use super::{
     frame::Frame,
     legs::{Legs, proto, read_err},
     message::{AuthRequest, BackendMessage, FrontendMessage, StartupPacket},
-    target::{ClientPassword, PgTarget},
+    target::{ClientPassword, PasswordMethods, PgTarget},
 };
 use crate::gate::Side;
 
@@ -134,7 +134,14 @@ pub(crate) async fn authenticate(
             relay_client_auth(legs, req, target.startup_timeout).await?;
             continue;
         };
-        if let Some(reply) = answer(req, creds.password.expose(), &user, &mut scram)? {
+        let reply = answer(
+            req,
+            creds.password.expose(),
+            &user,
+            target.password_methods,
+            &mut scram,
+        )?;
+        if let Some(reply) = reply {
             legs.server_w.send(&reply).await?;
         }
     }
@@ -142,14 +149,28 @@ pub(crate) async fn authenticate(
 
 /// The reply to one authentication request with injected credentials;
 /// `None` when the request needs none. Errors: unsupported methods, a
-/// failed SCRAM exchange (including a server that cannot prove it knows
-/// the password).
+/// method `methods` does not allow (nothing is sent: a server asking for
+/// the password in clear or as md5 may be one that wants it), a failed
+/// SCRAM exchange (including a server that cannot prove it knows the
+/// password).
 pub(crate) fn answer(
     req: AuthRequest,
     password: &str,
     user: &str,
+    methods: PasswordMethods,
     scram: &mut Option<ScramSha256>,
 ) -> Result<Option<Frame>, PgError> {
+    let refused = |method: &str, option: &str| {
+        Err(PgError::Auth(format!(
+            "the server asked for the password {method}; the target's `upstream.password_auth` does not list {option}, so the injected password was not sent"
+        )))
+    };
+    match &req {
+        AuthRequest::Cleartext if !methods.cleartext => return refused("in cleartext", "cleartext"),
+        AuthRequest::Md5 { .. } if !methods.md5 => return refused("as md5", "md5"),
+        AuthRequest::Sasl { .. } if !methods.scram => return refused("by SCRAM", "scram"),
+        _ => {}
+    }
     Ok(Some(match req {
         AuthRequest::Cleartext => password_frame(password),
         AuthRequest::Md5 { salt } => {
@@ -301,5 +322,39 @@ pub(crate) async fn finish_startup(
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleartext_and_md5_are_answered_only_when_allowed() {
+        let mut scram = None;
+        let md5 = || AuthRequest::Md5 { salt: [1, 2, 3, 4] };
+        let sasl = || AuthRequest::Sasl {
+            mechanisms: vec![SCRAM.into()],
+        };
+        let none = PasswordMethods::SCRAM_ONLY;
+        for req in [AuthRequest::Cleartext, md5()] {
+            let e = answer(req, "pw", "u", none, &mut scram).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("`upstream.password_auth`"), "{e}");
+            assert!(!e.contains("pw\""), "{e}");
+        }
+        assert!(answer(sasl(), "pw", "u", none, &mut scram).unwrap().is_some());
+        let all = PasswordMethods {
+            scram: false,
+            md5: true,
+            cleartext: true,
+        };
+        let reply = answer(AuthRequest::Cleartext, "pw", "u", all, &mut scram)
+            .unwrap()
+            .unwrap();
+        assert!(reply.raw().ends_with(b"pw\0"));
+        assert!(answer(md5(), "pw", "u", all, &mut scram).unwrap().is_some());
+        let e = answer(sasl(), "pw", "u", all, &mut scram).unwrap_err();
+        assert!(e.to_string().contains("does not list scram"), "{e}");
     }
 }

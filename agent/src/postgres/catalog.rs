@@ -308,7 +308,10 @@ impl Catalog {
             match BackendMessage::decode(&frame).map_err(|e| PgError::protocol(Side::Server, e))? {
                 BackendMessage::Authentication(AuthRequest::Ok) => {}
                 BackendMessage::Authentication(req) => {
-                    if let Some(reply) = answer(req, creds.password.expose(), &user, &mut scram)? {
+                    let methods = self.target.password_methods;
+                    if let Some(reply) =
+                        answer(req, creds.password.expose(), &user, methods, &mut scram)?
+                    {
                         w.send(&reply).await?;
                     }
                 }

@@ -68,6 +68,10 @@ pub enum PgError {
     /// Upstream authentication failed on our side (the server's own errors are relayed).
     #[error("upstream auth: {0}")]
     Auth(String),
+    /// The injected credentials may not go to the server the job dialled
+    /// (the policy pins where they go); nothing was dialled.
+    #[error("the session is refused: {0}")]
+    Withheld(String),
     /// The server refused the connection (its ErrorResponse was relayed to the client).
     #[error("upstream refused the session: {0}")]
     Refused(String),

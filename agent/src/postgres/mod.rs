@@ -33,5 +33,6 @@ pub use job_token::AskToken;
 pub use mask::{MASK_KEY_FILE, MaskKey, MaskKeyError};
 pub use session::serve;
 pub use target::{
-    ClientPassword, ClientTls, PgCredentials, PgTarget, STARTUP_TIMEOUT, Secret, UpstreamTls,
+    ClientPassword, ClientTls, PasswordMethods, PgCredentials, PgTarget, STARTUP_TIMEOUT, Secret,
+    UpstreamTls,
 };

@@ -243,6 +243,10 @@ async fn open(
             }
         }
     }
+    // After the decision, so the attempt is recorded with who made it.
+    if let Some(why) = &target.withheld {
+        return Err(PgError::Withheld(why.clone()));
+    }
     let upstream = tls::connect(target).await?;
     Ok(Some((minor, params, upstream)))
 }
@@ -267,6 +271,7 @@ async fn report(e: &PgError, w: Option<&mut Writer>, gate: &dyn Gate) {
                 &format!("interlock: protocol violation by {who}: {source}"),
             ))
         }
+        PgError::Withheld(_) => Some(fatal("28000", &format!("interlock: {e}"))),
         PgError::Tls(_) | PgError::Auth(_) | PgError::Connect(_) => Some(fatal(
             "08006",
             &format!("interlock: cannot open the upstream session: {e}"),

@@ -53,6 +53,34 @@ pub enum ClientPassword {
     Never,
 }
 
+/// Which of the server's password requests an injected password answers
+/// (`upstream.password_auth`); the others end the session before anything
+/// is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordMethods {
+    /// SCRAM-SHA-256: the server never sees the password and must prove it knows it.
+    pub scram: bool,
+    /// md5: the server gets a hash that works as the password wherever it is stored as md5.
+    pub md5: bool,
+    /// `password`: the server gets the password itself.
+    pub cleartext: bool,
+}
+
+impl PasswordMethods {
+    /// SCRAM only, the default.
+    pub const SCRAM_ONLY: PasswordMethods = PasswordMethods {
+        scram: true,
+        md5: false,
+        cleartext: false,
+    };
+}
+
+impl Default for PasswordMethods {
+    fn default() -> PasswordMethods {
+        PasswordMethods::SCRAM_ONLY
+    }
+}
+
 /// How the upstream leg uses TLS (libpq's sslmode names).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpstreamTls {
@@ -76,6 +104,12 @@ pub struct PgTarget {
     pub server_name: String,
     /// Injected credentials; `None` relays the client's own authentication.
     pub credentials: Option<PgCredentials>,
+    /// The password requests `credentials` answer.
+    pub password_methods: PasswordMethods,
+    /// Why `credentials` may not go to `upstream` (the job dialled an
+    /// address the policy does not send them to): the session is refused
+    /// once it is decided and recorded, before anything is dialled.
+    pub withheld: Option<String>,
     /// With `credentials` and no `ask_token`: when the client is asked for
     /// a password.
     pub client_password: ClientPassword,
@@ -141,6 +175,8 @@ impl PgTarget {
             upstream,
             server_name: upstream.ip().to_string(),
             credentials: None,
+            password_methods: PasswordMethods::default(),
+            withheld: None,
             client_password: ClientPassword::default(),
             database: None,
             tls: UpstreamTls::Disable,
