@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use interlock::{
     gate::StatementClass as C,
-    postgres::{PgCredentials, PgTarget, Secret},
+    postgres::{PasswordMethods, PgCredentials, PgTarget, Secret},
 };
 use interlock_tests::{
     pg_client::{code, connect, injected, psql, run},
@@ -40,14 +40,39 @@ fn as_role(server: &PgServer, role: &str) -> PgTarget {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn md5_and_cleartext_servers_get_the_injected_password() {
+async fn md5_and_cleartext_servers_get_the_injected_password_only_when_allowed() {
     if !interlock_tests::postgres::PgServer::available() {
         return;
     }
     let server = server().await;
     let gate = TestGate::new(&[], &[]);
-    for role in [MD5_ROLE, CLEARTEXT_ROLE] {
+    // By default (SCRAM only) such a server gets nothing and the client is told why.
+    for (role, how) in [(MD5_ROLE, "as md5"), (CLEARTEXT_ROLE, "in cleartext")] {
         let proxy = Proxy::start(as_role(&server, role), gate.clone()).await;
+        let out = run(psql(&proxy, "whoever", "select current_user")).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{role}: {stderr}");
+        assert!(
+            stderr.contains(&format!("the server asked for the password {how}"))
+                && stderr.contains("`upstream.password_auth`"),
+            "{role}: {stderr}"
+        );
+    }
+    assert!(
+        !server
+            .log()
+            .contains("password authentication failed for user"),
+        "{}",
+        server.log()
+    );
+    for role in [MD5_ROLE, CLEARTEXT_ROLE] {
+        let mut target = as_role(&server, role);
+        target.password_methods = PasswordMethods {
+            scram: true,
+            md5: true,
+            cleartext: true,
+        };
+        let proxy = Proxy::start(target, gate.clone()).await;
         // the client's own password is wrong; the server asks for md5 / cleartext
         let out = run(psql(&proxy, "whoever", "select current_user")).await;
         assert!(
