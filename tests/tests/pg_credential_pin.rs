@@ -100,7 +100,9 @@ fn serve_fake(mut s: TcpStream, ask: Ask) -> Vec<u8> {
         if s.read_exact(&mut body).is_err() {
             return vec![];
         }
-        let code = body.get(..4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        let code = body
+            .get(..4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
         // SSLRequest, GSSENCRequest: no.
         if code == Some(80877103) || code == Some(80877104) {
             let _ = s.write_all(b"N");
@@ -129,7 +131,17 @@ fn psql(cg: &TestCgroup, addr: SocketAddr) -> Command {
     let mut c = cg.command(
         std::path::Path::new("/usr/bin/psql"),
         &[
-            "-X", "-At", "-h", &host, "-p", &port, "-U", ROLE, "-d", DATABASE, "-c",
+            "-X",
+            "-At",
+            "-h",
+            &host,
+            "-p",
+            &port,
+            "-U",
+            ROLE,
+            "-d",
+            DATABASE,
+            "-c",
             "select current_user",
         ],
     );
@@ -187,7 +199,10 @@ targets:
     );
     // Pinned, it passes, with a warning that the server is not verified.
     let pinned = dir.join("pinned.yaml");
-    std::fs::write(&pinned, target(", servers: [127.0.0.81, 127.0.0.83, 127.0.0.84]"))?;
+    std::fs::write(
+        &pinned,
+        target(", servers: [127.0.0.81, 127.0.0.83, 127.0.0.84]"),
+    )?;
     let out = Command::new(interlock_bin()?)
         .args(["policy", "check"])
         .arg(&pinned)
@@ -224,7 +239,11 @@ targets:
         "{stderr}\n{}",
         d.log()
     );
-    assert_eq!(unlisted.connections(), 0, "interlock dialled the job's server");
+    assert_eq!(
+        unlisted.connections(),
+        0,
+        "interlock dialled the job's server"
+    );
 
     // Listed, but asking for md5 or cleartext: dialled, nothing sent.
     for (fake, how) in [(&listed_md5, "as md5"), (&listed_clear, "in cleartext")] {
@@ -258,10 +277,7 @@ targets:
     // Each refused attempt is recorded with who made it and why.
     let ev = d.wait_events("four ends", |e| of_type(e, "session_ended").len() == 4)?;
     let ended = of_type(&ev, "session_ended");
-    let errors: Vec<&str> = ended
-        .iter()
-        .filter_map(|e| e["error"].as_str())
-        .collect();
+    let errors: Vec<&str> = ended.iter().filter_map(|e| e["error"].as_str()).collect();
     assert!(
         errors
             .iter()

@@ -101,7 +101,8 @@ impl Policy {
                         m.name(),
                         match m {
                             PasswordAuth::Cleartext => "the password itself",
-                            _ => "an md5 hash that logs in as the role wherever it is stored as md5",
+                            _ =>
+                                "an md5 hash that logs in as the role wherever it is stored as md5",
                         }
                     ));
                 }
@@ -566,7 +567,10 @@ mod tests {
         .unwrap();
         let w = p.warnings();
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("target `db`") && w[0].contains("tls: disable"), "{w:?}");
+        assert!(
+            w[0].contains("target `db`") && w[0].contains("tls: disable"),
+            "{w:?}"
+        );
         assert!(w[1].contains("allows md5"), "{w:?}");
         let p = parse_str(&format!(
             "{base}    upstream: {{password: {{env: PW}}, tls: verify-full, ca_file: /ca.pem}}\n"

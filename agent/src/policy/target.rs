@@ -178,9 +178,7 @@ impl Target {
             .enumerate()
             .find(|(_, e)| match &e.address {
                 AddressMatch::Any => true,
-                AddressMatch::Prefix { addr, len } => {
-                    *len < if addr.is_ipv4() { 32 } else { 128 }
-                }
+                AddressMatch::Prefix { addr, len } => *len < if addr.is_ipv4() { 32 } else { 128 },
                 // Resolved by the daemon, not chosen by the job.
                 AddressMatch::Host(_) => false,
             })
@@ -331,17 +329,30 @@ mod tests {
         assert!(t.password_unpinned().is_none());
         assert!(t.credentials_may_go_to(ip("10.0.0.5")).is_ok());
         // servers: only those, v4-mapped or not.
-        let t = pg(&["127.0.0.0/8"], "password: {env: PW}\nservers: [127.0.0.81]\n");
+        let t = pg(
+            &["127.0.0.0/8"],
+            "password: {env: PW}\nservers: [127.0.0.81]\n",
+        );
         assert!(t.password_unpinned().is_none());
         assert!(t.credentials_may_go_to(ip("127.0.0.81")).is_ok());
         assert!(t.credentials_may_go_to(ip("::ffff:127.0.0.81")).is_ok());
         let e = t.credentials_may_go_to(ip("127.0.0.82")).unwrap_err();
-        assert!(e.contains("127.0.0.82 is not one of `upstream.servers`"), "{e}");
+        assert!(
+            e.contains("127.0.0.82 is not one of `upstream.servers`"),
+            "{e}"
+        );
         // verify-full: the certificate pins the server.
-        let t = pg(&["10.0.0.0/8"], "password: {env: PW}\ntls: verify-full\nca_file: /ca.pem\n");
+        let t = pg(
+            &["10.0.0.0/8"],
+            "password: {env: PW}\ntls: verify-full\nca_file: /ca.pem\n",
+        );
         assert!(t.credentials_may_go_to(ip("10.1.2.3")).is_ok());
         // Nothing injected, nothing to pin.
-        assert!(pg(&["*"], "user: u\n").credentials_may_go_to(ip("10.1.2.3")).is_ok());
+        assert!(
+            pg(&["*"], "user: u\n")
+                .credentials_may_go_to(ip("10.1.2.3"))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -322,16 +322,24 @@ mod tests {
         let u = Upstream::default();
         assert_eq!(u.password_auth, [PasswordAuth::Scram]);
         assert!(u.servers.is_empty());
-        let u: Upstream =
-            serde_yaml::from_str("servers: [10.0.0.5, '::1']\npassword_auth: [scram, md5, cleartext]\n")
-                .unwrap();
+        let u: Upstream = serde_yaml::from_str(
+            "servers: [10.0.0.5, '::1']\npassword_auth: [scram, md5, cleartext]\n",
+        )
+        .unwrap();
         assert_eq!(
             u.servers,
-            ["10.0.0.5".parse::<IpAddr>().unwrap(), "::1".parse().unwrap()]
+            [
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
         );
         assert_eq!(
             u.password_auth,
-            [PasswordAuth::Scram, PasswordAuth::Md5, PasswordAuth::Cleartext]
+            [
+                PasswordAuth::Scram,
+                PasswordAuth::Md5,
+                PasswordAuth::Cleartext
+            ]
         );
         // A range is not a server: credentials go to exact addresses only.
         assert!(serde_yaml::from_str::<Upstream>("servers: [10.0.0.0/8]\n").is_err());

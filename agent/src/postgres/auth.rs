@@ -166,7 +166,9 @@ pub(crate) fn answer(
         )))
     };
     match &req {
-        AuthRequest::Cleartext if !methods.cleartext => return refused("in cleartext", "cleartext"),
+        AuthRequest::Cleartext if !methods.cleartext => {
+            return refused("in cleartext", "cleartext");
+        }
         AuthRequest::Md5 { .. } if !methods.md5 => return refused("as md5", "md5"),
         AuthRequest::Sasl { .. } if !methods.scram => return refused("by SCRAM", "scram"),
         _ => {}
@@ -343,7 +345,11 @@ mod tests {
             assert!(e.contains("`upstream.password_auth`"), "{e}");
             assert!(!e.contains("pw\""), "{e}");
         }
-        assert!(answer(sasl(), "pw", "u", none, &mut scram).unwrap().is_some());
+        assert!(
+            answer(sasl(), "pw", "u", none, &mut scram)
+                .unwrap()
+                .is_some()
+        );
         let all = PasswordMethods {
             scram: false,
             md5: true,
