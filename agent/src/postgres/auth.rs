@@ -26,6 +26,7 @@ use super::{
 use crate::gate::Side;
 
 const SCRAM: &str = "SCRAM-SHA-256";
+const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 fn password_frame(p: &str) -> Frame {
     let mut b = BytesMut::with_capacity(p.len() + 1);
@@ -59,6 +60,7 @@ pub(crate) async fn authenticate(
     target: &PgTarget,
     minor: u16,
     mut params: Vec<(String, String)>,
+    channel_binding: Option<&[u8]>,
 ) -> Result<(u16, Vec<(String, String)>), PgError> {
     let creds = target.credentials.as_ref();
     if let Some(user) = creds.and_then(|c| c.user.as_ref()) {
@@ -139,6 +141,7 @@ pub(crate) async fn authenticate(
             creds.password.expose(),
             &user,
             target.password_methods,
+            channel_binding,
             &mut scram,
         )?;
         if let Some(reply) = reply {
@@ -158,6 +161,7 @@ pub(crate) fn answer(
     password: &str,
     user: &str,
     methods: PasswordMethods,
+    channel_binding: Option<&[u8]>,
     scram: &mut Option<ScramSha256>,
 ) -> Result<Option<Frame>, PgError> {
     let refused = |method: &str, option: &str| {
@@ -179,13 +183,26 @@ pub(crate) fn answer(
             password_frame(&md5_hash(user.as_bytes(), password.as_bytes(), salt))
         }
         AuthRequest::Sasl { mechanisms } => {
-            if !mechanisms.iter().any(|m| m == SCRAM) {
+            let offers = |m: &str| mechanisms.iter().any(|o| o == m);
+            // On TLS the exchange is bound to the server's certificate when
+            // the server offers it, so a man in the middle of an unverified
+            // leg cannot relay it; 'y' (binding supported, not offered)
+            // otherwise lets a server that does offer it see the downgrade.
+            let (mechanism, binding) = match channel_binding {
+                Some(hash) if offers(SCRAM_PLUS) => (
+                    SCRAM_PLUS,
+                    ChannelBinding::tls_server_end_point(hash.to_vec()),
+                ),
+                Some(_) => (SCRAM, ChannelBinding::unrequested()),
+                None => (SCRAM, ChannelBinding::unsupported()),
+            };
+            if !offers(mechanism) {
                 return Err(PgError::Auth(format!(
                     "no supported SASL mechanism in {mechanisms:?}"
                 )));
             }
-            let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-            let f = FrontendMessage::sasl_initial(SCRAM, s.message());
+            let s = ScramSha256::new(password.as_bytes(), binding);
+            let f = FrontendMessage::sasl_initial(mechanism, s.message());
             *scram = Some(s);
             f
         }
@@ -340,13 +357,13 @@ mod tests {
         };
         let none = PasswordMethods::SCRAM_ONLY;
         for req in [AuthRequest::Cleartext, md5()] {
-            let e = answer(req, "pw", "u", none, &mut scram).unwrap_err();
+            let e = answer(req, "pw", "u", none, None, &mut scram).unwrap_err();
             let e = e.to_string();
             assert!(e.contains("`upstream.password_auth`"), "{e}");
             assert!(!e.contains("pw\""), "{e}");
         }
         assert!(
-            answer(sasl(), "pw", "u", none, &mut scram)
+            answer(sasl(), "pw", "u", none, None, &mut scram)
                 .unwrap()
                 .is_some()
         );
@@ -355,12 +372,64 @@ mod tests {
             md5: true,
             cleartext: true,
         };
-        let reply = answer(AuthRequest::Cleartext, "pw", "u", all, &mut scram)
+        let reply = answer(AuthRequest::Cleartext, "pw", "u", all, None, &mut scram)
             .unwrap()
             .unwrap();
         assert!(reply.raw().ends_with(b"pw\0"));
-        assert!(answer(md5(), "pw", "u", all, &mut scram).unwrap().is_some());
-        let e = answer(sasl(), "pw", "u", all, &mut scram).unwrap_err();
+        assert!(
+            answer(md5(), "pw", "u", all, None, &mut scram)
+                .unwrap()
+                .is_some()
+        );
+        let e = answer(sasl(), "pw", "u", all, None, &mut scram).unwrap_err();
         assert!(e.to_string().contains("does not list scram"), "{e}");
+    }
+
+    /// The SASLInitialResponse's mechanism and gs2 header.
+    fn initial(frame: &Frame) -> (String, String) {
+        let body = frame.raw().get(5..).unwrap_or_default();
+        let nul = body.iter().position(|b| *b == 0).unwrap();
+        let mech = String::from_utf8_lossy(&body[..nul]).into_owned();
+        let data = &body[nul + 5..];
+        let header = String::from_utf8_lossy(data)
+            .split(",n=")
+            .next()
+            .unwrap()
+            .to_string();
+        (mech, header)
+    }
+
+    #[test]
+    fn scram_binds_to_the_tls_certificate_when_the_server_offers_it() {
+        let methods = PasswordMethods::SCRAM_ONLY;
+        let both = || AuthRequest::Sasl {
+            mechanisms: vec![SCRAM_PLUS.into(), SCRAM.into()],
+        };
+        let plain = || AuthRequest::Sasl {
+            mechanisms: vec![SCRAM.into()],
+        };
+        let hash = [7u8; 32];
+        let mut s = None;
+        let f = answer(both(), "pw", "u", methods, Some(&hash), &mut s)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            initial(&f),
+            (
+                SCRAM_PLUS.to_string(),
+                "p=tls-server-end-point,".to_string()
+            )
+        );
+        // TLS, but the server offers no binding: 'y' so a server that
+        // does support it sees the downgrade.
+        let f = answer(plain(), "pw", "u", methods, Some(&hash), &mut s)
+            .unwrap()
+            .unwrap();
+        assert_eq!(initial(&f), (SCRAM.to_string(), "y,".to_string()));
+        // A plain leg has nothing to bind to.
+        let f = answer(both(), "pw", "u", methods, None, &mut s)
+            .unwrap()
+            .unwrap();
+        assert_eq!(initial(&f), (SCRAM.to_string(), "n,".to_string()));
     }
 }

@@ -290,7 +290,9 @@ impl Catalog {
             .find(|(k, _)| k == "user")
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
-        let (r, w) = tokio::io::split(tls::connect(&self.target).await?);
+        let upstream = tls::connect(&self.target).await?;
+        let binding = upstream.channel_binding;
+        let (r, w) = tokio::io::split(upstream.io);
         let (mut r, mut w) = (
             FrameReader::new(r, self.target.max_frame),
             FrameWriter::new(w),
@@ -309,8 +311,9 @@ impl Catalog {
                 BackendMessage::Authentication(AuthRequest::Ok) => {}
                 BackendMessage::Authentication(req) => {
                     let methods = self.target.password_methods;
+                    let cb = binding.as_deref();
                     if let Some(reply) =
-                        answer(req, creds.password.expose(), &user, methods, &mut scram)?
+                        answer(req, creds.password.expose(), &user, methods, cb, &mut scram)?
                     {
                         w.send(&reply).await?;
                     }

@@ -20,7 +20,7 @@ use super::{
     relay::Relay,
     startup::{Hello, Offer, closed_silently, negotiate, read_hello},
     target::{PgTarget, UpstreamTls},
-    tls::{self, BoxIo},
+    tls,
 };
 use crate::gate::{Gate, HoldOutcome, Record, Request, Side, Verdict};
 
@@ -103,7 +103,14 @@ pub async fn serve(
         Ok(None) => Ok(None),
         Err(e) => Err(e),
     };
-    let (minor, params, upstream) = match opened {
+    let (
+        minor,
+        params,
+        tls::Upstream {
+            io: upstream,
+            channel_binding,
+        },
+    ) = match opened {
         Ok(Some(o)) => o,
         Ok(None) => return Ok(()),
         Err(e) => {
@@ -120,7 +127,14 @@ pub async fn serve(
         server_w: FrameWriter::new(server_w),
     };
     let result = async {
-        let (minor, params) = auth::authenticate(&mut legs, &target, minor, params).await?;
+        let (minor, params) = auth::authenticate(
+            &mut legs,
+            &target,
+            minor,
+            params,
+            channel_binding.as_deref(),
+        )
+        .await?;
         let catalog = Catalog::new(target.clone(), params);
         let registration = cancels.register(target.upstream, minor);
         let encoding = auth::finish_startup(&mut legs, &registration).await?;
@@ -140,7 +154,7 @@ pub async fn serve(
     result
 }
 
-type Opened = (u16, Vec<(String, String)>, BoxIo);
+type Opened = (u16, Vec<(String, String)>, tls::Upstream);
 
 /// Why the client leg of a passthrough target with a TLS upstream stays
 /// plain: libpq then offers channel binding with flag 'y' ("supported by

@@ -26,16 +26,33 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 /// A boxed stream.
 pub type BoxIo = Box<dyn Io>;
 
+/// An upstream leg: the stream and, on TLS, the `tls-server-end-point`
+/// channel binding data of the server's certificate (RFC 5929), so SCRAM
+/// can bind the exchange to this TLS session.
+pub struct Upstream {
+    pub io: BoxIo,
+    pub channel_binding: Option<Vec<u8>>,
+}
+
+impl Upstream {
+    fn plain(tcp: TcpStream) -> Upstream {
+        Upstream {
+            io: Box::new(tcp),
+            channel_binding: None,
+        }
+    }
+}
+
 /// Connects to the target's server and sets up TLS as configured.
 /// Errors: connect failures, a server refusing TLS under `require` or
 /// `verify-full`, certificate or handshake failures.
-pub async fn connect(target: &PgTarget) -> Result<BoxIo, PgError> {
+pub async fn connect(target: &PgTarget) -> Result<Upstream, PgError> {
     let mut tcp = TcpStream::connect(target.upstream)
         .await
         .map_err(PgError::Connect)?;
     let _ = tcp.set_nodelay(true);
     let config = match &target.tls {
-        UpstreamTls::Disable => return Ok(Box::new(tcp)),
+        UpstreamTls::Disable => return Ok(Upstream::plain(tcp)),
         UpstreamTls::Prefer | UpstreamTls::Require => no_verify_config()?,
         UpstreamTls::VerifyFull { ca_file } => verify_config(ca_file)?,
     };
@@ -43,7 +60,7 @@ pub async fn connect(target: &PgTarget) -> Result<BoxIo, PgError> {
     let answer = tcp.read_u8().await?;
     match answer {
         b'S' => {}
-        b'N' if target.tls == UpstreamTls::Prefer => return Ok(Box::new(tcp)),
+        b'N' if target.tls == UpstreamTls::Prefer => return Ok(Upstream::plain(tcp)),
         b'N' => return Err(PgError::Tls("the server does not support TLS".into())),
         other => {
             return Err(PgError::Tls(format!(
@@ -57,7 +74,34 @@ pub async fn connect(target: &PgTarget) -> Result<BoxIo, PgError> {
         .connect(name, tcp)
         .await
         .map_err(|e| PgError::Tls(e.to_string()))?;
-    Ok(Box::new(tls))
+    let channel_binding = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| end_point_hash(c));
+    Ok(Upstream {
+        io: Box::new(tls),
+        channel_binding,
+    })
+}
+
+/// RFC 5929 `tls-server-end-point`: the certificate hashed with its
+/// signature's hash function, SHA-256 for MD5, SHA-1 and anything else
+/// (as PostgreSQL's server computes it). `None`: not a certificate.
+fn end_point_hash(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let der: &[u8] = cert.as_ref();
+    Some(
+        match parsed.signature_algorithm.algorithm.to_id_string().as_str() {
+            // sha384WithRSAEncryption, ecdsa-with-SHA384
+            "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => sha2::Sha384::digest(der).to_vec(),
+            // sha512WithRSAEncryption, ecdsa-with-SHA512
+            "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => sha2::Sha512::digest(der).to_vec(),
+            _ => sha2::Sha256::digest(der).to_vec(),
+        },
+    )
 }
 
 fn provider() -> Arc<CryptoProvider> {
