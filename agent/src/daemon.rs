@@ -70,6 +70,8 @@ pub struct DaemonOptions {
     pub flow_entries: u32,
     /// How often host names in targets are resolved again.
     pub resolve_every: Duration,
+    /// Kernel buffer sizes of session sockets (both legs).
+    pub socket_buffers: crate::net::SocketBuffers,
 }
 
 /// Why the daemon could not run.
@@ -216,7 +218,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         events,
         resolver,
         shutdown.child_token(),
-    );
+    )
+    .with_socket_buffers(opts.socket_buffers);
     let _ = ctx
         .events()
         .emit(EventKind::DaemonStarted {

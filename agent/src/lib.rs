@@ -14,6 +14,7 @@ pub mod gate;
 mod gatekeeper;
 pub mod identity;
 pub mod intercept;
+pub mod net;
 pub mod policy;
 pub mod postgres;
 pub mod sessions;

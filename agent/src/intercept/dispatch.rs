@@ -54,6 +54,7 @@ fn pg_target(
     }
     cfg.database = up.database.clone();
     cfg.mask_key = Some(ctx.mask_key());
+    cfg.socket_buffers = ctx.socket_buffers();
     cfg.tls = match (up.tls, &up.ca_file) {
         (TlsMode::Disable, _) => postgres::UpstreamTls::Disable,
         (TlsMode::Prefer, _) => postgres::UpstreamTls::Prefer,
@@ -288,6 +289,7 @@ fn ssh_target(
         host_identity,
         recording_dir: ctx.recordings().to_path_buf(),
         session_id: Some(gate.session_id().to_string()),
+        socket_buffers: ctx.socket_buffers(),
     })
 }
 

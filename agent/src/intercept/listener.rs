@@ -137,6 +137,9 @@ pub async fn accept_loop(ctx: AppContext, protocol: Protocol, listener: TcpListe
 }
 
 async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: SocketAddr) {
+    if let Err(e) = ctx.socket_buffers().apply(&stream) {
+        warn!(%peer, error = %e, "cannot set the session socket's buffer sizes");
+    }
     let listener = stream.local_addr().unwrap_or(peer);
     let flow = match ctx.take_flow(peer) {
         Ok(Some(f)) => f,

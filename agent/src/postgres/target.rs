@@ -75,6 +75,8 @@ pub struct PgTarget {
     /// The host's key for the `hash` masking strategy; `None` refuses
     /// statements masked by hash.
     pub mask_key: Option<Arc<super::MaskKey>>,
+    /// Kernel buffer sizes of the upstream socket.
+    pub socket_buffers: crate::net::SocketBuffers,
 }
 
 /// Longest a client may take from connect to its startup packet (as the
@@ -126,6 +128,7 @@ impl PgTarget {
             client_tls: None,
             mask_key: None,
             startup_timeout: STARTUP_TIMEOUT,
+            socket_buffers: crate::net::SocketBuffers::default(),
         }
     }
 }
