@@ -143,7 +143,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     let (_hold, mut maps, process_events) = kernel.into_parts()?;
 
     let previous = maps.config()?;
-    let listeners = Listeners::bind(&previous)
+    let listeners = Listeners::bind(&previous, opts.socket_buffers)
         .await
         .map_err(DaemonError::Listen)?;
     // Flows recorded before now went to a listener that no longer exists.

@@ -6,7 +6,7 @@
 
 use std::{io, net::SocketAddr};
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// The kernel buffer sizes for session sockets; the default leaves the
 /// kernel's own (autotuned) sizes.
@@ -27,17 +27,30 @@ impl SocketBuffers {
         self.bytes
     }
 
-    /// Sets the sizes on an accepted socket.
+    /// A listener on `addr` whose accepted sockets have the sizes. They
+    /// are set before `listen`, so the handshake advertises a window that
+    /// fits them: set on an accepted socket, a smaller buffer than the
+    /// window already advertised makes the peer's segments (sized to half
+    /// the largest window it saw) wait for the persist timer.
     ///
     /// # Errors
-    /// setsockopt failed.
-    pub fn apply(&self, stream: &TcpStream) -> io::Result<()> {
-        if let Some(b) = self.bytes {
-            let sock = socket2::SockRef::from(stream);
-            sock.set_send_buffer_size(b as usize)?;
-            sock.set_recv_buffer_size(b as usize)?;
-        }
-        Ok(())
+    /// Creating, binding or listening on the socket failed.
+    pub fn listen(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        let Some(b) = self.bytes else {
+            let std = std::net::TcpListener::bind(addr)?;
+            std.set_nonblocking(true)?;
+            return TcpListener::from_std(std);
+        };
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_send_buffer_size(b)?;
+        socket.set_recv_buffer_size(b)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
     }
 
     /// Connects to `addr` with the sizes set before the handshake (so the
@@ -70,11 +83,10 @@ mod tests {
 
     #[tokio::test]
     async fn both_legs_get_the_sizes() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let small = SocketBuffers::new(Some(4096));
+        let l = small.listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let c = small.connect(l.local_addr().unwrap()).await.unwrap();
         let (a, _) = l.accept().await.unwrap();
-        small.apply(&a).unwrap();
         for s in [&c, &a] {
             let r = socket2::SockRef::from(s);
             // Linux doubles the value for its bookkeeping.
@@ -82,6 +94,7 @@ mod tests {
             assert_eq!(r.recv_buffer_size().unwrap(), 8192);
         }
         let dflt = SocketBuffers::default();
+        let l = dflt.listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let c = dflt.connect(l.local_addr().unwrap()).await.unwrap();
         assert!(socket2::SockRef::from(&c).recv_buffer_size().unwrap() > 8192);
     }
