@@ -16,7 +16,7 @@ use super::{
     encoding::ClientEncoding,
     error::{PgError, ProtocolError},
     frame::Frame,
-    legs::{Legs, fatal, proto, read_err},
+    legs::{Input, Legs, fatal, proto},
     mask::{MaskKey, Masks, ResultColumns},
     message::{BackendMessage, BindParams, FrontendMessage, WireStr, parameter_types},
     names::{Names, PortalDef},
@@ -48,11 +48,6 @@ pub(crate) struct Relay<'a> {
     pub(crate) encoding: ClientEncoding,
     /// Recently classified SQL, by the client's bytes.
     classified: ClassifyCache,
-}
-
-enum Event {
-    Client(Option<Frame>),
-    Server(Option<Frame>),
 }
 
 fn fallback(gate: &dyn Gate, key: &Option<Arc<MaskKey>>) -> Masks {
@@ -114,29 +109,30 @@ impl<'a> Relay<'a> {
         result
     }
 
+    /// The loop: every wait is [`Legs::next`], which keeps both sides
+    /// moving (see `legs` for why this cannot deadlock).
     async fn relay(&mut self) -> Result<(), PgError> {
         loop {
-            let event = match self.deferred.pop_front() {
-                Some(f) => Event::Client(Some(f)),
-                None => {
-                    self.legs.flush_before_waiting().await?;
-                    let legs = &mut *self.legs;
-                    tokio::select! {
-                        biased;
-                        r = legs.server_r.read_frame() => Event::Server(r.map_err(|e| read_err(Side::Server, e))?),
-                        r = legs.client_r.read_frame() => Event::Client(r.map_err(|e| read_err(Side::Client, e))?),
-                    }
+            // Messages read during a hold go first, while the server's
+            // queue has room; the client is not read until they are gone.
+            if !self.deferred.is_empty() && self.legs.server_has_room() {
+                if let Some(f) = self.deferred.pop_front()
+                    && !self.on_client(f).await?
+                {
+                    return Ok(());
                 }
-            };
-            match event {
-                Event::Client(Some(f)) => {
+                continue;
+            }
+            match self.legs.next(self.deferred.is_empty()).await? {
+                Input::Client(Some(f)) => {
                     if !self.on_client(f).await? {
                         return Ok(());
                     }
                 }
-                Event::Server(Some(f)) => self.on_server(f).await?,
-                Event::Client(None) => return Ok(()),
-                Event::Server(None) => return Err(PgError::UpstreamClosed),
+                Input::Server(Some(f)) => self.on_server(f).await?,
+                Input::Client(None) => return Ok(()),
+                Input::Server(None) => return Err(PgError::UpstreamClosed),
+                Input::Wrote => {}
             }
         }
     }
@@ -144,14 +140,13 @@ impl<'a> Relay<'a> {
     /// Answers a refused simple query with `reply` while the server runs a
     /// statement that fails to parse at the same point, so its transaction
     /// state follows what the client sees.
-    async fn refuse_query(&mut self, reply: Frame) -> Result<(), PgError> {
+    fn refuse_query(&mut self, reply: Frame) {
         self.pending.push_injected(reply);
         self.pending.push_boundary(self.names.next_id());
         let q = FrontendMessage::Query {
             sql: INJECTED_SQL.into(),
         };
-        self.legs.server_w.queue(&q.encode()).await?;
-        Ok(())
+        self.legs.server_w.push(&q.encode());
     }
 
     /// The masking for results interlock cannot tie to a statement it
@@ -239,9 +234,9 @@ impl<'a> Relay<'a> {
                             self.push_statement(s, masks.next().unwrap_or_default());
                         }
                         self.pending.push_boundary(self.names.next_id());
-                        self.legs.server_w.queue(&frame).await?;
+                        self.legs.server_w.push(&frame);
                     }
-                    Decision::Refused(reply) => self.refuse_query(reply).await?,
+                    Decision::Refused(reply) => self.refuse_query(reply),
                     Decision::ClientGone => return Ok(false),
                 }
             }
@@ -257,7 +252,7 @@ impl<'a> Relay<'a> {
                         let types = param_types.iter().map(|t| *t as u32).collect();
                         let undo = self.names.parse(name, info, types);
                         self.pending.push_define(undo);
-                        self.legs.server_w.queue(&frame).await?;
+                        self.legs.server_w.push(&frame);
                     }
                     Decision::Refused(reply) => {
                         self.names.close(b'S', &name);
@@ -267,7 +262,7 @@ impl<'a> Relay<'a> {
                             sql: INJECTED_SQL.into(),
                             param_types: vec![],
                         };
-                        self.legs.server_w.queue(&p.encode()).await?;
+                        self.legs.server_w.push(&p.encode());
                     }
                     Decision::ClientGone => return Ok(false),
                 }
@@ -302,7 +297,7 @@ impl<'a> Relay<'a> {
                 };
                 let undo = self.names.bind(portal, def);
                 self.pending.push_define(undo);
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::Execute { portal, .. } => {
                 let running = match self.names.portal(&portal) {
@@ -315,18 +310,18 @@ impl<'a> Relay<'a> {
                     None => Running::new(unknown(&*self.gate, &self.key, unbound(&portal))),
                 };
                 self.pending.push_stmt(running);
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::Sync => {
                 // The server ignores Sync in copy-in mode.
                 if !self.copy_in {
                     self.pending.push_sync(self.names.next_id());
                 }
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::Close { kind, name } => {
                 self.names.close(kind, &name);
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::FunctionCall { oid, rest } => {
                 let (args, result_format) =
@@ -349,14 +344,14 @@ impl<'a> Relay<'a> {
                             ..Running::new(info)
                         });
                         self.pending.push_boundary(self.names.next_id());
-                        self.legs.server_w.queue(&frame).await?;
+                        self.legs.server_w.push(&frame);
                     }
-                    Decision::Refused(reply) => self.refuse_query(reply).await?,
+                    Decision::Refused(reply) => self.refuse_query(reply),
                     Decision::ClientGone => return Ok(false),
                 }
             }
             FrontendMessage::Terminate => {
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
                 return Ok(false);
             }
             FrontendMessage::Password(_) => {
@@ -367,7 +362,7 @@ impl<'a> Relay<'a> {
             }
             FrontendMessage::CopyDone | FrontendMessage::CopyFail { .. } => {
                 self.copy_in = false;
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::Describe { kind, name } => {
                 let (gate, key) = (&*self.gate, &self.key);
@@ -379,10 +374,10 @@ impl<'a> Relay<'a> {
                     Described::Portal(name.clone(), self.names.portal_id(name.clone(), u))
                 };
                 self.pending.push_describe(described);
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::Flush | FrontendMessage::CopyData(_) => {
-                self.legs.server_w.queue(&frame).await?
+                self.legs.server_w.push(&frame)
             }
         }
         Ok(true)
@@ -393,7 +388,8 @@ impl<'a> Relay<'a> {
     pub(crate) async fn on_server(&mut self, frame: Frame) -> Result<(), PgError> {
         // Rows of unmasked statements pass without being decoded.
         if frame.tag() == b'D' && self.pending.masking().is_none() {
-            return Ok(self.legs.client_w.queue(&frame).await?);
+            self.legs.client_w.push(&frame);
+            return Ok(());
         }
         let msg = BackendMessage::decode(&frame).map_err(proto(Side::Server))?;
         let replaced = match msg {
@@ -427,7 +423,7 @@ impl<'a> Relay<'a> {
                         "interlock: binary COPY output cannot be masked (rule \"{}\"); closing the connection",
                         rule.unwrap_or_default()
                     );
-                    let _ = self.legs.client_w.send(&fatal("42501", &msg)).await;
+                    self.legs.client_w.push(&fatal("42501", &msg));
                     return Err(PgError::Refused(msg));
                 }
                 None
@@ -507,10 +503,7 @@ impl<'a> Relay<'a> {
             }
             _ => None,
         };
-        Ok(self
-            .legs
-            .client_w
-            .queue(replaced.as_ref().unwrap_or(&frame))
-            .await?)
+        self.legs.client_w.push(replaced.as_ref().unwrap_or(&frame));
+        Ok(())
     }
 }

@@ -14,7 +14,7 @@ use super::{
     catalog::Catalog,
     error::{PgError, ProtocolError},
     frame::{FrameReader, FrameWriter, tag_name},
-    legs::{Legs, Writer, fatal, read_err},
+    legs::{CLOSE_GRACE, Legs, Writer, fatal, read_err},
     message::ErrorFields,
     relay::Relay,
     startup::{Hello, Offer, negotiate, read_hello},
@@ -98,7 +98,8 @@ pub async fn serve(
         Ok(None) => return Ok(()),
         Err(e) => {
             report(&e, &mut client_w, gate.as_ref()).await;
-            client_w.shutdown().await;
+            // A client that does not read cannot hold the task.
+            let _ = timeout_at(Instant::now() + CLOSE_GRACE, client_w.shutdown()).await;
             return Err(e);
         }
     };
@@ -125,8 +126,7 @@ pub async fn serve(
     if let Err(e) = &result {
         report(e, &mut legs.client_w, gate.as_ref()).await;
     }
-    legs.client_w.shutdown().await;
-    legs.server_w.shutdown().await;
+    legs.close().await;
     result
 }
 
@@ -244,7 +244,8 @@ async fn report(e: &PgError, w: &mut Writer, gate: &dyn Gate) {
         PgError::Io(_) | PgError::ClientTls(_) | PgError::Refused(_) | PgError::Blocked(_) => None,
     };
     if let Some(reply) = reply {
-        let _ = w.send(&reply).await;
+        // Written out when the session's legs close.
+        w.push(&reply);
     }
 }
 

@@ -54,7 +54,9 @@ pub async fn relay(ctx: AppContext, gate: DaemonGate, client: TcpStream) {
     let connect = async {
         match refused {
             Some(r) => Err(r),
-            None => Ok(tokio::time::timeout(CONNECT_TIMEOUT, ctx.socket_buffers().connect(dst)).await),
+            None => {
+                Ok(tokio::time::timeout(CONNECT_TIMEOUT, ctx.socket_buffers().connect(dst)).await)
+            }
         }
     };
 
