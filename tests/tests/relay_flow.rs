@@ -159,6 +159,10 @@ fn pg_hundred_sessions_pipelining_through_tiny_buffers_beside_a_cpu_hog() -> Res
 }
 
 fn tcp_load(sessions: u32, size: u32, hog: bool) -> Result<()> {
+    tcp_load_stalling(sessions, size, hog, 0)
+}
+
+fn tcp_load_stalling(sessions: u32, size: u32, hog: bool, stall_ms: u64) -> Result<()> {
     if !privileged() {
         return Ok(());
     }
@@ -181,6 +185,7 @@ fn tcp_load(sessions: u32, size: u32, hog: bool) -> Result<()> {
         sessions.to_string(),
         size.to_string(),
     );
+    let stall = stall_ms.to_string();
     let summary = pipeclient(
         &cg,
         &d,
@@ -193,6 +198,8 @@ fn tcp_load(sessions: u32, size: u32, hog: bool) -> Result<()> {
             &s,
             "--buffer",
             TINY,
+            "--stall-ms",
+            &stall,
         ],
         &[],
     )?;
@@ -214,11 +221,23 @@ fn tcp_large_transfer_both_ways_through_tiny_buffers() -> Result<()> {
 }
 
 #[test]
+fn tcp_both_ways_with_a_client_that_reads_slower_than_it_writes() -> Result<()> {
+    tcp_load_stalling(1, 32 << 20, false, 3000)
+}
+
+#[test]
 fn tcp_hundred_sessions_both_ways_through_tiny_buffers_beside_a_cpu_hog() -> Result<()> {
     tcp_load(100, 1 << 20, true)
 }
 
 fn ssh_load(sessions: u32, size: u32, hog: bool) -> Result<()> {
+    ssh_load_stalling(sessions, size, hog, 0)
+}
+
+/// `stall_ms`: each client stops reading for that long after its first
+/// MiB came back, while it goes on writing (a consumer slower than its
+/// producer): both directions then wait on flow control at once.
+fn ssh_load_stalling(sessions: u32, size: u32, hog: bool, stall_ms: u64) -> Result<()> {
     if !privileged() || !Sshd::available() {
         return Ok(());
     }
@@ -244,12 +263,15 @@ fn ssh_load(sessions: u32, size: u32, hog: bool) -> Result<()> {
         size.to_string(),
         sshd.addr.port().to_string(),
     );
+    let stall = stall_ms.to_string();
     let mut args: Vec<String> = [
         "stream",
         "--sessions",
         &n,
         "--size",
         &s,
+        "--stall-ms",
+        &stall,
         "--",
         "/usr/bin/ssh",
         "-p",
@@ -283,6 +305,11 @@ fn ssh_load(sessions: u32, size: u32, hog: bool) -> Result<()> {
 #[test]
 fn ssh_exec_large_stdin_and_stdout_both_ways_through_tiny_buffers() -> Result<()> {
     ssh_load(1, 64 << 20, false)
+}
+
+#[test]
+fn ssh_exec_both_ways_with_a_client_that_reads_slower_than_it_writes() -> Result<()> {
+    ssh_load_stalling(1, 32 << 20, false, 3000)
 }
 
 #[test]

@@ -14,6 +14,8 @@
 //!   pipeclient stream --sessions N --size BYTES -- PROGRAM ARGS...
 //!       N copies of PROGRAM at once (e.g. `ssh host cat`), each fed BYTES on
 //!       stdin while its stdout is read and checked to be the same bytes.
+//!   (tcp and stream) --stall-ms MS: after the first MiB came back, stop
+//!       reading for MS while writing on: a consumer slower than its producer.
 //!   pipeclient pipe ADDR --buffer B
 //!       stdin to a tiny-buffer connection to ADDR and the connection to
 //!       stdout (an ssh ProxyCommand), until both ends closed.
@@ -34,6 +36,9 @@ struct Opts {
     queries: usize,
     size: usize,
     buffer: u32,
+    /// Milliseconds the reader stops reading after the first MiB came back
+    /// (a slow consumer), while the writer goes on.
+    stall_ms: u64,
 }
 
 fn parse_opts(rest: &[String]) -> Result<(Vec<String>, Opts), String> {
@@ -42,6 +47,7 @@ fn parse_opts(rest: &[String]) -> Result<(Vec<String>, Opts), String> {
         queries: 16,
         size: 1 << 20,
         buffer: 4096,
+        stall_ms: 0,
     };
     let mut positional = Vec::new();
     let mut it = rest.iter();
@@ -55,6 +61,7 @@ fn parse_opts(rest: &[String]) -> Result<(Vec<String>, Opts), String> {
             "--queries" => o.queries = num("--queries")?,
             "--size" => o.size = num("--size")?,
             "--buffer" => o.buffer = u32::try_from(num("--buffer")?).map_err(|e| e.to_string())?,
+            "--stall-ms" => o.stall_ms = num("--stall-ms")? as u64,
             f if f.starts_with("--") => return Err(format!("unknown option {f}")),
             w => positional.push(w.to_string()),
         }
@@ -134,6 +141,7 @@ async fn both_ways(
     mut r: impl tokio::io::AsyncRead + Unpin,
     mut w: impl tokio::io::AsyncWrite + Unpin,
     size: usize,
+    stall_ms: u64,
 ) -> Result<u64, String> {
     let writer = async move {
         let chunk: Vec<u8> = (0..65536).map(pattern).collect();
@@ -148,7 +156,12 @@ async fn both_ways(
     let reader = async move {
         let mut buf = vec![0u8; 65536];
         let mut got = 0usize;
+        let mut stalled = stall_ms == 0;
         loop {
+            if !stalled && got >= 1 << 20 {
+                stalled = true;
+                tokio::time::sleep(std::time::Duration::from_millis(stall_ms)).await;
+            }
             let n = r.read(&mut buf).await?;
             if n == 0 {
                 return Ok::<_, std::io::Error>(got);
@@ -182,7 +195,7 @@ async fn stream_session(program: &[String], o: &Opts) -> Result<u64, String> {
     let (Some(w), Some(r)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("no pipes".into());
     };
-    let moved = both_ways(r, w, o.size).await;
+    let moved = both_ways(r, w, o.size, o.stall_ms).await;
     let status = child.wait().await.map_err(|e| e.to_string())?;
     let moved = moved?;
     if !status.success() {
@@ -225,7 +238,7 @@ async fn tcp_session(addr: SocketAddr, o: &Opts) -> Result<u64, String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let (r, w) = stream.into_split();
-    both_ways(r, w, o.size).await
+    both_ways(r, w, o.size, o.stall_ms).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,8 @@ pub(crate) const PACKAGES: &[&str] = &[
     "procps",
     "python3",
     "python3-pip",
+    // The CPU hog the flow-control tests run beside the relays (relay_flow.rs).
+    "stress-ng",
 ];
 
 /// What dpkg reports for a fully installed package.
