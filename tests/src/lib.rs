@@ -178,10 +178,16 @@ pub fn tcp_policy(name: &str, endpoints: &[(&str, u16)]) -> String {
 /// Runs `cmd` to completion, collecting its output, but for at most
 /// `limit`: a command still running then is killed and the test fails
 /// saying so (what it printed so far included), instead of hanging.
+/// The command runs in a process group of its own and the whole group is
+/// killed: its children (an `ssh` and its ProxyCommand, say) hold its
+/// output pipes open, so killing the command alone would leave the
+/// collection waiting for them.
 pub fn output_within(mut cmd: Command, limit: Duration) -> Result<Output> {
+    use std::os::unix::process::CommandExt as _;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = cmd.spawn()?;
     let pipe = |p: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {
@@ -200,6 +206,11 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Result<Output> {
             break Some(status);
         }
         if Instant::now() > deadline {
+            if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill has no memory preconditions; the group is
+                // the one the child leads (process_group(0) above).
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
             break None;

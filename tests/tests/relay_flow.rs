@@ -307,7 +307,10 @@ fn ssh_exec_large_stdin_and_stdout_both_ways_through_tiny_buffers() -> Result<()
     ssh_load(1, 64 << 20, false)
 }
 
+/// Hangs today: russh grants window on receipt, so both session loops
+/// can wait on each other (agent/src/ssh/relay.rs, KNOWN DEADLOCK).
 #[test]
+#[ignore = "known deadlock in the SSH relay (russh grants window on receipt): issue 13"]
 fn ssh_exec_both_ways_with_a_client_that_reads_slower_than_it_writes() -> Result<()> {
     ssh_load_stalling(1, 32 << 20, false, 3000)
 }
