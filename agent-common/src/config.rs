@@ -30,5 +30,13 @@ pub struct AgentConfig {
     pub listen_port4: [u16; PROTOCOL_SLOTS],
     /// IPv6 listener port (on ::1) per protocol, host order; 0 = none.
     pub listen_port6: [u16; PROTOCOL_SLOTS],
+    /// Cookie of the daemon's network namespace (`SO_NETNS_COOKIE`): a
+    /// connect from another namespace cannot reach the listeners, so it is
+    /// refused without recording a flow. 0: not checked.
+    pub netns_cookie: u64,
+    /// Redirected sockets one cgroup may hold open at once; further
+    /// connects from it are refused. 0: no limit.
+    pub flow_quota: u32,
+    pub _pad: u32,
 }
-crate::assert_layout!(AgentConfig, size = 40, align = 8);
+crate::assert_layout!(AgentConfig, size = 56, align = 8);

@@ -1,11 +1,21 @@
 //! The FLOWS and PEERS maps: what connect4/6 saw about a redirected connect,
-//! and how the daemon finds it again from an accepted socket's peer address.
+//! and how the daemon finds it again from an accepted socket's peer address;
+//! the per-cgroup flow counts that bound what one cgroup can hold, and the
+//! per-cgroup refusal records the daemon reports.
 
-/// Default number of flows waiting to be accepted (FLOWS and PEERS size;
+/// Default number of flows waiting to be accepted, and of redirected
+/// sockets open at once (FLOWS, PEERS, FLOW_OWNERS and FLOW_COUNTS size;
 /// `interlock run --flow-table-entries` sets it when the maps are created).
-/// When FLOWS is full a connect to a target is refused (fail closed) or, in
-/// fail-open mode, let through, and counted in [`REFUSALS`](crate::maps::REFUSALS).
+/// A flow whose socket goes away before it reached the daemon is removed
+/// at once (`cgroup/sock_release`). When a map is full a connect to a
+/// target is refused (fail closed) or, in fail-open mode, let through, and
+/// counted in [`REFUSALS`](crate::maps::REFUSALS).
 pub const FLOWS_MAX: u32 = 65536;
+
+/// Entries of REFUSED_BY_CGROUP: (cgroup, reason) pairs with refusals the
+/// daemon has not yet reported and cleared. When full, refusals are still
+/// counted in REFUSALS, only without their cgroup.
+pub const REFUSED_BY_CGROUP_MAX: u32 = 4096;
 
 /// Slots of the REFUSALS per-CPU array: why connect4/6 or
 /// sock_ops could not redirect a connect to a target.
@@ -21,6 +31,12 @@ pub mod refusal {
     /// PEERS was full at sock_ops: the daemon will refuse the connection
     /// as one without a flow.
     pub const PEERS_FULL: u32 = 4;
+    /// The connecting cgroup already holds its quota of flows: refused
+    /// (in both failure modes: passing it would let a job buy a bypass).
+    pub const FLOW_QUOTA: u32 = 5;
+    /// The connect came from another network namespace than the daemon's,
+    /// where the redirect cannot reach it: refused, no flow recorded.
+    pub const OTHER_NETNS: u32 = 6;
     /// Number of slots.
     pub const SLOTS: u32 = 8;
 }
@@ -60,3 +76,28 @@ pub struct PeerKey {
     pub _pad: [u8; 2],
 }
 crate::assert_layout!(PeerKey, size = 20, align = 2);
+
+/// Key of REFUSED_BY_CGROUP: which cgroup was refused, and why (a
+/// [`refusal`] slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RefusalKey {
+    pub cgroup_id: u64,
+    pub reason: u32,
+    pub _pad: u32,
+}
+crate::assert_layout!(RefusalKey, size = 16, align = 8);
+
+/// Value of REFUSED_BY_CGROUP: how many connects of that cgroup were
+/// refused for that reason since the entry was made, and who tried last.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusalRecord {
+    /// Incremented atomically by the programs.
+    pub count: u64,
+    /// The last refused connect's uid, tgid and comm.
+    pub uid: u32,
+    pub tgid: u32,
+    pub comm: [u8; 16],
+}
+crate::assert_layout!(RefusalRecord, size = 32, align = 8);

@@ -15,9 +15,22 @@ mod user;
 pub mod maps {
     /// LPM trie: [`crate::target::TargetMatch`] -> [`crate::target::TargetValue`].
     pub const TARGETS: &str = "TARGETS";
-    /// Hash: socket cookie -> [`crate::flow::FlowInfo`]. Not LRU: a full
-    /// map must refuse new connects, never silently evict a pending one.
+    /// Hash: socket cookie -> [`crate::flow::FlowInfo`], until the daemon
+    /// accepts the connection, or the socket goes away without having
+    /// reached it (`sock_release`). Not LRU: a full map must refuse new
+    /// connects, never silently evict a pending one.
     pub const FLOWS: &str = "FLOWS";
+    /// Hash: socket cookie -> cgroup id, for every redirected socket still
+    /// open: what `sock_release` gives back to FLOW_COUNTS. Only the
+    /// programs write it.
+    pub const FLOW_OWNERS: &str = "FLOW_OWNERS";
+    /// Hash: cgroup id -> i64 redirected sockets that cgroup holds open
+    /// (bounded by `AgentConfig::flow_quota`). Only the programs write it;
+    /// signed: a lost race can only undercount.
+    pub const FLOW_COUNTS: &str = "FLOW_COUNTS";
+    /// Hash: [`crate::flow::RefusalKey`] -> [`crate::flow::RefusalRecord`]:
+    /// refusals by cgroup and reason, for the daemon's reports.
+    pub const REFUSED_BY_CGROUP: &str = "REFUSED_BY_CGROUP";
     /// Hash: [`crate::flow::PeerKey`] -> socket cookie (as big as FLOWS).
     pub const PEERS: &str = "PEERS";
     /// Array of one [`crate::config::AgentConfig`].
@@ -44,6 +57,7 @@ pub mod programs {
     pub const CONNECT4: &str = "connect4";
     pub const CONNECT6: &str = "connect6";
     pub const SOCK_OPS: &str = "sockops_established";
+    pub const SOCK_RELEASE: &str = "sock_release";
     pub const FORK: &str = "sched_process_fork";
     pub const EXEC: &str = "sched_process_exec";
     pub const EXIT: &str = "sched_process_exit";

@@ -2,7 +2,7 @@
 
 use crate::{
     config::AgentConfig,
-    flow::{FlowInfo, PeerKey},
+    flow::{FlowInfo, PeerKey, RefusalKey, RefusalRecord},
     process::{PendingArgv, ProcessEvent, ScopeEntry, TracepointOffsets},
     target::{TargetMatch, TargetValue},
 };
@@ -15,6 +15,10 @@ unsafe impl aya::Pod for AgentConfig {}
 unsafe impl aya::Pod for FlowInfo {}
 // SAFETY: as above.
 unsafe impl aya::Pod for PeerKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RefusalKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RefusalRecord {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ProcessEvent {}
 // SAFETY: as above.

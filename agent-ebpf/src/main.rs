@@ -3,6 +3,9 @@
 //! redirected flow again from an accepted socket.
 #![no_std]
 #![no_main]
+// Atomic adds on map values (core's atomics have no RMW on the BPF target).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod maps;
 mod probes;

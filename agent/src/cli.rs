@@ -21,12 +21,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon (as root): load and attach the eBPF programs, proxy intercepted connections.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Remove an instance's pinned programs and maps (intercepted destinations then go direct).
     Detach {
         /// Instance whose pins to remove.
         #[arg(long, default_value = "default")]
         instance: String,
+        /// Directory of every instance's pins (as given to `run`).
+        #[arg(long, default_value = crate::ebpf::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
     },
     /// Policy files.
     Policy {
@@ -80,6 +83,10 @@ pub enum Command {
         /// Pace the entries in real time divided by X (2 = twice as fast); default: print at once.
         #[arg(long, value_name = "X")]
         speed: Option<f64>,
+        /// Send terminal recordings to this terminal as recorded, escape sequences and all
+        /// (the recorded job chose them); default: as plain text.
+        #[arg(long)]
+        raw: bool,
     },
 }
 
@@ -236,9 +243,17 @@ pub struct ExplainArgs {
     /// Requester's cgroup-v2 path.
     #[arg(long)]
     pub cgroup: Option<String>,
-    /// A CI variable, NAME=VALUE (repeatable).
+    /// A CI variable of the job root's environment, NAME=VALUE (repeatable).
     #[arg(long = "ci", value_parser = key_value)]
     pub ci: Vec<(String, String)>,
+    /// The requester has no CI context (no trusted runner), for this reason.
+    #[arg(long, conflicts_with = "ci")]
+    pub no_ci_context: Option<String>,
+    /// A JSON file with a job token's claims (its payload): explain as if the
+    /// session presented a verified token carrying them. The issuer is the
+    /// one whose URL its `iss` names.
+    #[arg(long, value_name = "FILE")]
+    pub oidc_claims: Option<PathBuf>,
     /// A SQL statement (classified as the PostgreSQL proxy would).
     #[arg(long, conflicts_with = "command")]
     pub sql: Option<String>,
@@ -287,15 +302,31 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 4096, value_parser = ring_kib)]
     pub process_ring_kib: u32,
     /// Entries of the kernel's flow table: connects to targets waiting to
-    /// be accepted. When it is full further connects are refused (fail
-    /// closed; direct in fail-open mode) and reported. Applies when the
-    /// instance's maps are first created.
+    /// be accepted (and, apart, redirected sockets open at once). When it
+    /// is full further connects are refused (fail closed; direct in
+    /// fail-open mode) and reported. Applies when the instance's maps are
+    /// first created.
     #[arg(long, default_value_t = agent_common::flow::FLOWS_MAX, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub flow_table_entries: u32,
+    /// Redirected sockets one cgroup may hold open at once (connected or
+    /// connecting to targets); further connects from it are refused and
+    /// reported with the cgroup, in both failure modes. 0: no limit.
+    /// Default: an eighth of --flow-table-entries.
+    #[arg(long)]
+    pub flow_quota: Option<u32>,
+    /// Directory of every instance's pins; it and everything in it must
+    /// belong to root and be writable by no one else.
+    #[arg(long, default_value = crate::ebpf::DEFAULT_PIN_ROOT)]
+    pub pin_root: PathBuf,
     /// How often host names in targets are resolved again, in seconds (a
     /// failed lookup keeps the addresses a name last resolved to).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub resolve_every_secs: u64,
+    /// How long, in seconds, an address a target's host name resolved to
+    /// stays intercepted after lookups stop returning it (round-robin and
+    /// failover names return a subset each time).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(0..=7 * 86_400))]
+    pub resolve_keep_secs: u64,
     /// When audit records reach the disk: within 100 ms (interval), after each (always), or when the OS decides (never).
     #[arg(long, value_enum, default_value = "interval")]
     pub audit_fsync: Fsync,
@@ -328,6 +359,13 @@ pub struct RunArgs {
     /// Chat webhook (Slack-compatible incoming webhook) told about each new hold (repeatable).
     #[arg(long = "approval-webhook", value_name = "URL", value_parser = webhook_url)]
     pub approval_webhooks: Vec<reqwest::Url>,
+    /// Receiver of a generic JSON notification of each new hold, with its page URL (repeatable).
+    #[arg(long = "approval-json-webhook", value_name = "URL", value_parser = webhook_url)]
+    pub approval_json_webhooks: Vec<reqwest::Url>,
+    /// Serve the approvals page (the policy's `web:` section) on this address, instead of
+    /// `web.listen`. Without either, the page is off.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub web_listen: Option<std::net::SocketAddr>,
     /// Answer PostgreSQL clients' SSLRequest with 'N' (and refuse direct TLS) instead of
     /// terminating TLS with a certificate from interlock's CA (`interlock ca export`).
     #[arg(long)]
@@ -374,7 +412,12 @@ impl RunArgs {
             drain: Duration::try_from_secs_f64(self.drain_secs).unwrap_or(Duration::from_secs(10)),
             process_ring_bytes: self.process_ring_kib.saturating_mul(1024),
             flow_entries: self.flow_table_entries,
+            flow_quota: self
+                .flow_quota
+                .unwrap_or((self.flow_table_entries / 8).max(1)),
+            pin_root: self.pin_root.clone(),
             resolve_every: Duration::from_secs(self.resolve_every_secs),
+            resolve_keep: Duration::from_secs(self.resolve_keep_secs),
             audit: AuditOptions {
                 fsync: self.audit_fsync,
                 segment_bytes: self.audit_segment_kib.saturating_mul(1024),
@@ -394,6 +437,8 @@ impl RunArgs {
                 },
             },
             approval_webhooks: self.approval_webhooks.clone(),
+            approval_json_webhooks: self.approval_json_webhooks.clone(),
+            web_listen: self.web_listen,
             client_tls: !self.no_client_tls,
             socket_buffers: crate::net::SocketBuffers::new(self.socket_buffer_bytes),
         }

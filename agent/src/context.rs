@@ -14,7 +14,7 @@ use crate::{
     audit::EventSink,
     ebpf::ProcessEventStream,
     ebpf::{KernelError, KernelMaps},
-    identity::{ProcessIdentity, ProcessTable},
+    identity::{EnvToken, ProcessIdentity, ProcessTable},
     policy::Policy,
 };
 
@@ -246,20 +246,24 @@ impl AppContext {
         Ok(())
     }
 
-    /// Who `tgid`/`pid` is. uid and gid come from the kernel's record at
+    /// Who `tgid`/`pid` is, and the job token of its job root if the policy
+    /// names token variables. uid and gid come from the kernel's record at
     /// connect time, which /proc cannot contradict later; the user name
-    /// follows them.
+    /// follows them. The CI context comes from the job root under the
+    /// policy's trusted runners.
     pub async fn process_identity(
         &self,
         tgid: u32,
         pid: u32,
         uid: u32,
         gid: u32,
-    ) -> ProcessIdentity {
+    ) -> (ProcessIdentity, Option<EnvToken>) {
+        let policy = self.policy();
+        let job = &policy.identity().job;
         // Short procfs reads (no disk): done in place rather than handed to
         // the blocking pool, whose thread handoff cost more than the reads.
         // block_in_place moves this worker's other tasks elsewhere meanwhile.
-        let mut id = tokio::task::block_in_place(|| {
+        let (mut id, token) = tokio::task::block_in_place(|| {
             let mut t = self
                 .inner
                 .processes
@@ -268,15 +272,15 @@ impl AppContext {
             // The client's exec (and fork) records were submitted before its
             // connect returned, so they are in the ring now: apply them first.
             apply_pending(&mut t, &self.inner.lineage);
-            let mut id = t.identity(tgid, pid, ANCESTRY_DEPTH);
+            let (mut id, token) = t.attribute(tgid, pid, ANCESTRY_DEPTH, job);
             if id.uid != uid {
                 id.user = t.user_name(uid);
             }
-            id
+            (id, token)
         });
         id.uid = uid;
         id.gid = gid;
-        id
+        (id, token)
     }
 }
 

@@ -13,12 +13,13 @@ use tracing::{info, warn};
 
 use crate::{
     approval::{Approvals, Notifier},
-    audit::{AuditOptions, EventKind, EventLog, LogError, RefusalReason, ReloadTrigger, Rotation},
+    audit::{AuditOptions, EventKind, EventLog, LogError, ReloadTrigger, Rotation},
     context::AppContext,
     control,
     ebpf::{self, Kernel, KernelError, LoadOptions, monotonic_ns},
     identity::ProcessTable,
     intercept::{Listeners, accept_loop},
+    kernel_watch,
     policy::{self, PolicyError},
     sinks::{SinkError, WebhookOptions, Webhooks},
     targets,
@@ -30,7 +31,7 @@ const STALE_AFTER: Duration = Duration::from_secs(3);
 /// How often FLOWS/PEERS are swept of flows that can no longer be accepted.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// A redirected connect completes (and is accepted) long before this; an
-/// older flow belongs to a connect that failed.
+/// older flow belongs to a connect that failed on a socket still open.
 const FLOW_TTL: Duration = Duration::from_secs(60);
 const PROCESS_TABLE_CAPACITY: usize = 65_536;
 
@@ -64,14 +65,25 @@ pub struct DaemonOptions {
     pub webhooks: WebhookOptions,
     /// Chat webhooks (Slack-compatible) told about every new hold.
     pub approval_webhooks: Vec<reqwest::Url>,
+    /// Generic JSON receivers told about every new hold.
+    pub approval_json_webhooks: Vec<reqwest::Url>,
+    /// Where the approvals page listens (overrides the policy's `web.listen`).
+    pub web_listen: Option<std::net::SocketAddr>,
     /// Terminate PostgreSQL clients' TLS with certificates from interlock's CA.
     pub client_tls: bool,
     /// Entries of the kernel's flow table (FLOWS, PEERS) when first created.
     pub flow_entries: u32,
+    /// Redirected sockets one cgroup may hold open at once (0: no limit).
+    pub flow_quota: u32,
+    /// Directory of every instance's pins (`/sys/fs/bpf/interlock`).
+    pub pin_root: PathBuf,
     /// How often host names in targets are resolved again.
     pub resolve_every: Duration,
     /// Kernel buffer sizes of session sockets (both legs).
     pub socket_buffers: crate::net::SocketBuffers,
+    /// How long an address a host name resolved to stays intercepted
+    /// after lookups stop returning it.
+    pub resolve_keep: Duration,
 }
 
 /// Why the daemon could not run.
@@ -100,6 +112,10 @@ pub enum DaemonError {
     PgCa(#[from] crate::postgres::CaError),
     #[error(transparent)]
     MaskKey(#[from] crate::postgres::MaskKeyError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     #[error("cannot bind the control socket {path}: {source}")]
     Control {
         path: PathBuf,
@@ -115,6 +131,16 @@ pub enum DaemonError {
 pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let policy = policy::load(&opts.policy)?;
     prepare_state_dir(&opts.state_dir)?;
+    // One daemon per state directory (one writer of its audit log) and per
+    // instance (one owner of its pins), until this function returns, after
+    // the log is closed. Each is taken before anything in it is touched; the
+    // instance's after the checks that need no pins, so a bad scope leaves
+    // no pin directory behind.
+    let _state_lock = crate::lock::exclusive(
+        &opts.state_dir.join(LOCK_FILE),
+        &format!("state directory {}", opts.state_dir.display()),
+        "two daemons must not write one audit log: stop that one first, or give this one another --state-dir",
+    )?;
     // Secrets and spools are checked before anything is attached.
     let (spools, deliveries, endpoints) =
         Webhooks::open(&opts.webhooks, &opts.state_dir)?.into_parts();
@@ -132,15 +158,23 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         .iter()
         .map(|s| ebpf::resolve_scope(&mount, s))
         .collect::<Result<Vec<_>, _>>()?;
-    let kernel = Kernel::load(&LoadOptions {
+    let pin_dir = ebpf::pin_dir(&opts.pin_root, &opts.instance);
+    let vanished = kernel_watch::pins_vanished(&opts.state_dir, &pin_dir);
+    let _instance_lock = ebpf::lock_instance(&opts.pin_root, &opts.instance)?;
+    let mut kernel = Kernel::load(&LoadOptions {
         instance: opts.instance.clone(),
-        cgroup_mount: mount,
+        pin_root: opts.pin_root.clone(),
+        cgroup_mount: mount.clone(),
         scopes: scopes.clone(),
         process_ring_bytes: opts.process_ring_bytes,
         flow_entries: opts.flow_entries,
     })?;
+    kernel_watch::record_pins(&opts.state_dir, &pin_dir);
     let adopted = kernel.adopted();
-    let (_hold, mut maps, process_events) = kernel.into_parts()?;
+    let mut findings: Vec<ebpf::Finding> = vanished.into_iter().collect();
+    findings.extend(kernel.take_findings());
+    let (hold, mut maps, process_events) = kernel.into_parts()?;
+    let hold = std::sync::Arc::new(std::sync::Mutex::new(hold));
 
     let previous = maps.config()?;
     let listeners = Listeners::bind(&previous, opts.socket_buffers)
@@ -159,9 +193,15 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         stale_after_ns: nanos(STALE_AFTER),
         listen_port4: port4,
         listen_port6: port6,
+        netns_cookie: ebpf::netns_cookie().unwrap_or_else(|| {
+            warn!("cannot read this network namespace's cookie: connects from other namespaces are not refused early");
+            0
+        }),
+        flow_quota: opts.flow_quota,
+        _pad: 0,
     };
     maps.set_config(&cfg)?;
-    let resolver = targets::Resolver::default();
+    let resolver = targets::Resolver::new(opts.resolve_keep);
     maps.set_targets(&resolver.begin().await.entries(&policy).await)?;
     match maps.sweep_flows(bound_at, nanos(FLOW_TTL)) {
         Ok((0, 0)) => {}
@@ -194,10 +234,29 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         path: socket.clone(),
         source,
     })?;
-    let approvals = Approvals::new(
+    // The approvals page: bound now, so a bad address or certificate stops the start.
+    let web = match (policy.web(), opts.web_listen) {
+        (None, Some(_)) => return Err(crate::web::WebError::NoSection.into()),
+        (Some(w), listen) => match listen.or(w.listen) {
+            Some(addr) => Some(crate::web::WebServer::bind(w, addr, &opts.state_dir).await?),
+            None => None,
+        },
+        (None, None) => None,
+    };
+    let approvals = Approvals::with_page(
         events.clone(),
-        Notifier::new(opts.approval_webhooks.clone()),
+        Notifier::new(
+            opts.approval_webhooks.clone(),
+            opts.approval_json_webhooks.clone(),
+        ),
         &socket,
+        web.as_ref()
+            .and(policy.web())
+            .map(|w| w.url.as_str().to_string()),
+        policy
+            .web()
+            .map(|w| w.four_eyes.clone())
+            .unwrap_or_default(),
     );
     let ssh_ca = crate::ssh::SshCa::load_or_create(&opts.state_dir)?;
     let pg_ca = match opts.client_tls {
@@ -220,9 +279,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         shutdown.child_token(),
     )
     .with_socket_buffers(opts.socket_buffers);
-    let _ = ctx
-        .events()
-        .emit(EventKind::DaemonStarted {
+    ctx.events()
+        .record(EventKind::DaemonStarted {
             instance: opts.instance.clone(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -235,6 +293,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
             argv: std::env::args().collect(),
         })
         .await;
+    kernel_watch::emit_findings(&ctx, findings).await;
     info!(
         instance = %opts.instance,
         scopes = ?scopes,
@@ -259,17 +318,27 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         },
     ));
     background.spawn(watch_policy(ctx.clone(), opts.policy.clone()));
+    if let Some(web) = web {
+        let ctx = ctx.clone();
+        background.spawn(async move {
+            if let Err(e) = web.serve(ctx).await {
+                warn!(error = %e, "the approvals page stopped");
+            }
+        });
+    }
     for (protocol, listener) in listeners.into_inner() {
         background.spawn(accept_loop(ctx.clone(), protocol, listener));
     }
     {
         let ctx = ctx.clone();
         let state_dir = opts.state_dir.clone();
+        let hold = std::sync::Arc::clone(&hold);
         background.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
+            let mut integrity = tokio::time::interval(kernel_watch::INTEGRITY_EVERY);
             let mut lost_seen = ctx.with_maps(|m| m.lost_process_records()).unwrap_or(0);
-            let mut refusals = RefusalReports::load(&state_dir);
+            let mut refusals = kernel_watch::RefusalReports::load(&state_dir, Some(mount));
             loop {
                 tokio::select! {
                     _ = ctx.shutdown().cancelled() => break,
@@ -278,7 +347,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
                         if let Err(e) = ctx.with_maps(|m| m.set_config(&cfg)) {
                             warn!(error = %e, "heartbeat failed");
                         }
-                        lost_seen = report_lost_records(&ctx, lost_seen).await;
+                        lost_seen = kernel_watch::report_lost_records(&ctx, lost_seen).await;
                         refusals.report(&ctx).await;
                     }
                     _ = sweep.tick() => {
@@ -286,6 +355,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
                             warn!(error = %e, "cannot sweep the flow table");
                         }
                     }
+                    _ = integrity.tick() => kernel_watch::check_integrity(&ctx, &hold).await,
                 }
             }
         });
@@ -317,7 +387,12 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         });
     }
 
+    // The accept loops and the control socket run: systemd may count the
+    // service as started (Type=notify).
+    crate::service::ready();
+
     shutdown.cancelled().await;
+    crate::service::stopping();
     ctx.shutdown().cancel();
     let live = ctx.tracker().len();
     info!(
@@ -338,9 +413,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         ctx.tracker().wait().await;
     }
     while background.join_next().await.is_some() {}
-    let _ = ctx
-        .events()
-        .emit(EventKind::DaemonStopped {
+    ctx.events()
+        .record(EventKind::DaemonStopped {
             instance: opts.instance.clone(),
             reason: "shutdown".into(),
             pid: std::process::id(),
@@ -363,6 +437,9 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
 
 /// Session transcripts (SSH .cast files) under the state directory.
 pub const RECORDINGS_DIR: &str = "recordings";
+
+/// The state directory's lock file: held (flock) by the daemon using it.
+pub const LOCK_FILE: &str = "daemon.lock";
 
 /// How often the policy file is checked for changes.
 const POLICY_POLL: Duration = Duration::from_secs(1);
@@ -391,7 +468,9 @@ async fn watch_policy(ctx: AppContext, path: PathBuf) {
             }
         };
         seen = fingerprint(&path);
+        crate::service::reloading();
         reload_policy(&ctx, &path, trigger).await;
+        crate::service::reloaded();
     }
 }
 
@@ -411,9 +490,8 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
         Ok(p) => p,
         Err(e) => {
             warn!(error = %e, "policy reload failed; the previous policy stays in force");
-            let _ = ctx
-                .events()
-                .emit(EventKind::PolicyReloadFailed {
+            ctx.events()
+                .record(EventKind::PolicyReloadFailed {
                     path: shown,
                     trigger,
                     error: e.to_string(),
@@ -423,6 +501,11 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
         }
     };
     new.keep_ids_of(&ctx.policy());
+    if new.web() != ctx.policy().web() {
+        warn!(
+            "policy reload: the `web:` section changed; the approvals page keeps its settings until the daemon restarts"
+        );
+    }
     let mut update = ctx.resolver().begin().await;
     let entries = update.entries(&new).await;
     let (targets, rules) = (new.targets().len(), new.rules().len());
@@ -432,9 +515,8 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
     if let Err(e) = ctx.with_maps(|m| m.set_targets(&entries)) {
         ctx.replace_policy(std::sync::Arc::unwrap_or_clone(old));
         warn!(error = %e, "policy reload: cannot update the kernel's targets; the previous policy stays in force");
-        let _ = ctx
-            .events()
-            .emit(EventKind::PolicyReloadFailed {
+        ctx.events()
+            .record(EventKind::PolicyReloadFailed {
                 path: shown,
                 trigger,
                 error: format!("cannot update the kernel's targets: {e}"),
@@ -443,9 +525,8 @@ async fn reload_policy(ctx: &AppContext, path: &std::path::Path, trigger: Reload
         return;
     }
     info!(?trigger, targets, rules, "policy reloaded");
-    let _ = ctx
-        .events()
-        .emit(EventKind::PolicyReloaded {
+    ctx.events()
+        .record(EventKind::PolicyReloaded {
             path: shown,
             trigger,
             targets,
@@ -468,101 +549,8 @@ async fn follow_lineage(ctx: AppContext) {
     }
 }
 
-/// Reports process records the kernel dropped since `seen` (a full ring):
-/// attribution of those processes then falls back to /proc. Returns the new total.
-async fn report_lost_records(ctx: &AppContext, seen: u64) -> u64 {
-    let total = match ctx.with_maps(|m| m.lost_process_records()) {
-        Ok(t) => t,
-        Err(e) => {
-            warn!(error = %e, "cannot read the lost-records counter");
-            return seen;
-        }
-    };
-    if total > seen {
-        warn!(
-            lost = total - seen,
-            total, "process records dropped: the event ring was full"
-        );
-        let _ = ctx
-            .events()
-            .emit(EventKind::ProcessRecordsLost {
-                lost: total - seen,
-                total,
-            })
-            .await;
-    }
-    total
-}
-
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Where the refusal totals already reported are kept, so a restarted
-/// daemon reports what the kernel refused while it was down, and nothing twice.
-const REFUSALS_FILE: &str = "kernel-refusals.json";
-
-/// Reports increases of the kernel's refusal counters as events.
-struct RefusalReports {
-    path: PathBuf,
-    reported: ebpf::Refusals,
-}
-
-impl RefusalReports {
-    fn load(state_dir: &std::path::Path) -> RefusalReports {
-        let path = state_dir.join(REFUSALS_FILE);
-        let reported = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        RefusalReports { path, reported }
-    }
-
-    async fn report(&mut self, ctx: &AppContext) {
-        let now = match ctx.with_maps(|m| m.refusals()) {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(error = %e, "cannot read the refusal counters");
-                return;
-            }
-        };
-        let mut changed = false;
-        for (slot, (total, seen)) in (0u32..).zip(now.iter().zip(self.reported.iter_mut())) {
-            // Fewer than reported: the maps were created anew (detach).
-            if *total < *seen {
-                *seen = 0;
-                changed = true;
-            }
-            if *total == *seen {
-                continue;
-            }
-            let count = *total - *seen;
-            *seen = *total;
-            changed = true;
-            let Some(reason) = RefusalReason::of_slot(slot) else {
-                continue;
-            };
-            warn!(
-                ?reason,
-                count, total, "the kernel could not redirect connects to targets"
-            );
-            let _ = ctx
-                .events()
-                .emit(EventKind::ConnectsRefused {
-                    reason,
-                    count,
-                    total: *total,
-                })
-                .await;
-        }
-        if changed
-            && let Err(e) = serde_json::to_vec(&self.reported)
-                .map_err(std::io::Error::other)
-                .and_then(|b| std::fs::write(&self.path, b))
-        {
-            warn!(error = %e, path = %self.path.display(), "cannot save the reported refusal totals");
-        }
-    }
 }
 
 /// Written once the daemon intercepts: its pid and listener addresses, for
@@ -617,11 +605,27 @@ fn prepare_state_dir(dir: &std::path::Path) -> Result<(), DaemonError> {
         source,
     };
     for t in crate::state_dir::prepare(dir).map_err(io)? {
+        if t.now & !t.was != 0 {
+            warn!(
+                path = %t.path.display(),
+                was = format!("{:o}", t.was),
+                now = format!("{:o}", t.now),
+                "state directory: made traversable, so that approvers who are not root reach control.sock"
+            );
+        } else {
+            warn!(
+                path = %t.path.display(),
+                was = format!("{:o}", t.was),
+                now = format!("{:o}", t.now),
+                "state directory: tightened a file or directory others could read"
+            );
+        }
+    }
+    for (a, mode) in crate::state_dir::untraversable_ancestors(dir) {
         warn!(
-            path = %t.path.display(),
-            was = format!("{:o}", t.was),
-            now = format!("{:o}", t.now),
-            "state directory: tightened a file or directory others could read"
+            path = %a.display(),
+            mode = format!("{mode:o}"),
+            "others cannot traverse this directory, so approvers who are not root cannot reach control.sock below it (give it o+x)"
         );
     }
     crate::state_dir::private_dir(&dir.join(RECORDINGS_DIR)).map_err(io)

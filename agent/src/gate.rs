@@ -22,6 +22,9 @@ pub enum Request {
     Statement {
         text: String,
         classes: Vec<StatementClass>,
+        /// Why it is `opaque` or `unparseable`, when it is: what interlock
+        /// could not read.
+        opaque: Option<String>,
     },
     /// One SSH request: an exec command, a shell, a subsystem, a file
     /// operation, a forwarding request.
@@ -43,6 +46,12 @@ pub enum Verdict {
     /// [`Held::outcome`]. An approved request is masked by [`Held::mask`],
     /// exactly as an allowed one would be.
     Hold(Held),
+    /// Refuse: the audit log cannot be written, so the request could not be
+    /// recorded. `message` (for the client) names the audit log and the
+    /// cause. PostgreSQL answers SQLSTATE 53100, SSH a line on stderr, tcp
+    /// a reset. Nothing of the refused request is recorded; the outage's
+    /// record counts it.
+    Unavailable { message: String },
 }
 
 /// A masking instruction from policy: a `mask` rule that applies to a
@@ -168,6 +177,8 @@ pub enum Record {
         /// The statement with secrets (passwords) redacted.
         text: String,
         classes: Vec<StatementClass>,
+        /// Why it is `opaque`, when it is.
+        opaque: Option<String>,
         /// Bind parameters (extended protocol), value detectors applied:
         /// text values as sent, `<binary N bytes>` for binary ones, `None`
         /// for NULL.
@@ -256,4 +267,10 @@ pub trait Gate: Send + Sync {
     /// decided (a cursor or prepared statement created in SQL or by a
     /// function): every mask rule that could apply to this session.
     fn possible_masks(&self) -> Vec<MaskRule>;
+    /// The job token the client presented (or why it was not asked for),
+    /// before the session is decided: the session decision verifies it. A
+    /// gate that does not use job tokens ignores it.
+    fn present_token(&self, presented: crate::oidc::Presented) {
+        drop(presented);
+    }
 }

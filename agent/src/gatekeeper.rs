@@ -2,26 +2,35 @@
 //! every protocol. It evaluates the policy in force (a reload between two
 //! requests of a session applies to the second), holds requests in the
 //! approval registry, remembers session grants, and turns session records
-//! into audit events at the session's recording level.
+//! into audit events at the session's recording level. Nothing is admitted
+//! while the audit log cannot be written, and a session whose start cannot
+//! be recorded is refused (design.md: a record that cannot be written
+//! refuses the request it records).
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, RwLock},
 };
 
 use tokio::sync::oneshot;
+use tracing::debug;
 
 use crate::{
     approval::{HoldSpec, RequestView, Requester},
-    audit::{DecisionView, Disposition, EventKind, SessionOutcome},
+    audit::{Admission, DecisionView, Disposition, EventKind, SessionOutcome},
     context::AppContext,
     gate::{
         BoxFuture, ClientLeg, CommandKind, Gate, Held, HoldOutcome, MaskRule, Record, Request,
         Verdict,
     },
+    identity::EnvToken,
     intercept::FlowIdentity,
-    policy::{Action, Grant, RecordLevel, Subject, Target},
+    oidc::{JobTokenView, Presented, TokenError, TokenSource},
+    policy::{Action, Decision, Grant, JobTokenMode, RecordLevel, Subject, Target},
 };
+
+/// The pseudo-rule named when a session is refused for its job token.
+pub const JOB_TOKEN_RULE: &str = "job_token";
 
 /// Decisions awaiting their records (pipelined statements); older ones are
 /// dropped first, which only loses the rule name on a record.
@@ -32,7 +41,10 @@ pub struct DaemonGate {
     ctx: AppContext,
     session_id: String,
     identity: Arc<FlowIdentity>,
-    subject: Subject,
+    /// Swapped once, when the session decision adds the verified job token.
+    subject: RwLock<Arc<Subject>>,
+    /// The job root's token, until the session decision verifies it.
+    env_token: Mutex<Option<EnvToken>>,
     /// The target as it was when the session started, in case a reload
     /// removes it mid-session.
     target: Target,
@@ -51,6 +63,11 @@ struct State {
     refused: Option<(SessionOutcome, String)>,
     /// The client leg as the protocol reported it, for `session_started`.
     client_leg: Option<(ClientLeg, Option<String>)>,
+    /// The token the client presented, until the session decision.
+    presented: Option<Presented>,
+    /// The session was refused because the audit log could not be written:
+    /// nothing of it is recorded (the outage's record counts it).
+    unrecorded: bool,
 }
 
 impl DaemonGate {
@@ -62,13 +79,116 @@ impl DaemonGate {
         target: Target,
     ) -> DaemonGate {
         DaemonGate {
-            subject: Subject::from(&identity.process),
+            subject: RwLock::new(Arc::new(Subject::from(&identity.process))),
+            env_token: Mutex::new(None),
             ctx,
             session_id,
             identity: Arc::new(identity),
             target,
             state: Arc::new(Mutex::new(State::default())),
         }
+    }
+
+    /// The same gate, with the job token found in the job root's environment.
+    pub fn with_env_token(self, token: Option<EnvToken>) -> DaemonGate {
+        *self
+            .env_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = token;
+        self
+    }
+
+    fn subject(&self) -> Arc<Subject> {
+        Arc::clone(&self.subject.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Verifies the session's job token: the one the client presented, else the job root's.
+    /// `Ok(None)`: no token, and the target does not require one. Errors: the token that was
+    /// refused (with where it came from), or a required token that is missing.
+    async fn check_job_token(
+        &self,
+    ) -> Result<Option<crate::oidc::JobIdentity>, (Option<TokenSource>, TokenError)> {
+        let presented = self.state().presented.take();
+        let env = self
+            .env_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let (source, token) = match (presented, env) {
+            (Some(Presented::NotAsked { source, why }), _) => {
+                return Err((Some(source), TokenError::NotAsked(why)));
+            }
+            (Some(Presented::Token(source, token)), _) => (
+                source,
+                crate::oidc::BearerToken::new(token.expose().to_string()),
+            ),
+            (None, Some(env)) => (
+                TokenSource::JobRootEnv {
+                    variable: env.variable.clone(),
+                },
+                crate::oidc::BearerToken::new(env.expose().to_string()),
+            ),
+            (None, None) if self.target.job_token == JobTokenMode::Required => {
+                return Err((None, TokenError::Missing));
+            }
+            (None, None) => return Ok(None),
+        };
+        let policy = self.ctx.policy();
+        match policy
+            .verifier()
+            .verify(token.expose(), source.clone())
+            .await
+        {
+            Ok(id) => Ok(Some(id)),
+            Err(e) => Err((Some(source), e)),
+        }
+    }
+
+    /// The session's decision: the job token first (a refused or missing-but-required one
+    /// refuses the session), then the policy. Returns the decision and the token's record.
+    async fn decide_session(&self, target: &Target) -> (Decision, Option<JobTokenView>) {
+        let policy = self.ctx.policy();
+        match self.check_job_token().await {
+            Ok(job) => {
+                let view = job.as_ref().map(|j| j.view());
+                if let Some(job) = job {
+                    let mut s = (*self.subject()).clone();
+                    s.job = Some(Arc::new(job));
+                    *self.subject.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(s);
+                }
+                (
+                    policy.decide(target, &self.subject(), &Request::Session),
+                    view,
+                )
+            }
+            Err((source, e)) => {
+                let message = match &e {
+                    TokenError::NotAsked(_) => e.to_string(),
+                    other => format!("job token refused: {other}"),
+                };
+                tracing::warn!(%message, "session refused");
+                let view = source.map(|s| {
+                    let mut v = JobTokenView::refused(s, &e);
+                    v.error = Some(message.clone());
+                    v
+                });
+                let d = Decision {
+                    action: Action::Block { message },
+                    rule: Some(JOB_TOKEN_RULE.into()),
+                    mask: Vec::new(),
+                    record: RecordLevel::default(),
+                };
+                (d, view)
+            }
+        }
+    }
+
+    /// Who makes this session's requests, with its verified job token once the session
+    /// decision verified one (timed grants and four eyes go by it).
+    fn requester(&self) -> Requester {
+        let mut r = Requester::from(&*self.identity);
+        r.job = self.subject().job.as_ref().map(|j| j.view());
+        r
     }
 
     /// The session's id.
@@ -87,16 +207,61 @@ impl DaemonGate {
         self.state().refused.clone()
     }
 
+    /// Records the session's end, unless the session was refused because
+    /// the audit log could not be written (it leaves no record at all). A
+    /// session that ended before it was decided (a client that left during
+    /// startup) has an end without a start, as before.
+    pub async fn ended(
+        &self,
+        outcome: SessionOutcome,
+        bytes: (u64, u64),
+        duration_ms: u64,
+        error: Option<String>,
+    ) {
+        if self.state().unrecorded {
+            return;
+        }
+        self.ctx
+            .events()
+            .record(EventKind::SessionEnded {
+                session_id: self.session_id.clone(),
+                target: self.identity.target.clone(),
+                outcome,
+                bytes_client_to_server: bytes.0,
+                bytes_server_to_client: bytes.1,
+                duration_ms,
+                error,
+            })
+            .await;
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn decide_now(&self, request: &Request) -> Verdict {
+        let admission = match request {
+            Request::Session => Admission::Session,
+            _ => Admission::Request,
+        };
+        // Fail closed: what cannot be recorded is not done.
+        if let Err(e) = self.ctx.events().health().admit(admission) {
+            debug!(?admission, "refused: the audit log cannot be written");
+            if admission == Admission::Session {
+                self.state().unrecorded = true;
+            }
+            return Verdict::Unavailable {
+                message: e.to_string(),
+            };
+        }
         let policy = self.ctx.policy();
         let target = policy
             .target_named(&self.target.name)
             .unwrap_or(&self.target);
-        let d = policy.decide(target, &self.subject, request);
+        let (d, job_view) = match request {
+            Request::Session => self.decide_session(target).await,
+            _ => (policy.decide(target, &self.subject(), request), None),
+        };
         let level = match request {
             Request::Session => {
                 self.state().record = d.record;
@@ -120,10 +285,9 @@ impl DaemonGate {
                     self.state().refused = Some((SessionOutcome::Blocked, message.clone()));
                 }
                 if !matches!(request, Request::Session) {
-                    let _ = self
-                        .ctx
+                    self.ctx
                         .events()
-                        .emit(EventKind::RequestBlocked {
+                        .record(EventKind::RequestBlocked {
                             session_id: self.session_id.clone(),
                             target: self.target.name.clone(),
                             request: RequestView::of(request, self.identity.original_destination),
@@ -139,13 +303,12 @@ impl DaemonGate {
             }
             Action::RequireApproval(spec) => {
                 let rule = d.rule.clone().unwrap_or_default();
+                let requester = self.requester();
                 let granted = self.state().session_grants.contains(&rule)
-                    || self.ctx.approvals().granted(
-                        &rule,
-                        &self.target.name,
-                        self.subject.uid,
-                        self.subject.cgroup.as_deref(),
-                    );
+                    || self
+                        .ctx
+                        .approvals()
+                        .granted(&rule, &self.target.name, &requester);
                 if granted {
                     (
                         Verdict::Allow {
@@ -165,7 +328,7 @@ impl DaemonGate {
                             target: self.target.name.clone(),
                             rule: rule.clone(),
                             request: RequestView::of(request, self.identity.original_destination),
-                            requester: Requester::from(&*self.identity),
+                            requester,
                             approval: spec,
                         })
                         .await;
@@ -183,12 +346,15 @@ impl DaemonGate {
                     Some((leg, error)) => (Some(leg), error),
                     None => (None, None),
                 };
-                let _ = self
+                let mut identity = (*self.identity).clone();
+                identity.job_token = job_view;
+                // Confirmed: a session whose start is not in the log does not run.
+                let started = self
                     .ctx
                     .events()
-                    .emit(EventKind::SessionStarted {
+                    .emit_confirmed(EventKind::SessionStarted {
                         session_id: self.session_id.clone(),
-                        identity: Box::new((*self.identity).clone()),
+                        identity: Box::new(identity),
                         client_leg,
                         client_tls_unavailable,
                         decision: match &verdict {
@@ -200,6 +366,16 @@ impl DaemonGate {
                         },
                     })
                     .await;
+                match started {
+                    Ok(_) => {}
+                    // Dropping `verdict` withdraws a hold.
+                    Err(e) => {
+                        self.state().unrecorded = true;
+                        return Verdict::Unavailable {
+                            message: e.to_string(),
+                        };
+                    }
+                }
             }
             Request::Statement { text, .. } | Request::Command { text, .. } => {
                 let kind = match request {
@@ -274,6 +450,9 @@ impl DaemonGate {
     }
 
     async fn record_now(&self, record: Record) {
+        if self.state().unrecorded {
+            return;
+        }
         let target = self.target.name.clone();
         let session_id = self.session_id.clone();
         let take = |kind: Option<CommandKind>, text: &str| {
@@ -295,6 +474,7 @@ impl DaemonGate {
             Record::Statement {
                 text,
                 classes,
+                opaque,
                 params,
                 rows,
                 error,
@@ -309,6 +489,7 @@ impl DaemonGate {
                     // Parameters are values: only at level full, and never empty noise.
                     params: (full && !params.is_empty()).then_some(params),
                     classes,
+                    opaque,
                     decision,
                     rows,
                     error,
@@ -373,7 +554,7 @@ impl DaemonGate {
                 return;
             }
         };
-        let _ = self.ctx.events().emit(kind).await;
+        self.ctx.events().record(kind).await;
     }
 }
 
@@ -395,7 +576,11 @@ impl Gate for DaemonGate {
         let target = policy
             .target_named(&self.target.name)
             .unwrap_or(&self.target);
-        policy.possible_masks(target, &self.subject)
+        policy.possible_masks(target, &self.subject())
+    }
+
+    fn present_token(&self, presented: Presented) {
+        self.state().presented = Some(presented);
     }
 }
 

@@ -63,8 +63,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Detach { instance } => {
-            let removed = interlock::ebpf::detach(&instance)?;
+        Command::Detach { instance, pin_root } => {
+            let removed = interlock::ebpf::detach(&pin_root, &instance)?;
             if removed.is_empty() {
                 println!("instance {instance}: nothing pinned, nothing to detach");
             }
@@ -115,8 +115,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             id,
             state_dir,
             speed,
+            raw,
         } => {
-            interlock::sessions::replay(&state_dir, &id, speed, &mut std::io::stdout().lock())?;
+            interlock::sessions::replay(
+                &state_dir,
+                &id,
+                speed,
+                raw,
+                &mut std::io::stdout().lock(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhook {

@@ -64,9 +64,12 @@ pub(crate) struct Tightened {
     pub(crate) now: u32,
 }
 
-/// Creates the state directory (0711) if needed and tightens it and
-/// everything below it. Symbolic links are neither followed nor changed;
-/// sockets keep their mode (the control socket is recreated at 0666).
+/// Creates the state directory (0711) if needed, sets it to exactly 0711
+/// — tightened if more open, and made traversable if it is not, since
+/// approvers who are not root reach the control socket through it (a
+/// service manager may have created it 0700) — and tightens everything
+/// below it. Symbolic links are neither followed nor changed; sockets keep
+/// their mode (the control socket is recreated at 0666).
 ///
 /// # Errors
 /// The directory cannot be created, read or changed.
@@ -77,8 +80,29 @@ pub(crate) fn prepare(state_dir: &Path) -> io::Result<Vec<Tightened>> {
         .create(state_dir)?;
     let mut out = Vec::new();
     out.extend(tighten(state_dir, STATE_DIR_MODE)?);
+    let mode = std::fs::symlink_metadata(state_dir)?.permissions().mode() & 0o7777;
+    if mode != STATE_DIR_MODE {
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(STATE_DIR_MODE))?;
+        out.push(Tightened {
+            path: state_dir.to_owned(),
+            was: mode,
+            now: STATE_DIR_MODE,
+        });
+    }
     walk(state_dir, &mut out)?;
     Ok(out)
+}
+
+/// The directories above `path` that others cannot traverse (so a user
+/// who is not root cannot reach a socket in it).
+pub(crate) fn untraversable_ancestors(path: &Path) -> Vec<(PathBuf, u32)> {
+    path.ancestors()
+        .skip(1)
+        .filter_map(|a| {
+            let m = std::fs::metadata(a).ok()?.permissions().mode() & 0o7777;
+            (m & 0o001 == 0).then(|| (a.to_owned(), m))
+        })
+        .collect()
 }
 
 fn walk(dir: &Path, out: &mut Vec<Tightened>) -> io::Result<()> {

@@ -1,9 +1,17 @@
 //! Turns the policy's targets into TARGETS map entries, resolving host names.
 //! A [`Resolver`] serialises every update of the kernel's target map and
-//! remembers each host's last good addresses, so neither a failed lookup
-//! nor a re-resolution racing a reload can leave a target unintercepted.
+//! remembers every address each host resolved to within the last
+//! `keep` (round-robin and failover names return a subset per lookup; an
+//! address dropped at once would be reachable directly until it came
+//! back), so neither a failed lookup, nor a name that rotates its
+//! addresses, nor a re-resolution racing a reload can leave one of a
+//! target's addresses unintercepted.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use agent_common::target::{
     ADDR_BITS, PORT_BITS, TargetMatch, TargetValue, V4_MAPPED_PREFIX_BITS, v4_mapped,
@@ -15,42 +23,92 @@ use crate::policy::{AddressMatch, Policy};
 /// One TARGETS entry: prefix length in bits (port included), data, value.
 pub type Entry = (u32, TargetMatch, TargetValue);
 
-/// Addresses a host name last resolved to, by (host, port).
-type LastGood = HashMap<(String, u16), Vec<IpAddr>>;
+/// Every address a host name resolved to, with when it was last seen, by (host, port).
+type Seen = HashMap<(String, u16), HashMap<IpAddr, Instant>>;
 
-/// Serialises target-map updates and keeps last good lookups.
-#[derive(Default)]
+/// How long an address a name no longer resolves to stays intercepted, by default.
+pub const DEFAULT_KEEP: Duration = Duration::from_secs(3600);
+
+/// Serialises target-map updates and keeps the addresses names resolved to.
 pub struct Resolver {
     // Held across the DNS lookups and the map write of one update (an
     // .await), so a re-resolution that started before a reload cannot
     // write the old policy's entries after the reload wrote the new ones.
-    last_good: tokio::sync::Mutex<LastGood>,
+    seen: tokio::sync::Mutex<Seen>,
+    keep: Duration,
+}
+
+impl Default for Resolver {
+    fn default() -> Resolver {
+        Resolver::new(DEFAULT_KEEP)
+    }
 }
 
 /// One target-map update in progress; others wait until it is dropped.
 pub struct Update<'a> {
-    last_good: tokio::sync::MutexGuard<'a, LastGood>,
+    seen: tokio::sync::MutexGuard<'a, Seen>,
+    keep: Duration,
 }
 
 impl Resolver {
+    /// A resolver that keeps each address for `keep` after a lookup last returned it.
+    pub fn new(keep: Duration) -> Resolver {
+        Resolver {
+            seen: tokio::sync::Mutex::new(Seen::new()),
+            keep,
+        }
+    }
+
     /// Starts an update, waiting for one in progress to finish.
     pub async fn begin(&self) -> Update<'_> {
         Update {
-            last_good: self.last_good.lock().await,
+            seen: self.seen.lock().await,
+            keep: self.keep,
         }
     }
 }
 
 impl Update<'_> {
-    /// The entries for `policy`. Host names are resolved now; a name that
-    /// does not resolve keeps the addresses it last resolved to (a name
-    /// that never resolved contributes nothing until it does).
+    /// The entries for `policy`. Host names are resolved now; each keeps
+    /// every address it resolved to within `keep`, and a name that does
+    /// not resolve keeps all it had (a DNS outage must not open a hole; a
+    /// name that never resolved contributes nothing until it does).
     pub async fn entries(&mut self, policy: &Policy) -> Vec<Entry> {
-        entries(policy, &mut self.last_good).await
+        let keep = self.keep;
+        entries(policy, &mut self.seen, keep, Instant::now()).await
     }
 }
 
-async fn entries(policy: &Policy, last_good: &mut LastGood) -> Vec<Entry> {
+/// Records one lookup of `key` made at `now` and returns the addresses
+/// to intercept: those seen within `keep` (after a failed lookup, all).
+fn remember(
+    seen: &mut Seen,
+    key: (String, u16),
+    lookup: Option<Vec<IpAddr>>,
+    keep: Duration,
+    now: Instant,
+) -> Vec<IpAddr> {
+    let known = seen.entry(key).or_default();
+    if let Some(ips) = lookup {
+        for ip in ips {
+            known.insert(ip, now);
+        }
+        known.retain(|_, at| now.saturating_duration_since(*at) <= keep);
+    }
+    let mut ips: Vec<IpAddr> = known.keys().copied().collect();
+    ips.sort();
+    ips
+}
+
+async fn entries(policy: &Policy, seen: &mut Seen, keep: Duration, now: Instant) -> Vec<Entry> {
+    // Names no target uses any more are forgotten.
+    seen.retain(|(host, port), _| {
+        policy
+            .targets()
+            .iter()
+            .flat_map(|t| &t.endpoints)
+            .any(|e| matches!(&e.address, AddressMatch::Host(h) if h == host && e.port == *port))
+    });
     let mut out = Vec::new();
     for t in policy.targets() {
         let value = TargetValue {
@@ -75,21 +133,18 @@ async fn entries(policy: &Policy, last_good: &mut LastGood) -> Vec<Entry> {
                 }
                 AddressMatch::Host(host) => {
                     let key = (host.clone(), e.port);
-                    let addrs = match tokio::net::lookup_host((host.as_str(), e.port)).await {
-                        Ok(addrs) => {
-                            let ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-                            last_good.insert(key, ips.clone());
-                            ips
-                        }
+                    let lookup = match tokio::net::lookup_host((host.as_str(), e.port)).await {
+                        Ok(addrs) => Some(addrs.map(|a| a.ip()).collect()),
                         Err(err) => {
-                            let kept = last_good.get(&key).cloned().unwrap_or_default();
                             warn!(
-                                target = %t.name, host, error = %err, kept = kept.len(),
+                                target = %t.name, host, error = %err,
+                                kept = seen.get(&key).map_or(0, HashMap::len),
                                 "cannot resolve target host; keeping its last addresses"
                             );
-                            kept
+                            None
                         }
                     };
+                    let addrs = remember(seen, key, lookup, keep, now);
                     for ip in addrs {
                         let full = if ip.is_ipv4() { 32 } else { 128 };
                         out.push(prefix_entry(ip, full, port, value));
@@ -178,16 +233,41 @@ mod tests {
         // Never resolved: nothing to intercept yet.
         assert!(resolver.begin().await.entries(&policy).await.is_empty());
         let known: IpAddr = "10.9.8.7".parse().unwrap();
-        resolver
-            .begin()
-            .await
-            .last_good
-            .insert(("db.interlock-test.invalid".into(), 5432), vec![known]);
-        // `.invalid` never resolves: the target keeps its last address.
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(2 * 3600))
+            .unwrap();
+        resolver.begin().await.seen.insert(
+            ("db.interlock-test.invalid".into(), 5432),
+            HashMap::from([(known, long_ago)]),
+        );
+        // `.invalid` never resolves: the target keeps its last address,
+        // however old (a DNS outage must not open a hole).
         let kept = resolver.begin().await.entries(&policy).await;
         assert_eq!(
             kept,
             vec![prefix_entry(known, 32, 5432u16.to_be_bytes(), kept[0].2)]
         );
+    }
+
+    #[test]
+    fn every_address_seen_within_keep_stays_until_it_is_older() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let key = || ("rr.example".to_string(), 5432);
+        let keep = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let mut seen = Seen::new();
+        assert_eq!(remember(&mut seen, key(), Some(vec![a]), keep, t0), vec![a]);
+        // Round robin: the next answer has only b; a stays.
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(
+            remember(&mut seen, key(), Some(vec![b]), keep, t1),
+            vec![a, b]
+        );
+        // a was last seen 61 s ago: let go; b (31 s) stays.
+        let t2 = t0 + Duration::from_secs(61);
+        assert_eq!(remember(&mut seen, key(), Some(vec![b]), keep, t2), vec![b]);
+        // A failed lookup long after keeps everything it had.
+        let t3 = t0 + Duration::from_secs(3600);
+        assert_eq!(remember(&mut seen, key(), None, keep, t3), vec![b]);
     }
 }

@@ -74,19 +74,26 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(spec: DaemonSpec) -> Result<Daemon> {
+        let mut d = Daemon::prepare(spec)?;
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// A daemon with its own instance name, directory and policy file, not
+    /// started yet (so a test can prepare its state directory first); start
+    /// it with [`Daemon::spawn`].
+    pub fn prepare(spec: DaemonSpec) -> Result<Daemon> {
         let instance = unique("t");
         let dir = std::env::temp_dir().join(format!("interlock-{instance}"));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("policy.yaml"), &spec.policy)?;
-        let mut d = Daemon {
+        Ok(Daemon {
             state_dir: dir.join("state"),
             instance,
             spec,
             dir,
             child: None,
-        };
-        d.spawn()?;
-        Ok(d)
+        })
     }
 
     /// The daemon's control socket.
@@ -473,7 +480,8 @@ impl Daemon {
     /// Runs `interlock detach` for this instance and returns its stdout.
     pub fn detach(&self) -> Result<String> {
         let out = Command::new(interlock_bin()?)
-            .args(["detach", "--instance", &self.instance])
+            .args(["detach", "--instance", &self.instance, "--pin-root"])
+            .arg(self.pin_root())
             .output()?;
         if !out.status.success() {
             bail!("detach failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -481,9 +489,19 @@ impl Daemon {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The directory of every instance's pins (`--pin-root`, if the spec gives one).
+    pub fn pin_root(&self) -> PathBuf {
+        let args = &self.spec.extra_args;
+        args.iter()
+            .position(|a| a == "--pin-root")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/interlock"))
+    }
+
     /// The pin directory of this instance.
     pub fn pin_dir(&self) -> PathBuf {
-        Path::new("/sys/fs/bpf/interlock").join(&self.instance)
+        self.pin_root().join(&self.instance)
     }
 
     /// Number of entries in one of this instance's pinned maps (via bpftool).

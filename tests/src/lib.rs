@@ -2,9 +2,12 @@
 //! as a child process, loopback echo servers, and the test client run
 //! inside a cgroup. Every test builds its own instances; nothing is global.
 
+pub mod browser;
 mod cgroup;
 mod daemon;
+pub mod driver_suite;
 mod echo;
+pub mod oidc;
 pub mod pg_client;
 pub mod pg_gate;
 pub mod pg_raw;
@@ -283,4 +286,21 @@ pub fn shrink_listener_buffers(pid: u32, addr: std::net::SocketAddr, bytes: u32)
         bail!("process {pid} has no socket listening on {addr}");
     }
     Ok(())
+}
+
+/// A fake CI runner: `/bin/bash` copied to `<dir>/<name>`, so its executable path is what a
+/// policy's `identity.runners` glob matches. A job is `runner -c SCRIPT`.
+pub fn fake_runner(dir: &Path, name: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::copy("/bin/bash", &path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    // Let an unprivileged lookup of the directory succeed too.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+/// Shell-quotes `s` for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

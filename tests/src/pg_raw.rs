@@ -53,11 +53,16 @@ pub async fn recv(s: &mut impl Wire) -> Option<(u8, Vec<u8>)> {
     Some((tag, body))
 }
 
-/// Reads messages up to ReadyForQuery, returning them all.
+/// Reads messages up to ReadyForQuery, returning them all. A request for
+/// a cleartext or md5 password (interlock asks as the server would, and
+/// discards the answer) is answered with a wrong one.
 pub async fn until_ready(s: &mut impl Wire) -> Vec<(u8, Vec<u8>)> {
     let mut all = Vec::new();
     while let Some(m) = recv(s).await {
         let done = m.0 == b'Z';
+        if m.0 == b'R' && matches!(m.1.get(..4), Some([0, 0, 0, 3] | [0, 0, 0, 5])) {
+            send(s, b'p', b"not-the-password\0").await;
+        }
         all.push(m);
         if done {
             break;

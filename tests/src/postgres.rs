@@ -62,18 +62,24 @@ impl PgServer {
 
     /// Starts a server listening on `addr_ip` (a loopback address) and a free port.
     pub fn start(addr_ip: &str) -> Result<PgServer> {
-        PgServer::start_with(addr_ip, false, 40)
+        PgServer::start_with(addr_ip, false, 40, &[])
     }
 
     /// Like [`PgServer::start`], accepting `max_connections` connections.
     pub fn start_for(addr_ip: &str, max_connections: u32) -> Result<PgServer> {
-        PgServer::start_with(addr_ip, false, max_connections)
+        PgServer::start_with(addr_ip, false, max_connections, &[])
+    }
+
+    /// Like [`PgServer::start`], with extra server settings (`name=value`,
+    /// each given as `-c`), e.g. for a driver's test suite.
+    pub fn start_with_settings(addr_ip: &str, settings: &[&str]) -> Result<PgServer> {
+        PgServer::start_with(addr_ip, false, 40, settings)
     }
 
     /// Like [`PgServer::start`], with TLS on: a certificate for [`TLS_NAME`]
     /// signed by a fresh CA whose certificate is [`PgServer::ca_file`].
     pub fn start_tls(addr_ip: &str) -> Result<PgServer> {
-        PgServer::start_with(addr_ip, true, 40)
+        PgServer::start_with(addr_ip, true, 40, &[])
     }
 
     /// A file holding the test role's password ([`PASSWORD`]), for a policy's
@@ -89,7 +95,12 @@ impl PgServer {
         self.dir.join("data/ca.crt")
     }
 
-    fn start_with(addr_ip: &str, tls: bool, max_connections: u32) -> Result<PgServer> {
+    fn start_with(
+        addr_ip: &str,
+        tls: bool,
+        max_connections: u32,
+        settings: &[&str],
+    ) -> Result<PgServer> {
         let (uid, gid) = postgres_ids()?;
         let dir = std::env::temp_dir().join(crate::unique("interlock-pg"));
         std::fs::create_dir_all(&dir)?;
@@ -147,6 +158,7 @@ impl PgServer {
             .args(["-c", "password_encryption=scram-sha-256", "-c", "fsync=off"])
             .args(["-c", &format!("max_connections={max_connections}")])
             .args(&ssl_args)
+            .args(settings.iter().flat_map(|s| ["-c", s]))
             .uid(uid)
             .gid(gid)
             .current_dir(&dir)

@@ -415,37 +415,71 @@ fn new_holds_are_announced_to_chat_webhooks() -> Result<()> {
     Ok(())
 }
 
+/// A connection made by CI job `job_id`: a fake runner starts the job root (with
+/// `CI_JOB_ID`), which starts the client, all in `cg` as root.
+fn spawn_job(
+    cg: &TestCgroup,
+    runner: &std::path::Path,
+    job_id: &str,
+    addr: &str,
+    msg: &str,
+) -> Result<Child> {
+    let client = testclient().display().to_string();
+    let inner = format!("{client} echo {addr} {msg}; true");
+    let script = format!("CI_JOB_ID={job_id} /bin/bash -c {}; true", sh_quote(&inner));
+    Ok(cg
+        .command(runner, &["-c", &script])
+        .env_remove("CI_JOB_ID")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
 #[test]
-fn a_timed_grant_lets_the_same_job_through_without_asking_again() -> Result<()> {
+fn a_timed_grant_covers_the_same_job_not_the_next_one_on_the_runner() -> Result<()> {
     if !privileged() {
         return Ok(());
     }
     let server = EchoServer::start("127.0.0.2:0")?;
     let cg = TestCgroup::new("grant-a")?;
-    let other = TestCgroup::new("grant-b")?;
     let policy = hold_policy(server.addr.port(), "60s")
-        .replace("timeout: 60s", "timeout: 60s\n      grant: 1h");
-    let mut spec = DaemonSpec::with_policy(&cg, &policy, &[]);
-    spec.scopes.push(other.scope().into());
-    let d = Daemon::start(spec)?;
+        .replace("timeout: 60s", "timeout: 60s\n      grant: 1h")
+        .replace(
+            "version: 1\n",
+            "version: 1\nidentity:\n  runners: ['**/Runner.Worker']\n",
+        );
+    let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, &[]))?;
+    let dir = scratch("interlock-grant-runner")?;
+    let runner = fake_runner(dir.path(), "Runner.Worker")?;
     let addr = server.addr.to_string();
-    let first = spawn_client(&cg, &addr, "one")?;
+    let first = spawn_job(&cg, &runner, "101", &addr, "one")?;
     let id = held_ids(&d, 1)?.remove(0);
     assert!(d.cli_as("daemon", None, &["approvals", "approve", &id])?.ok);
     assert!(client_result(first)?.ends_with(" one"));
-    // Same user, same cgroup: through at once, recorded as approved by the rule.
-    assert!(client_in(&cg, &["echo", &addr, "two"], &[])?.ends_with(" two"));
+    let dec = decided(&d, &id)?;
+    assert!(dec["approval"]["granted_until"].is_string(), "{dec:#}");
+    // The same job again: through at once, recorded as approved by the rule.
+    let again = spawn_job(&cg, &runner, "101", &addr, "two")?;
+    assert!(client_result(again)?.ends_with(" two"));
     let ev = d.wait_events("second start", |e| of_type(e, "session_started").len() >= 2)?;
     let second = of_type(&ev, "session_started")[1];
-    assert_eq!(second["decision"]["action"], "approved");
+    assert_eq!(second["decision"]["action"], "approved", "{second:#}");
     assert_eq!(second["decision"]["rule"], "hold-all");
-    // Another cgroup (another job) must ask.
-    let third = spawn_client(&other, &addr, "three")?;
+    // The next job on the same runner: same user, same cgroup, another job. It must ask.
+    let next = spawn_job(&cg, &runner, "102", &addr, "three")?;
     let ids = held_ids(&d, 2)?;
     assert!(
         d.cli_as("daemon", None, &["approvals", "deny", &ids[1]])?
             .ok
     );
-    assert!(client_result(third)?.starts_with("err"));
+    assert!(client_result(next)?.starts_with("err"));
+    // A connection from no job at all (no runner): never covered, it asks too.
+    let loose = spawn_client(&cg, &addr, "four")?;
+    let ids = held_ids(&d, 3)?;
+    assert!(
+        d.cli_as("daemon", None, &["approvals", "deny", &ids[2]])?
+            .ok
+    );
+    assert!(client_result(loose)?.starts_with("err"));
     Ok(())
 }

@@ -124,6 +124,7 @@ fn detach_removes_the_pins_and_traffic_goes_direct() -> Result<()> {
         "connect4@",
         "connect6@",
         "sockops_established@",
+        "sock_release@",
         "FLOWS",
         "PEERS",
         "TARGETS",

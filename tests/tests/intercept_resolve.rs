@@ -1,5 +1,8 @@
-//! Host-name targets follow their name: re-resolved periodically, and a
-//! failed lookup keeps the last addresses (a DNS outage never opens a hole).
+//! Host-name targets follow their name: re-resolved periodically; every
+//! address the name resolved to stays intercepted for `--resolve-keep-secs`
+//! after lookups stop returning it (round-robin and failover names return
+//! a subset each time), and a failed lookup keeps them all (a DNS outage
+//! never opens a hole).
 
 use std::time::{Duration, Instant};
 
@@ -81,7 +84,7 @@ fn host_targets_follow_their_name_and_survive_failed_lookups() -> Result<()> {
     let d = Daemon::start(DaemonSpec::with_policy(
         &cg,
         &policy,
-        &["--resolve-every-secs", "1"],
+        &["--resolve-every-secs", "1", "--resolve-keep-secs", "4"],
     ))?;
     assert!(
         intercepted(&d, &cg, &dst_a, "a1")?,
@@ -92,24 +95,31 @@ fn host_targets_follow_their_name_and_survive_failed_lookups() -> Result<()> {
         "another address is not"
     );
 
-    // The name moves: the next re-resolution follows it.
+    // The name moves (or rotates): the next re-resolution follows it,
+    // and the address it no longer returns stays intercepted for a while...
     HostsEntry::set(&name, Some("127.0.0.62"))?;
     wait_until("the moved name to be intercepted", || {
         intercepted(&d, &cg, &dst_b, "b2")
     })?;
     assert!(
-        !intercepted(&d, &cg, &dst_a, "a2")?,
-        "the old address is let go"
+        intercepted(&d, &cg, &dst_a, "a2")?,
+        "an address the name resolved to a moment ago was reachable directly"
     );
+    // ...until it has not been seen for --resolve-keep-secs.
+    wait_until("the old address to be let go", || {
+        Ok(!intercepted(&d, &cg, &dst_a, "a3")?)
+    })?;
+    assert!(intercepted(&d, &cg, &dst_b, "b3")?);
 
     // The name stops resolving: its last address stays intercepted.
     HostsEntry::set(&name, None)?;
     wait_until("a failed lookup to be logged", || {
         Ok(d.log().contains("keeping its last addresses"))
     })?;
+    std::thread::sleep(Duration::from_secs(5));
     assert!(
-        intercepted(&d, &cg, &dst_b, "b3")?,
-        "a failed lookup must not drop the target"
+        intercepted(&d, &cg, &dst_b, "b4")?,
+        "a failed lookup must not drop the target, however long it lasts"
     );
     Ok(())
 }

@@ -58,7 +58,10 @@ fn several_scopes_nested_cgroups_and_dropping_a_scope_on_restart() -> Result<()>
         .map(|s| s["identity"]["process"]["cgroup"].clone());
     assert_eq!(last, Some(b.scope().into()));
     let links = std::fs::read_dir(d.pin_dir().join("links"))?.count();
-    assert_eq!(links, 3, "connect4, connect6 and sock_ops for scope b only");
+    assert_eq!(
+        links, 4,
+        "connect4, connect6, sock_ops and sock_release for scope b only"
+    );
     std::fs::remove_dir(&nested_path)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! A full flow table refuses connects (fail closed) or lets them through
-//! (fail open) and says so in an event; flows a dead daemon left behind are
-//! swept when it restarts; a dead daemon's pid, reused, is not let past.
+//! (fail open) and says so in an event; refused connects leave no flows
+//! behind, and what the kernel refused while the daemon was down is
+//! reported by the next one; a dead daemon's pid, reused, is not let past.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -74,7 +75,7 @@ fn a_full_flow_table_refuses_and_reports_then_recovers() -> Result<()> {
     let d = Daemon::start(DaemonSpec::tcp(
         &cg,
         &[server.addr.port()],
-        &["--flow-table-entries", TABLE],
+        &["--flow-table-entries", TABLE, "--flow-quota", "0"],
     ))?;
     // A stopped daemon accepts nothing, so every redirected connect waits
     // in the listener's backlog holding its flow entry.
@@ -107,7 +108,7 @@ fn a_full_flow_table_refuses_and_reports_then_recovers() -> Result<()> {
         opened,
         "nothing reached the server directly"
     );
-    // Accepted flows left the table: there is room again.
+    // The client's sockets are closed: their flows left the table.
     assert_eq!(d.map_entries("FLOWS")?, 0);
     assert!(client_in(&cg, &["echo", &dst, "room"], &[])?.ends_with("room"));
     Ok(())
@@ -124,7 +125,14 @@ fn fail_open_lets_connects_through_a_full_table_and_reports_it() -> Result<()> {
     let d = Daemon::start(DaemonSpec::tcp(
         &cg,
         &[server.addr.port()],
-        &["--flow-table-entries", TABLE, "--failure-mode", "open"],
+        &[
+            "--flow-table-entries",
+            TABLE,
+            "--flow-quota",
+            "0",
+            "--failure-mode",
+            "open",
+        ],
     ))?;
     // In fail-open mode a stopped daemon's heartbeat goes stale after 3 s
     // and then every connect goes direct; a round in which that happened
@@ -159,7 +167,7 @@ fn fail_open_lets_connects_through_a_full_table_and_reports_it() -> Result<()> {
 }
 
 #[test]
-fn flows_left_by_a_dead_daemon_are_swept_at_restart() -> Result<()> {
+fn refused_connects_leave_no_flows_and_refusals_while_down_are_reported_at_restart() -> Result<()> {
     if !privileged() {
         return Ok(());
     }
@@ -169,23 +177,40 @@ fn flows_left_by_a_dead_daemon_are_swept_at_restart() -> Result<()> {
     let mut d = Daemon::start(DaemonSpec::tcp(
         &cg,
         &[server.addr.port()],
-        &["--flow-table-entries", TABLE],
+        &["--flow-table-entries", TABLE, "--flow-quota", "4"],
     ))?;
     d.wait_events("start", |e| !of_type(e, "daemon_started").is_empty())?;
     d.signal_and_wait(libc::SIGKILL)?;
-    // Refused connects leave their flows behind until a daemon sweeps them.
+    // Refused connects (the listener is gone) take their flows with their sockets.
     let reply = client_in(&cg, &["loop", &dst, "12"], &[])?;
     assert_eq!(reply, "done 0 12", "fail closed while down");
-    assert_eq!(d.map_entries("FLOWS")?, 8, "the table filled up");
+    assert_eq!(d.map_entries("FLOWS")?, 0, "closed sockets left flows");
+    // Sockets kept open after their refused connect hold their flows, up
+    // to the cgroup's quota; the rest are refused by the kernel.
+    let mut hog = cg
+        .command(&testclient(), &["hog", &dst, "12"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(hog.stdout.take().context("stdout")?).read_line(&mut line)?;
+    assert_eq!(line.trim(), "failed 12 ConnectionRefused,PermissionDenied");
+    // The first socket (kept too) and three more hold the quota; nine are refused.
+    assert_eq!(d.map_entries("FLOWS")?, 4, "the quota's worth of flows");
+    writeln!(hog.stdin.as_mut().context("stdin")?)?;
+    hog.wait()?;
+    assert_eq!(d.map_entries("FLOWS")?, 0);
 
     d.spawn()?;
-    assert_eq!(d.map_entries("FLOWS")?, 0, "the restart swept dead flows");
     assert!(client_in(&cg, &["echo", &dst, "back"], &[])?.ends_with("back"));
-    // What was refused while no daemon ran is reported by the next one, once.
+    // What was refused while no daemon ran is reported by the next one,
+    // once, with the cgroup.
     let ev = d.wait_events("the refusals while down", |e| {
-        refused_total(e, "flow_table_full") == 4
+        refused_total(e, "flow_quota") == 9
     })?;
-    assert_eq!(of_type(&ev, "connects_refused").len(), 1, "{ev:#?}");
+    let reports = of_type(&ev, "connects_refused");
+    assert_eq!(reports.len(), 1, "{ev:#?}");
+    assert_eq!(reports[0]["by"]["cgroup"], cg.scope());
     Ok(())
 }
 

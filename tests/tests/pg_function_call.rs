@@ -70,7 +70,7 @@ async fn function_calls_are_decided_and_recorded() {
         "0"
     );
     assert!(gate.requests().iter().any(|r| matches!(r,
-        Request::Statement { text, classes } if text.starts_with("function call (oid") && classes == &vec![C::DangerousFunction])));
+        Request::Statement { text, classes, .. } if text.starts_with("function call (oid") && classes == &vec![C::DangerousFunction])));
 
     // allowed: the calls run and are recorded
     let gate = TestGate::new(&[], &[]);

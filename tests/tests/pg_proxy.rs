@@ -63,7 +63,8 @@ async fn psql_with_any_password_reaches_a_scram_server_and_blocks_are_enforced()
     assert!(!stmts.iter().any(|s| s.0.contains("drop")), "{stmts:?}");
     assert!(gate.requests().contains(&Request::Statement {
         text: "drop table t".into(),
-        classes: vec![C::Ddl, C::DropTable]
+        classes: vec![C::Ddl, C::DropTable],
+        opaque: None,
     }));
     assert!(gate.records().iter().any(|r| matches!(r,
         Record::Statement { text, classes, rows: Some(2), error: None, .. }

@@ -51,7 +51,7 @@ fn sessions_list_show_and_replay_read_the_audit_log() -> Result<()> {
     let b = EchoServer::start("127.0.0.2:0")?;
     let cg = TestCgroup::new("sessions")?;
     let policy = format!(
-        "version: 1\ntargets:\n  - name: svc\n    protocol: tcp\n    match:\n      - {{ address: \"127.0.0.2\", port: {} }}\n  - name: other\n    protocol: tcp\n    match:\n      - {{ address: \"127.0.0.2\", port: {} }}\n",
+        "version: 1\nidentity:\n  runners: ['**/Runner.Worker']\ntargets:\n  - name: svc\n    protocol: tcp\n    match:\n      - {{ address: \"127.0.0.2\", port: {} }}\n  - name: other\n    protocol: tcp\n    match:\n      - {{ address: \"127.0.0.2\", port: {} }}\n",
         a.addr.port(),
         b.addr.port()
     );
@@ -63,11 +63,16 @@ fn sessions_list_show_and_replay_read_the_audit_log() -> Result<()> {
     let mut d = Daemon::start(spec)?;
     // Invocation 1: one session to `svc`; invocation 2: two sessions to `other`.
     let marker = "marker-alpha";
-    let out = client_in(
-        &cg,
-        &["echo", &a.addr.to_string(), marker],
-        &[("GITHUB_RUN_ID", "9191")],
-    )?;
+    // Started by a (fake) trusted runner that gives the job its CI variables.
+    let runner_dir = scratch("interlock-runner")?;
+    let runner = fake_runner(runner_dir.path(), "Runner.Worker")?;
+    let script = format!(
+        "GITHUB_RUN_ID=9191 {} echo {} {marker}; true",
+        testclient().display(),
+        a.addr
+    );
+    let out = cg.command(&runner, &["-c", &script]).output()?;
+    let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains(marker), "{out}");
     let out = client_in(&cg, &["loop", &b.addr.to_string(), "2"], &[])?;
     assert_eq!(out, "done 2 0");

@@ -299,6 +299,7 @@ async fn client_auth_methods_follow_the_target() {
         publickey: false,
         password: false,
         none: true,
+        job_token: false,
     };
     let p = sshproxy::start(&sshd, target.clone(), Arc::clone(&gate), None)
         .await
@@ -313,6 +314,7 @@ async fn client_auth_methods_follow_the_target() {
         publickey: false,
         password: true,
         none: false,
+        job_token: false,
     };
     let p = sshproxy::start(&sshd, target, gate, None).await.unwrap();
     let out = p.ssh(&[], "echo nope", b"").await.unwrap();

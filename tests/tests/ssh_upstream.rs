@@ -103,6 +103,7 @@ async fn a_client_logs_in_with_a_password_when_the_target_allows_it() {
         publickey: false,
         password: true,
         none: false,
+        job_token: false,
     };
     let p = sshproxy::start(&sshd, target, Arc::clone(&gate), None)
         .await

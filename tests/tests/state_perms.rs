@@ -123,3 +123,68 @@ fn state_files_are_private_and_tightened_at_start() -> Result<()> {
     }
     Ok(())
 }
+
+/// The mode the installed unit (`dist/interlock.service`) has systemd give the state
+/// directory before every start.
+fn unit_state_directory_mode() -> Result<u32> {
+    let unit = std::fs::read_to_string(workspace().join("dist/interlock.service"))?;
+    let value = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("StateDirectoryMode="))
+        .ok_or_else(|| anyhow::anyhow!("the unit sets no StateDirectoryMode"))?;
+    Ok(u32::from_str_radix(value.trim(), 8)?)
+}
+
+#[test]
+fn approvers_who_are_not_root_reach_the_socket_of_the_installed_service() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let server = EchoServer::start("127.0.0.2:0")?;
+    let cg = TestCgroup::new("perms-unit")?;
+    let policy = format!(
+        "version: 1
+targets:
+  - name: svc
+    protocol: tcp
+    match: [{{address: 127.0.0.2, port: {}}}]
+rules:
+  - name: hold-all
+    action: require_approval
+    approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
+",
+        server.addr.port()
+    );
+    let mut d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, &[]))?;
+    // What systemd does before each start of the installed service.
+    d.signal_and_wait(libc::SIGTERM)?;
+    std::fs::set_permissions(
+        &d.state_dir,
+        std::fs::Permissions::from_mode(unit_state_directory_mode()?),
+    )?;
+    d.spawn()?;
+    let client = cg
+        .command(
+            &testclient(),
+            &["echo", &server.addr.to_string(), "via-socket"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let ev = d.wait_events("a hold", |e| !of_type(e, "approval_requested").is_empty())?;
+    let id = of_type(&ev, "approval_requested")[0]["approval"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // `daemon` is an approver and not root: it must reach control.sock.
+    let list = d.cli_as("daemon", None, &["approvals", "list"])?;
+    assert!(list.ok && list.stdout.contains(&id), "{list:?}");
+    let ok = d.cli_as("daemon", None, &["approvals", "approve", &id])?;
+    assert!(ok.ok, "{ok:?}");
+    let out = client.wait_with_output()?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("via-socket"),
+        "{out:?}"
+    );
+    assert_eq!(mode(&d.state_dir)?, 0o711);
+    Ok(())
+}

@@ -370,3 +370,35 @@ fn overflow_is_counted_durably_reported_and_shown_in_status() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn status_shows_other_users_no_webhook_paths() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("whredact")?;
+    let echo = EchoServer::start("127.0.0.2:0")?;
+    let scratch = interlock_tests::scratch("whredact")?;
+    let secrets = secret_file(scratch.path(), "s", &[SECRET_A])?;
+    let port = Receiver::reserve("127.0.0.51")?;
+    // A collector that takes its token in the path.
+    let url = format!("http://127.0.0.51:{port}/services/T01/B02/path-token-x9");
+    let d = webhook_daemon(&cg, &echo, std::slice::from_ref(&url), &secrets, &[])?;
+    let out = d.cli_as("nobody", None, &["status", "--json"])?;
+    anyhow::ensure!(out.ok, "{out:?}");
+    let st: Value = serde_json::from_str(&out.stdout)?;
+    let shown = st["webhooks"][0]["endpoint"].as_str().context("endpoint")?;
+    assert!(
+        shown.starts_with(&format!("http://127.0.0.51:{port}/… (spool ")),
+        "{shown}"
+    );
+    assert!(!out.stdout.contains("path-token-x9"), "{}", out.stdout);
+    let text = d.cli_as("nobody", None, &["status"])?;
+    assert!(
+        text.ok && !text.stdout.contains("path-token-x9"),
+        "{text:?}"
+    );
+    // Root, who can read the configuration anyway, sees the path.
+    assert_eq!(status(&d)?["webhooks"][0]["endpoint"], url);
+    Ok(())
+}

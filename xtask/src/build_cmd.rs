@@ -1,5 +1,7 @@
 //! `cargo xtask build`: set-up, then build the agent (its build.rs builds the eBPF object).
 
+use std::process::Command;
+
 use anyhow::Result;
 
 use crate::setup;
@@ -20,10 +22,15 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
 
 /// `cargo build -p interlock [--release]`.
 pub(crate) fn build(ws: &Workspace, release: bool) -> Result<()> {
+    util::run(&mut command(ws, release))
+}
+
+/// The command [`build`] runs.
+pub(crate) fn command(ws: &Workspace, release: bool) -> Command {
     let mut cargo = ws.cargo();
     cargo.args(["build", "-p", "interlock"]);
     if release {
         cargo.arg("--release");
     }
-    util::run(&mut cargo)
+    cargo
 }

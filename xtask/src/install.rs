@@ -1,7 +1,7 @@
 //! `cargo xtask install`: puts interlock on a host as a systemd service —
 //! the binary in /usr/local/bin, the default policy in /etc/interlock (an
 //! existing policy is never overwritten), the unit in /etc/systemd/system,
-//! the state directory /var/lib/interlock (0700) — then checks what it
+//! the state directory /var/lib/interlock (0711) — then checks what it
 //! installed (`interlock policy check`, `systemd-analyze verify`) and, on a
 //! systemd host, enables and starts the service.
 
@@ -102,8 +102,10 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
     copy(&ws.root().join("dist").join(UNIT), &at.unit(), 0o644)?;
     let state = at.path("/var/lib/interlock");
     fs::create_dir_all(&state).with_context(|| format!("mkdir {}", state.display()))?;
-    fs::set_permissions(&state, fs::Permissions::from_mode(0o700))?;
-    say(&format!("state directory {} (0700)", state.display()));
+    // Traversable (not listable) by others: approvers who are not root reach
+    // default/control.sock through it.
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o711))?;
+    say(&format!("state directory {} (0711)", state.display()));
 
     check(&at)?;
     if !real {
@@ -230,7 +232,7 @@ mod tests {
         let at = Layout { root: root.clone() };
         assert_eq!(mode(&at.bin()), 0o755);
         assert_eq!(mode(&at.policy()), 0o644);
-        assert_eq!(mode(&at.path("/var/lib/interlock")), 0o700);
+        assert_eq!(mode(&at.path("/var/lib/interlock")), 0o711);
         assert_eq!(
             fs::read_to_string(at.unit())?,
             fs::read_to_string(ws.root().join("dist").join(UNIT))?

@@ -1,8 +1,10 @@
-//! Developer tasks cargo cannot do alone: host set-up, the privileged run, the CI pipeline.
+//! Developer tasks cargo cannot do alone: host set-up, the privileged run, the CI pipeline, fuzzing.
 
 mod bench;
 mod build_cmd;
+mod fuzz;
 mod install;
+mod lab;
 mod run;
 mod setup;
 mod test;
@@ -40,6 +42,10 @@ enum Task {
     Bench(bench::Args),
     /// Install as a systemd service: binary, policy, unit, state dir (root; or --root DIR).
     Install(install::Args),
+    /// Build and run the cargo-fuzz targets (nightly; installs cargo-fuzz; not in CI).
+    Fuzz(fuzz::Args),
+    /// VMs with distribution kernels: guest image, runs, smoke suite, Vagrant box (root).
+    Lab(lab::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,8 @@ fn dispatch(task: &Task) -> Result<ExitCode> {
         Task::Test(args) => test::cmd(args, &ws)?,
         Task::Bench(args) => bench::cmd(args, &ws)?,
         Task::Install(args) => install::cmd(args, &ws)?,
+        Task::Fuzz(args) => fuzz::cmd(args, &ws)?,
+        Task::Lab(args) => return lab::cmd(args, &ws),
     }
     Ok(ExitCode::SUCCESS)
 }

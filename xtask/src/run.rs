@@ -1,7 +1,14 @@
 //! `cargo xtask run`: build, run the daemon as root in the foreground, detach afterwards.
+//!
+//! Ctrl-C, SIGTERM or SIGHUP at any point leave no daemon behind: xtask
+//! records the first one it gets (`stop`), forwards SIGTERM to the child of
+//! the moment (the build, then the daemon) and waits for it; a build so
+//! interrupted never goes on to start a daemon. Each child also gets
+//! SIGTERM should xtask itself be killed (PR_SET_PDEATHSIG).
 
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt};
 use std::process::{Command, ExitCode, ExitStatus};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 
@@ -27,8 +34,8 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<ExitCode> {
             "`cargo xtask run` needs root to load interlock's eBPF programs: run it as root (xtask never calls sudo)"
         );
     }
+    stop::install();
     setup::ensure_setup(ws)?;
-    build_cmd::build(ws, args.release)?;
 
     let bin = ws.interlock_bin(args.release);
     let mut daemon = Command::new(&bin);
@@ -36,9 +43,15 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<ExitCode> {
         .current_dir(ws.root())
         .args(["run", "--policy", DEFAULT_POLICY])
         .args(&args.args);
-    // Ctrl-C reaches the daemon directly (same process group); xtask outlives it to clean up.
-    shield_from_sigint();
-    let status = util::status(&mut daemon)?;
+    let outcome = build_then_run(&mut build_cmd::command(ws, args.release), &mut daemon)?;
+    let code = match outcome {
+        Outcome::BuildFailed(status) => bail!("the build failed ({status}); no daemon started"),
+        Outcome::Stopped(signal) => {
+            eprintln!("stopped by signal {signal} before the daemon started; none was started");
+            return Ok(ExitCode::from(signal_byte(signal)));
+        }
+        Outcome::Ran(status) => exit_byte(status),
+    };
 
     let mut detach = Command::new(&bin);
     detach.current_dir(ws.root()).arg("detach");
@@ -51,7 +64,122 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<ExitCode> {
         }
         Err(err) => eprintln!("warning: {err:#}: interlock's programs may still be attached"),
     }
-    Ok(ExitCode::from(exit_byte(status)))
+    Ok(ExitCode::from(code))
+}
+
+/// How `build_then_run` ended.
+#[derive(Debug)]
+enum Outcome {
+    /// The build did not succeed.
+    BuildFailed(ExitStatus),
+    /// A stop signal came before the daemon was started (none was).
+    Stopped(i32),
+    /// The daemon ran and exited so.
+    Ran(ExitStatus),
+}
+
+/// Runs `build`, then, unless it failed or a stop signal came, `daemon`;
+/// each until it exits, each sent SIGTERM once a stop signal comes.
+fn build_then_run(build: &mut Command, daemon: &mut Command) -> Result<Outcome> {
+    if let Some(signal) = stop::received() {
+        return Ok(Outcome::Stopped(signal));
+    }
+    let status = supervise(build)?;
+    // Checked after the build however it ended: an interrupted cargo may
+    // still exit 0 (it had nothing left to do), and must not go on.
+    if let Some(signal) = stop::received() {
+        return Ok(Outcome::Stopped(signal));
+    }
+    if !status.success() {
+        return Ok(Outcome::BuildFailed(status));
+    }
+    Ok(Outcome::Ran(supervise(daemon)?))
+}
+
+/// How often a supervised child and the stop flag are looked at.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Runs `cmd` until it exits, sending it SIGTERM (once) when a stop signal
+/// comes, also one that came before it started.
+fn supervise(cmd: &mut Command) -> Result<ExitStatus> {
+    eprintln!("$ {}", util::render(cmd));
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // xtask died before the prctl: nobody would stop this child.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::other("xtask exited"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("could not start `{}`: {e}", util::render(cmd)))?;
+    let mut forwarded = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if !forwarded && stop::received().is_some() {
+            forwarded = true;
+            // The daemon drains on SIGTERM, and ignores a second signal
+            // (e.g. the terminal's SIGINT it got too).
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: kill with our own child's pid.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The signals that stop `cargo xtask run`.
+mod stop {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    /// The first stop signal received (0: none).
+    static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+    extern "C" fn note(signal: libc::c_int) {
+        // Atomics are async-signal-safe.
+        let _ = RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Catches SIGINT, SIGTERM and SIGHUP from now on. Caught (not ignored)
+    /// signals are reset to their default on exec, so children still get
+    /// the terminal's Ctrl-C as usual.
+    pub(super) fn install() {
+        let handler = note as extern "C" fn(libc::c_int);
+        for s in SIGNALS {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe { libc::signal(s, handler as libc::sighandler_t) };
+        }
+    }
+
+    /// The first stop signal received so far.
+    pub(super) fn received() -> Option<i32> {
+        match RECEIVED.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// Back to the default dispositions, nothing received (tests).
+    #[cfg(test)]
+    pub(super) fn reset() {
+        for s in SIGNALS {
+            // SAFETY: restoring the default disposition.
+            unsafe { libc::signal(s, libc::SIG_DFL) };
+        }
+        RECEIVED.store(0, Ordering::SeqCst);
+    }
 }
 
 /// The `--instance` value the daemon was given, in either `--instance X` or `--instance=X` form.
@@ -70,18 +198,6 @@ fn instance_arg(args: &[String]) -> Option<&str> {
     found
 }
 
-extern "C" fn ignore_signal(_: libc::c_int) {}
-
-/// Catches SIGINT with a no-op handler instead of SIG_IGN: a caught signal is reset to its
-/// default on exec, so the daemon still gets the terminal's Ctrl-C while xtask survives it.
-fn shield_from_sigint() {
-    let handler = ignore_signal as extern "C" fn(libc::c_int);
-    // SAFETY: the handler is async-signal-safe (it does nothing).
-    unsafe {
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-    }
-}
-
 /// The daemon's exit status as ours; death by signal N becomes 128 + N, as in a shell.
 fn exit_byte(status: ExitStatus) -> u8 {
     let code = status
@@ -89,6 +205,11 @@ fn exit_byte(status: ExitStatus) -> u8 {
         .or_else(|| status.signal().map(|sig| 128 + sig))
         .unwrap_or(1);
     u8::try_from(code).unwrap_or(1)
+}
+
+/// A stop by signal N as an exit code: 128 + N.
+fn signal_byte(signal: i32) -> u8 {
+    u8::try_from(128 + signal).unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -128,5 +249,77 @@ mod tests {
         assert_eq!(exit_byte(ExitStatus::from_raw(0)), 0);
         assert_eq!(exit_byte(ExitStatus::from_raw(3 << 8)), 3);
         assert_eq!(exit_byte(ExitStatus::from_raw(libc::SIGINT)), 130);
+    }
+
+    /// A command run by `sh -c SCRIPT` (`$PPID` is this test process).
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn a_stop_signal_ends_the_child_of_the_moment_and_a_stopped_build_starts_nothing() {
+        // One test: the signal disposition and flag are process-wide.
+        let dir = std::env::temp_dir().join(format!("xtask-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("daemon-ran");
+        let daemon = |script: &str| sh(&script.replace("MARKER", &marker.display().to_string()));
+
+        // SIGTERM to xtask during the build: the build gets SIGTERM, no daemon starts.
+        stop::install();
+        let build = "trap 'echo build-stopped > BUILT; exit 143' TERM; kill -TERM $PPID; while :; do sleep 0.05; done";
+        let built = dir.join("built");
+        let out = build_then_run(
+            &mut sh(&build.replace("BUILT", &built.display().to_string())),
+            &mut daemon("touch MARKER"),
+        )
+        .unwrap();
+        assert!(matches!(out, Outcome::Stopped(libc::SIGTERM)), "{out:?}");
+        assert_eq!(
+            std::fs::read_to_string(&built).unwrap().trim(),
+            "build-stopped"
+        );
+        assert!(
+            !marker.exists(),
+            "a daemon was started after an interrupted build"
+        );
+        stop::reset();
+
+        // A build that exits 0 although interrupted (nothing left to do) does not go on either.
+        stop::install();
+        let out = build_then_run(
+            &mut sh("trap 'exit 0' TERM; kill -INT $PPID; while :; do sleep 0.05; done"),
+            &mut daemon("touch MARKER"),
+        )
+        .unwrap();
+        assert!(matches!(out, Outcome::Stopped(libc::SIGINT)), "{out:?}");
+        assert!(!marker.exists());
+        stop::reset();
+
+        // SIGINT to xtask while the daemon runs: the daemon gets SIGTERM and is waited for.
+        stop::install();
+        let out = build_then_run(
+            &mut sh("true"),
+            &mut daemon(
+                "trap 'echo got-term > MARKER; exit 0' TERM; kill -INT $PPID; while :; do sleep 0.05; done",
+            ),
+        )
+        .unwrap();
+        assert!(matches!(&out, Outcome::Ran(s) if s.success()), "{out:?}");
+        assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "got-term");
+        stop::reset();
+
+        // A failed build starts nothing.
+        std::fs::remove_file(&marker).unwrap();
+        stop::install();
+        let out = build_then_run(&mut sh("exit 101"), &mut daemon("touch MARKER")).unwrap();
+        assert!(
+            matches!(&out, Outcome::BuildFailed(s) if s.code() == Some(101)),
+            "{out:?}"
+        );
+        assert!(!marker.exists());
+        stop::reset();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,12 +1,15 @@
 //! `cargo xtask setup`: idempotent set-up of a Debian bookworm host, one step per prerequisite.
 
+mod driver_suites;
 mod linker;
 mod mounts;
 mod nextest;
+mod npm;
 mod packages;
 mod python;
 mod toolchain;
 
+pub(crate) use driver_suites::suites_dir;
 pub(crate) use toolchain::EBPF_TOOLCHAIN;
 
 use anyhow::{Context, Result, bail};
@@ -43,6 +46,9 @@ fn steps(ws: &Workspace) -> Vec<Box<dyn Step>> {
         Box::new(python::STANDARD_WEBHOOKS),
         Box::new(python::PYDANTIC_OCSF),
         Box::new(python::ASCIINEMA),
+        Box::new(npm::OidcProvider::new(ws)),
+        // After the packages: it builds psycopg2 against libpq-dev.
+        Box::new(driver_suites::Psycopg2Suite::new(ws)),
     ]
 }
 
@@ -98,6 +104,7 @@ fn preflight(need_root: bool) -> Result<()> {
 
 /// Reports every step and returns how many are missing.
 fn check_all(ws: &Workspace) -> Result<usize> {
+    advise();
     let mut missing = 0;
     for step in steps(ws) {
         if step.is_done()? {
@@ -111,6 +118,7 @@ fn check_all(ws: &Workspace) -> Result<usize> {
 }
 
 fn apply_all(ws: &Workspace) -> Result<()> {
+    advise();
     for step in steps(ws) {
         if step.is_done()? {
             report(step.name(), "ok");
@@ -129,6 +137,14 @@ fn apply_all(ws: &Workspace) -> Result<()> {
         report(step.name(), "ok (fixed)");
     }
     Ok(())
+}
+
+/// Things worth changing that set-up leaves alone because other software
+/// on the host may rely on them.
+fn advise() {
+    if let Some(advice) = mounts::bpffs_advice() {
+        report("bpffs mode", &advice);
+    }
 }
 
 fn report(name: &str, status: &str) {

@@ -15,14 +15,20 @@ pub(crate) struct Workspace {
 }
 
 impl Workspace {
-    /// The root is the parent of xtask's manifest directory; the target directory is
+    /// The root is the parent of xtask's manifest directory, or `XTASK_WORKSPACE`
+    /// (a lab guest's copy of the files `install` needs); the target directory is
     /// `CARGO_TARGET_DIR` (relative to the root, where cargo runs) or `<root>/target`.
     pub(crate) fn locate() -> Result<Self> {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let root = manifest
-            .parent()
-            .with_context(|| format!("xtask's manifest dir {} has no parent", manifest.display()))?
-            .to_path_buf();
+        let root = match env::var_os("XTASK_WORKSPACE") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => manifest
+                .parent()
+                .with_context(|| {
+                    format!("xtask's manifest dir {} has no parent", manifest.display())
+                })?
+                .to_path_buf(),
+        };
         let target_dir = match env::var_os("CARGO_TARGET_DIR") {
             Some(dir) if !dir.is_empty() => root.join(dir),
             _ => root.join("target"),

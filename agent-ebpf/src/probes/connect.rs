@@ -1,6 +1,7 @@
 //! cgroup/connect4 and cgroup/connect6: if the destination is a target,
-//! remember who connected where (FLOWS, keyed by socket cookie) and rewrite
-//! the destination to the daemon's listener for the target's protocol.
+//! remember who connected where (FLOWS, keyed by socket cookie, counted
+//! against the connecting cgroup's quota) and rewrite the destination to
+//! the daemon's listener for the target's protocol.
 
 use agent_common::{
     config::{AgentConfig, FAILURE_OPEN, OWN_CONNECTS_FRESH_NS},
@@ -15,15 +16,18 @@ use core::ptr::{read_volatile, write_volatile};
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_socket_cookie, bpf_ktime_get_ns,
+        bpf_get_current_uid_gid, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
     macros::cgroup_sock_addr,
     maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
 
-use super::ProbeError;
-use crate::maps::{CONFIG, FLOWS, TARGETS, count_refusal};
+use super::{
+    ProbeError,
+    flows::{disown, own},
+};
+use crate::maps::{CONFIG, FLOWS, Refused, TARGETS, count_refusal_of};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -117,6 +121,9 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
     }
 }
 
+// Inlined: returned out of a call, the Redirect payload is undefined on
+// the Pass and Err paths, and the verifier rejects reading it ("!read_ok").
+#[inline(always)]
 fn try_connect(
     ctx: &SockAddrContext,
     family: u16,
@@ -135,9 +142,17 @@ fn try_connect(
     if cfg.daemon_tgid == 0 {
         return Ok(Verdict::Pass);
     }
+    // SAFETY: helpers without preconditions.
+    let (pid_tgid, uid_gid, cgroup_id) = unsafe {
+        (
+            bpf_get_current_pid_tgid(),
+            bpf_get_current_uid_gid(),
+            bpf_get_current_cgroup_id(),
+        )
+    };
     // The daemon's own upstream connects are never redirected (no loop),
     // but only while it is alive: a dead daemon's pid may be reused.
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let tgid = (pid_tgid >> 32) as u32;
     if tgid == cfg.daemon_tgid && heartbeat_age(&cfg) <= OWN_CONNECTS_FRESH_NS {
         return Ok(Verdict::Pass);
     }
@@ -159,6 +174,23 @@ fn try_connect(
     if open && heartbeat_age(&cfg) > cfg.stale_after_ns {
         return Ok(Verdict::Pass);
     }
+    let who = Refused {
+        cgroup_id,
+        uid: uid_gid as u32,
+        tgid,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    // From another network namespace (`unshare -rn`, a container) the
+    // rewritten destination is that namespace's loopback, never the
+    // daemon: refuse at once instead of recording a flow that cannot be
+    // accepted. Not passed in fail-open mode either: the daemon is up.
+    // SAFETY: the netns helper takes our context.
+    if cfg.netns_cookie != 0
+        && unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) } != cfg.netns_cookie
+    {
+        count_refusal_of(refusal::OTHER_NETNS, &who);
+        return Err(ProbeError::OtherNetns);
+    }
 
     let to_v4 = family == AF_INET || is_v4_mapped(&addr);
     let slot = target.protocol as usize;
@@ -168,28 +200,42 @@ fn try_connect(
         (_, false) => 0,
     };
     if port == 0 {
-        count_refusal(refusal::NO_LISTENER);
+        count_refusal_of(refusal::NO_LISTENER, &who);
         return Err(ProbeError::NoListener);
     }
-    match record_flow(
-        ctx,
-        &addr,
-        u16::from_be_bytes(port_be),
+    let flow = FlowInfo {
+        orig_addr: addr,
+        orig_port: u16::from_be_bytes(port_be),
         family,
-        target.target_id,
-    ) {
+        tgid,
+        pid: pid_tgid as u32,
+        uid: who.uid,
+        gid: (uid_gid >> 32) as u32,
+        target_id: target.target_id,
+        cgroup_id,
+        // SAFETY: helper without preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        comm: who.comm,
+    };
+    match record_flow(ctx, &flow, cfg.flow_quota) {
         Ok(()) => Ok(Verdict::Redirect { to_v4, port }),
+        // Over its quota, a cgroup is refused in both modes: letting it
+        // through would let a job buy a bypass by holding sockets.
+        Err(ProbeError::Quota) => {
+            count_refusal_of(refusal::FLOW_QUOTA, &who);
+            Err(ProbeError::Quota)
+        }
         // Fail open means availability first, for a full table too.
         Err(ProbeError::MapFull) if open => {
-            count_refusal(refusal::FLOWS_FULL_PASSED);
+            count_refusal_of(refusal::FLOWS_FULL_PASSED, &who);
             Ok(Verdict::Pass)
         }
         Err(ProbeError::MapFull) => {
-            count_refusal(refusal::FLOWS_FULL);
+            count_refusal_of(refusal::FLOWS_FULL, &who);
             Err(ProbeError::MapFull)
         }
         Err(e) => {
-            count_refusal(refusal::MAP_ERROR);
+            count_refusal_of(refusal::MAP_ERROR, &who);
             Err(e)
         }
     }
@@ -206,37 +252,17 @@ fn is_v4_mapped(a: &[u8; 16]) -> bool {
     a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff
 }
 
-fn record_flow(
-    ctx: &SockAddrContext,
-    addr: &[u8; 16],
-    port: u16,
-    family: u16,
-    target_id: u32,
-) -> Result<(), ProbeError> {
-    // SAFETY: helpers without preconditions; the cookie helper takes our context.
-    let (cookie, pid_tgid, uid_gid, cgroup_id, now) = unsafe {
-        (
-            bpf_get_socket_cookie(ctx.sock_addr.cast()),
-            bpf_get_current_pid_tgid(),
-            bpf_get_current_uid_gid(),
-            bpf_get_current_cgroup_id(),
-            bpf_ktime_get_ns(),
-        )
-    };
-    let flow = FlowInfo {
-        orig_addr: *addr,
-        orig_port: port,
-        family,
-        tgid: (pid_tgid >> 32) as u32,
-        pid: pid_tgid as u32,
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        target_id,
-        cgroup_id,
-        ktime_ns: now,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
-    FLOWS.insert(cookie, flow, 0).map_err(|e| {
+/// Records `flow` under the socket's cookie, counted against its cgroup.
+#[inline(always)]
+fn record_flow(ctx: &SockAddrContext, flow: &FlowInfo, quota: u32) -> Result<(), ProbeError> {
+    // SAFETY: the cookie helper takes our context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // A socket connecting again after a failed connect is counted afresh
+    // (its flow is replaced below).
+    disown(cookie);
+    own(cookie, flow.cgroup_id, quota)?;
+    FLOWS.insert(&cookie, flow, 0).map_err(|e| {
+        disown(cookie);
         if e == -E2BIG {
             ProbeError::MapFull
         } else {

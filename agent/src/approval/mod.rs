@@ -1,14 +1,19 @@
 //! Approvals: requests held until a human decides (registry), who may decide
-//! (SO_PEERCRED callers checked against the rule's approvers, never the
-//! requester), deadlines, time-boxed grants, and notifications of new holds.
+//! (SO_PEERCRED callers and people signed in on the approvals page, checked
+//! against the rule's approvers, never the requester or the human who
+//! started its job), deadlines, time-boxed grants keyed on the job, and
+//! notifications of new holds.
 
 mod error;
+mod grants;
 mod notify;
 mod registry;
 mod types;
+mod who;
 
 pub use error::ApprovalError;
 pub use notify::Notifier;
-pub(crate) use registry::caller_name;
 pub use registry::{Approvals, DecisionReport};
 pub use types::{Decided, Decision, HoldSpec, Pending, RequestView, Requester};
+pub(crate) use who::caller_name;
+pub use who::{Approver, Channel, DecidedBy, SignedIn};

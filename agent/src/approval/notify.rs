@@ -1,8 +1,10 @@
-//! Notifications of new holds to chat: a Slack-compatible incoming-webhook
-//! body (`{"text": ...}`, which Mattermost, Rocket.Chat and Teams'
-//! Slack-compatible connectors accept too). The signed, spooled event for
-//! SIEMs is the `approval_requested` audit event; this is the human ping,
-//! retried a few times, not spooled.
+//! Notifications of new holds: a Slack-compatible incoming-webhook body
+//! (`{"text": ...}`, which Mattermost, Rocket.Chat and Teams' Slack-compatible
+//! connectors accept too), and a generic JSON body for bots (the held request
+//! as `approval_requested` records it, plus its page URL). Both carry the
+//! hold's URL on the approvals page when it is served. The signed, spooled
+//! event for SIEMs is the `approval_requested` audit event; this is the human
+//! ping, retried a few times, not spooled.
 
 use std::time::Duration;
 
@@ -15,15 +17,20 @@ const ATTEMPTS: u32 = 4;
 /// Posts hold notifications; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Notifier {
-    urls: Vec<reqwest::Url>,
+    /// Slack-compatible incoming webhooks.
+    chat: Vec<reqwest::Url>,
+    /// Generic JSON receivers.
+    json: Vec<reqwest::Url>,
     http: reqwest::Client,
 }
 
 impl Notifier {
-    /// A notifier posting to every one of `urls` (none: does nothing).
-    pub fn new(urls: Vec<reqwest::Url>) -> Notifier {
+    /// A notifier posting chat messages to every one of `chat` and JSON bodies to every one
+    /// of `json` (none: does nothing).
+    pub fn new(chat: Vec<reqwest::Url>, json: Vec<reqwest::Url>) -> Notifier {
         Notifier {
-            urls,
+            chat,
+            json,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -31,14 +38,17 @@ impl Notifier {
         }
     }
 
-    /// Announces `p` in the background.
-    pub fn held(&self, p: &Pending, how: &str) {
-        if self.urls.is_empty() {
-            return;
-        }
-        let body = serde_json::json!({ "text": message(p, how) });
-        for url in self.urls.clone() {
-            let (http, body) = (self.http.clone(), body.clone());
+    /// Announces `p` in the background; `url` is its page, when the page is served.
+    pub fn held(&self, p: &Pending, how: &str, url: Option<&str>) {
+        let chat = serde_json::json!({ "text": message(p, how, url) });
+        let json = generic(p, how, url);
+        let sends = self
+            .chat
+            .iter()
+            .map(|u| (u.clone(), chat.clone()))
+            .chain(self.json.iter().map(|u| (u.clone(), json.clone())));
+        for (url, body) in sends {
+            let http = self.http.clone();
             tokio::spawn(async move {
                 for attempt in 0..ATTEMPTS {
                     match http
@@ -61,9 +71,23 @@ impl Notifier {
     }
 }
 
+/// The generic JSON body for a hold: `type`, the request as `approval_requested` records it
+/// (`approval`), its page `url` (null without the page) and `how` to decide it.
+pub(crate) fn generic(p: &Pending, how: &str, url: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "type": "approval_requested",
+        "approval": p,
+        "url": url,
+        "how": how,
+    })
+}
+
 /// The chat message for a hold.
-pub(crate) fn message(p: &Pending, how: &str) -> String {
-    let who = match (&p.requester.user, &p.requester.exe) {
+pub(crate) fn message(p: &Pending, how: &str, url: Option<&str>) -> String {
+    let who = match (
+        &p.requester.user.as_deref().map(slack_escape),
+        &p.requester.exe.as_deref().map(slack_escape),
+    ) {
         (Some(u), Some(e)) => format!("{u} (uid {}) running {e}", p.requester.uid),
         (None, Some(e)) => format!("uid {} running {e}", p.requester.uid),
         (Some(u), None) => format!("{u} (uid {})", p.requester.uid),
@@ -71,19 +95,30 @@ pub(crate) fn message(p: &Pending, how: &str) -> String {
     };
     let what = match &p.request {
         RequestView::Session { destination } => format!("a connection to {destination}"),
-        RequestView::Statement { text, .. } => format!("the statement `{}`", clip(text)),
-        RequestView::Command { text, .. } => format!("the command `{}`", clip(text)),
+        RequestView::Statement { text, .. } => {
+            format!("the statement `{}`", slack_escape(&clip(text)))
+        }
+        RequestView::Command { text, .. } => {
+            format!("the command `{}`", slack_escape(&clip(text)))
+        }
     };
     let ci: Vec<String> = p
         .requester
         .ci
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{k}={}", slack_escape(v)))
         .collect();
-    let mut s = format!(
-        ":lock: interlock approval needed: `{}`\n{who} asks for {what} on target `{}` (rule `{}`).",
-        p.id, p.target, p.rule
-    );
+    let mut s = match url {
+        // Slack's link syntax; other receivers show it as text with the URL.
+        Some(u) => format!(
+            ":lock: interlock approval needed: <{u}|{}>\n{who} asks for {what} on target `{}` (rule `{}`).",
+            p.id, p.target, p.rule
+        ),
+        None => format!(
+            ":lock: interlock approval needed: `{}`\n{who} asks for {what} on target `{}` (rule `{}`).",
+            p.id, p.target, p.rule
+        ),
+    };
     if !ci.is_empty() {
         s.push_str(&format!("\nCI: {}", ci.join(", ")));
     }
@@ -92,6 +127,16 @@ pub(crate) fn message(p: &Pending, how: &str) -> String {
         humantime::format_rfc3339_seconds(p.deadline)
     ));
     s
+}
+
+/// Job-controlled text in a Slack message: `&`, `<` and `>` escaped as Slack asks, so a
+/// statement cannot make a link (`<https://...|Approve>`) or a mention; control characters
+/// escaped so it cannot fake lines.
+fn slack_escape(s: &str) -> String {
+    crate::text::escape_controls(s)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn clip(s: &str) -> String {

@@ -13,14 +13,16 @@ use tokio::sync::oneshot;
 
 use super::{
     ApprovalError,
+    grants::{JobKey, TimedGrant},
     notify::Notifier,
     types::{Decided, HoldSpec, Pending},
+    who::{Approver, admits, authorize, caller_name, may_see},
 };
 use crate::{
     audit::{EventKind, EventSink},
     gate::{Held, HoldOutcome},
     identity::LocalPeer,
-    policy::Grant,
+    policy::{FourEyesPair, Grant},
 };
 
 /// Decided requests remembered for `show` (and a clear "already decided").
@@ -36,8 +38,12 @@ struct Inner {
     state: Mutex<State>,
     events: EventSink,
     notifier: Notifier,
-    /// How a human approves, for client-facing notices (names the socket).
-    how: String,
+    /// The control socket, named in client-facing notices.
+    socket: String,
+    /// The approvals page's base URL, when it is served.
+    page: Option<String>,
+    /// Job and approver claims that name the same human (page decisions).
+    four_eyes: Vec<FourEyesPair>,
 }
 
 #[derive(Default)]
@@ -50,16 +56,6 @@ struct State {
 struct Entry {
     view: Pending,
     tx: oneshot::Sender<HoldOutcome>,
-}
-
-/// A time-boxed grant: the same rule, target, user and cgroup pass without
-/// asking until `until`.
-struct TimedGrant {
-    rule: String,
-    target: String,
-    uid: u32,
-    cgroup: Option<String>,
-    until: SystemTime,
 }
 
 /// What `decide` did.
@@ -77,17 +73,44 @@ impl Approvals {
         notifier: Notifier,
         control_socket: &std::path::Path,
     ) -> Approvals {
-        let how = format!(
-            "an approver runs `interlock approvals approve <id> --socket {}` (or `deny`)",
-            control_socket.display()
-        );
+        Approvals::with_page(events, notifier, control_socket, None, Vec::new())
+    }
+
+    /// As [`Approvals::new`], with the approvals page at `page` (its base URL: holds are at
+    /// `<page>/holds/<id>`, in notices and notifications) deciding with `four_eyes`.
+    pub fn with_page(
+        events: EventSink,
+        notifier: Notifier,
+        control_socket: &std::path::Path,
+        page: Option<String>,
+        four_eyes: Vec<FourEyesPair>,
+    ) -> Approvals {
         Approvals {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 events,
                 notifier,
-                how,
+                socket: control_socket.display().to_string(),
+                page: page.map(|p| p.trim_end_matches('/').to_string()),
+                four_eyes,
             }),
+        }
+    }
+
+    /// The page's URL of hold `id`, when the page is served.
+    pub fn hold_url(&self, id: &str) -> Option<String> {
+        self.inner.page.as_ref().map(|p| format!("{p}/holds/{id}"))
+    }
+
+    /// How a human approves `id`, for the notice the held client gets.
+    fn how(&self, id: &str) -> String {
+        let cli = format!(
+            "`interlock approvals approve {id} --socket {}` (or `deny`)",
+            self.inner.socket
+        );
+        match self.hold_url(id) {
+            Some(url) => format!("an approver decides at {url} or runs {cli}"),
+            None => format!("an approver runs {cli}"),
         }
     }
 
@@ -98,14 +121,16 @@ impl Approvals {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// True when a time-boxed grant covers this rule, target and requester.
-    pub fn granted(&self, rule: &str, target: &str, uid: u32, cgroup: Option<&str>) -> bool {
+    /// True when a time-boxed grant covers this rule and target for `requester`'s job. A
+    /// requester whose job cannot be identified is never covered.
+    pub fn granted(&self, rule: &str, target: &str, requester: &super::Requester) -> bool {
+        let Some(job) = JobKey::of(requester) else {
+            return false;
+        };
         let now = SystemTime::now();
         let mut st = self.state();
         st.grants.retain(|g| g.until > now);
-        st.grants.iter().any(|g| {
-            g.rule == rule && g.target == target && g.uid == uid && g.cgroup.as_deref() == cgroup
-        })
+        st.grants.iter().any(|g| g.covers(rule, target, &job))
     }
 
     /// Registers a held request and returns the session's handle on it.
@@ -134,15 +159,17 @@ impl Approvals {
                 tx,
             },
         );
-        let _ = self
-            .inner
+        let how = self.how(&id);
+        self.inner
             .events
-            .emit(EventKind::ApprovalRequested {
+            .record(EventKind::ApprovalRequested {
                 session_id: view.session_id.clone(),
                 approval: Box::new(view.clone()),
             })
             .await;
-        self.inner.notifier.held(&view, &self.inner.how);
+        self.inner
+            .notifier
+            .held(&view, &how, self.hold_url(&id).as_deref());
         {
             let me = self.clone();
             let id = id.clone();
@@ -162,54 +189,29 @@ impl Approvals {
                 }
             })
         };
-        Held::new(
-            id,
-            view.rule.clone(),
-            deadline,
-            self.inner.how.clone(),
-            rx,
-            withdraw,
-        )
+        Held::new(id, view.rule.clone(), deadline, how, rx, withdraw)
     }
 
-    /// Approves or denies `id` for `caller`.
+    /// Approves or denies `id` for `who`.
     ///
     /// # Errors
-    /// Unknown or already decided id; a caller who is not an approver of
-    /// the rule, or who is (or runs beside) the requester.
+    /// Unknown or already decided id; an approver who is not one of the rule's, or who is
+    /// (or runs beside, or started the job of) the requester.
     pub async fn decide(
         &self,
         id: &str,
-        caller: &LocalPeer,
+        who: &Approver,
         approve: bool,
         reason: Option<String>,
     ) -> Result<DecisionReport, ApprovalError> {
-        {
-            let st = self.state();
-            let Some(e) = st.pending.get(id) else {
-                return Err(match st.recent.iter().find(|d| d.pending.id == id) {
-                    Some(d) => ApprovalError::AlreadyDecided {
-                        id: id.to_string(),
-                        decision: d.decision,
-                    },
-                    None => ApprovalError::NotFound(id.to_string()),
-                });
-            };
-            authorize(&e.view, caller)?;
-        }
-        let by = caller_name(caller);
+        self.may_decide(id, who)?;
+        let by = who.display();
         let outcome = if approve {
-            HoldOutcome::Approved {
-                by: by.clone(),
-                reason: reason.clone(),
-            }
+            HoldOutcome::Approved { by, reason }
         } else {
-            HoldOutcome::Denied {
-                by: by.clone(),
-                reason: reason.clone(),
-            }
+            HoldOutcome::Denied { by, reason }
         };
-        if !self.finish(id, outcome, Some(caller.clone())).await {
+        if !self.finish(id, outcome, Some(who)).await {
             // Expired or withdrawn between the check and now.
             return Err(ApprovalError::NotFound(id.to_string()));
         }
@@ -219,23 +221,51 @@ impl Approvals {
         })
     }
 
+    /// Whether `who` may decide `id` now.
+    ///
+    /// # Errors
+    /// As [`Approvals::decide`].
+    pub fn may_decide(&self, id: &str, who: &Approver) -> Result<(), ApprovalError> {
+        let st = self.state();
+        let Some(e) = st.pending.get(id) else {
+            return Err(match st.recent.iter().find(|d| d.pending.id == id) {
+                Some(d) => ApprovalError::AlreadyDecided {
+                    id: id.to_string(),
+                    decision: d.decision,
+                },
+                None => ApprovalError::NotFound(id.to_string()),
+            });
+        };
+        authorize(&e.view, who, &self.inner.four_eyes)
+    }
+
     /// Ends `id` with `outcome` if it is still pending; false otherwise.
-    async fn finish(&self, id: &str, outcome: HoldOutcome, by: Option<LocalPeer>) -> bool {
+    async fn finish(&self, id: &str, outcome: HoldOutcome, by: Option<&Approver>) -> bool {
         let decided = {
             let mut st = self.state();
             let Some(entry) = st.pending.remove(id) else {
                 return false;
             };
-            let decided = Decided::new(entry.view, &outcome, by);
+            let mut decided = Decided::new(entry.view, &outcome, by);
             if let (HoldOutcome::Approved { .. }, Grant::For(d)) = (&outcome, decided.pending.grant)
             {
-                st.grants.push(TimedGrant {
-                    rule: decided.pending.rule.clone(),
-                    target: decided.pending.target.clone(),
-                    uid: decided.pending.requester.uid,
-                    cgroup: decided.pending.requester.cgroup.clone(),
-                    until: SystemTime::now() + d,
-                });
+                match JobKey::of(&decided.pending.requester) {
+                    Some(job) => {
+                        let until = SystemTime::now() + d;
+                        st.grants.push(TimedGrant {
+                            rule: decided.pending.rule.clone(),
+                            target: decided.pending.target.clone(),
+                            job,
+                            until,
+                        });
+                        decided.granted_until = Some(until);
+                    }
+                    None => tracing::warn!(
+                        id,
+                        rule = %decided.pending.rule,
+                        "approved for this request only: a timed grant needs the job's identity (a job token or CI context), and this request has none"
+                    ),
+                }
             }
             st.recent.push_back(decided.clone());
             while st.recent.len() > RECENT {
@@ -245,10 +275,9 @@ impl Approvals {
             let _ = entry.tx.send(outcome);
             decided
         };
-        let _ = self
-            .inner
+        self.inner
             .events
-            .emit(EventKind::ApprovalDecided {
+            .record(EventKind::ApprovalDecided {
                 session_id: decided.pending.session_id.clone(),
                 approval: Box::new(decided),
             })
@@ -273,22 +302,38 @@ impl Approvals {
     /// `caller` is root-less, approves nothing pending or recently decided,
     /// and `approves_now` (an approver in the policy in force) is false.
     pub fn list_for(&self, caller: &LocalPeer, approves_now: bool) -> Option<Vec<Pending>> {
+        let who = Approver::Local(caller.clone());
         let st = self.state();
         let known = caller.uid == 0
             || approves_now
-            || st.pending.values().any(|e| admits(&e.view, caller))
-            || st.recent.iter().any(|d| admits(&d.pending, caller));
+            || st.pending.values().any(|e| admits(&e.view, &who))
+            || st.recent.iter().any(|d| admits(&d.pending, &who));
         if !known {
             return None;
         }
-        let mut v: Vec<Pending> = st
+        drop(st);
+        Some(self.visible(&who).0)
+    }
+
+    /// What `who` may see: pending requests, oldest first, and recently decided ones, newest
+    /// first (at most `RECENT`). Someone who approves nothing sees two empty lists.
+    pub fn visible(&self, who: &Approver) -> (Vec<Pending>, Vec<Decided>) {
+        let st = self.state();
+        let mut pending: Vec<Pending> = st
             .pending
             .values()
-            .filter(|e| may_see(&e.view, caller))
+            .filter(|e| may_see(&e.view, who))
             .map(|e| e.view.clone())
             .collect();
-        v.sort_by_key(|p| p.requested_at);
-        Some(v)
+        pending.sort_by_key(|p| p.requested_at);
+        let decided = st
+            .recent
+            .iter()
+            .rev()
+            .filter(|d| may_see(&d.pending, who))
+            .cloned()
+            .collect();
+        (pending, decided)
     }
 
     /// One request, pending or recently decided.
@@ -313,7 +358,7 @@ impl Approvals {
     pub fn show_for(
         &self,
         id: &str,
-        caller: &LocalPeer,
+        caller: &Approver,
     ) -> Result<Result<Pending, Decided>, ApprovalError> {
         let found = self
             .show(id)
@@ -326,10 +371,10 @@ impl Approvals {
             Ok(found)
         } else {
             Err(ApprovalError::NotApprover {
-                who: caller
-                    .user
-                    .clone()
-                    .unwrap_or_else(|| format!("uid {}", caller.uid)),
+                who: match caller {
+                    Approver::Local(c) => caller_name(c),
+                    Approver::SignedIn(s, _) => s.display(),
+                },
                 rule: p.rule.clone(),
             })
         }
@@ -349,61 +394,6 @@ impl Approvals {
             .map(|e| e.view.deadline.duration_since(now).unwrap_or_default())
             .min()
     }
-}
-
-/// May `caller` decide `p`? The requester (same uid, or a process in the
-/// same cgroup, such as another step of the same CI job) never may, even
-/// when listed as an approver. A caller whose cgroup cannot be read could
-/// be in the requester's: refused (fail closed) when the requester's is known.
-fn authorize(p: &Pending, caller: &LocalPeer) -> Result<(), ApprovalError> {
-    if caller.uid == p.requester.uid {
-        return Err(ApprovalError::SelfApproval(format!(
-            "uid {} made this request and cannot decide it",
-            caller.uid
-        )));
-    }
-    match (&caller.cgroup, &p.requester.cgroup) {
-        (Some(a), Some(b)) if a == b => {
-            return Err(ApprovalError::SelfApproval(format!(
-                "the caller runs in the requester's cgroup {a}"
-            )));
-        }
-        (None, Some(_)) => {
-            return Err(ApprovalError::SelfApproval(format!(
-                "the cgroup of the caller (pid {}) cannot be read, so it cannot be told apart from the requester's",
-                caller.pid
-            )));
-        }
-        _ => {}
-    }
-    if admits(p, caller) {
-        Ok(())
-    } else {
-        Err(ApprovalError::NotApprover {
-            who: caller_name(caller),
-            rule: p.rule.clone(),
-        })
-    }
-}
-
-/// The caller's user name, or its uid when it has none.
-pub(crate) fn caller_name(caller: &LocalPeer) -> String {
-    caller
-        .user
-        .clone()
-        .unwrap_or_else(|| format!("uid {}", caller.uid))
-}
-
-/// Whether `caller` is among the approvers captured with the hold (the
-/// policy in force when it was held, whatever reloads happened since).
-fn admits(p: &Pending, caller: &LocalPeer) -> bool {
-    p.approvers.admits(caller.user.as_deref(), &caller.groups)
-}
-
-/// Root and the hold's own approvers may see a held request (it contains
-/// the statement and the requester's identity).
-fn may_see(p: &Pending, caller: &LocalPeer) -> bool {
-    caller.uid == 0 || admits(p, caller)
 }
 
 /// A short id a human can type: 12 hex digits.

@@ -2,11 +2,12 @@ use std::path::Path;
 
 use super::*;
 use crate::{
-    approval::{RequestView, Requester},
-    policy::{ApprovalSpec, Approvers},
+    approval::{Channel, RequestView, Requester, SignedIn},
+    oidc::{JobTokenView, TokenSource},
+    policy::{ApprovalSpec, Approvers, default_four_eyes},
 };
 
-fn registry() -> (Approvals, tokio::sync::mpsc::Receiver<crate::audit::Event>) {
+fn registry() -> (Approvals, tokio::sync::mpsc::Receiver<crate::audit::Queued>) {
     let (events, rx) = EventSink::for_test();
     (
         Approvals::new(events, Notifier::default(), Path::new("/run/x.sock")),
@@ -22,6 +23,7 @@ fn spec(grant: Grant, timeout: Duration) -> HoldSpec {
         request: RequestView::Statement {
             text: "DELETE FROM t".into(),
             classes: vec![],
+            opaque: None,
         },
         requester: Requester {
             uid: 1001,
@@ -29,12 +31,16 @@ fn spec(grant: Grant, timeout: Duration) -> HoldSpec {
             tgid: 42,
             exe: Some("/usr/bin/psql".into()),
             cgroup: Some("/ci/job1".into()),
-            ci: Default::default(),
+            ci: [("CI_JOB_ID".to_string(), "101".to_string())].into(),
+            job: None,
         },
         approval: ApprovalSpec {
             approvers: Approvers {
                 users: vec!["alice".into()],
                 groups: vec!["sre".into()],
+                oidc_groups: vec!["db-owners".into()],
+                oidc_emails: vec!["carol@corp.example".into()],
+                oidc_subjects: vec![],
             },
             timeout,
             grant,
@@ -42,7 +48,11 @@ fn spec(grant: Grant, timeout: Duration) -> HoldSpec {
     }
 }
 
-fn peer(uid: u32, user: &str, groups: &[&str], cgroup: &str) -> LocalPeer {
+fn peer(uid: u32, user: &str, groups: &[&str], cgroup: &str) -> Approver {
+    Approver::Local(local(uid, user, groups, cgroup))
+}
+
+fn local(uid: u32, user: &str, groups: &[&str], cgroup: &str) -> LocalPeer {
     LocalPeer {
         uid,
         gid: uid,
@@ -109,7 +119,7 @@ async fn deadline_denies_and_drop_withdraws() {
     let mut kinds = Vec::new();
     while let Ok(e) = rx.try_recv() {
         kinds.push(
-            serde_json::to_value(&e).unwrap()["type"]
+            serde_json::to_value(&e.event).unwrap()["type"]
                 .as_str()
                 .unwrap()
                 .to_string(),
@@ -127,7 +137,7 @@ async fn deadline_denies_and_drop_withdraws() {
 }
 
 #[tokio::test]
-async fn timed_grants_cover_the_same_requester_only() {
+async fn timed_grants_cover_the_same_job_only() {
     let (reg, _rx) = registry();
     let held = reg
         .hold(spec(
@@ -140,18 +150,40 @@ async fn timed_grants_cover_the_same_requester_only() {
         .await
         .unwrap();
     assert!(matches!(held.outcome().await, HoldOutcome::Approved { .. }));
-    assert!(reg.granted("hold-writes", "pg", 1001, Some("/ci/job1")));
-    assert!(!reg.granted("hold-writes", "pg", 1001, Some("/ci/job2")));
-    assert!(!reg.granted("hold-writes", "other", 1001, Some("/ci/job1")));
-    assert!(!reg.granted("other-rule", "pg", 1001, Some("/ci/job1")));
+    let job1 = spec(Grant::Once, Duration::from_secs(1)).requester;
+    assert!(reg.granted("hold-writes", "pg", &job1));
+    // The next job on the same runner: same uid, same cgroup, another job id.
+    let mut job2 = job1.clone();
+    job2.ci.insert("CI_JOB_ID".into(), "102".into());
+    assert!(!reg.granted("hold-writes", "pg", &job2));
+    assert!(!reg.granted("hold-writes", "other", &job1));
+    assert!(!reg.granted("other-rule", "pg", &job1));
+    // A job that cannot be identified is never covered, nor granted anything.
+    let mut nobody = job1.clone();
+    nobody.ci.clear();
+    assert!(!reg.granted("hold-writes", "pg", &nobody));
+    let mut s = spec(
+        Grant::For(Duration::from_secs(3600)),
+        Duration::from_secs(60),
+    );
+    s.requester = nobody.clone();
+    let held = reg.hold(s).await;
+    reg.decide(&held.approval_id, &alice, true, None)
+        .await
+        .unwrap();
+    match reg.show(&held.approval_id) {
+        Some(Err(d)) => assert_eq!(d.granted_until, None),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
 async fn an_unreadable_caller_cgroup_is_refused_when_the_requester_has_one() {
     let (reg, _rx) = registry();
     let held = reg.hold(spec(Grant::Once, Duration::from_secs(60))).await;
-    let mut alice = peer(2000, "alice", &[], "/user");
+    let mut alice = local(2000, "alice", &[], "/user");
     alice.cgroup = None;
+    let alice = Approver::Local(alice);
     let e = reg
         .decide(&held.approval_id, &alice, true, None)
         .await
@@ -173,27 +205,156 @@ async fn held_requests_are_shown_to_the_approvers_captured_with_them() {
     let (reg, _rx) = registry();
     let held = reg.hold(spec(Grant::Once, Duration::from_secs(60))).await;
     let id = held.approval_id.clone();
-    let alice = peer(2000, "alice", &[], "/user");
-    let bob = peer(2002, "bob", &["sre"], "/user");
-    let mallory = peer(2001, "mallory", &["dev"], "/user");
-    let root = peer(0, "root", &[], "/user");
+    let alice = local(2000, "alice", &[], "/user");
+    let bob = local(2002, "bob", &["sre"], "/user");
+    let mallory = local(2001, "mallory", &["dev"], "/user");
+    let root = local(0, "root", &[], "/user");
     // Whatever the policy in force says now (a reload may have dropped the rule).
     for p in [&alice, &bob, &root] {
         let list = reg.list_for(p, false).unwrap();
         assert_eq!(list.len(), 1, "{p:?}");
-        assert!(matches!(reg.show_for(&id, p), Ok(Ok(_))), "{p:?}");
+        assert!(
+            matches!(reg.show_for(&id, &Approver::Local(p.clone())), Ok(Ok(_))),
+            "{p:?}"
+        );
     }
     assert!(reg.list_for(&mallory, false).is_none());
-    let e = reg.show_for(&id, &mallory).unwrap_err();
+    let e = reg
+        .show_for(&id, &Approver::Local(mallory.clone()))
+        .unwrap_err();
     assert!(matches!(e, ApprovalError::NotApprover { .. }), "{e}");
     // An approver of another rule in force sees an empty list, not this hold.
     assert_eq!(reg.list_for(&mallory, true).unwrap().len(), 0);
     assert!(matches!(
-        reg.show_for("0123456789ab", &alice),
+        reg.show_for("0123456789ab", &Approver::Local(alice.clone())),
         Err(ApprovalError::NotFound(_))
     ));
     // Decided requests stay visible to their approvers for `show`.
-    reg.decide(&id, &alice, false, None).await.unwrap();
-    assert!(matches!(reg.show_for(&id, &bob), Ok(Err(_))));
+    reg.decide(&id, &Approver::Local(alice.clone()), false, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        reg.show_for(&id, &Approver::Local(bob.clone())),
+        Ok(Err(_))
+    ));
     assert!(reg.list_for(&bob, false).unwrap().is_empty());
+}
+
+fn signed_in(sub: &str, email: Option<&str>, user: Option<&str>, groups: &[&str]) -> Approver {
+    let mut claims = std::collections::BTreeMap::new();
+    if let Some(e) = email {
+        claims.insert("email".to_string(), vec![e.to_string()]);
+    }
+    if let Some(u) = user {
+        claims.insert("preferred_username".to_string(), vec![u.to_string()]);
+    }
+    Approver::SignedIn(
+        SignedIn {
+            issuer: "https://idp.example".into(),
+            subject: sub.into(),
+            email: email.map(str::to_string),
+            name: None,
+            username: user.map(str::to_string),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            claims,
+        },
+        Channel::Web,
+    )
+}
+
+fn web_registry() -> Approvals {
+    let (events, _rx) = EventSink::for_test();
+    Approvals::with_page(
+        events,
+        Notifier::default(),
+        Path::new("/run/x.sock"),
+        Some("https://approvals.example/".into()),
+        default_four_eyes(),
+    )
+}
+
+#[tokio::test]
+async fn signed_in_approvers_by_group_and_email_and_never_the_job_starter() {
+    let reg = web_registry();
+    let mut s = spec(Grant::Once, Duration::from_secs(60));
+    s.requester.job = Some(JobTokenView {
+        source: TokenSource::PostgresPassword,
+        issuer: Some("gitlab".into()),
+        iss: Some("https://gitlab.example".into()),
+        sub: Some("project_path:g/p:ref_type:branch:ref:main".into()),
+        groups: vec![],
+        claims: [
+            ("user_login".to_string(), serde_json::json!("dave")),
+            (
+                "user_email".to_string(),
+                serde_json::json!("Dave@Corp.example"),
+            ),
+            ("job_id".to_string(), serde_json::json!("77")),
+        ]
+        .into(),
+        expires: None,
+        error: None,
+    });
+    let held = reg.hold(s).await;
+    let id = held.approval_id.clone();
+    assert!(
+        held.how_to_approve
+            .contains(&format!("https://approvals.example/holds/{id}")),
+        "{}",
+        held.how_to_approve
+    );
+    assert_eq!(
+        reg.hold_url(&id).unwrap(),
+        format!("https://approvals.example/holds/{id}")
+    );
+    // Outside every list: sees nothing, may not decide.
+    let outsider = signed_in("u-eve", Some("eve@corp.example"), Some("eve"), &["dev"]);
+    assert!(reg.visible(&outsider).0.is_empty());
+    assert!(reg.show_for(&id, &outsider).is_err());
+    let e = reg.decide(&id, &outsider, true, None).await.unwrap_err();
+    assert!(matches!(e, ApprovalError::NotApprover { .. }), "{e}");
+    // Local approvers' names do not admit people signed in with the same name.
+    let alice_web = signed_in("u-alice", None, Some("alice"), &["sre"]);
+    assert!(reg.visible(&alice_web).0.is_empty());
+    // The job's own starter, in the approver group: sees it, may not decide (four eyes).
+    let dave = signed_in(
+        "u-dave",
+        Some("dave@corp.example"),
+        Some("dave"),
+        &["db-owners"],
+    );
+    assert_eq!(reg.visible(&dave).0.len(), 1);
+    let e = reg.decide(&id, &dave, true, None).await.unwrap_err();
+    assert!(e.to_string().contains("four eyes"), "{e}");
+    assert!(e.to_string().contains("user_login=dave"), "{e}");
+    // In the group but carrying none of the claims four eyes compares: cannot be told apart.
+    let anon = signed_in("u-x", None, None, &["db-owners"]);
+    let e = reg.may_decide(&id, &anon).unwrap_err();
+    assert!(e.to_string().contains("none of"), "{e}");
+    // By e-mail (case does not matter), someone else: decides.
+    let carol = signed_in("u-carol", Some("Carol@corp.example"), Some("carol"), &[]);
+    reg.may_decide(&id, &carol).unwrap();
+    reg.decide(&id, &carol, true, Some("checked".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        held.outcome().await,
+        HoldOutcome::Approved {
+            by: "Carol@corp.example (web)".into(),
+            reason: Some("checked".into())
+        }
+    );
+    let Some(Err(d)) = reg.show(&id) else {
+        panic!("not decided")
+    };
+    assert_eq!(d.channel, Some(Channel::Web));
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v["by"]["subject"], "u-carol");
+    assert_eq!(v["by"]["issuer"], "https://idp.example");
+    assert_eq!(v["by"]["email"], "Carol@corp.example");
+    assert_eq!(v["channel"], "web");
+    assert_eq!(v["reason"], "checked");
+    // Recently decided requests stay visible to their approvers.
+    assert_eq!(reg.visible(&carol).1.len(), 1);
+    assert!(reg.visible(&outsider).1.is_empty());
 }

@@ -5,10 +5,11 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::who::{Approver, Channel, DecidedBy};
 use crate::{
     gate::{HoldOutcome, Request},
-    identity::LocalPeer,
     intercept::FlowIdentity,
+    oidc::JobTokenView,
     policy::{ApprovalSpec, Approvers, CommandKind, Grant, StatementClass},
 };
 
@@ -22,6 +23,9 @@ pub struct Requester {
     pub cgroup: Option<String>,
     /// Allow-listed CI variables (job, pipeline, repository).
     pub ci: std::collections::BTreeMap<String, String>,
+    /// The session's verified job token (issuer, subject, recorded claims), if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobTokenView>,
 }
 
 impl From<&FlowIdentity> for Requester {
@@ -33,6 +37,7 @@ impl From<&FlowIdentity> for Requester {
             exe: f.process.exe.clone(),
             cgroup: f.process.cgroup.clone(),
             ci: f.process.ci.clone(),
+            job: f.job_token.clone(),
         }
     }
 }
@@ -46,6 +51,10 @@ pub enum RequestView {
     Statement {
         text: String,
         classes: Vec<StatementClass>,
+        /// Why interlock could not read what it does, when it could not
+        /// (`opaque`): it was decided as if it had every class rules name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opaque: Option<String>,
     },
     Command {
         command_kind: CommandKind,
@@ -60,9 +69,14 @@ impl RequestView {
             Request::Session => RequestView::Session {
                 destination: destination.to_string(),
             },
-            Request::Statement { text, classes } => RequestView::Statement {
+            Request::Statement {
+                text,
+                classes,
+                opaque,
+            } => RequestView::Statement {
                 text: text.clone(),
                 classes: classes.clone(),
+                opaque: opaque.clone(),
             },
             Request::Command { kind, text } => RequestView::Command {
                 command_kind: *kind,
@@ -123,15 +137,23 @@ pub struct Decided {
     #[serde(flatten)]
     pub pending: Pending,
     pub decision: Decision,
-    /// The approver (None for expiry and withdrawal).
-    pub by: Option<LocalPeer>,
+    /// The approver (None for expiry and withdrawal): a local caller as the kernel
+    /// identified it, or someone signed in with the identity provider.
+    pub by: Option<DecidedBy>,
+    /// Where the decision was made (None for expiry and withdrawal).
+    #[serde(default)]
+    pub channel: Option<Channel>,
     pub reason: Option<String>,
     #[serde(with = "rfc3339")]
     pub decided_at: SystemTime,
+    /// Until when a time-boxed grant covers the same rule, target and job (absent: this
+    /// request only, including when the job could not be identified).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_rfc3339")]
+    pub granted_until: Option<SystemTime>,
 }
 
 impl Decided {
-    pub(super) fn new(pending: Pending, outcome: &HoldOutcome, by: Option<LocalPeer>) -> Decided {
+    pub(super) fn new(pending: Pending, outcome: &HoldOutcome, by: Option<&Approver>) -> Decided {
         let (decision, reason) = match outcome {
             HoldOutcome::Approved { reason, .. } => (Decision::Approved, reason.clone()),
             HoldOutcome::Denied { reason, .. } => (Decision::Denied, reason.clone()),
@@ -141,9 +163,11 @@ impl Decided {
         Decided {
             pending,
             decision,
-            by,
+            by: by.map(Approver::record),
+            channel: by.map(Approver::channel),
             reason,
             decided_at: SystemTime::now(),
+            granted_until: None,
         }
     }
 }
@@ -161,5 +185,28 @@ mod rfc3339 {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An optional SystemTime as RFC 3339 with milliseconds.
+mod opt_rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => humantime::parse_rfc3339_weak(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
     }
 }

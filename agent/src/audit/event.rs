@@ -89,6 +89,12 @@ pub enum RefusalReason {
     /// PEERS was full when the connection was established; the daemon
     /// refuses such a connection as one without a flow.
     PeerTableFull,
+    /// The connecting cgroup already held its quota of the flow table
+    /// (`--flow-quota`); refused in both failure modes.
+    FlowQuota,
+    /// The connect came from another network namespace than the daemon's
+    /// (where the redirect cannot reach it); refused.
+    OtherNetns,
 }
 
 impl RefusalReason {
@@ -101,9 +107,48 @@ impl RefusalReason {
             refusal::NO_LISTENER => Some(RefusalReason::NoListener),
             refusal::MAP_ERROR => Some(RefusalReason::MapError),
             refusal::PEERS_FULL => Some(RefusalReason::PeerTableFull),
+            refusal::FLOW_QUOTA => Some(RefusalReason::FlowQuota),
+            refusal::OTHER_NETNS => Some(RefusalReason::OtherNetns),
             _ => None,
         }
     }
+}
+
+/// Who a kernel refusal hit: the connecting cgroup and the last process
+/// refused (a count covers many connects; uid, pid and comm are the last).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedBy {
+    pub cgroup_id: u64,
+    /// The cgroup's path (as in /proc/<pid>/cgroup); absent if it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    pub uid: u32,
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// What the daemon found changed in its kernel side (its pins and links).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelFinding {
+    /// A link's pin was removed; the daemon still held the link and re-pinned it.
+    LinkUnpinned,
+    /// Something else was pinned where a link's pin was.
+    LinkPinReplaced,
+    /// A link was detached from its cgroup: interception was off there.
+    LinkDetached,
+    /// A link was made to run another program.
+    LinkProgramReplaced,
+    /// An adopted link ran another build's program (after an upgrade, or
+    /// tampering while the daemon was down): replaced with this build's.
+    LinkFromOtherBuild,
+    /// A map's pin was removed.
+    MapUnpinned,
+    /// Something else was pinned where a map's pin was.
+    MapPinReplaced,
+    /// The pins this instance had earlier in this boot were gone at start:
+    /// intercepted connects went direct in between.
+    PinsVanished,
 }
 
 /// How a session ended.
@@ -236,6 +281,9 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         params: Option<Vec<Option<String>>>,
         classes: Vec<StatementClass>,
+        /// Why interlock could not read what it does (class `opaque`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opaque: Option<String>,
         decision: DecisionView,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rows: Option<u64>,
@@ -302,8 +350,21 @@ pub enum EventKind {
     ConnectsRefused {
         reason: RefusalReason,
         count: u64,
-        /// Since the kernel maps were created (they outlive daemon restarts).
+        /// Since the kernel maps were created (they outlive daemon
+        /// restarts); with `by`, that cgroup's total for this reason.
         total: u64,
+        /// The cgroup (and last process) refused; absent when the kernel
+        /// could not record it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Box<RefusedBy>>,
+    },
+    /// The daemon's pins or links were removed, replaced or detached
+    /// (only root can); `repaired`: put back from the daemon's own handles.
+    KernelIntegrity {
+        finding: KernelFinding,
+        path: String,
+        detail: String,
+        repaired: bool,
     },
     /// An accepted connection the kernel recorded no redirect for: refused,
     /// never relayed blindly.
@@ -321,6 +382,18 @@ pub enum EventKind {
     /// At start, the audit log ended before the seq its latest checkpoint
     /// file names: records were removed behind a checkpoint.
     AuditTruncationDetected { checkpoint_seq: u64, last_seq: u64 },
+    /// The audit log could not be written from `since` until this record
+    /// (`error`: the last failure). Meanwhile new sessions and requests
+    /// were refused (counted here) and the `records_held` records of
+    /// requests admitted before the failure waited in memory; they are
+    /// the records right before this one.
+    AuditWriteFailed {
+        since: String,
+        error: String,
+        records_held: u64,
+        refused_sessions: u64,
+        refused_requests: u64,
+    },
     /// A webhook receiver answered 410 Gone: the endpoint (shown without
     /// credentials or query) gets no more events, also after a restart.
     WebhookDisabled { endpoint: String, status: u16 },
@@ -358,9 +431,11 @@ impl EventKind {
             | K::ProcessRecordsLost { .. }
             | K::ConnectionRefused { .. }
             | K::ConnectsRefused { .. }
+            | K::KernelIntegrity { .. }
             | K::AuditTailSealed { .. }
             | K::AuditPartialRecordDropped { .. }
             | K::AuditTruncationDetected { .. }
+            | K::AuditWriteFailed { .. }
             | K::WebhookDisabled { .. }
             | K::WebhookSpoolOverflow { .. }
             | K::WebhookTest { .. } => None,

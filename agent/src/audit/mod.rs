@@ -3,10 +3,13 @@
 //! as a hash-chained record to segment files under `<state dir>/audit/`,
 //! with checkpoints signed by the host's ed25519 key, and as a plain JSON
 //! line to `<state dir>/events.jsonl` (the JSONL sink, rotated by size). [`verify`] checks a log offline.
+//! While records cannot be written, [`AuditHealth`] refuses new sessions and
+//! requests; nothing admitted is dropped (see `log`).
 //! Record format and recovery: docs/design-notes.md, "Audit log".
 
 mod error;
 mod event;
+mod health;
 mod jsonl;
 mod key;
 mod log;
@@ -22,9 +25,13 @@ mod writer;
 
 pub use error::LogError;
 pub use event::{
-    DecisionView, Disposition, Event, EventKind, RefusalReason, ReloadTrigger, SessionOutcome,
+    DecisionView, Disposition, Event, EventKind, KernelFinding, RefusalReason, RefusedBy,
+    ReloadTrigger, SessionOutcome,
 };
+pub use health::{Admission, AuditHealth, HealthView, SinkBehind, Unwritable};
 pub use jsonl::Rotation;
+#[cfg(test)]
+pub(crate) use log::Queued;
 pub use log::{EventLog, EventSink};
 pub use ocsf::test_event_body;
 pub use read::read_events;
@@ -32,5 +39,7 @@ pub use report::{Problem, Report, Tamper};
 pub use verify::{public_key, verify};
 pub use writer::{AUDIT_DIR, AuditOptions, Fsync};
 
+#[cfg(test)]
+mod outage_tests;
 #[cfg(test)]
 mod tests;

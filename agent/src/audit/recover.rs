@@ -19,6 +19,9 @@ pub(crate) struct Tail {
     pub last_hash: String,
     /// Seq of the last checkpoint record found in the tail (0: none found).
     pub last_checkpoint_seq: u64,
+    /// Seq of the last event (not checkpoint) record found in the tail
+    /// segment (0: none found).
+    pub last_event_seq: u64,
     /// `(segment name, bytes)` of a partial last line that was cut off.
     pub dropped_partial: Option<(String, u64)>,
 }
@@ -38,6 +41,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Tail, LogError> {
         last_seq: 0,
         last_hash: record::ZERO_HASH.to_string(),
         last_checkpoint_seq: 0,
+        last_event_seq: 0,
         dropped_partial: None,
     };
     for (i, (n, path)) in segments.iter().enumerate().rev() {
@@ -83,6 +87,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Tail, LogError> {
             }
             if r.kind == record::CHECKPOINT {
                 tail.last_checkpoint_seq = r.seq;
+            } else {
+                tail.last_event_seq = r.seq;
             }
             last = Some(r);
         }

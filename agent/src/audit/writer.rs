@@ -67,9 +67,14 @@ pub(crate) struct Chain {
     segment: u32,
     size: u64,
     next_seq: u64,
+    /// Seq of the last event record (checkpoints are no events).
+    last_event_seq: u64,
     prev: String,
     since_checkpoint: u64,
     dirty: bool,
+    /// Tests set it to make every write fail as on a full disk.
+    #[cfg(test)]
+    pub(crate) full: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Chain {
@@ -111,9 +116,16 @@ impl Chain {
             segment,
             size,
             next_seq: tail.last_seq + 1,
+            // Unknown if the tail segment holds only checkpoints: assume the last record.
+            last_event_seq: match tail.last_event_seq {
+                0 => tail.last_seq,
+                s => s,
+            },
             prev: tail.last_hash.clone(),
             since_checkpoint: tail.last_seq - sealed,
             dirty: false,
+            #[cfg(test)]
+            full: Default::default(),
         };
         let mut events = Vec::new();
         if let Some(c) = latest.filter(|c| c.seq > tail.last_seq) {
@@ -154,7 +166,14 @@ impl Chain {
     /// The record could not be written (the file is rolled back to the
     /// previous record, so the chain stays intact).
     pub(crate) fn append_event(&mut self, ev: &Event) -> Result<u64, LogError> {
-        self.append(ev)
+        let seq = self.append(ev)?;
+        self.last_event_seq = seq;
+        Ok(seq)
+    }
+
+    /// Seq of the last event record (0: none yet).
+    pub(crate) fn last_event_seq(&self) -> u64 {
+        self.last_event_seq
     }
 
     /// Seq of the last record (0: none yet).
@@ -185,6 +204,12 @@ impl Chain {
         if self.size > 0 && self.size + len > self.opts.segment_bytes {
             self.rotate()?;
         }
+        #[cfg(test)]
+        if self.full.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(LogError::io(path)(std::io::Error::from_raw_os_error(
+                libc::ENOSPC,
+            )));
+        }
         if let Err(e) = self.file.write_all(&line) {
             // Never leave half a record behind a record that follows.
             let _ = self.file.set_len(self.size);
@@ -202,11 +227,13 @@ impl Chain {
         Ok(seq)
     }
 
+    /// Moves on to the next segment; on failure the current one stays in
+    /// use (the record is retried there or after the next rotation).
     fn rotate(&mut self) -> Result<(), LogError> {
         self.sync()?;
-        self.segment += 1;
-        let path = self.dir.join(segment::name(self.segment));
+        let path = self.dir.join(segment::name(self.segment + 1));
         self.file = open_append(&path)?;
+        self.segment += 1;
         self.size = 0;
         sync_dir(&self.dir);
         Ok(())
@@ -215,12 +242,13 @@ impl Chain {
     /// fdatasync of the current segment if anything was written since the last.
     ///
     /// # Errors
-    /// The sync failed.
+    /// The sync failed; it is tried again by the next call.
     pub(crate) fn sync(&mut self) -> Result<(), LogError> {
-        if std::mem::take(&mut self.dirty) {
+        if self.dirty {
             self.file
                 .sync_data()
                 .map_err(LogError::io(self.dir.join(segment::name(self.segment))))?;
+            self.dirty = false;
         }
         Ok(())
     }

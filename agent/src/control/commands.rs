@@ -1,6 +1,9 @@
 //! The CLI commands that talk to the daemon: `interlock status` and
 //! `interlock approvals ...`. Each prints for a human (or JSON) and says
-//! whether it succeeded; refusals print the daemon's reason.
+//! whether it succeeded; refusals print the daemon's reason. Everything
+//! printed passes `crate::text`: held requests carry text the job chose
+//! (statements, commands, executables, CI values), and a terminal must
+//! show it as it is, not obey escape sequences in it.
 
 use std::{io::Write, path::Path};
 
@@ -8,9 +11,13 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::{ControlError, call};
-use crate::cli::ApprovalsCommand;
+use crate::{
+    cli::ApprovalsCommand,
+    text::{escape_controls, json_for_terminal},
+};
 
-/// Runs `interlock status`; false when the daemon refused.
+/// Runs `interlock status`; false when the daemon refused or its audit
+/// log cannot be written (it is then refusing new sessions and requests).
 ///
 /// # Errors
 /// The daemon is unreachable; writing to `out` failed.
@@ -20,8 +27,9 @@ pub async fn status(
     out: &mut impl Write,
 ) -> Result<bool, ControlError> {
     let (code, body) = call(socket, Method::GET, "/v1/status", None).await?;
+    let writable = at(&body, "/audit/writable") != &Value::Bool(false);
     if code != 200 || as_json {
-        return Ok(print(code, &body, out));
+        return Ok(print(code, &body, out) && writable);
     }
     let targets: Vec<String> = at(&body, "/policy/targets")
         .as_array()
@@ -55,6 +63,7 @@ pub async fn status(
         "approvals: {} pending",
         at(&body, "/approvals/pending")
     );
+    print_audit(at(&body, "/audit"), out);
     let hooks = at(&body, "/webhooks")
         .as_array()
         .cloned()
@@ -82,7 +91,43 @@ pub async fn status(
             },
         );
     }
-    Ok(true)
+    Ok(writable)
+}
+
+/// The audit log's lines of `interlock status`.
+fn print_audit(audit: &Value, out: &mut impl Write) {
+    if audit.is_null() {
+        return;
+    }
+    if at(audit, "/writable") == &Value::Bool(false) {
+        let _ = writeln!(
+            out,
+            "audit:     CANNOT BE WRITTEN since {}: {}",
+            s(at(audit, "/failing_since")),
+            s(at(audit, "/error"))
+        );
+        let _ = writeln!(
+            out,
+            "           refusing new sessions and requests ({} sessions, {} requests refused so far); {} records of admitted requests wait in memory",
+            at(audit, "/refused_sessions"),
+            at(audit, "/refused_requests"),
+            at(audit, "/records_waiting"),
+        );
+    } else {
+        let _ = writeln!(out, "audit:     writable");
+    }
+    for b in at(audit, "/sinks_behind")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let _ = writeln!(
+            out,
+            "sink:      {} is behind the audit log ({}); caught up once it can be written",
+            s(at(&b, "/sink")),
+            s(at(&b, "/error"))
+        );
+    }
 }
 
 /// Runs `interlock webhook test` without a URL: the daemon sends a signed
@@ -143,9 +188,9 @@ pub async fn approvals(
                     s(at(&p, "/target")),
                     s(at(&p, "/rule")),
                     s(at(&p, "/requester/user")),
-                    at(&p, "/requester/uid"),
+                    s(at(&p, "/requester/uid")),
                     s(at(&p, "/requester/exe")),
-                    request_line(at(&p, "/request")),
+                    escape_controls(&request_line(at(&p, "/request"))),
                     s(at(&p, "/deadline")),
                 );
             }
@@ -173,7 +218,7 @@ pub async fn approvals(
                 let _ = writeln!(
                     out,
                     "{}: {}",
-                    id,
+                    escape_controls(id),
                     if verb == "approve" {
                         "approved"
                     } else {
@@ -199,12 +244,13 @@ fn request_line(r: &Value) -> String {
 
 /// Prints a body (an error goes to stderr by the caller's convention: we
 /// print `error: ...` to `out` and return false so the exit code says it).
+/// JSON keeps its value but shows every control character as an escape.
 fn print(code: u16, body: &Value, out: &mut impl Write) -> bool {
     if code == 200 {
         let _ = writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(body).unwrap_or_default()
+            json_for_terminal(&serde_json::to_string_pretty(body).unwrap_or_default())
         );
         true
     } else {
@@ -221,10 +267,11 @@ fn at<'a>(v: &'a Value, pointer: &str) -> &'a Value {
     v.pointer(pointer).unwrap_or(&Value::Null)
 }
 
+/// A value for a terminal: strings as they are but with control characters escaped.
 fn s(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape_controls(s).into_owned(),
         Value::Null => "-".into(),
-        other => other.to_string(),
+        other => json_for_terminal(&other.to_string()).into_owned(),
     }
 }

@@ -13,7 +13,7 @@ use tokio::net::UnixListener;
 use tracing::{debug, warn};
 
 use crate::{
-    approval::{ApprovalError, caller_name},
+    approval::{ApprovalError, Approver, caller_name},
     context::AppContext,
     identity::LocalPeer,
     sinks::Endpoints,
@@ -105,7 +105,7 @@ async fn route(
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, parts.as_slice()) {
-        (Method::GET, ["v1", "status"]) => reply(StatusCode::OK, status(ctx, extras)),
+        (Method::GET, ["v1", "status"]) => reply(StatusCode::OK, status(ctx, extras, peer)),
         // Sends to the SIEMs with the daemon's secrets: root only.
         (Method::POST, ["v1", "webhooks", "test"]) if peer.uid == 0 => reply(
             StatusCode::OK,
@@ -124,22 +124,24 @@ async fn route(
                 None => not_an_approver(peer),
             }
         }
-        (Method::GET, ["v1", "approvals", id]) => match ctx.approvals().show_for(id, peer) {
-            Ok(Ok(p)) => reply(StatusCode::OK, json!({"state": "pending", "request": p})),
-            Ok(Err(d)) => reply(StatusCode::OK, json!({"state": "decided", "request": d})),
-            Err(ApprovalError::NotFound(_))
-                if ctx
-                    .approvals()
-                    .list_for(peer, approves_now(ctx, peer))
-                    .is_none() =>
-            {
-                not_an_approver(peer)
+        (Method::GET, ["v1", "approvals", id]) => {
+            match ctx.approvals().show_for(id, &Approver::Local(peer.clone())) {
+                Ok(Ok(p)) => reply(StatusCode::OK, json!({"state": "pending", "request": p})),
+                Ok(Err(d)) => reply(StatusCode::OK, json!({"state": "decided", "request": d})),
+                Err(ApprovalError::NotFound(_))
+                    if ctx
+                        .approvals()
+                        .list_for(peer, approves_now(ctx, peer))
+                        .is_none() =>
+                {
+                    not_an_approver(peer)
+                }
+                Err(e) => error(
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN),
+                    e.to_string(),
+                ),
             }
-            Err(e) => error(
-                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN),
-                e.to_string(),
-            ),
-        },
+        }
         (Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
             let approve = *verb == "approve";
             let id = id.to_string();
@@ -149,7 +151,7 @@ async fn route(
             };
             match ctx
                 .approvals()
-                .decide(&id, peer, approve, body.reason)
+                .decide(&id, &Approver::Local(peer.clone()), approve, body.reason)
                 .await
             {
                 Ok(r) => reply(StatusCode::OK, json!(r)),
@@ -211,7 +213,8 @@ fn not_an_approver(peer: &LocalPeer) -> Response<Full<Bytes>> {
     )
 }
 
-fn status(ctx: &AppContext, extras: &Extras) -> serde_json::Value {
+/// Open to every local user: nothing secret in it (webhook paths only for root).
+fn status(ctx: &AppContext, extras: &Extras, peer: &LocalPeer) -> serde_json::Value {
     let policy = ctx.policy();
     json!({
         "pid": std::process::id(),
@@ -229,7 +232,8 @@ fn status(ctx: &AppContext, extras: &Extras) -> serde_json::Value {
             "pending": ctx.approvals().pending_count(),
             "next_deadline_secs": ctx.approvals().next_deadline().map(|d| d.as_secs()),
         },
-        "webhooks": extras.webhooks.status(),
+        "webhooks": extras.webhooks.status(peer.uid == 0),
+        "audit": ctx.events().health().view(),
     })
 }
 

@@ -81,6 +81,38 @@ pub fn resolve_scope(mount: &Path, scope: &str) -> Result<PathBuf, KernelError> 
     }
 }
 
+/// The path (relative to the cgroup v2 mount, with a leading `/`, as in
+/// /proc/<pid>/cgroup) of the cgroup whose id is `id`: on cgroup v2 the id
+/// is the directory's inode number. Walks the hierarchy (at most `limit`
+/// directories); `None` if the cgroup is gone or was not found.
+pub fn cgroup_path_of(mount: &Path, id: u64, limit: usize) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut stack = vec![mount.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(dir) = stack.pop() {
+        seen += 1;
+        if seen > limit {
+            return None;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if meta.ino() == id {
+            let rel = dir.strip_prefix(mount).ok()?;
+            return Some(format!("/{}", rel.display()));
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +135,19 @@ mod tests {
             "this machine has /proc mounted"
         );
         assert!(!is_mounted("proc", "/no/such/mount"));
+    }
+
+    #[test]
+    fn finds_a_directory_by_its_inode() {
+        use std::os::unix::fs::MetadataExt as _;
+        let base = crate::test_dir::TestDir::new("cgpath");
+        std::fs::create_dir_all(base.join("a/b")).unwrap();
+        let ino = std::fs::metadata(base.join("a/b")).unwrap().ino();
+        assert_eq!(cgroup_path_of(&base, ino, 100).as_deref(), Some("/a/b"));
+        let root = std::fs::metadata(&*base).unwrap().ino();
+        assert_eq!(cgroup_path_of(&base, root, 100).as_deref(), Some("/"));
+        assert_eq!(cgroup_path_of(&base, ino, 1), None, "over the limit");
+        assert_eq!(cgroup_path_of(&base, u64::MAX, 100), None);
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub enum KernelError {
     },
     #[error("too many scopes: {0} (at most {max})", max = agent_common::process::SCOPES_MAX)]
     TooManyScopes(usize),
+    /// Another daemon (or a detach) holds the instance.
+    #[error(transparent)]
+    InUse(#[from] crate::lock::LockError),
+    #[error(
+        "this interlock was built without its eBPF programs (AYA_BUILD_SKIP was set): rebuild without it"
+    )]
+    NoObject,
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name}: {source}")]
@@ -50,6 +57,21 @@ pub enum KernelError {
     Pin {
         path: PathBuf,
         source: aya::pin::PinError,
+    },
+    #[error(
+        "refusing the pin directory {path}: it {why}; someone else could have swapped interlock's pins there. Check it, remove it (`rm -r {path}` unpins what is in it) and start again"
+    )]
+    UnsafePins { path: PathBuf, why: String },
+    #[error("instance name {0:?} must be one plain path component (no `/`, `.` or `..`)")]
+    InstanceName(String),
+    #[error(
+        "{path} was pinned by an interlock build with another map layout ({found}; this build needs {expected}): stop the daemon of instance {instance}, run `interlock detach --instance {instance}` and start again"
+    )]
+    PinnedLayout {
+        path: PathBuf,
+        found: String,
+        expected: String,
+        instance: String,
     },
     #[error("adopting pinned link {path}: {source}")]
     Adopt {

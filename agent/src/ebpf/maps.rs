@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use agent_common::{
     config::AgentConfig,
-    flow::{FlowInfo, PeerKey, refusal},
+    flow::{FlowInfo, PeerKey, RefusalKey, RefusalRecord, refusal},
     maps as names,
     target::{TargetMatch, TargetValue},
 };
@@ -20,6 +20,7 @@ pub struct KernelMaps {
     targets: LpmTrie<MapData, TargetMatch, TargetValue>,
     flows: HashMap<MapData, u64, FlowInfo>,
     peers: HashMap<MapData, PeerKey, u64>,
+    refused_by_cgroup: HashMap<MapData, RefusalKey, RefusalRecord>,
     config: Array<MapData, AgentConfig>,
     lost_events: PerCpuArray<MapData, u64>,
     refusals: PerCpuArray<MapData, u64>,
@@ -42,6 +43,8 @@ impl KernelMaps {
             targets: LpmTrie::try_from(take(names::TARGETS)?).map_err(map_err(names::TARGETS))?,
             flows: HashMap::try_from(take(names::FLOWS)?).map_err(map_err(names::FLOWS))?,
             peers: HashMap::try_from(take(names::PEERS)?).map_err(map_err(names::PEERS))?,
+            refused_by_cgroup: HashMap::try_from(take(names::REFUSED_BY_CGROUP)?)
+                .map_err(map_err(names::REFUSED_BY_CGROUP))?,
             config: Array::try_from(take(names::CONFIG)?).map_err(map_err(names::CONFIG))?,
             lost_events: PerCpuArray::try_from(take(names::LOST_EVENTS)?)
                 .map_err(map_err(names::LOST_EVENTS))?,
@@ -97,10 +100,12 @@ impl KernelMaps {
 
     /// Removes flows that can no longer be accepted: recorded before
     /// `dead_before_ns` (the listeners of an earlier daemon, whose backlog
-    /// died with it) or older than `ttl_ns` (a connect that never completed),
-    /// both on the `bpf_ktime_get_ns` clock; then PEERS entries whose flow is
-    /// gone. Keeps FLOWS from filling up with connects refused while the
-    /// daemon was down. Returns (flows, peers) removed.
+    /// died with it) or older than `ttl_ns` (a connect that never completed
+    /// on a socket still open), both on the `bpf_ktime_get_ns` clock; then
+    /// PEERS entries whose flow is gone. Flows of sockets that went away
+    /// without reaching the daemon are removed by the kernel already
+    /// (`sock_release`); the per-cgroup counts are the kernel's alone and
+    /// are not touched. Returns (flows, peers) removed.
     ///
     /// # Errors
     /// Iterating or deleting failed.
@@ -144,8 +149,49 @@ impl KernelMaps {
         Ok((stale.len(), orphans.len()))
     }
 
+    /// The per-cgroup refusal records (see [`CgroupRefusal`]).
+    ///
+    /// # Errors
+    /// The map cannot be read.
+    pub fn cgroup_refusals(&self) -> Result<Vec<CgroupRefusal>, KernelError> {
+        self.refused_by_cgroup
+            .iter()
+            .map(|r| {
+                r.map(|(key, rec)| CgroupRefusal {
+                    cgroup_id: key.cgroup_id,
+                    slot: key.reason,
+                    count: rec.count,
+                    uid: rec.uid,
+                    tgid: rec.tgid,
+                    comm: comm(&rec.comm),
+                })
+                .map_err(map_err(names::REFUSED_BY_CGROUP))
+            })
+            .collect()
+    }
+
+    /// Removes a per-cgroup refusal record the daemon has reported (a
+    /// refusal counted in between is still in the REFUSALS slot, and is
+    /// reported without its cgroup).
+    ///
+    /// # Errors
+    /// The delete failed for another reason than "not found".
+    pub fn forget_cgroup_refusal(&mut self, cgroup_id: u64, slot: u32) -> Result<(), KernelError> {
+        let key = RefusalKey {
+            cgroup_id,
+            reason: slot,
+            _pad: 0,
+        };
+        match self.refused_by_cgroup.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::REFUSED_BY_CGROUP)(e)),
+        }
+    }
+
     /// Takes (looks up and deletes) the flow of the connection whose client
     /// side is `peer`. `None` if the kernel recorded no redirect for it.
+    /// The client's socket stays counted against its cgroup until it is
+    /// released (the kernel's FLOW_OWNERS, not touched here).
     ///
     /// # Errors
     /// A map operation other than "not found" failed.
@@ -197,6 +243,49 @@ impl KernelMaps {
     }
 }
 
+/// Refusals of one cgroup for one reason, as the kernel counted them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupRefusal {
+    /// The cgroup (v2) id: its directory's inode number.
+    pub cgroup_id: u64,
+    /// An `agent_common::flow::refusal` slot.
+    pub slot: u32,
+    /// Since the kernel made the record.
+    pub count: u64,
+    /// The last refused connect's uid, process and command name.
+    pub uid: u32,
+    pub tgid: u32,
+    pub comm: String,
+}
+
+fn comm(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(raw.get(..end).unwrap_or_default()).into_owned()
+}
+
+/// The cookie of this process's network namespace (`SO_NETNS_COOKIE`,
+/// Linux 5.14+), which the kernel side compares connects against; `None`
+/// where the kernel cannot tell it.
+#[allow(unsafe_code)]
+pub fn netns_cookie() -> Option<u64> {
+    use std::os::fd::AsRawFd as _;
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the socket is open; cookie and len are valid for writes of len bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            std::ptr::from_mut(&mut cookie).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cookie != 0).then_some(cookie)
+}
+
 /// The key sock_ops wrote for a client at `peer`: IPv6 form, host-order port.
 fn peer_key(peer: SocketAddr) -> PeerKey {
     PeerKey {
@@ -239,6 +328,20 @@ mod tests {
         assert_eq!(k.port, 40000);
         let k6 = peer_key("[::1]:5".parse().unwrap());
         assert_eq!(k6.addr[15], 1);
+    }
+
+    #[test]
+    fn comm_stops_at_the_first_nul() {
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(b"curl");
+        assert_eq!(comm(&raw), "curl");
+        assert_eq!(comm(&[b'x'; 16]), "x".repeat(16));
+    }
+
+    #[test]
+    fn this_process_has_a_network_namespace_cookie() {
+        // Linux 5.14+; the machines this runs on have 6.x.
+        assert!(netns_cookie().is_some());
     }
 
     #[test]

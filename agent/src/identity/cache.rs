@@ -32,32 +32,18 @@ impl EnvCache {
         self.vars.remove(&tgid);
     }
 
-    /// The CI context of a chain of live processes (the process first, then
-    /// its ancestors): for each key, the nearest process that has it wins.
-    /// Unreadable environments contribute nothing and are not cached.
-    pub(super) fn context(
-        &mut self,
-        proc_root: &Path,
-        chain: impl IntoIterator<Item = u32>,
-    ) -> BTreeMap<String, String> {
-        let mut found = BTreeMap::new();
-        for tgid in chain {
-            if !self.vars.contains_key(&tgid) {
-                let Ok(vars) = ci::read_process_vars(proc_root, tgid) else {
-                    continue;
-                };
-                if self.vars.len() >= self.capacity {
-                    self.vars.clear();
-                }
-                self.vars.insert(tgid, vars);
-            }
-            if let Some(vars) = self.vars.get(&tgid) {
-                for (k, v) in vars {
-                    found.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
+    /// The allow-listed CI variables of the live process `tgid`, read once and cached;
+    /// `None` when its environment cannot be read (then nothing is cached).
+    pub(super) fn vars(&mut self, proc_root: &Path, tgid: u32) -> Option<BTreeMap<String, String>> {
+        if let Some(vars) = self.vars.get(&tgid) {
+            return Some(vars.clone());
         }
-        found
+        let vars = ci::read_process_vars(proc_root, tgid).ok()?;
+        if self.vars.len() >= self.capacity {
+            self.vars.clear();
+        }
+        self.vars.insert(tgid, vars.clone());
+        Some(vars)
     }
 }
 
@@ -103,36 +89,20 @@ mod tests {
     fn env_cache_reads_once_and_forgets_on_request() {
         let root = temp_dir("env");
         std::fs::create_dir_all(root.join("10")).unwrap();
-        std::fs::create_dir_all(root.join("1")).unwrap();
         std::fs::write(root.join("10/environ"), b"GITHUB_RUN_ID=1\0SECRET=x\0").unwrap();
-        std::fs::write(root.join("1/environ"), b"GITHUB_RUN_ID=0\0CI_JOB_ID=7\0").unwrap();
         let mut c = EnvCache::new(8);
-        let ctx = c.context(&root, [10, 1]);
-        assert_eq!(
-            ctx.get("GITHUB_RUN_ID").map(String::as_str),
-            Some("1"),
-            "nearest wins"
-        );
-        assert_eq!(ctx.get("CI_JOB_ID").map(String::as_str), Some("7"));
+        let ctx = c.vars(&root, 10).unwrap();
+        assert_eq!(ctx.get("GITHUB_RUN_ID").map(String::as_str), Some("1"));
         assert!(!ctx.contains_key("SECRET"));
 
         // Cached: a changed file is not re-read until the pid is forgotten.
         std::fs::write(root.join("10/environ"), b"GITHUB_RUN_ID=2\0").unwrap();
-        assert_eq!(
-            c.context(&root, [10])
-                .get("GITHUB_RUN_ID")
-                .map(String::as_str),
-            Some("1")
-        );
+        let run_id = |c: &mut EnvCache| c.vars(&root, 10).unwrap().get("GITHUB_RUN_ID").cloned();
+        assert_eq!(run_id(&mut c).as_deref(), Some("1"));
         c.forget(10);
-        assert_eq!(
-            c.context(&root, [10])
-                .get("GITHUB_RUN_ID")
-                .map(String::as_str),
-            Some("2")
-        );
-        // Unreadable environments are skipped, not cached.
-        assert!(c.context(&root, [99]).is_empty());
+        assert_eq!(run_id(&mut c).as_deref(), Some("2"));
+        // Unreadable environments are not cached.
+        assert!(c.vars(&root, 99).is_none());
         assert!(!c.vars.contains_key(&99));
         std::fs::remove_dir_all(&root).unwrap();
     }
@@ -146,7 +116,7 @@ mod tests {
         }
         let mut c = EnvCache::new(4);
         for pid in 0..10u32 {
-            c.context(&root, [pid]);
+            c.vars(&root, pid);
             assert!(c.vars.len() <= 4);
         }
         std::fs::remove_dir_all(&root).unwrap();

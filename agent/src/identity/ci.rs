@@ -14,36 +14,75 @@ use std::path::Path;
 
 use super::procfs::pid_file;
 
-/// Environment variables that identify a CI job and may be recorded.
+/// Environment variables that identify a CI job and may be recorded and matched by `ci:`
+/// conditions (each is described in policies/README.md, "CI variables").
 ///
 /// Deliberately absent: `JENKINS_URL` and similar URLs (they can carry credentials), and
-/// anything that is not an identifier of the repository, pipeline, job, run, actor or commit.
+/// anything that is not an identifier of the repository, pipeline, job, run, ref, environment,
+/// trigger or actor.
 pub const CI_ALLOWLIST: &[&str] = &[
     // GitHub Actions
     "GITHUB_REPOSITORY",
+    "GITHUB_REPOSITORY_OWNER",
     "GITHUB_RUN_ID",
     "GITHUB_RUN_ATTEMPT",
     "GITHUB_WORKFLOW",
+    "GITHUB_WORKFLOW_REF",
     "GITHUB_JOB",
     "GITHUB_ACTOR",
+    "GITHUB_TRIGGERING_ACTOR",
+    "GITHUB_EVENT_NAME",
     "GITHUB_SHA",
     "GITHUB_REF",
+    "GITHUB_REF_NAME",
+    "GITHUB_REF_TYPE",
+    "GITHUB_REF_PROTECTED",
+    "GITHUB_BASE_REF",
+    "GITHUB_HEAD_REF",
     // GitLab CI
     "CI_PROJECT_PATH",
     "CI_JOB_ID",
-    "CI_PIPELINE_ID",
-    "CI_COMMIT_SHA",
     "CI_JOB_NAME",
+    "CI_PIPELINE_ID",
+    "CI_PIPELINE_SOURCE",
+    "CI_COMMIT_SHA",
+    "CI_COMMIT_REF_NAME",
+    "CI_COMMIT_REF_PROTECTED",
+    "CI_COMMIT_BRANCH",
+    "CI_COMMIT_TAG",
+    "CI_DEFAULT_BRANCH",
+    "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
+    "CI_ENVIRONMENT_NAME",
+    "CI_ENVIRONMENT_TIER",
+    "GITLAB_USER_LOGIN",
     // Buildkite
     "BUILDKITE_BUILD_ID",
     "BUILDKITE_JOB_ID",
     "BUILDKITE_PIPELINE_SLUG",
+    "BUILDKITE_ORGANIZATION_SLUG",
+    "BUILDKITE_BRANCH",
+    "BUILDKITE_TAG",
+    "BUILDKITE_PIPELINE_DEFAULT_BRANCH",
+    "BUILDKITE_SOURCE",
+    "BUILDKITE_BUILD_CREATOR",
+    "BUILDKITE_PULL_REQUEST",
     // Jenkins
     "BUILD_ID",
     "JOB_NAME",
+    "BRANCH_NAME",
+    "TAG_NAME",
+    "CHANGE_ID",
+    "CHANGE_TARGET",
+    "BUILD_USER_ID",
     // CircleCI
     "CIRCLE_BUILD_NUM",
     "CIRCLE_PROJECT_REPONAME",
+    "CIRCLE_PROJECT_USERNAME",
+    "CIRCLE_WORKFLOW_ID",
+    "CIRCLE_JOB",
+    "CIRCLE_BRANCH",
+    "CIRCLE_TAG",
+    "CIRCLE_USERNAME",
 ];
 
 /// Longest value kept; longer values are cut (lossily, at a byte boundary).
@@ -82,6 +121,115 @@ pub(crate) fn read_process_vars(
     let mut found = BTreeMap::new();
     scan_environ(&pid_file(proc_root, tgid, "environ"), &mut found)?;
     Ok(found)
+}
+
+/// A job token read from an environment: its `Debug` is redacted and its bytes are
+/// overwritten when it is dropped.
+pub struct EnvToken {
+    /// The variable it was found in (a name the policy gave, never a value).
+    pub variable: String,
+    value: String,
+}
+
+impl EnvToken {
+    /// The token, for the verifier.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+}
+
+impl std::fmt::Debug for EnvToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnvToken({}=<redacted>)", self.variable)
+    }
+}
+
+impl Drop for EnvToken {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.value).into_bytes();
+        wipe(&mut bytes);
+    }
+}
+
+/// Longest token read from an environment; a longer value is no token interlock accepts.
+const MAX_TOKEN: usize = 16 * 1024;
+
+/// The value of the first of `names` (in environment order) set in one process's own
+/// environment, streamed like [`read_process_vars`]: nothing but that value is kept.
+///
+/// # Errors
+/// The environ file cannot be opened or read.
+pub(crate) fn read_token(
+    proc_root: &Path,
+    tgid: u32,
+    names: &[String],
+) -> io::Result<Option<EnvToken>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let longest = names.iter().map(String::len).max().unwrap_or(0);
+    let mut file = File::open(pid_file(proc_root, tgid, "environ"))?;
+    let mut chunk = [0u8; CHUNK];
+    let mut key: Vec<u8> = Vec::with_capacity(longest);
+    let mut value: Vec<u8> = Vec::new();
+    // None: reading a key; Some(Some(i)): keeping the value of names[i]; Some(None): skipping.
+    let mut state: Option<Option<usize>> = None;
+    let mut found: Option<(usize, Vec<u8>)> = None;
+    let result = 'read: loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        };
+        for &b in chunk.iter().take(n) {
+            match state {
+                None if b == 0 => {
+                    wipe(&mut key);
+                    key.clear();
+                }
+                None if b == b'=' => {
+                    state = Some(names.iter().position(|n| n.as_bytes() == key.as_slice()));
+                    wipe(&mut key);
+                    key.clear();
+                }
+                None if key.len() < longest => key.push(b),
+                None => {
+                    wipe(&mut key);
+                    key.clear();
+                    state = Some(None);
+                }
+                Some(Some(i)) if b == 0 => {
+                    found = Some((i, std::mem::take(&mut value)));
+                    break 'read Ok(());
+                }
+                Some(Some(_)) if value.len() < MAX_TOKEN => value.push(b),
+                Some(Some(_)) => {
+                    wipe(&mut value);
+                    value.clear();
+                    state = Some(None);
+                }
+                Some(None) if b == 0 => state = None,
+                Some(None) => {}
+            }
+        }
+        wipe(&mut chunk);
+    };
+    if let (Some(Some(i)), None) = (state, &found) {
+        found = Some((i, std::mem::take(&mut value)));
+    }
+    wipe(&mut chunk);
+    wipe(&mut key);
+    wipe(&mut value);
+    result?;
+    Ok(found.and_then(|(i, mut bytes)| {
+        let token = std::str::from_utf8(&bytes).ok().map(str::to_owned);
+        wipe(&mut bytes);
+        Some(EnvToken {
+            variable: names.get(i)?.clone(),
+            value: token?,
+        })
+    }))
 }
 
 enum Mode {
@@ -191,8 +339,21 @@ mod tests {
         let fake = FakeProc::new()?;
         fake.process(500, 1)?
             .environ(b"SECRET_TOKEN=xyz\0GITHUB_RUN_ID=42\0PATH=/usr/bin\0")?;
+        fake.process(1, 0)?;
         let mut table = ProcessTable::new(fake.root().to_path_buf(), 16);
-        let id = table.identity(500, 500, 8);
+        table.apply(crate::identity::ProcessEvent::Fork {
+            child_tgid: 500,
+            parent_tgid: 1,
+            uid: 0,
+            gid: 0,
+            comm: "x".into(),
+        });
+        let id = table.identity(
+            500,
+            500,
+            8,
+            &crate::identity::JobRootSpec::trusting_parent(),
+        );
         assert_eq!(id.ci.len(), 1);
         assert_eq!(id.ci.get("GITHUB_RUN_ID").map(String::as_str), Some("42"));
         let debug = format!("{id:?}");
@@ -206,20 +367,22 @@ mod tests {
     }
 
     #[test]
-    fn nearest_process_wins_per_key() -> TestResult {
+    fn tokens_are_read_only_from_named_variables() -> TestResult {
         let fake = FakeProc::new()?;
-        fake.process(10, 1)?
-            .environ(b"GITHUB_RUN_ID=parent\0GITHUB_REPOSITORY=org/repo\0")?;
-        fake.process(11, 10)?.environ(b"GITHUB_RUN_ID=child\0")?;
-        let found = crate::identity::cache::EnvCache::new(16).context(fake.root(), [11, 10]);
-        assert_eq!(
-            found.get("GITHUB_RUN_ID").map(String::as_str),
-            Some("child")
-        );
-        assert_eq!(
-            found.get("GITHUB_REPOSITORY").map(String::as_str),
-            Some("org/repo")
-        );
+        let mut env = b"OTHER=x\0SOME_TOKEN_PREFIX=no\0".to_vec();
+        env.extend_from_slice(b"ID_TOKEN=");
+        env.extend(std::iter::repeat_n(b't', CHUNK * 2));
+        env.extend_from_slice(b"\0LATER_TOKEN=later");
+        fake.process(40, 1)?.environ(&env)?;
+        let names = ["LATER_TOKEN".to_string(), "ID_TOKEN".to_string()];
+        let t = read_token(fake.root(), 40, &names)?.ok_or("no token")?;
+        assert_eq!(t.variable, "ID_TOKEN", "environment order");
+        assert_eq!(t.expose().len(), CHUNK * 2);
+        assert!(!format!("{t:?}").contains("ttt"));
+        let only_last = read_token(fake.root(), 40, &names[..1])?.ok_or("no token")?;
+        assert_eq!(only_last.expose(), "later", "a last entry without NUL");
+        assert!(read_token(fake.root(), 40, &["SOME".to_string()])?.is_none());
+        assert!(read_token(fake.root(), 40, &[])?.is_none());
         Ok(())
     }
 
@@ -237,7 +400,9 @@ mod tests {
         env.extend(std::iter::repeat_n(b'r', MAX_VALUE * 3));
         env.extend_from_slice(b"\0GITHUB_SHA=abc=def\0GITHUB_ACTOR=octo");
         fake.process(20, 1)?.environ(&env)?;
-        let found = crate::identity::cache::EnvCache::new(16).context(fake.root(), [20]);
+        let found = crate::identity::cache::EnvCache::new(16)
+            .vars(fake.root(), 20)
+            .unwrap_or_default();
         let get = |k: &str| found.get(k).map(String::as_str);
         assert_eq!(get("CI_JOB_ID"), Some("first"));
         assert_eq!(get("GITHUB_SHA"), Some("abc=def"));
@@ -249,12 +414,13 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_environ_is_skipped() -> TestResult {
-        let fake = FakeProc::new()?;
-        fake.process(30, 1)?.environ(b"GITHUB_JOB=build\0")?;
-        let found = crate::identity::cache::EnvCache::new(16).context(fake.root(), [999, 30]);
-        assert_eq!(found.get("GITHUB_JOB").map(String::as_str), Some("build"));
-        Ok(())
+    fn unreadable_environ_is_none() {
+        let fake = FakeProc::new().unwrap();
+        assert!(
+            crate::identity::cache::EnvCache::new(16)
+                .vars(fake.root(), 999)
+                .is_none()
+        );
     }
 
     #[test]

@@ -2,13 +2,18 @@
 //! ancestry, cgroup path, user name and CI context, gathered into a [`ProcessIdentity`] for
 //! each intercepted connection.
 //!
+//! CI variables and job tokens come only from the environment of the job's root process, the
+//! child of a trusted runner (`job`), never from the job's own descendants.
+//!
 //! Every /proc reader takes the proc root as a parameter so tests run against a fake tree.
-//! Environment files are read only to pick out [`CI_ALLOWLIST`] variables; nothing else from
-//! an environment is kept, logged or returned.
+//! Environment files are read only to pick out [`CI_ALLOWLIST`] variables and the job token
+//! variables the policy names; nothing else from an environment is kept, logged or returned,
+//! and a token is never stored in an identity.
 
 mod cache;
 mod ci;
 mod error;
+mod job;
 mod process;
 mod procfs;
 mod redact;
@@ -19,9 +24,10 @@ mod users;
 #[cfg(test)]
 mod tests;
 
-pub use ci::CI_ALLOWLIST;
+pub use ci::{CI_ALLOWLIST, EnvToken};
 pub use error::IdentityError;
-pub use process::{Ancestor, ProcessIdentity, ProcessInfo};
+pub use job::JobRootSpec;
+pub use process::{Ancestor, CiSource, ProcessIdentity, ProcessInfo};
 pub use table::{ProcessEvent, ProcessTable};
 
 /// A local peer (a control-socket caller), as the kernel vouches for it

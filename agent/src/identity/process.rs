@@ -34,6 +34,10 @@ pub struct ProcessInfo {
     pub start_ticks: Option<u64>,
     /// The process has exited; the entry is kept so late connections can still be attributed.
     pub exited: bool,
+    /// How many times it exec'd since its fork was seen; `None` when its fork was not seen
+    /// (it started before interlock, or its records were lost). A runner's child that exec'd
+    /// more than once may have replaced the environment the runner gave it.
+    pub execs: Option<u32>,
 }
 
 /// One ancestor of a process, as recorded in an identity.
@@ -86,9 +90,46 @@ pub struct ProcessIdentity {
     pub ancestry: Vec<Ancestor>,
     /// cgroup-v2 path (the `0::` line of `/proc/<tgid>/cgroup`); `None` when unreadable.
     pub cgroup: Option<String>,
-    /// Allow-listed CI variables ([`CI_ALLOWLIST`](super::CI_ALLOWLIST)) found in the
-    /// environment of the process or its ancestors, nearest process first.
+    /// Allow-listed CI variables ([`CI_ALLOWLIST`](super::CI_ALLOWLIST)) of the job's root
+    /// process (the child of the trusted runner on this process's ancestry), never of the
+    /// job's own descendants; empty when there is no such process (`ci_source` says why).
     pub ci: BTreeMap<String, String>,
+    /// Where `ci` came from, or why there is none.
+    #[serde(default)]
+    pub ci_source: CiSource,
+}
+
+/// Where a flow's CI context came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum CiSource {
+    /// The environment of the job's root process as the trusted runner started it.
+    JobRoot {
+        /// The outermost ancestor whose executable is a trusted runner.
+        runner_tgid: u32,
+        runner_exe: String,
+        /// The runner's child on the flow's ancestry (the process itself, possibly).
+        job_root_tgid: u32,
+        job_root_exe: Option<String>,
+    },
+    /// No CI context: `ci:` conditions do not apply to this flow.
+    None { reason: String },
+}
+
+impl Default for CiSource {
+    /// What records of versions that did not say read back as.
+    fn default() -> Self {
+        CiSource::None {
+            reason: "not recorded".into(),
+        }
+    }
+}
+
+impl CiSource {
+    /// Whether the CI context came from a trusted runner's job root.
+    pub fn is_trusted(&self) -> bool {
+        matches!(self, CiSource::JobRoot { .. })
+    }
 }
 
 impl ProcessIdentity {
@@ -107,6 +148,9 @@ impl ProcessIdentity {
             ancestry: Vec::new(),
             cgroup: None,
             ci: BTreeMap::new(),
+            ci_source: CiSource::None {
+                reason: "the process is unknown".into(),
+            },
         }
     }
 }

@@ -157,6 +157,7 @@ pub(crate) fn read_process(proc_root: &Path, tgid: u32) -> Result<ProcessInfo, I
         exe: read_exe(proc_root, tgid),
         argv: read_argv(proc_root, tgid),
         start_ticks: Some(stat.start_ticks),
+        execs: None,
         exited: false,
     })
 }

@@ -152,6 +152,7 @@ mod tests {
             argv: Vec::new(),
             start_ticks: None,
             exited: false,
+            execs: None,
         }
     }
 

@@ -1,16 +1,21 @@
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs;
-use std::iter;
 use std::path::PathBuf;
 
 use super::cache::{EnvCache, UserCache};
+use super::ci::{self, EnvToken};
 use super::error::IdentityError;
-use super::process::{Ancestor, ProcessIdentity, ProcessInfo, cap_argv};
+use super::job::{JobRootSpec, Link, find_job_root};
+use super::process::{Ancestor, CiSource, ProcessIdentity, ProcessInfo, cap_argv};
 use super::procfs;
 use super::store::Store;
 
 const DEFAULT_PASSWD: &str = "/etc/passwd";
+
+/// How far up a flow's ancestry the trusted runner is looked for (ancestors beyond the
+/// requested depth are searched but not listed).
+const RUNNER_SEARCH_DEPTH: usize = 64;
 
 /// A process lifecycle event, already decoded from the kernel's ring buffer by the `ebpf`
 /// module. Thread creation and thread exit are not process events and must not be sent.
@@ -169,6 +174,7 @@ impl ProcessTable {
                     argv,
                     start_ticks: None,
                     exited: false,
+                    execs: Some(0),
                 });
             }
             ProcessEvent::Exec {
@@ -187,6 +193,7 @@ impl ProcessTable {
                     info.comm = comm;
                     info.exe = Some(filename);
                     info.argv = argv;
+                    info.execs = info.execs.map(|n| n.saturating_add(1));
                     return;
                 }
                 // Unknown, or exec under a pid we saw exit: its fork was missed.
@@ -201,6 +208,7 @@ impl ProcessTable {
                     argv,
                     start_ticks: stat.map(|s| s.start_ticks),
                     exited: false,
+                    execs: None,
                 });
             }
             ProcessEvent::Exit { tgid } => self.store.mark_exited(tgid),
@@ -265,7 +273,7 @@ impl ProcessTable {
             Some(info) => self
                 .walk_up(&info, max_depth)
                 .into_iter()
-                .map(|(a, _)| a)
+                .map(|(a, ..)| a)
                 .collect(),
             None => Vec::new(),
         }
@@ -276,23 +284,55 @@ impl ProcessTable {
     /// what each field holds when unknown). Files under `/proc/<tgid>` are only read while the
     /// process is alive, so an exited process never borrows the cgroup or environment of a
     /// new process that reused its pid.
-    pub fn identity(&mut self, tgid: u32, pid: u32, max_depth: usize) -> ProcessIdentity {
+    pub fn identity(
+        &mut self,
+        tgid: u32,
+        pid: u32,
+        max_depth: usize,
+        job: &JobRootSpec,
+    ) -> ProcessIdentity {
+        self.attribute(tgid, pid, max_depth, job).0
+    }
+
+    /// [`ProcessTable::identity`], and the job token found in the job root's environment
+    /// under one of `job`'s token variables (`None` without a job root or such a variable).
+    /// The CI context and the token come only from the job root: the child of the outermost
+    /// trusted runner on the ancestry, alive, and exec'd at most once since that runner
+    /// started it (see `job::find_job_root`).
+    pub fn attribute(
+        &mut self,
+        tgid: u32,
+        pid: u32,
+        max_depth: usize,
+        job: &JobRootSpec,
+    ) -> (ProcessIdentity, Option<EnvToken>) {
         let Some(info) = self.lookup_or_read(tgid) else {
-            return ProcessIdentity::unknown(tgid, pid);
+            return (ProcessIdentity::unknown(tgid, pid), None);
         };
-        let walk = self.walk_up(&info, max_depth);
+        let mut walk = self.walk_up(&info, max_depth.max(RUNNER_SEARCH_DEPTH));
         let alive = !info.exited;
         let cgroup = if alive {
             procfs::read_cgroup(&self.proc_root, tgid)
         } else {
             None
         };
-        let env_sources = iter::once((tgid, alive))
-            .chain(walk.iter().map(|(a, alive)| (a.tgid, *alive)))
-            .filter_map(|(tgid, alive)| alive.then_some(tgid));
-        let ci = self.env.context(&self.proc_root, env_sources);
+        let chain: Vec<Link> = std::iter::once(Link {
+            tgid,
+            exe: info.exe.clone(),
+            alive,
+            execs: info.execs,
+        })
+        .chain(walk.iter().map(|(a, alive, execs)| Link {
+            tgid: a.tgid,
+            exe: a.exe.clone(),
+            alive: *alive,
+            execs: *execs,
+        }))
+        .collect();
+        let (ci, ci_source, token) = self.job_context(job, &chain);
+        walk.truncate(max_depth);
         let user = self.users.name(&self.passwd, info.uid);
-        ProcessIdentity {
+        let identity = ProcessIdentity {
             pid,
             tgid,
             ppid: info.ppid,
@@ -302,10 +342,44 @@ impl ProcessTable {
             comm: info.comm,
             exe: info.exe,
             argv: info.argv,
-            ancestry: walk.into_iter().map(|(a, _)| a).collect(),
+            ancestry: walk.into_iter().map(|(a, ..)| a).collect(),
             cgroup,
             ci,
-        }
+            ci_source,
+        };
+        (identity, token)
+    }
+
+    /// The CI variables, their source and the job token of a chain.
+    fn job_context(
+        &mut self,
+        job: &JobRootSpec,
+        chain: &[Link],
+    ) -> (BTreeMap<String, String>, CiSource, Option<EnvToken>) {
+        let at = match find_job_root(job, chain) {
+            Ok(at) => at,
+            Err(why) => return (BTreeMap::new(), why, None),
+        };
+        let (Some(root), Some(runner)) = (chain.get(at), chain.get(at + 1)) else {
+            return (BTreeMap::new(), CiSource::default(), None);
+        };
+        let Some(vars) = self.env.vars(&self.proc_root, root.tgid) else {
+            let reason = format!(
+                "the job root's (pid {}) environment cannot be read",
+                root.tgid
+            );
+            return (BTreeMap::new(), CiSource::None { reason }, None);
+        };
+        let token = ci::read_token(&self.proc_root, root.tgid, job.token_vars())
+            .ok()
+            .flatten();
+        let source = CiSource::JobRoot {
+            runner_tgid: runner.tgid,
+            runner_exe: runner.exe.clone().unwrap_or_default(),
+            job_root_tgid: root.tgid,
+            job_root_exe: root.exe.clone(),
+        };
+        (vars, source, token)
     }
 
     /// Number of entries, exited ones included.
@@ -323,8 +397,13 @@ impl ProcessTable {
         self.store.capacity()
     }
 
-    /// Ancestors of `info`, each with whether it is alive (so its /proc files are its own).
-    fn walk_up(&mut self, info: &ProcessInfo, max_depth: usize) -> Vec<(Ancestor, bool)> {
+    /// Ancestors of `info`, each with whether it is alive (so its /proc files are its own)
+    /// and how many times it exec'd since its fork was seen.
+    fn walk_up(
+        &mut self,
+        info: &ProcessInfo,
+        max_depth: usize,
+    ) -> Vec<(Ancestor, bool, Option<u32>)> {
         let mut out = Vec::new();
         // Guards against ppid cycles, which pid reuse with missed events can fake.
         let mut seen = HashSet::from([info.tgid]);
@@ -336,10 +415,10 @@ impl ProcessTable {
                     exe: None,
                     argv: Vec::new(),
                 };
-                out.push((unknown, false));
+                out.push((unknown, false, None));
                 break;
             };
-            out.push((Ancestor::from(&parent), !parent.exited));
+            out.push((Ancestor::from(&parent), !parent.exited, parent.execs));
             if parent.tgid == 1 {
                 break;
             }

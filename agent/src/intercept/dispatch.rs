@@ -13,7 +13,7 @@ use crate::{
     context::AppContext,
     gate::Gate,
     gatekeeper::DaemonGate,
-    policy::{AddressMatch, ClientAuthMethod, Target, TlsMode},
+    policy::{AddressMatch, ClientAuthMethod, ClientPassword, Target, TlsMode},
     postgres, ssh,
 };
 
@@ -52,9 +52,18 @@ fn pg_target(
             password: postgres::Secret::new(password),
         });
     }
+    cfg.client_password = match up.client_password {
+        ClientPassword::Mirror => postgres::ClientPassword::Mirror,
+        ClientPassword::Never => postgres::ClientPassword::Never,
+    };
     cfg.database = up.database.clone();
     cfg.mask_key = Some(ctx.mask_key());
     cfg.socket_buffers = ctx.socket_buffers();
+    if up.client_auth.contains(&ClientAuthMethod::JobToken) {
+        cfg.ask_token = Some(postgres::AskToken {
+            without_tls: up.token_without_tls,
+        });
+    }
     cfg.tls = match (up.tls, &up.ca_file) {
         (TlsMode::Disable, _) => postgres::UpstreamTls::Disable,
         (TlsMode::Prefer, _) => postgres::UpstreamTls::Prefer,
@@ -188,9 +197,8 @@ async fn run_proxied<C, E, F, Fut>(
         Err(e) => {
             warn!(error = %e, protocol, "cannot start the session");
             let listener = client.local_addr().unwrap_or(gate.identity().client);
-            let _ = ctx
-                .events()
-                .emit(EventKind::ConnectionRefused {
+            ctx.events()
+                .record(EventKind::ConnectionRefused {
                     listener,
                     peer: gate.identity().client,
                     reason: e.to_string(),
@@ -212,31 +220,10 @@ async fn run_proxied<C, E, F, Fut>(
         (None, Ended::Served(Err(e))) => (e.outcome(), Some(e.to_string())),
     };
     info!(?outcome, protocol, "session ended");
-    end(&ctx, &gate, outcome, error, started).await;
-}
-
-/// The `session_ended` of a proxied session. Byte counts are those of the
-/// tcp relay only; proxied sessions report their content as statements and
-/// commands instead.
-async fn end(
-    ctx: &AppContext,
-    gate: &DaemonGate,
-    outcome: SessionOutcome,
-    error: Option<String>,
-    started: Instant,
-) {
-    let _ = ctx
-        .events()
-        .emit(EventKind::SessionEnded {
-            session_id: gate.session_id().to_string(),
-            target: gate.identity().target.clone(),
-            outcome,
-            bytes_client_to_server: 0,
-            bytes_server_to_client: 0,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            error,
-        })
-        .await;
+    // Byte counts are those of the tcp relay only; proxied sessions report
+    // their content as statements and commands instead.
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    gate.ended(outcome, (0, 0), duration_ms, error).await;
 }
 
 fn ssh_target(
@@ -285,6 +272,7 @@ fn ssh_target(
             publickey: up.client_auth.contains(&ClientAuthMethod::Publickey),
             password: up.client_auth.contains(&ClientAuthMethod::Password),
             none: up.client_auth.contains(&ClientAuthMethod::None),
+            job_token: up.client_auth.contains(&ClientAuthMethod::JobToken),
         },
         host_identity,
         recording_dir: ctx.recordings().to_path_buf(),

@@ -22,6 +22,10 @@ pub struct FlowIdentity {
     pub comm: String,
     /// The process, its ancestry, user, cgroup path and CI context.
     pub process: ProcessIdentity,
+    /// The job token's verified identity (or why it was refused), once the
+    /// session was decided; absent when the session had no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_token: Option<crate::oidc::JobTokenView>,
 }
 
 /// The original destination recorded by connect4/6, with v4-mapped

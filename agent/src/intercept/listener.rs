@@ -188,7 +188,7 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
         )
         .await;
     }
-    let process = ctx
+    let (process, env_token) = ctx
         .process_identity(flow.tgid, flow.pid, flow.uid, flow.gid)
         .await;
     let identity = FlowIdentity {
@@ -199,6 +199,7 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
         cgroup_id: flow.cgroup_id,
         comm: comm_str(&flow.comm),
         process,
+        job_token: None,
     };
     let session_id = uuid::Uuid::now_v7().to_string();
     let span = info_span!(
@@ -210,7 +211,8 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
         exe = identity.process.exe.as_deref().unwrap_or("?"),
     );
     ctx.count_session();
-    let gate = DaemonGate::new(ctx.clone(), session_id, identity, target.clone());
+    let gate = DaemonGate::new(ctx.clone(), session_id, identity, target.clone())
+        .with_env_token(env_token);
     match protocol {
         Protocol::Tcp => crate::tcp::relay(ctx, gate, stream).instrument(span).await,
         Protocol::Postgres => {
@@ -228,9 +230,8 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
 
 async fn refuse(ctx: &AppContext, listener: SocketAddr, peer: SocketAddr, reason: &str) {
     warn!(%peer, reason, "refusing connection");
-    let _ = ctx
-        .events()
-        .emit(EventKind::ConnectionRefused {
+    ctx.events()
+        .record(EventKind::ConnectionRefused {
             listener,
             peer,
             reason: reason.to_string(),

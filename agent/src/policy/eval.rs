@@ -10,6 +10,13 @@
 //! target's `default`, a forwarding request is blocked (forwarding is
 //! denied unless a rule allows it), any other statement or command is
 //! allowed (its session was).
+//!
+//! A statement interlock cannot read (`opaque`, `unparseable`) is judged as
+//! if it had every class the rules name: a rule's `statement` list matches
+//! it whatever it lists, so the strictest applying rule decides. That
+//! stops once a rule that applies to the request names the class itself
+//! (`statement: [opaque]`): the policy has said what it wants for such
+//! statements, and they are judged by their own classes.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -21,7 +28,8 @@ use super::{
 };
 use crate::{
     gate::{MaskRule, Request},
-    identity::ProcessIdentity,
+    identity::{CiSource, ProcessIdentity},
+    oidc::JobIdentity,
 };
 
 /// The requester, as rules see it.
@@ -33,7 +41,13 @@ pub struct Subject {
     pub argv: Vec<String>,
     pub ancestor_exes: Vec<String>,
     pub cgroup: Option<String>,
+    /// The runner-rooted CI context (empty without a trusted runner).
     pub ci: BTreeMap<String, String>,
+    /// Why there is no CI context, when there is none.
+    pub ci_unavailable: Option<String>,
+    /// The verified job token's identity, if the session has one.
+    #[serde(skip)]
+    pub job: Option<Arc<JobIdentity>>,
 }
 
 impl From<&ProcessIdentity> for Subject {
@@ -46,6 +60,11 @@ impl From<&ProcessIdentity> for Subject {
             ancestor_exes: p.ancestry.iter().filter_map(|a| a.exe.clone()).collect(),
             cgroup: p.cgroup.clone(),
             ci: p.ci.clone(),
+            ci_unavailable: match &p.ci_source {
+                CiSource::None { reason } => Some(reason.clone()),
+                CiSource::JobRoot { .. } => None,
+            },
+            job: None,
         }
     }
 }
@@ -125,7 +144,7 @@ impl Policy {
         self.rules()
             .iter()
             .filter(|r| r.action == ActionKind::Mask)
-            .filter(|r| check(&r.conditions, target, subject, &Request::Session).is_ok())
+            .filter(|r| check(&r.conditions, target, subject, &Request::Session, false).is_ok())
             .filter_map(|r| {
                 r.mask.as_ref().map(|m| MaskRule {
                     rule: r.name.clone(),
@@ -138,6 +157,7 @@ impl Policy {
     /// Decides and says, rule by rule, why.
     pub fn explain(&self, target: &Target, subject: &Subject, request: &Request) -> Explanation {
         let scope = scope_of_request(request);
+        let blind = self.blind(target, subject, request);
         let mut steps = Vec::new();
         let mut deciding: Option<&Rule> = None;
         let mut mask = Vec::new();
@@ -152,10 +172,14 @@ impl Policy {
                 steps.push(step(false, "is about another kind of request".into()));
                 continue;
             }
-            if let Err(why) = check(&rule.conditions, target, subject, request) {
+            if let Err(why) = check(&rule.conditions, target, subject, request, blind.is_some()) {
                 steps.push(step(false, why));
                 continue;
             }
+            let blind_note = match &blind {
+                Some(why) if !rule.conditions.statement.is_empty() => format!(" ({why})"),
+                _ => String::new(),
+            };
             if record.is_none() {
                 record = rule.record;
             }
@@ -175,10 +199,10 @@ impl Policy {
                 a => {
                     let wins = deciding.is_none_or(|d| a > d.action);
                     let why = if wins {
-                        format!("matches: {} (deciding so far)", action_name(a))
+                        format!("matches{blind_note}: {} (deciding so far)", action_name(a))
                     } else {
                         format!(
-                            "matches: {}, but rule `{}` is as or more restrictive and comes first",
+                            "matches{blind_note}: {}, but rule `{}` is as or more restrictive and comes first",
                             action_name(a),
                             deciding.map(|d| d.name.as_str()).unwrap_or_default()
                         )
@@ -204,6 +228,79 @@ impl Policy {
             },
             steps,
         }
+    }
+}
+
+impl Policy {
+    /// For a statement interlock cannot read that no applying rule names
+    /// by that class: why, for explanations. Such a statement is judged as
+    /// if it had every class the rules name.
+    fn blind(&self, target: &Target, subject: &Subject, request: &Request) -> Option<String> {
+        use super::StatementClass as C;
+        let Request::Statement {
+            classes, opaque, ..
+        } = request
+        else {
+            return None;
+        };
+        let unreadable: Vec<C> = [C::Opaque, C::Unparseable]
+            .into_iter()
+            .filter(|c| classes.contains(c))
+            .collect();
+        let named = |c: &C| {
+            self.rules().iter().any(|r| {
+                scope_of_rule(r) == Scope::Statement
+                    && r.conditions.statement.contains(c)
+                    && check(&r.conditions, target, subject, request, false).is_ok()
+            })
+        };
+        let c = unreadable.into_iter().find(|c| !named(c))?;
+        let what = match (c, opaque) {
+            (C::Opaque, Some(why)) => format!("classified opaque: {why}"),
+            (C::Opaque, None) => "classified opaque".to_string(),
+            _ => "unparseable".to_string(),
+        };
+        Some(format!(
+            "{what}; judged as if it had every class rules name"
+        ))
+    }
+}
+
+/// `Ok` when some command of an exec runs a program the rule names with
+/// one of its options; also when the command cannot be read (fail closed).
+fn programs_match(
+    c: &Conditions,
+    kind: crate::policy::CommandKind,
+    text: &str,
+) -> Result<(), String> {
+    if kind != crate::policy::CommandKind::Exec {
+        return Err("program and options are conditions on exec commands".into());
+    }
+    let script = super::shell::split(text);
+    if script.unreadable.is_some() {
+        return Ok(());
+    }
+    let hit = script.commands.iter().any(|cmd| {
+        let program = match cmd.words.first() {
+            Some(p) if !cmd.dynamic.first().copied().unwrap_or(false) => p,
+            // A program only known when it runs may be any of them.
+            _ => return c.options.is_empty() || c.options.iter().any(|o| cmd.has_option(o)),
+        };
+        let base = program.rsplit('/').next().unwrap_or(program);
+        let named = c.program.is_empty()
+            || c.program.iter().any(|g| {
+                if g.as_str().contains('/') {
+                    g.is_match(program)
+                } else {
+                    g.is_match(base)
+                }
+            });
+        named && (c.options.is_empty() || c.options.iter().any(|o| cmd.has_option(o)))
+    });
+    if hit {
+        Ok(())
+    } else {
+        Err("no command of it runs a listed program with a listed option".into())
     }
 }
 
@@ -249,7 +346,14 @@ fn action_of(r: &Rule) -> Action {
 }
 
 /// `Ok` when every condition holds; otherwise the first one that does not.
-fn check(c: &Conditions, target: &Target, s: &Subject, req: &Request) -> Result<(), String> {
+/// `blind`: the statement cannot be read, so any `statement` list holds.
+fn check(
+    c: &Conditions,
+    target: &Target,
+    s: &Subject,
+    req: &Request,
+    blind: bool,
+) -> Result<(), String> {
     if !c.targets.is_empty() && !c.targets.contains(&target.name) {
         return Err(format!(
             "target `{}` is not in {:?}",
@@ -295,16 +399,28 @@ fn check(c: &Conditions, target: &Target, s: &Subject, req: &Request) -> Result<
             return Err(format!("cgroup `{cg}` matches no `cgroup` glob"));
         }
     }
+    if !c.ci.is_empty()
+        && let Some(why) = &s.ci_unavailable
+    {
+        return Err(format!("no CI context: {why}"));
+    }
     for (var, p) in &c.ci {
         match s.ci.get(var) {
             Some(v) if p.is_match(v) => {}
             Some(v) => return Err(format!("{var}=`{v}` does not match `{}`", p.as_str())),
-            None => return Err(format!("{var} is not set for this process")),
+            None => return Err(format!("{var} is not set in the job root's environment")),
         }
     }
+    if let Some(o) = &c.oidc {
+        let Some(job) = &s.job else {
+            return Err("the session has no verified job token".into());
+        };
+        o.check(job)?;
+    }
     match req {
-        Request::Statement { text, classes } => {
-            if !c.statement.is_empty() && !classes.iter().any(|k| c.statement.contains(k)) {
+        Request::Statement { text, classes, .. } => {
+            if !blind && !c.statement.is_empty() && !classes.iter().any(|k| c.statement.contains(k))
+            {
                 return Err(format!(
                     "statement classes {classes:?} are not in {:?}",
                     c.statement
@@ -319,6 +435,9 @@ fn check(c: &Conditions, target: &Target, s: &Subject, req: &Request) -> Result<
         Request::Command { kind, text } => {
             if !c.kind.is_empty() && !c.kind.contains(kind) {
                 return Err(format!("request kind {kind:?} is not in {:?}", c.kind));
+            }
+            if !c.program.is_empty() || !c.options.is_empty() {
+                programs_match(c, *kind, text)?;
             }
             if let Some(re) = &c.command
                 && !re.0.is_match(text)

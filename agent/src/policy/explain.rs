@@ -15,6 +15,26 @@ pub enum ExplainError {
     NoTarget(String, String),
     #[error("cannot write the explanation: {0}")]
     Write(#[from] std::io::Error),
+    #[error("--oidc-claims {path}: {reason}")]
+    Claims { path: String, reason: String },
+}
+
+/// The identity a verified token with the claims in `path` would give.
+fn claims_identity(
+    policy: &super::Policy,
+    path: &std::path::Path,
+) -> Result<crate::oidc::JobIdentity, ExplainError> {
+    let err = |reason: String| ExplainError::Claims {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| err(format!("not a JSON object: {e}")))?;
+    policy
+        .verifier()
+        .explain_identity(claims)
+        .map_err(|e| err(e.to_string()))
 }
 
 /// Prints the explanation; true when the request would be allowed.
@@ -46,21 +66,29 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
         ancestor_exes: args.ancestor_exes.clone(),
         cgroup: args.cgroup.clone(),
         ci: args.ci.iter().cloned().collect(),
+        ci_unavailable: args.no_ci_context.clone(),
+        job: match &args.oidc_claims {
+            Some(path) => Some(std::sync::Arc::new(claims_identity(&policy, path)?)),
+            None => None,
+        },
     };
     let request = if let Some(sql) = &args.sql {
         let mut classes = args.classes.clone();
-        classes.extend(crate::classify_sql(sql));
+        let (found, opaque) = crate::classify_sql(sql);
+        classes.extend(found);
         classes.sort();
         classes.dedup();
         // Rules see the text as sessions give it to them: secrets redacted.
         Request::Statement {
             text: crate::postgres::classify::redact(sql).into_owned(),
             classes,
+            opaque,
         }
     } else if !args.classes.is_empty() {
         Request::Statement {
             text: String::new(),
             classes: args.classes.clone(),
+            opaque: None,
         }
     } else if let Some(cmd) = &args.command {
         Request::Command {
@@ -82,7 +110,14 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
     }
     let what = match &request {
         Request::Session => "a new session".to_string(),
-        Request::Statement { text, classes } => format!("statement `{text}` {classes:?}"),
+        Request::Statement {
+            text,
+            classes,
+            opaque,
+        } => match opaque {
+            Some(why) => format!("statement `{text}` {classes:?} (classified opaque: {why})"),
+            None => format!("statement `{text}` {classes:?}"),
+        },
         Request::Command { kind, text } => format!("{kind:?} `{text}`"),
     };
     writeln!(
@@ -90,6 +125,13 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
         "target {} ({}), {} by uid {}:",
         target.name, target.protocol, what, subject.uid
     )?;
+    if let Some(job) = &subject.job {
+        writeln!(
+            out,
+            "  job token from issuer {} ({}), subject `{}`, groups {:?}",
+            job.issuer, job.iss, job.sub, job.groups
+        )?;
+    }
     for s in &ex.steps {
         writeln!(
             out,
@@ -110,12 +152,19 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
     let verdict = match &ex.decision.action {
         Action::Allow => "allow".to_string(),
         Action::Block { message } => format!("block (\"{message}\")"),
-        Action::RequireApproval(a) => format!(
-            "require approval by {:?} {:?}, timeout {}",
-            a.approvers.users,
-            a.approvers.groups,
-            humantime::format_duration(a.timeout)
-        ),
+        Action::RequireApproval(a) => {
+            let mut by = format!("{:?} {:?}", a.approvers.users, a.approvers.groups);
+            if a.approvers.names_web() {
+                by.push_str(&format!(
+                    " (on the approvals page: groups {:?}, e-mails {:?}, subjects {:?})",
+                    a.approvers.oidc_groups, a.approvers.oidc_emails, a.approvers.oidc_subjects
+                ));
+            }
+            format!(
+                "require approval by {by}, timeout {}",
+                humantime::format_duration(a.timeout)
+            )
+        }
     };
     writeln!(out, "decision: {verdict}, by {by}")?;
     if !ex.decision.mask.is_empty() {

@@ -59,8 +59,32 @@ pub enum StatementClass {
     Transaction,
     /// SET, RESET, DISCARD, LISTEN, NOTIFY, PREPARE and other session utilities.
     Session,
-    /// Not valid PostgreSQL as far as the grammar can tell.
+    /// Not valid PostgreSQL as far as the grammar can tell. Decided as if
+    /// it had every class the applying rules name, unless one names
+    /// `unparseable`.
     Unparseable,
+    /// Runs code interlock cannot read: EXECUTE of a computed string, a
+    /// function in C or another language, a query string built at run
+    /// time, calls nested beyond the limit, a function the catalog does
+    /// not show. Decided as if it had every class the applying rules name,
+    /// unless one names `opaque`.
+    Opaque,
+    /// ALTER TABLE ... DROP COLUMN (and DROP TYPE/DOMAIN ... CASCADE).
+    DropColumn,
+    /// Can turn read-only transactions off: SET/RESET of
+    /// default_transaction_read_only or transaction_read_only to anything
+    /// but on, SET [SESSION CHARACTERISTICS AS] TRANSACTION READ WRITE,
+    /// BEGIN READ WRITE, RESET ALL, DISCARD ALL.
+    ReadOnlyOff,
+    /// Creates, changes or removes a large object (lo_create, lo_from_bytea,
+    /// lo_put, lowrite, lo_unlink, lo_import, ...); also `write`.
+    LargeObject,
+    /// Advances or sets a sequence (nextval, setval); also `write`.
+    Sequence,
+    /// Sends a notification (NOTIFY, pg_notify).
+    Notify,
+    /// Takes a lock other sessions wait for (LOCK TABLE, pg_advisory_lock, ...).
+    Lock,
 }
 
 /// What an SSH request does.

@@ -10,14 +10,17 @@ use serde::Deserialize;
 use super::{
     PolicyError,
     eval::Action,
+    identity::{IdentityPolicy, RawIdentity},
     locate::{
         self,
         Step::{self, Index, Key},
     },
     rule::{RawRule, Rule},
-    target::{Endpoint, Protocol, Target, TargetId},
-    upstream::Upstream,
+    target::{Endpoint, JobTokenMode, Protocol, Target, TargetId},
+    upstream::{ClientAuthMethod, Upstream},
+    web::{RawWeb, WebPolicy},
 };
+use crate::identity::CI_ALLOWLIST;
 
 /// The only policy format version this build reads.
 const VERSION: u32 = 1;
@@ -28,9 +31,26 @@ pub struct Policy {
     path: PathBuf,
     targets: Vec<Target>,
     rules: Vec<Rule>,
+    identity: IdentityPolicy,
+    web: Option<WebPolicy>,
 }
 
 impl Policy {
+    /// The approvals page, if the policy configures one.
+    pub fn web(&self) -> Option<&WebPolicy> {
+        self.web.as_ref()
+    }
+
+    /// Trusted runners, token variables and issuers.
+    pub fn identity(&self) -> &IdentityPolicy {
+        &self.identity
+    }
+
+    /// The job token verifier of this policy's issuers.
+    pub fn verifier(&self) -> &crate::oidc::Verifier {
+        &self.identity.verifier.0
+    }
+
     /// The file this policy came from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -79,9 +99,13 @@ impl Policy {
 struct RawPolicy {
     version: u32,
     #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
     targets: Vec<RawTarget>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    web: Option<RawWeb>,
 }
 
 /// What a target does with sessions no rule decides.
@@ -104,6 +128,8 @@ struct RawTarget {
     upstream: Option<Upstream>,
     #[serde(default)]
     default: DefaultAction,
+    #[serde(default)]
+    job_token: JobTokenMode,
 }
 
 /// Reads and validates the policy file at `path`.
@@ -156,6 +182,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             ),
         ));
     }
+    let identity = raw.identity.validate().map_err(|(node, m)| at(&node, m))?;
+    let web = match raw.web {
+        Some(w) => Some(w.validate().map_err(|(node, m)| at(&node, m))?),
+        None => None,
+    };
+    let has_issuers = identity.verifier.0.issuers().next().is_some();
     let mut names = HashSet::new();
     let mut targets = Vec::with_capacity(raw.targets.len());
     for (i, t) in raw.targets.into_iter().enumerate() {
@@ -233,6 +265,56 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                 ));
             }
         }
+        let asks_token = t
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.client_auth.contains(&ClientAuthMethod::JobToken));
+        if (asks_token || t.job_token == JobTokenMode::Required) && !has_issuers {
+            let node: &[Step<'_>] = if asks_token {
+                &[Key("upstream"), Key("client_auth")]
+            } else {
+                &[Key("job_token")]
+            };
+            return Err(here(
+                node,
+                format!(
+                    "target `{}` uses job tokens, but `identity.issuers` names no issuer to verify them",
+                    t.name
+                ),
+            ));
+        }
+        if asks_token {
+            let up = t.upstream.as_ref();
+            if t.protocol == Protocol::Tcp {
+                return Err(here(
+                    &[Key("upstream"), Key("client_auth")],
+                    format!(
+                        "target `{}`: tcp targets cannot ask for a job token",
+                        t.name
+                    ),
+                ));
+            }
+            if t.protocol == Protocol::Postgres && up.is_none_or(|u| u.password.is_none()) {
+                return Err(here(
+                    &[Key("upstream"), Key("client_auth")],
+                    format!(
+                        "target `{}`: with `client_auth: [job_token]` the client's password is its job token, so interlock must log in upstream itself: give `upstream.password`",
+                        t.name
+                    ),
+                ));
+            }
+            if t.protocol == Protocol::Ssh
+                && up.is_some_and(|u| u.client_auth.contains(&ClientAuthMethod::Password))
+            {
+                return Err(here(
+                    &[Key("upstream"), Key("client_auth")],
+                    format!(
+                        "target `{}`: `password` and `job_token` both take the client's password; list one",
+                        t.name
+                    ),
+                ));
+            }
+        }
         let id = u32::try_from(i).map_err(|_| here(&[], "too many targets".into()))?;
         targets.push(Target {
             id: TargetId(id),
@@ -246,6 +328,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                     message: "no rule allows this session (target default: block)".into(),
                 },
             },
+            job_token: t.job_token,
         });
     }
     let mut rule_names = HashSet::new();
@@ -281,13 +364,81 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                 ),
             ));
         }
+        check_identity_conditions(&rule, &identity).map_err(|(node, m)| here(&node, m))?;
+        if let Some(a) = &rule.approval
+            && a.approvers.names_web()
+            && web.is_none()
+        {
+            return Err(here(
+                &[Key("approval"), Key("approvers")],
+                format!(
+                    "rule `{}` names identity-provider approvers (oidc_groups, oidc_emails, oidc_subjects), but the policy has no `web:` section where they could sign in",
+                    rule.name
+                ),
+            ));
+        }
         rules.push(rule);
     }
     Ok(Policy {
         path: path.to_owned(),
         targets,
         rules,
+        identity,
+        web,
     })
+}
+
+/// No silent conditions: a `ci:` condition on a variable interlock never captures, or in a
+/// policy without trusted runners, and an `oidc:` condition without (or naming an unknown)
+/// issuer could never hold.
+fn check_identity_conditions(
+    rule: &Rule,
+    identity: &IdentityPolicy,
+) -> Result<(), (Vec<Step<'static>>, String)> {
+    let c = &rule.conditions;
+    if let Some(var) = c.ci.keys().find(|v| !CI_ALLOWLIST.contains(&v.as_str())) {
+        return Err((
+            vec![Key("match"), Key("ci")],
+            format!(
+                "rule `{}`: `ci: {{ {var}: ... }}` can never hold: interlock only captures these CI variables: {}",
+                rule.name,
+                CI_ALLOWLIST.join(", ")
+            ),
+        ));
+    }
+    if !c.ci.is_empty() && identity.runners.is_empty() {
+        return Err((
+            vec![Key("match"), Key("ci")],
+            format!(
+                "rule `{}`: `ci:` can never hold: CI variables come only from the process a trusted runner started, and `identity.runners` names none",
+                rule.name
+            ),
+        ));
+    }
+    if let Some(o) = &c.oidc {
+        let verifier = &identity.verifier.0;
+        if verifier.issuers().next().is_none() {
+            return Err((
+                vec![Key("match"), Key("oidc")],
+                format!(
+                    "rule `{}`: `oidc:` can never hold: `identity.issuers` names no issuer",
+                    rule.name
+                ),
+            ));
+        }
+        if let Some(name) = &o.issuer
+            && verifier.issuer_named(name).is_none()
+        {
+            return Err((
+                vec![Key("match"), Key("oidc"), Key("issuer")],
+                format!(
+                    "rule `{}` names issuer `{name}`, which `identity.issuers` does not define",
+                    rule.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// serde_yaml appends " at line L column C" to its messages; we print the

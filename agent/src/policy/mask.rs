@@ -31,12 +31,13 @@ pub struct ColumnGlob {
     full: Regex,
     schema: Regex,
     table: Regex,
+    column: Regex,
 }
 
 impl ColumnGlob {
     fn new(text: &str) -> Result<ColumnGlob, String> {
         let parts: Vec<&str> = text.split('.').collect();
-        let [schema, table, _column] = parts.as_slice() else {
+        let [schema, table, column] = parts.as_slice() else {
             return Err(format!(
                 "column `{text}`: expected schema.table.column (globs allowed, e.g. `*.users.email`)"
             ));
@@ -46,6 +47,7 @@ impl ColumnGlob {
             full: glob(text)?,
             schema: glob(schema)?,
             table: glob(table)?,
+            column: glob(column)?,
         })
     }
 
@@ -58,6 +60,17 @@ impl ColumnGlob {
     /// (`None`: a name written without a schema, which could be any).
     pub fn covers_relation(&self, schema: Option<&str>, table: &str) -> bool {
         self.table.is_match(table) && schema.is_none_or(|s| self.schema.is_match(s))
+    }
+
+    /// Whether a column named `column` (a reference as written) of the
+    /// relation `table` in `schema` may be covered.
+    pub fn covers_column(&self, schema: Option<&str>, table: &str, column: &str) -> bool {
+        self.covers_relation(schema, table) && self.column.is_match(column)
+    }
+
+    /// Whether the column part covers a column named `column`, in any table.
+    pub fn covers_column_name(&self, column: &str) -> bool {
+        self.column.is_match(column)
     }
 
     /// The glob as written.

@@ -7,22 +7,31 @@ mod eval;
 mod explain;
 mod facts;
 mod file;
+mod identity;
 mod locate;
 mod mask;
 mod rule;
 mod scalar;
+pub mod shell;
 mod target;
 mod upstream;
+mod web;
 
 pub use error::PolicyError;
 pub use eval::{Action, Decision, Explanation, Step, Subject};
 pub use explain::{ExplainError, explain_command};
 pub use facts::{CommandKind, StatementClass};
 pub use file::{Policy, load, parse};
+pub use identity::{IdentityPolicy, OidcCondition};
 pub use mask::{ColumnGlob, DETECTORS, Detector, MaskSpec, Strategy, luhn};
 pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, RecordLevel, Rule};
-pub use target::{AddressMatch, Endpoint, Protocol, Target, TargetId};
-pub use upstream::{ClientAuthMethod, Secret, SecretError, SecretRef, TlsMode, Upstream};
+pub use target::{AddressMatch, Endpoint, JobTokenMode, Protocol, Target, TargetId};
+pub use upstream::{
+    ClientAuthMethod, ClientPassword, Secret, SecretError, SecretRef, TlsMode, Upstream,
+};
+pub use web::{
+    ApiTokens, DEFAULT_SESSION, FourEyesPair, SignIn, WebPolicy, WebTls, default_four_eyes,
+};
 
 #[cfg(test)]
 mod tests;

@@ -85,7 +85,9 @@ impl<'de> Deserialize<'de> for Grant {
     }
 }
 
-/// Who may approve, by user name or group name.
+/// Who may approve: local users and groups (deciding over the control socket), and people
+/// signed in on the approvals page with the organisation's identity provider, by group,
+/// e-mail or subject.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Approvers {
@@ -93,6 +95,15 @@ pub struct Approvers {
     pub users: Vec<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Groups in the approver's ID token (the sign-in's `groups_claim`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc_groups: Vec<String>,
+    /// Verified e-mail addresses (compared without regard to case).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc_emails: Vec<String>,
+    /// ID token subjects (`sub`) of the sign-in issuer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc_subjects: Vec<String>,
 }
 
 impl Approvers {
@@ -101,6 +112,26 @@ impl Approvers {
     pub fn admits(&self, user: Option<&str>, groups: &[String]) -> bool {
         user.is_some_and(|u| self.users.iter().any(|a| a == u))
             || groups.iter().any(|g| self.groups.contains(g))
+    }
+
+    /// Whether someone signed in as `subject`, with `email` (only if verified) and `groups`,
+    /// is one of these approvers.
+    pub fn admits_signed_in(&self, subject: &str, email: Option<&str>, groups: &[String]) -> bool {
+        self.oidc_subjects.iter().any(|s| s == subject)
+            || email.is_some_and(|e| self.oidc_emails.iter().any(|a| a.eq_ignore_ascii_case(e)))
+            || groups.iter().any(|g| self.oidc_groups.contains(g))
+    }
+
+    /// Whether these approvers include identity-provider ones.
+    pub fn names_web(&self) -> bool {
+        !(self.oidc_groups.is_empty()
+            && self.oidc_emails.is_empty()
+            && self.oidc_subjects.is_empty())
+    }
+
+    /// Whether these approvers name nobody at all.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty() && !self.names_web()
     }
 }
 
@@ -233,9 +264,13 @@ pub struct Conditions {
     /// cgroup-v2 path globs.
     #[serde(default)]
     pub cgroup: Vec<Pattern>,
-    /// CI variable -> glob over its value; the variable must be present.
+    /// CI variable -> glob over its value; the variable must be present in the
+    /// job root's environment (runner-rooted CI context).
     #[serde(default)]
     pub ci: BTreeMap<String, Pattern>,
+    /// Conditions on the session's verified job token.
+    #[serde(default)]
+    pub oidc: Option<super::identity::OidcCondition>,
     /// Statement classes (any of them).
     #[serde(default)]
     pub statement: Vec<StatementClass>,
@@ -248,6 +283,16 @@ pub struct Conditions {
     /// A regex over the SSH command (or path, for file operations).
     #[serde(default)]
     pub command: Option<RegexPattern>,
+    /// Programs an exec command runs (globs over the base name, or over
+    /// the path when the glob has a `/`), in any of its commands as the
+    /// shell splits them (`policy/shell.rs`).
+    #[serde(default)]
+    pub program: Vec<Pattern>,
+    /// Options that must be given to such a program (any of them): `-r`
+    /// is found in `-rf`, `--recursive` also as `--recursive=x`,
+    /// `-delete` as written.
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 impl Conditions {
@@ -258,7 +303,10 @@ impl Conditions {
 
     /// Rules with command conditions are about SSH requests.
     pub fn about_commands(&self) -> bool {
-        !self.kind.is_empty() || self.command.is_some()
+        !self.kind.is_empty()
+            || self.command.is_some()
+            || !self.program.is_empty()
+            || !self.options.is_empty()
     }
 }
 
@@ -310,7 +358,7 @@ impl RawRule {
             return Err((
                 &["match"],
                 format!(
-                    "rule `{name}` mixes statement conditions (statement/sql) with SSH ones (kind/command); split it in two"
+                    "rule `{name}` mixes statement conditions (statement/sql) with SSH ones (kind/command/program/options); split it in two"
                 ),
             ));
         }
@@ -322,11 +370,11 @@ impl RawRule {
                         format!("rule `{name}`: action require_approval needs `approval: {{approvers: ...}}`"),
                     )
                 })?;
-                if a.approvers.users.is_empty() && a.approvers.groups.is_empty() {
+                if a.approvers.is_empty() {
                     return Err((
                         &["approval", "approvers"],
                         format!(
-                            "rule `{name}`: `approval.approvers` names no user or group, so nobody could approve"
+                            "rule `{name}`: `approval.approvers` names no user, group, oidc_group, oidc_email or oidc_subject, so nobody could approve"
                         ),
                     ));
                 }

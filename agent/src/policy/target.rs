@@ -150,6 +150,20 @@ pub struct Target {
     pub upstream: Upstream,
     /// What happens to sessions no rule decides.
     pub default_action: Action,
+    /// Whether sessions need a verified job token.
+    pub job_token: JobTokenMode,
+}
+
+/// Whether a target's sessions need a verified job token (`job_token:` of a target). A token
+/// that is presented and does not verify refuses the session either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobTokenMode {
+    /// Verified when one is found or presented; sessions without one proceed.
+    #[default]
+    Optional,
+    /// A session without a verified token is refused.
+    Required,
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ fn policy_of(rules: &[&str]) -> Policy {
 
 fn policy(rules: &str) -> Policy {
     let text = format!(
-        "version: 1\ntargets:\n  - {{name: pg, protocol: tcp, match: [{{port: 5432}}]}}\n  - {{name: other, protocol: tcp, default: block, match: [{{port: 1}}]}}\nrules:\n{rules}"
+        "version: 1\nidentity:\n  runners: ['**/gitlab-runner']\n  issuers:\n    - {{name: gl, issuer: 'https://gitlab.example', audience: interlock, jwks_file: /nonexistent}}\ntargets:\n  - {{name: pg, protocol: tcp, match: [{{port: 5432}}]}}\n  - {{name: other, protocol: tcp, default: block, match: [{{port: 1}}]}}\nrules:\n{rules}"
     );
     parse(Path::new("t.yaml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
@@ -32,6 +32,8 @@ fn ci_subject() -> Subject {
         ancestor_exes: vec!["/bin/bash".into(), "/usr/bin/gitlab-runner".into()],
         cgroup: Some("/system.slice/gitlab-runner.service".into()),
         ci: [("CI_PROJECT_PATH".to_string(), "infra/deploy".to_string())].into(),
+        ci_unavailable: None,
+        job: None,
     }
 }
 
@@ -39,6 +41,7 @@ fn stmt(classes: &[StatementClass], text: &str) -> Request {
     Request::Statement {
         text: text.into(),
         classes: classes.to_vec(),
+        opaque: None,
     }
 }
 
@@ -538,4 +541,165 @@ fn reloaded_policies_keep_target_ids_by_name() {
         "new targets get unused ids"
     );
     assert_eq!(new.target(c).unwrap().name, "c");
+}
+
+#[test]
+fn unreadable_statements_get_every_class_rules_name_unless_one_names_them() {
+    use StatementClass as C;
+    let opaque = Request::Statement {
+        text: "do $$ begin execute q; end $$".into(),
+        classes: vec![C::DoBlock, C::Opaque],
+        opaque: Some("EXECUTE of a computed string at line 1".into()),
+    };
+    let unparseable = stmt(&[C::Unparseable], "selec 1");
+    let s = ci_subject();
+    // a guard that names neither: both are judged as if they deleted everything
+    let guard = policy_of(&[
+        "{name: reads, action: allow, match: {statement: [read]}}",
+        "{name: guard, action: block, match: {statement: [delete_without_where, drop_table]}}",
+    ]);
+    assert_eq!(
+        decide(&guard, "pg", &s, &opaque),
+        ("block".into(), Some("guard".into()))
+    );
+    assert_eq!(
+        decide(&guard, "pg", &s, &unparseable),
+        ("block".into(), Some("guard".into()))
+    );
+    let ex = guard.explain(guard.target_named("pg").unwrap(), &s, &opaque);
+    let why = &ex.steps.iter().find(|st| st.rule == "guard").unwrap().why;
+    assert!(
+        why.contains("classified opaque: EXECUTE of a computed string at line 1"),
+        "{why}"
+    );
+    // only allow rules: the strictest of them decides, as for any statement
+    let allow = policy_of(&["{name: reads, action: allow, match: {statement: [read]}}"]);
+    assert_eq!(
+        decide(&allow, "pg", &s, &opaque),
+        ("allow".into(), Some("reads".into()))
+    );
+    // a policy that names opaque says what it wants: judged by its own classes
+    let explicit = policy_of(&[
+        "{name: dynamic-sql-ok, action: allow, match: {statement: [opaque]}}",
+        "{name: guard, action: block, match: {statement: [delete_without_where]}}",
+    ]);
+    assert_eq!(
+        decide(&explicit, "pg", &s, &opaque),
+        ("allow".into(), Some("dynamic-sql-ok".into()))
+    );
+    // ...but not for unparseable text, which it does not name
+    assert_eq!(
+        decide(&explicit, "pg", &s, &unparseable),
+        ("block".into(), Some("guard".into()))
+    );
+    // a rule naming opaque for someone else does not change this requester's decision
+    let other = policy_of(&[
+        "{name: alice-dynamic, action: allow, match: {user: [alice], statement: [opaque]}}",
+        "{name: guard, action: block, match: {statement: [delete_without_where]}}",
+    ]);
+    assert_eq!(
+        decide(&other, "pg", &s, &opaque),
+        ("block".into(), Some("guard".into()))
+    );
+}
+
+#[test]
+fn oidc_conditions_match_verified_claims_only() {
+    let claims = serde_json::json!({
+        "iss": "https://gitlab.example", "sub": "project_path:infra/app:ref_type:branch:ref:main",
+        "exp": 2_000_000_000u64, "ref_protected": true, "ref": "main",
+        "groups": ["sre", "deploy"], "environments": ["prod", "staging"]
+    });
+    let p = policy_of(&["{name: r, action: block, match: {oidc: {}}}"]);
+    let job = p
+        .verifier()
+        .explain_identity(claims.as_object().cloned().unwrap())
+        .unwrap();
+    let mut s = ci_subject();
+    s.job = Some(std::sync::Arc::new(job));
+    for (cond, hit) in [
+        ("oidc: {}", true),
+        ("oidc: {issuer: gl}", true),
+        (
+            "oidc: {sub: 'project_path:infra/*:ref_type:branch:ref:main'}",
+            true,
+        ),
+        ("oidc: {sub: 'project_path:apps/*'}", false),
+        ("oidc: {claims: {ref_protected: 'true'}}", true),
+        ("oidc: {claims: {ref_protected: 'false'}}", false),
+        ("oidc: {claims: {environments: 'prod'}}", true),
+        ("oidc: {claims: {missing: '*'}}", false),
+        ("oidc: {groups: [sre]}", true),
+        ("oidc: {groups: [dba]}", false),
+    ] {
+        let p = policy_of(&[&format!("{{name: r, action: block, match: {{{cond}}}}}")]);
+        let ex = p.explain(p.target_named("pg").unwrap(), &s, &Request::Session);
+        assert_eq!(ex.steps[0].applies, hit, "{cond}: {:?}", ex.steps[0]);
+    }
+    // Without a verified token no oidc: rule applies; without CI context no ci: rule does.
+    let p = policy_of(&["{name: r, action: allow, match: {oidc: {}}}"]);
+    let ex = p.explain(
+        p.target_named("pg").unwrap(),
+        &ci_subject(),
+        &Request::Session,
+    );
+    assert!(
+        ex.steps[0].why.contains("no verified job token"),
+        "{:?}",
+        ex.steps[0]
+    );
+    let mut no_ctx = ci_subject();
+    no_ctx.ci_unavailable = Some("no trusted runner".into());
+    let p = policy_of(&["{name: r, action: allow, match: {ci: {CI_PROJECT_PATH: 'infra/*'}}}"]);
+    let ex = p.explain(p.target_named("pg").unwrap(), &no_ctx, &Request::Session);
+    assert!(
+        ex.steps[0].why.contains("no CI context"),
+        "{:?}",
+        ex.steps[0]
+    );
+}
+
+#[test]
+fn identity_sections_are_validated_with_positions() {
+    for (text, at, needle) in [
+        (
+            "version: 1\nidentity:\n  issuers:\n    - {name: a, issuer: 'http://gitlab.example', audience: x}\n",
+            "4:",
+            "not an https URL",
+        ),
+        (
+            "version: 1\nidentity:\n  issuers:\n    - {name: a, issuer: 'https://g', audience: x, algorithms: [HS256]}\n",
+            "4:",
+            "asymmetric only",
+        ),
+        (
+            "version: 1\nidentity:\n  issuers:\n    - {name: a, issuer: 'https://g', audience: []}\n",
+            "4:",
+            "names no audience",
+        ),
+        (
+            "version: 1\nidentity:\n  issuers:\n    - {name: a, issuer: 'https://g', audience: x}\n    - {name: a, issuer: 'https://h', audience: x}\n",
+            "5:",
+            "defined twice",
+        ),
+        (
+            "version: 1\ntargets:\n  - {name: t, protocol: ssh, job_token: required, match: [{port: 22}], upstream: {key: {file: /k}, host_key: x}}\n",
+            "3:",
+            "names no issuer",
+        ),
+        (
+            "version: 1\nidentity:\n  issuers: [{name: a, issuer: 'https://g', audience: x}]\ntargets:\n  - name: t\n    protocol: postgres\n    match: [{port: 5432}]\n    upstream: {client_auth: [job_token]}\n",
+            "8:",
+            "give `upstream.password`",
+        ),
+        (
+            "version: 1\nidentity:\n  issuers: [{name: a, issuer: 'https://g', audience: x}]\nrules:\n  - {name: r, action: allow, match: {oidc: {issuer: b}}}\n",
+            "5:",
+            "issuer `b`",
+        ),
+    ] {
+        let err = parse(Path::new("t.yaml"), text).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("t.yaml:{at}")), "{text}: {err}");
+        assert!(err.contains(needle), "{text}: {err}");
+    }
 }

@@ -145,9 +145,38 @@ pub struct Upstream {
     pub presented_host_key: Option<SecretRef>,
     /// SSH: client authentication methods accepted from the CI job (the
     /// flow identity is the credential; nothing the client sends is checked
-    /// or forwarded). Default: all three.
+    /// or forwarded, except a job token). Default: publickey, password, none.
+    /// `job_token` (SSH and PostgreSQL): the client's password is a job token,
+    /// verified and never forwarded; PostgreSQL clients are then asked for a
+    /// password.
     #[serde(default = "all_client_auth")]
     pub client_auth: Vec<ClientAuthMethod>,
+    /// PostgreSQL with injected credentials: when interlock asks the client
+    /// for a password (never checked nor forwarded).
+    #[serde(default)]
+    pub client_password: ClientPassword,
+    /// PostgreSQL with `client_auth: [job_token]`: ask for the token on a
+    /// client leg without TLS too (default: refuse the session instead, since
+    /// the token would cross the connection in clear).
+    #[serde(default)]
+    pub token_without_tls: bool,
+}
+
+/// When a PostgreSQL target with injected credentials asks the client for
+/// a password. Whatever the client answers is discarded: the flow identity
+/// is the credential. A target that takes a job token as the password
+/// (`client_auth: [job_token]`) asks for it before the session is decided
+/// and does not ask again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientPassword {
+    /// Exactly when the server asked interlock for one, as the server would
+    /// have asked the client: a client without a password fails as it would
+    /// directly, and drivers report that a password was used.
+    #[default]
+    Mirror,
+    /// Never: clients that have no password at all connect.
+    Never,
 }
 
 /// A client authentication method the SSH proxy accepts.
@@ -157,6 +186,8 @@ pub enum ClientAuthMethod {
     Publickey,
     Password,
     None,
+    /// The password is a job token (see `identity.issuers`).
+    JobToken,
 }
 
 fn all_client_auth() -> Vec<ClientAuthMethod> {
@@ -180,6 +211,8 @@ impl Default for Upstream {
             known_hosts: None,
             presented_host_key: None,
             client_auth: all_client_auth(),
+            client_password: ClientPassword::default(),
+            token_without_tls: false,
         }
     }
 }
@@ -223,5 +256,10 @@ mod tests {
             Some(SecretRef::File("/etc/interlock/host_key".into()))
         );
         assert!(serde_yaml::from_str::<Upstream>("presented_host_key: AAAA\n").is_err());
+        assert_eq!(Upstream::default().client_password, ClientPassword::Mirror);
+        let u: Upstream = serde_yaml::from_str("client_password: never\n").unwrap();
+        assert_eq!(u.client_password, ClientPassword::Never);
+        let e = serde_yaml::from_str::<Upstream>("client_password: always\n").unwrap_err();
+        assert!(e.to_string().contains("mirror"), "{e}");
     }
 }

@@ -1,6 +1,12 @@
 //! Upstream authentication: injected credentials (SCRAM-SHA-256, md5,
 //! cleartext, as the server asks) or a relay of the client's own exchange;
 //! then the rest of startup up to the first ReadyForQuery.
+//!
+//! With injected credentials the client is asked for a password as the
+//! target's [`ClientPassword`] says (by default exactly when the server
+//! asked interlock for one), and its answer is discarded: drivers then see
+//! the exchange they would have seen directly (`PQconnectionUsedPassword`,
+//! "no password supplied" for a client without one).
 
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::{
@@ -15,7 +21,7 @@ use super::{
     frame::Frame,
     legs::{Legs, proto, read_err},
     message::{AuthRequest, BackendMessage, FrontendMessage, StartupPacket},
-    target::PgTarget,
+    target::{ClientPassword, PgTarget},
 };
 use crate::gate::Side;
 
@@ -77,6 +83,8 @@ pub(crate) async fn authenticate(
 
     let mut negotiated = minor;
     let mut scram: Option<ScramSha256> = None;
+    // The first password request the server made of interlock, if any.
+    let mut asked: Option<AuthRequest> = None;
     loop {
         let (frame, msg) = server_frame(legs).await?;
         let req = match msg {
@@ -102,8 +110,25 @@ pub(crate) async fn authenticate(
             }
         };
         if req == AuthRequest::Ok {
+            // A client that gave a job token as its password (asked before
+            // the session was decided) has been asked already.
+            if creds.is_some()
+                && target.client_password == ClientPassword::Mirror
+                && target.ask_token.is_none()
+                && let Some(asked) = asked
+            {
+                ask_client(legs, &asked, target.startup_timeout).await?;
+            }
             legs.client_w.send(&frame).await?;
             return Ok((negotiated, params));
+        }
+        if asked.is_none()
+            && matches!(
+                req,
+                AuthRequest::Cleartext | AuthRequest::Md5 { .. } | AuthRequest::Sasl { .. }
+            )
+        {
+            asked = Some(req.clone());
         }
         let Some(creds) = creds else {
             relay_client_auth(legs, req, target.startup_timeout).await?;
@@ -165,6 +190,49 @@ pub(crate) fn answer(
     }))
 }
 
+/// Asks the client for a password the way the server asked interlock
+/// (cleartext as cleartext; md5 and SCRAM as md5 with a fresh salt, since
+/// a SCRAM exchange needs the client's real password on this side) and
+/// reads the answer, which is dropped unseen.
+async fn ask_client(
+    legs: &mut Legs,
+    server_asked: &AuthRequest,
+    limit: std::time::Duration,
+) -> Result<(), PgError> {
+    let req = match server_asked {
+        AuthRequest::Cleartext => AuthRequest::Cleartext,
+        _ => {
+            let mut salt = [0u8; 4];
+            // A salt without randomness still works: nothing is checked.
+            let _ = getrandom::fill(&mut salt);
+            AuthRequest::Md5 { salt }
+        }
+    };
+    legs.client_w
+        .send(&BackendMessage::Authentication(req).encode())
+        .await?;
+    client_password(legs, limit).await.map(drop)
+}
+
+/// The client's answer to an authentication request: a PasswordMessage
+/// (also SASL responses) within `limit`. Errors: anything else, no answer
+/// in time, or the client leaving (as libpq does with no password to give).
+async fn client_password(legs: &mut Legs, limit: std::time::Duration) -> Result<Frame, PgError> {
+    let late = || PgError::protocol(Side::Client, ProtocolError::AuthTimeout(limit.as_secs()));
+    let frame = tokio::time::timeout(limit, legs.client_r.read_frame())
+        .await
+        .map_err(|_| late())?
+        .map_err(|e| read_err(Side::Client, e))?
+        .ok_or_else(|| PgError::Refused("the client left during authentication".into()))?;
+    match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {
+        FrontendMessage::Password(_) => Ok(frame),
+        other => Err(PgError::protocol(
+            Side::Client,
+            ProtocolError::Unexpected(format!("{other:?} during authentication")),
+        )),
+    }
+}
+
 /// Passthrough: forwards one server auth request to the client (without
 /// SCRAM-SHA-256-PLUS, since TLS is terminated here) and relays the answer.
 /// The client has `limit` to answer each request, as it had to start up.
@@ -189,23 +257,12 @@ async fn relay_client_auth(
     if !needs_answer {
         return Ok(());
     }
-    let late = || PgError::protocol(Side::Client, ProtocolError::AuthTimeout(limit.as_secs()));
-    let frame = tokio::time::timeout(limit, legs.client_r.read_frame())
-        .await
-        .map_err(|_| late())?
-        .map_err(|e| read_err(Side::Client, e))?
-        .ok_or_else(|| PgError::Refused("the client left during authentication".into()))?;
-    match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {
-        FrontendMessage::Password(_) => Ok(legs.server_w.send(&frame).await?),
-        other => Err(PgError::protocol(
-            Side::Client,
-            ProtocolError::Unexpected(format!("{other:?} during authentication")),
-        )),
-    }
+    let frame = client_password(legs, limit).await?;
+    Ok(legs.server_w.send(&frame).await?)
 }
 
 /// Relays ParameterStatus, notices and the first ReadyForQuery, replacing
-/// the server's BackendKeyData with the registration's key. Returns the
+/// the secret of the server's BackendKeyData with the registration's. Returns the
 /// session's client_encoding as the server reported it.
 pub(crate) async fn finish_startup(
     legs: &mut Legs,
@@ -216,8 +273,8 @@ pub(crate) async fn finish_startup(
         let (frame, msg) = server_frame(legs).await?;
         match msg {
             BackendMessage::BackendKeyData { pid, secret } => {
-                reg.set_upstream_key(pid, secret);
-                let (pid, secret) = reg.client_key();
+                // The server's pid, interlock's secret (see cancel.rs).
+                let (pid, secret) = reg.client_key(pid, secret);
                 legs.client_w
                     .send(&BackendMessage::BackendKeyData { pid, secret }.encode())
                     .await?;

@@ -2,7 +2,8 @@
 //! (and, for a view column, every column the view reads, through the
 //! view's dependencies), and relation names -> what they read, looked up on
 //! interlock's own extra upstream connection (so aliases in the client's
-//! query cannot evade a column rule) and cached per session.
+//! query cannot evade a column rule) and cached per session. The same
+//! connection looks up the functions statements call (`functions.rs`).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -13,6 +14,7 @@ use super::{
     classify::RelName,
     error::{PgError, ProtocolError},
     frame::{FrameReader, FrameWriter},
+    functions::Functions,
     legs::{Reader, Writer, read_err},
     mask::{BaseRef, MaskKey, Source},
     message::{AuthRequest, BackendMessage, FrontendMessage, StartupPacket},
@@ -28,6 +30,8 @@ pub(crate) struct Catalog {
     conn: Option<(Reader, Writer)>,
     columns: HashMap<(u32, i16), Source>,
     names: HashMap<RelName, Arc<[BaseRef]>>,
+    /// Functions looked up for statements' calls.
+    pub(super) functions: Functions,
 }
 
 /// What a view (or a relation name) reads, recursively through views:
@@ -84,6 +88,7 @@ impl Catalog {
             conn: None,
             columns: HashMap::new(),
             names: HashMap::new(),
+            functions: Functions::default(),
         }
     }
 
@@ -231,7 +236,7 @@ impl Catalog {
     }
 
     /// Runs `sql` (simple protocol) and returns every DataRow as text.
-    async fn rows(&mut self, sql: String) -> Result<Rows, PgError> {
+    pub(super) async fn rows(&mut self, sql: String) -> Result<Rows, PgError> {
         if self.conn.is_none() {
             self.conn = Some(self.connect().await?);
         }
@@ -273,11 +278,11 @@ impl Catalog {
     }
 
     async fn connect(&self) -> Result<(Reader, Writer), PgError> {
-        let creds = self
-            .target
-            .credentials
-            .as_ref()
-            .ok_or_else(|| PgError::Auth("column masking needs injected credentials".into()))?;
+        let creds = self.target.credentials.as_ref().ok_or_else(|| {
+            PgError::Auth(
+                "catalog lookups (column masking, function calls) need injected credentials".into(),
+            )
+        })?;
         let mut params = self.params.clone();
         params.push(("application_name".into(), "interlock catalog".into()));
         let user = params

@@ -5,12 +5,13 @@
 use tokio::sync::watch;
 
 use super::{
-    classify::Classified,
+    classify::{Classified, NameChange},
     error::PgError,
+    executions::{Execution, again, executed_names},
     frame::Frame,
     legs::{Input, error},
     mask::Masks,
-    message::{ErrorFields, FrontendMessage},
+    message::{ErrorFields, FrontendMessage, WireStr},
     relay::Relay,
 };
 use crate::gate::{HoldOutcome, MaskRule, Request, StatementClass, Verdict};
@@ -37,14 +38,23 @@ enum Waited {
     Input(Input),
 }
 
-/// The client-facing error for a blocked statement.
-pub(crate) fn blocked(rule: &str, message: &str, text: &str) -> Frame {
+/// SQLSTATE for a refusal because the audit log cannot be written
+/// (`disk_full`, the usual cause; the message names the actual one).
+pub(crate) const AUDIT_UNWRITABLE: &str = "53100";
+
+/// The client-facing error for a blocked statement; `opaque`: why
+/// interlock could not read it (it was judged as if it had every class).
+pub(crate) fn blocked(rule: &str, message: &str, text: &str, opaque: Option<&str>) -> Frame {
+    let detail = match opaque {
+        Some(why) => format!("statement: {text}\nclassified opaque: {why}"),
+        None => format!("statement: {text}"),
+    };
     ErrorFields::new(
         "ERROR",
         "42501",
         &format!("interlock: statement blocked by rule \"{rule}\": {message}"),
     )
-    .with(b'D', &format!("statement: {text}"))
+    .with(b'D', &detail)
     .error_frame()
 }
 
@@ -52,12 +62,63 @@ impl Relay<'_> {
     /// Decides every statement; the first refusal refuses the request.
     /// A held statement that is approved is masked as an allowed one.
     pub(crate) async fn decide_all(&mut self, stmts: &[Classified]) -> Result<Decision, PgError> {
+        Ok(self.decide_each(stmts).await?.0)
+    }
+
+    /// [`Relay::decide_all`] for the statements of a Parse of statement `name`: one that was
+    /// held and approved is approved for one execution (see [`super::executions`]).
+    pub(crate) async fn decide_parse(
+        &mut self,
+        name: &WireStr,
+        stmts: &[Classified],
+    ) -> Result<Decision, PgError> {
+        let (d, held) = self.decide_each(stmts).await?;
+        if matches!(d, Decision::Allowed(_)) {
+            let name = name.lossy();
+            if held {
+                let text: Vec<&str> = stmts.iter().map(|s| s.text.as_str()).collect();
+                let mut classes: Vec<StatementClass> =
+                    stmts.iter().flat_map(|s| s.classes.clone()).collect();
+                classes.sort();
+                classes.dedup();
+                self.executions.approved(&name, &text.join("; "), &classes);
+            } else {
+                // Relay::on_client records the Parse under this id right after.
+                self.executions.parsed(&name, self.names.next_id());
+            }
+        }
+        Ok(d)
+    }
+
+    /// Decides a Bind of prepared statement `name`: the first after its approval goes,
+    /// later ones are decided again (a statement never held always goes: it was decided at
+    /// its Parse).
+    pub(crate) async fn decide_bind(&mut self, name: &WireStr) -> Result<Decision, PgError> {
+        if self.executions.is_empty() {
+            return Ok(Decision::Allowed(vec![]));
+        }
+        let current = self.names.statement_mut(name).map(|d| d.id);
+        match self.executions.execute(&name.lossy(), current) {
+            Execution::Plain | Execution::First => Ok(Decision::Allowed(vec![])),
+            Execution::Again { text, classes } => {
+                let stmt = Classified::other(
+                    format!(
+                        "execute prepared statement \"{}\" again: {text}",
+                        name.lossy()
+                    ),
+                    classes,
+                );
+                Ok(self.decide_each(std::slice::from_ref(&stmt)).await?.0)
+            }
+        }
+    }
+
+    /// Decides every statement; also says whether one was held and approved.
+    async fn decide_each(&mut self, stmts: &[Classified]) -> Result<(Decision, bool), PgError> {
         let mut masks = Vec::with_capacity(stmts.len());
+        let mut held_any = false;
         for s in stmts {
-            let request = Request::Statement {
-                text: s.text.clone(),
-                classes: s.classes.clone(),
-            };
+            let request = self.execution_request(s);
             // A cancel counts from here: one that arrives while the gate
             // decides (a hold is visible to approvers before it is
             // returned) cancels the held statement.
@@ -67,26 +128,65 @@ impl Relay<'_> {
             match verdict {
                 Verdict::Allow { mask, .. } => match self.masks_for(s, mask) {
                     Ok(m) => masks.push(m),
-                    Err(reply) => return Ok(Decision::Refused(reply)),
+                    Err(reply) => return Ok((Decision::Refused(reply), held_any)),
                 },
                 Verdict::Block { rule, message } => {
-                    return Ok(Decision::Refused(blocked(&rule, &message, &s.text)));
+                    return Ok((
+                        Decision::Refused(blocked(&rule, &message, &s.text, s.opaque.as_deref())),
+                        held_any,
+                    ));
+                }
+                Verdict::Unavailable { message } => {
+                    return Ok((
+                        Decision::Refused(error(AUDIT_UNWRITABLE, &message)),
+                        held_any,
+                    ));
                 }
                 Verdict::Hold(held) => {
                     // Masking that cannot apply refuses before anyone is asked.
                     let m = match self.masks_for(s, held.mask().to_vec()) {
                         Ok(m) => m,
-                        Err(reply) => return Ok(Decision::Refused(reply)),
+                        Err(reply) => return Ok((Decision::Refused(reply), held_any)),
                     };
                     let d = self.hold(held, &s.text, cancel).await?;
                     if !matches!(d, Decision::Allowed(_)) {
-                        return Ok(d);
+                        return Ok((d, held_any));
+                    }
+                    held_any = true;
+                    if let Some(NameChange::Prepare(name)) = &s.names {
+                        self.executions.approved(name, &s.text, &s.classes);
                     }
                     masks.push(m);
                 }
             }
         }
-        Ok(Decision::Allowed(masks))
+        Ok((Decision::Allowed(masks), held_any))
+    }
+
+    /// The request to decide for `s`: itself, or, for an `EXECUTE` of a prepared statement
+    /// whose one approved execution is spent, the prepared statement's text and classes.
+    fn execution_request(&mut self, s: &Classified) -> Request {
+        let (mut text, mut classes) = (s.text.clone(), s.classes.clone());
+        if !self.executions.is_empty() {
+            for name in executed_names(s) {
+                let current = self
+                    .names
+                    .statement_mut(&WireStr::from(name.as_str()))
+                    .map(|d| d.id);
+                if let Execution::Again {
+                    text: prepared,
+                    classes: more,
+                } = self.executions.execute(&name, current)
+                {
+                    (text, classes) = again(&text, &classes, &prepared, &more);
+                }
+            }
+        }
+        Request::Statement {
+            text,
+            classes,
+            opaque: s.opaque.clone(),
+        }
     }
 
     /// The masking for `s` by `rules`; the client's error when it cannot be
@@ -108,6 +208,11 @@ impl Relay<'_> {
         {
             return Err(refuse(format!(
                 "COPY TO of masked columns cannot be masked (rule \"{r}\")"
+            )));
+        }
+        if let Some((r, column)) = copies_masked(s, &masks) {
+            return Err(refuse(format!(
+                "the statement copies `{column}`, which rule \"{r}\" masks, where masking cannot follow it (a table, a notification, a large object, a setting)"
             )));
         }
         if s.binary_copy
@@ -175,6 +280,38 @@ impl Relay<'_> {
             }
         }
     }
+}
+
+/// A masked column `s` copies out of reach of masking, with the rule:
+/// a copied name a column rule's column part matches, of a relation the
+/// statement names that the rule's table part matches (any relation when
+/// the statement's reads are unknown); `*` and whole-row references copy
+/// every column.
+fn copies_masked(s: &Classified, masks: &Masks) -> Option<(String, String)> {
+    use super::classify::Reads;
+    if s.copies.is_empty() || !masks.has_columns() {
+        return None;
+    }
+    for rule in masks.rules() {
+        for g in rule.spec.columns() {
+            let hit = match &s.reads {
+                Reads::Any => s.copies.iter().find(|c| {
+                    c.as_str() == "*" || g.covers_column_name(c) || g.covers_relation(None, c)
+                }),
+                Reads::Named(rels) => s.copies.iter().find(|c| {
+                    rels.iter().any(|r| {
+                        let whole = c.as_str() == "*" || **c == r.name;
+                        g.covers_relation(r.schema.as_deref(), &r.name)
+                            && (whole || g.covers_column(r.schema.as_deref(), &r.name, c))
+                    })
+                }),
+            };
+            if let Some(c) = hit {
+                return Some((rule.rule.clone(), c.clone()));
+            }
+        }
+    }
+    None
 }
 
 fn outcome_decision(o: HoldOutcome, id: &str, rule: &str) -> Decision {

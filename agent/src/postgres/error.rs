@@ -75,6 +75,9 @@ pub enum PgError {
     /// The gate blocked the session.
     #[error("session blocked by rule {0}")]
     Blocked(String),
+    /// The session was refused: the audit log cannot be written.
+    #[error("session refused: the audit log cannot be written")]
+    AuditUnwritable,
 }
 
 impl PgError {

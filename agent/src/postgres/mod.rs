@@ -10,7 +10,10 @@ pub mod classify;
 mod decide;
 mod encoding;
 mod error;
+mod executions;
 pub mod frame;
+mod functions;
+mod job_token;
 mod legs;
 mod mask;
 pub mod message;
@@ -26,6 +29,9 @@ mod tls;
 pub use ca::{CaError, PgCa};
 pub use cancel::CancelRegistry;
 pub use error::{PgError, ProtocolError};
+pub use job_token::AskToken;
 pub use mask::{MASK_KEY_FILE, MaskKey, MaskKeyError};
 pub use session::serve;
-pub use target::{ClientTls, PgCredentials, PgTarget, STARTUP_TIMEOUT, Secret, UpstreamTls};
+pub use target::{
+    ClientPassword, ClientTls, PgCredentials, PgTarget, STARTUP_TIMEOUT, Secret, UpstreamTls,
+};

@@ -26,6 +26,8 @@ pub(crate) struct StmtInfo {
     pub(crate) reads: Reads,
     /// Bind parameters as recorded (detectors applied).
     pub(crate) params: Vec<Option<String>>,
+    /// Why it is `opaque`, when it is.
+    pub(crate) opaque: Option<String>,
 }
 
 impl StmtInfo {
@@ -37,6 +39,7 @@ impl StmtInfo {
             masks: Masks::default(),
             reads: Reads::Any,
             params: vec![],
+            opaque: None,
         }
     }
 }

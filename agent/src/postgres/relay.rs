@@ -11,10 +11,11 @@ use tokio::sync::watch;
 
 use super::{
     catalog::Catalog,
-    classify::{Classified, ClassifyCache, Reads, classify},
+    classify::{Classified, ClassifyCache, Reads, classify_with},
     decide::Decision,
     encoding::ClientEncoding,
     error::{PgError, ProtocolError},
+    executions::Executions,
     frame::Frame,
     legs::{Input, Legs, fatal, proto},
     mask::{MaskKey, Masks, ResultColumns},
@@ -48,6 +49,11 @@ pub(crate) struct Relay<'a> {
     pub(crate) encoding: ClientEncoding,
     /// Recently classified SQL, by the client's bytes.
     classified: ClassifyCache,
+    /// The session's standard_conforming_strings (off: backslashes escape
+    /// in every string literal, and the grammar must read them so).
+    standard_strings: bool,
+    /// Approved prepared statements and their one execution.
+    pub(super) executions: Executions,
 }
 
 fn fallback(gate: &dyn Gate, key: &Option<Arc<MaskKey>>) -> Masks {
@@ -93,6 +99,8 @@ impl<'a> Relay<'a> {
             copy_in: false,
             encoding: ClientEncoding::Utf8,
             classified: ClassifyCache::default(),
+            standard_strings: true,
+            executions: Executions::default(),
         }
     }
 
@@ -168,6 +176,7 @@ impl<'a> Relay<'a> {
         self.pending.push_stmt(Running::new(StmtInfo {
             masks,
             reads: s.reads,
+            opaque: s.opaque,
             ..StmtInfo::plain(s.text, s.classes)
         }));
     }
@@ -181,7 +190,11 @@ impl<'a> Relay<'a> {
         let mut classes: Vec<StatementClass> = Vec::new();
         let mut texts = Vec::new();
         let mut reads = Reads::Named(vec![]);
+        let mut opaque = None;
         for s in stmts {
+            if opaque.is_none() {
+                opaque = s.opaque;
+            }
             if let Some(change) = &s.names {
                 self.names.apply(change);
             }
@@ -203,6 +216,7 @@ impl<'a> Relay<'a> {
         StmtInfo {
             masks: merged,
             reads,
+            opaque,
             ..StmtInfo::plain(texts.join("; "), classes)
         }
     }
@@ -211,10 +225,10 @@ impl<'a> Relay<'a> {
     /// client's encoding. Text that cannot be converted is one
     /// `unparseable` statement (policies decide; fail closed).
     fn classify(&mut self, sql: &WireStr) -> Vec<Classified> {
-        let encoding = &self.encoding;
+        let (encoding, standard) = (&self.encoding, self.standard_strings);
         self.classified
             .get(sql.as_bytes(), || match encoding.decode(sql.as_bytes()) {
-                Some(text) => classify(&text),
+                Some(text) => classify_with(&text, standard),
                 None => vec![Classified::other(
                     sql.lossy().trim().to_string(),
                     vec![StatementClass::Unparseable],
@@ -222,13 +236,47 @@ impl<'a> Relay<'a> {
             })
     }
 
+    /// Adds what the functions each statement calls do (looked up in the
+    /// catalog, cached per session).
+    async fn resolve_calls(&mut self, stmts: &mut [Classified]) {
+        for s in stmts.iter_mut() {
+            self.catalog.resolve_calls(s).await;
+        }
+    }
+
+    /// After allowed statements: forget looked-up functions if any may
+    /// have changed them, and remember functions the session defined.
+    fn functions_may_change(&mut self, stmts: &[Classified]) {
+        use StatementClass as C;
+        let changes = |s: &&Classified| {
+            s.classes.iter().any(|c| {
+                matches!(
+                    c,
+                    C::Ddl | C::CreateFunction | C::DoBlock | C::Opaque | C::RoleChange
+                )
+            })
+        };
+        if stmts.iter().any(|s| changes(&s)) {
+            self.catalog.functions.forget();
+        }
+        for s in stmts {
+            if let Some(name) = &s.defines {
+                self.catalog
+                    .functions
+                    .define(name, super::functions::FnFacts::of_definition(s));
+            }
+        }
+    }
+
     /// Handles one client message; false when the session should end.
     async fn on_client(&mut self, frame: Frame) -> Result<bool, PgError> {
         match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {
             FrontendMessage::Query { sql } => {
-                let stmts = self.classify(&sql);
+                let mut stmts = self.classify(&sql);
+                self.resolve_calls(&mut stmts).await;
                 match self.decide_all(&stmts).await? {
                     Decision::Allowed(masks) => {
+                        self.functions_may_change(&stmts);
                         let mut masks = masks.into_iter();
                         for s in stmts {
                             self.push_statement(s, masks.next().unwrap_or_default());
@@ -245,9 +293,11 @@ impl<'a> Relay<'a> {
                 sql,
                 param_types,
             } => {
-                let stmts = self.classify(&sql);
-                match self.decide_all(&stmts).await? {
+                let mut stmts = self.classify(&sql);
+                self.resolve_calls(&mut stmts).await;
+                match self.decide_parse(&name, &stmts).await? {
                     Decision::Allowed(masks) => {
+                        self.functions_may_change(&stmts);
                         let info = self.prepared(stmts, masks);
                         let types = param_types.iter().map(|t| *t as u32).collect();
                         let undo = self.names.parse(name, info, types);
@@ -272,6 +322,23 @@ impl<'a> Relay<'a> {
                 statement,
                 rest,
             } => {
+                match self.decide_bind(&statement).await? {
+                    Decision::Allowed(_) => {}
+                    Decision::Refused(reply) => {
+                        // The server fails a Bind of a statement that does not exist at the
+                        // same point; its error is replaced by ours.
+                        self.names.close(b'P', &portal);
+                        self.pending.push_injected(reply);
+                        let b = FrontendMessage::Bind {
+                            portal,
+                            statement: self.executions.refused_name().into(),
+                            rest,
+                        };
+                        self.legs.server_w.push(&b.encode());
+                        return Ok(true);
+                    }
+                    Decision::ClientGone => return Ok(false),
+                }
                 let bind = BindParams::parse(rest).map_err(proto(Side::Client))?;
                 let known = self.names.statement_mut(&statement).map(|def| {
                     let info = def.info.clone();
@@ -330,6 +397,7 @@ impl<'a> Relay<'a> {
                     format!("function call (oid {oid})"),
                     vec![StatementClass::DangerousFunction],
                 );
+                self.catalog.functions.forget();
                 let decision = self.decide_all(std::slice::from_ref(&stmt)).await?;
                 match decision {
                     Decision::Allowed(masks) => {
@@ -431,8 +499,13 @@ impl<'a> Relay<'a> {
             BackendMessage::ErrorResponse(f) => {
                 // An error ends copy-in mode.
                 self.copy_in = false;
-                let ours = f.code() == Some("42601")
-                    && f.get(b'M').is_some_and(|m| m.contains(INJECTED_SQL));
+                let ours = (f.code() == Some("42601")
+                    && f.get(b'M').is_some_and(|m| m.contains(INJECTED_SQL)))
+                    // A refused Bind: its statement name is a secret of this session.
+                    || (f.code() == Some("26000")
+                        && f
+                            .get(b'M')
+                            .is_some_and(|m| m.contains(self.executions.refused_name())));
                 let (out, undo) = self.pending.error(ours);
                 self.names.undo(undo);
                 match out {
@@ -467,6 +540,13 @@ impl<'a> Relay<'a> {
             }
             BackendMessage::ParameterStatus { name, value } if name == "client_encoding" => {
                 self.encoding = ClientEncoding::from_name(&value);
+                self.classified.clear();
+                None
+            }
+            BackendMessage::ParameterStatus { name, value }
+                if name == "standard_conforming_strings" =>
+            {
+                self.standard_strings = value != "off";
                 self.classified.clear();
                 None
             }

@@ -273,6 +273,7 @@ impl Relay<'_> {
         let record = Record::Statement {
             text: info.text,
             classes: info.classes,
+            opaque: info.opaque,
             params: info.params,
             rows: if error.is_some() { None } else { rows },
             error,

@@ -12,12 +12,13 @@ use super::{
     auth,
     cancel::CancelRegistry,
     catalog::Catalog,
+    decide::AUDIT_UNWRITABLE,
     error::{PgError, ProtocolError},
     frame::{FrameReader, FrameWriter, tag_name},
     legs::{CLOSE_GRACE, Legs, Writer, fatal, read_err},
     message::ErrorFields,
     relay::Relay,
-    startup::{Hello, Offer, negotiate, read_hello},
+    startup::{Hello, Offer, closed_silently, negotiate, read_hello},
     target::{PgTarget, UpstreamTls},
     tls::{self, BoxIo},
 };
@@ -66,8 +67,9 @@ pub async fn serve(
             return Err(e);
         }
     };
+    let leg = negotiated.leg;
     gate.record(Record::ClientLeg {
-        leg: negotiated.leg,
+        leg,
         tls_unavailable: negotiated.tls_unavailable,
     })
     .await;
@@ -78,12 +80,20 @@ pub async fn serve(
     let hello = timeout_at(deadline, read_hello(&mut client_r))
         .await
         .unwrap_or_else(|_| Err(late()));
+    let hello = match hello {
+        Err(e) if closed_silently(&e) => {
+            // As the server: nothing is sent, the error is recorded.
+            report(&e, None, gate.as_ref()).await;
+            client_w.shutdown().await;
+            return Err(e);
+        }
+        other => other,
+    };
     let opened = match hello {
         Ok(Some(hello)) => {
             open(
                 hello,
-                &mut client_r,
-                &mut client_w,
+                (&mut client_r, &mut client_w, leg),
                 &target,
                 gate.as_ref(),
                 &cancels,
@@ -97,7 +107,7 @@ pub async fn serve(
         Ok(Some(o)) => o,
         Ok(None) => return Ok(()),
         Err(e) => {
-            report(&e, &mut client_w, gate.as_ref()).await;
+            report(&e, Some(&mut client_w), gate.as_ref()).await;
             // A client that does not read cannot hold the task.
             let _ = timeout_at(Instant::now() + CLOSE_GRACE, client_w.shutdown()).await;
             return Err(e);
@@ -124,7 +134,7 @@ pub async fn serve(
     }
     .await;
     if let Err(e) = &result {
-        report(e, &mut legs.client_w, gate.as_ref()).await;
+        report(e, Some(&mut legs.client_w), gate.as_ref()).await;
     }
     legs.close().await;
     result
@@ -155,8 +165,11 @@ fn offer(target: &PgTarget) -> Offer<'_> {
 /// cancel).
 async fn open(
     hello: Hello,
-    r: &mut super::legs::Reader,
-    w: &mut Writer,
+    (r, w, leg): (
+        &mut super::legs::Reader,
+        &mut Writer,
+        crate::gate::ClientLeg,
+    ),
     target: &PgTarget,
     gate: &dyn Gate,
     cancels: &CancelRegistry,
@@ -168,6 +181,19 @@ async fn open(
         }
         Hello::Startup { minor, params } => (minor, params),
     };
+    // A job token as the password is asked for before the session is decided: the
+    // decision verifies it (super::job_token).
+    if let Some(ask) = target.ask_token {
+        let limit = target.startup_timeout;
+        let late = || PgError::protocol(Side::Client, ProtocolError::AuthTimeout(limit.as_secs()));
+        let asked = tokio::time::timeout(limit, super::job_token::ask(r, w, leg, ask))
+            .await
+            .map_err(|_| late())??;
+        match asked {
+            Some(presented) => gate.present_token(presented),
+            None => return Ok(None),
+        }
+    }
     // Fail closed: anything but Allow or an approved hold ends the session.
     match gate.decide(&Request::Session).await {
         Verdict::Allow { .. } => {}
@@ -175,6 +201,10 @@ async fn open(
             let msg = format!("interlock: session blocked by rule \"{rule}\": {message}");
             w.send(&fatal("42501", &msg)).await?;
             return Err(PgError::Blocked(rule));
+        }
+        Verdict::Unavailable { message } => {
+            w.send(&fatal(AUDIT_UNWRITABLE, &message)).await?;
+            return Err(PgError::AuditUnwritable);
         }
         Verdict::Hold(held) => {
             let (id, rule) = (held.approval_id.clone(), held.rule.clone());
@@ -218,8 +248,9 @@ async fn open(
 }
 
 /// Tells the client why its session ends (unless the server or the gate
-/// already did) and records protocol errors.
-async fn report(e: &PgError, w: &mut Writer, gate: &dyn Gate) {
+/// already did, or the server closed it, or `w` is `None`) and records
+/// protocol errors.
+async fn report(e: &PgError, w: Option<&mut Writer>, gate: &dyn Gate) {
     let reply = match e {
         PgError::Protocol { side, source } => {
             gate.record(Record::ProtocolError {
@@ -240,10 +271,18 @@ async fn report(e: &PgError, w: &mut Writer, gate: &dyn Gate) {
             "08006",
             &format!("interlock: cannot open the upstream session: {e}"),
         )),
-        PgError::UpstreamClosed => Some(fatal("08006", &format!("interlock: {e}"))),
-        PgError::Io(_) | PgError::ClientTls(_) | PgError::Refused(_) | PgError::Blocked(_) => None,
+        // The server ended the session: the client gets what it sent (its
+        // FATAL, if any, was relayed) and then the same close, as it
+        // would directly; a word of interlock's own would be one more
+        // error than the server gave.
+        PgError::UpstreamClosed
+        | PgError::Io(_)
+        | PgError::ClientTls(_)
+        | PgError::Refused(_)
+        | PgError::Blocked(_)
+        | PgError::AuditUnwritable => None,
     };
-    if let Some(reply) = reply {
+    if let (Some(reply), Some(w)) = (reply, w) {
         // Written out when the session's legs close.
         w.push(&reply);
     }

@@ -104,17 +104,44 @@ pub(crate) async fn negotiate(
     let (mut gss_seen, mut ssl_seen) = (false, false);
     let mut tls_unavailable = None;
     loop {
-        let mut head = [0u8; 8];
-        match client.read_exact(&mut head).await {
+        // The length first, judged before anything else is awaited, as
+        // the server does: a client that sent something else (a Terminate
+        // before any startup packet) and waits is closed at once, silently.
+        let mut len = [0u8; 4];
+        match client.read_exact(&mut len).await {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e.into()),
         }
-        let [l0, l1, l2, l3, c0, c1, c2, c3] = head;
-        let (len, code) = (
-            u32::from_be_bytes([l0, l1, l2, l3]),
-            i32::from_be_bytes([c0, c1, c2, c3]),
-        );
+        let len = u32::from_be_bytes(len);
+        if !(8..=MAX_STARTUP_PACKET).contains(&len) {
+            // What already arrived is read (as the server's buffered read
+            // would), so the close is a FIN, not a reset that could destroy
+            // the client's view of it.
+            let mut rest = [0u8; 4096];
+            for _ in 0..16 {
+                if !matches!(client.try_read(&mut rest), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+            return Err(PgError::protocol(Side::Client, bad_length(len)));
+        }
+        let mut code = [0u8; 4];
+        match client.read_exact(&mut code).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(PgError::protocol(
+                    Side::Client,
+                    ProtocolError::Truncated(format!("startup packet, {} bytes received", 4)),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let code_value = i32::from_be_bytes(code);
+        let [l0, l1, l2, l3] = len.to_be_bytes();
+        let [c0, c1, c2, c3] = code;
+        let head = [l0, l1, l2, l3, c0, c1, c2, c3];
+        let code = code_value;
         match (len, code) {
             (8, c) if (c == GSSENC_CODE && gss_seen) || (c == SSL_CODE && ssl_seen) => {
                 return Err(refuse(&mut client, "repeated encryption requests").await);
@@ -167,6 +194,40 @@ pub(crate) async fn negotiate(
             }
         }
     }
+}
+
+/// The largest startup packet the server accepts (PostgreSQL's
+/// `MAX_STARTUP_PACKET_LENGTH`).
+pub(crate) const MAX_STARTUP_PACKET: u32 = 10_000;
+
+/// The error for a startup packet declaring `len` bytes.
+fn bad_length(len: u32) -> ProtocolError {
+    let tag = "startup packet".to_string();
+    if len < 8 {
+        ProtocolError::TooShort { tag, len, min: 8 }
+    } else {
+        ProtocolError::TooLong {
+            tag,
+            len,
+            max: MAX_STARTUP_PACKET as usize,
+        }
+    }
+}
+
+/// Whether the server would close the connection on `e` without a word:
+/// a startup packet of an impossible length or cut off by the client
+/// closing (PostgreSQL logs these as COMMERROR and sends nothing). The
+/// client gets the same silent close; the error is still recorded.
+pub(crate) fn closed_silently(e: &PgError) -> bool {
+    matches!(
+        e,
+        PgError::Protocol {
+            side: Side::Client,
+            source: ProtocolError::Truncated(_)
+                | ProtocolError::TooLong { .. }
+                | ProtocolError::TooShort { .. },
+        }
+    )
 }
 
 /// Tells a plaintext client (FATAL 08P01) why its connection ends.

@@ -38,6 +38,21 @@ pub struct PgCredentials {
     pub password: Secret,
 }
 
+/// When a target with injected credentials asks the client for a password
+/// (the answer is read and discarded, never checked nor forwarded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientPassword {
+    /// When the server asked interlock for one, so the client is asked
+    /// exactly when it would be directly: cleartext if the server asked
+    /// for cleartext, else md5 with a fresh salt (interlock cannot run
+    /// SCRAM with a client whose password it does not know: the client
+    /// checks the server's proof).
+    #[default]
+    Mirror,
+    /// Never.
+    Never,
+}
+
 /// How the upstream leg uses TLS (libpq's sslmode names).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpstreamTls {
@@ -61,6 +76,9 @@ pub struct PgTarget {
     pub server_name: String,
     /// Injected credentials; `None` relays the client's own authentication.
     pub credentials: Option<PgCredentials>,
+    /// With `credentials` and no `ask_token`: when the client is asked for
+    /// a password.
+    pub client_password: ClientPassword,
     /// Database to connect to instead of the client's choice.
     pub database: Option<String>,
     pub tls: UpstreamTls,
@@ -77,6 +95,9 @@ pub struct PgTarget {
     pub mask_key: Option<Arc<super::MaskKey>>,
     /// Kernel buffer sizes of the upstream socket.
     pub socket_buffers: crate::net::SocketBuffers,
+    /// Ask the client for a job token as its password (`client_auth:
+    /// [job_token]`); `None`: nothing is asked.
+    pub ask_token: Option<super::AskToken>,
 }
 
 /// Longest a client may take from connect to its startup packet (as the
@@ -122,11 +143,13 @@ impl PgTarget {
             upstream,
             server_name: upstream.ip().to_string(),
             credentials: None,
+            client_password: ClientPassword::default(),
             database: None,
             tls: UpstreamTls::Disable,
             max_frame: DEFAULT_MAX_FRAME,
             client_tls: None,
             mask_key: None,
+            ask_token: None,
             startup_timeout: STARTUP_TIMEOUT,
             socket_buffers: crate::net::SocketBuffers::default(),
         }

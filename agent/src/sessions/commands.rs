@@ -9,7 +9,10 @@ use super::{
     recording::Recording,
     render, terminal,
 };
-use crate::audit;
+use crate::{
+    audit,
+    text::{escape_controls, json_for_terminal},
+};
 
 fn recordings(state_dir: &Path) -> Result<Vec<Recording>, SessionsError> {
     Ok(Recording::collect(audit::read_events(state_dir)?))
@@ -32,9 +35,13 @@ pub fn list(
     }
     for r in recs.iter().filter(|r| filter.matches(r)) {
         if json {
-            writeln!(out, "{}", render::list_json(r))?;
+            writeln!(
+                out,
+                "{}",
+                json_for_terminal(&render::list_json(r).to_string())
+            )?;
         } else {
-            writeln!(out, "{}", render::list_line(r))?;
+            writeln!(out, "{}", escape_controls(&render::list_line(r)))?;
         }
     }
     Ok(())
@@ -78,6 +85,7 @@ pub fn replay(
     state_dir: &Path,
     id: &str,
     speed: Option<f64>,
+    raw: bool,
     out: &mut dyn Write,
 ) -> Result<(), SessionsError> {
     if let Some(s) = speed.filter(|s| !(s.is_finite() && *s > 0.0)) {
@@ -90,7 +98,7 @@ pub fn replay(
         if let (Some(speed), Some(prev)) = (speed, prev) {
             std::thread::sleep(render::gap(prev, e).div_f64(speed));
         }
-        writeln!(out, "{}", render::replay_line(r, e))?;
+        writeln!(out, "{}", escape_controls(&render::replay_line(r, e)))?;
         out.flush()?;
         prev = Some(e);
     }
@@ -111,7 +119,7 @@ pub fn replay(
             }
         }
         writeln!(out, "--- terminal recording {line} ---")?;
-        terminal::play(&cast.path, speed, out)?;
+        terminal::play(&cast.path, speed, raw, out)?;
         writeln!(out, "\n--- end of terminal recording ---")?;
     }
     failed.map_or(Ok(()), Err)

@@ -66,8 +66,21 @@ pub fn parse_since(s: &str, now: SystemTime) -> Result<SystemTime, SessionsError
 }
 
 /// Whether `needle` is a substring of the process's exe, an argv element
-/// (or the whole command line), the user, a CI value or the cgroup path.
+/// (or the whole command line), the user, a CI value, the cgroup path, or
+/// the verified job token's subject or issuer.
 fn identity_has(identity: &Value, needle: &str) -> bool {
+    let verified = identity
+        .get("job_token")
+        .filter(|j| j.get("error").is_none());
+    let in_token = ["sub", "iss", "issuer"].iter().any(|k| {
+        verified
+            .and_then(|j| j.get(*k))
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.contains(needle))
+    });
+    if in_token {
+        return true;
+    }
     let Some(p) = identity.get("process") else {
         return false;
     };

@@ -54,14 +54,16 @@ pub(crate) fn list_json(r: &Recording) -> Value {
         "exe": field("exe"),
         "argv": field("argv"),
         "ci": field("ci"),
+        "job_token": r.identity().and_then(|i| i.get("job_token")).cloned(),
     })
 }
 
 /// The `sessions show` page: every field the recording holds.
 pub(crate) fn show(r: &Recording) -> String {
     let mut s = String::new();
+    // Values come from the job (argv, exe, CI values, claims): shown escaped.
     let mut line = |k: &str, v: &str| {
-        let _ = writeln!(s, "{k:<13}{v}");
+        let _ = writeln!(s, "{k:<13}{}", crate::text::escape_controls(v));
     };
     line("session", r.id());
     line("target", r.target().unwrap_or("-"));
@@ -134,6 +136,37 @@ pub(crate) fn show(r: &Recording) -> String {
         if let Some(ci) = i.pointer("/process/ci").and_then(Value::as_object) {
             for (k, v) in ci {
                 line("ci", &format!("{k}={}", v.as_str().unwrap_or_default()));
+            }
+        }
+        match i.pointer("/process/ci_source/from").and_then(Value::as_str) {
+            Some("job_root") => line(
+                "ci from",
+                &format!(
+                    "job root {} under runner {} {}",
+                    n(&["process", "ci_source", "job_root_tgid"]),
+                    n(&["process", "ci_source", "runner_tgid"]),
+                    t(&["process", "ci_source", "runner_exe"])
+                ),
+            ),
+            Some(_) => line(
+                "ci from",
+                &format!("none: {}", t(&["process", "ci_source", "reason"])),
+            ),
+            None => {}
+        }
+        if let Some(j) = i.get("job_token") {
+            let s = |k: &str| text(j, &[k]).unwrap_or("-").to_string();
+            match j.get("error") {
+                Some(_) => line("job token", &format!("refused: {}", s("error"))),
+                None => line(
+                    "job token",
+                    &format!("{} (issuer {}, {})", s("sub"), s("issuer"), s("iss")),
+                ),
+            }
+            if let Some(claims) = j.get("claims").and_then(Value::as_object) {
+                for (k, v) in claims {
+                    line("claim", &format!("{k}={v}"));
+                }
             }
         }
         let ancestry = i.pointer("/process/ancestry").and_then(Value::as_array);

@@ -186,12 +186,16 @@ pub(crate) fn failure(cast: &Cast, integrity: &Integrity) -> Option<SessionsErro
 /// Writes the output of the asciicast at `path` to `out`; with `speed`,
 /// paced like the original divided by it. Malformed lines are skipped (a
 /// recording cut by a crash still plays up to its last whole event).
+/// Unless `raw`, the output is plain text: the recorded program's escape
+/// sequences are removed and other control characters shown escaped, so
+/// it cannot drive the reader's terminal (`crate::text::strip_terminal`).
 ///
 /// # Errors
 /// The file cannot be read; writing fails.
 pub(crate) fn play(
     path: &Path,
     speed: Option<f64>,
+    raw: bool,
     out: &mut dyn Write,
 ) -> Result<(), SessionsError> {
     let text = std::fs::read_to_string(path).map_err(|source| SessionsError::Recording {
@@ -215,7 +219,11 @@ pub(crate) fn play(
             std::thread::sleep(Duration::from_secs_f64(gap));
         }
         last = t;
-        out.write_all(data.as_bytes())?;
+        if raw {
+            out.write_all(data.as_bytes())?;
+        } else {
+            out.write_all(crate::text::strip_terminal(data).as_bytes())?;
+        }
         out.flush()?;
     }
     Ok(())
@@ -244,8 +252,11 @@ mod tests {
         let p = dir.join("recordings/s1-0.cast");
         std::fs::write(&p, CAST).unwrap();
         let mut out = Vec::new();
-        play(&p, None, &mut out).unwrap();
+        play(&p, None, true, &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "$ ls\r\na b\r\n");
+        let mut out = Vec::new();
+        play(&p, None, false, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "$ ls\na b\n");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

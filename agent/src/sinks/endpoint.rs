@@ -52,12 +52,17 @@ impl Endpoints {
         }
     }
 
-    /// Each endpoint's counters, in configuration order.
-    pub fn status(&self) -> Vec<EndpointStatus> {
+    /// Each endpoint's counters, in configuration order. Only root sees
+    /// the endpoints' paths (see [`webhook::redacted_url`]).
+    pub fn status(&self, root: bool) -> Vec<EndpointStatus> {
         self.list
             .iter()
             .map(|e| EndpointStatus {
-                endpoint: e.label.clone(),
+                endpoint: if root {
+                    e.label.clone()
+                } else {
+                    webhook::redacted_url(&e.url)
+                },
                 stats: e.spool.stats(),
             })
             .collect()

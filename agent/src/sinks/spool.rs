@@ -236,7 +236,12 @@ impl Spool {
                 self.write_state(&mut g)?;
             }
             // One write per whole line: a crash leaves whole lines only.
-            g.file.write_all(&line).map_err(SinkError::spool(&g.path))?;
+            if let Err(e) = g.file.write_all(&line) {
+                // A failed write (a full disk) leaves no part of the line
+                // either: the log catches the spool up from this event on.
+                let _ = g.file.set_len(g.len);
+                return Err(SinkError::spool(&g.path)(e));
+            }
             g.len += size;
             g.pending += 1;
             g.last_seq = g.last_seq.max(seq);

@@ -46,6 +46,25 @@ pub fn display_url(url: &Url) -> String {
     u.to_string()
 }
 
+/// `url` for callers who are not root (`interlock status` is open to every
+/// local user): scheme, host and port only, since some collectors put
+/// their token in the path, and the endpoint's spool name so endpoints on
+/// one host can still be told apart.
+pub fn redacted_url(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = if matches!(url.path(), "" | "/") {
+        "/"
+    } else {
+        "/…"
+    };
+    format!(
+        "{}://{host}{port}{path} (spool {})",
+        url.scheme(),
+        super::endpoint_hash(url)
+    )
+}
+
 /// Delay before retry `attempt` (0-based): 0.5 s doubling to 60 s, +-20% jitter.
 pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = FIRST_DELAY
@@ -136,8 +155,8 @@ impl Delivery {
                         if let Err(e) = spool.disable(status) {
                             warn!(endpoint = %label, error = %e, "cannot persist disabled endpoint");
                         }
-                        let _ = events
-                            .emit(EventKind::WebhookDisabled {
+                        events
+                            .record(EventKind::WebhookDisabled {
                                 endpoint: label.clone(),
                                 status,
                             })
@@ -242,7 +261,12 @@ pub async fn post(
     if let Some(s) = secrets {
         req = req.header("webhook-signature", s.signature(id, ts, &body));
     }
-    req.body(body).send().await.map_err(SinkError::Request)
+    // reqwest names the URL in its errors; paths and queries may hold a
+    // collector's token, and errors reach logs and `interlock status`.
+    req.body(body)
+        .send()
+        .await
+        .map_err(|e| SinkError::Request(e.without_url()))
 }
 
 /// `interlock webhook test URL`: POSTs one test event (from `host`, signed
@@ -260,7 +284,10 @@ pub async fn send_test(
     let (id, body) = crate::audit::test_event_body(host, &display_url(url));
     let resp = post(&client()?, url, secrets.as_ref(), &id, body).await?;
     let status = resp.status();
-    let text = resp.text().await.map_err(SinkError::Request)?;
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| SinkError::Request(e.without_url()))?;
     Ok((status, text))
 }
 
@@ -322,5 +349,26 @@ mod tests {
     fn urls_are_shown_without_credentials() {
         let u = Url::parse("https://user:pw@siem.example/hook?token=abc").unwrap();
         assert_eq!(display_url(&u), "https://siem.example/hook");
+    }
+
+    #[test]
+    fn redacted_urls_keep_only_scheme_host_and_port() {
+        let u = Url::parse("https://user:pw@hooks.example:8443/services/T0/B0/tok3n?x=1").unwrap();
+        let shown = redacted_url(&u);
+        assert!(
+            shown.starts_with("https://hooks.example:8443/… (spool "),
+            "{shown}"
+        );
+        for secret in ["user", "pw", "services", "tok3n", "x=1"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let other = Url::parse("https://hooks.example:8443/services/T0/B0/other").unwrap();
+        assert_ne!(
+            redacted_url(&other),
+            shown,
+            "endpoints stay distinguishable"
+        );
+        let bare = Url::parse("http://[::1]:9000").unwrap();
+        assert!(redacted_url(&bare).starts_with("http://[::1]:9000/ (spool "));
     }
 }

@@ -104,6 +104,16 @@ impl ChannelTask {
         };
         let (kind, text) = start.kind_and_text();
         let mut requests = vec![Request::Command { kind, text }];
+        // What the command does: a shell reading its input, files it writes.
+        if let Start::Exec(cmd) = &start {
+            match super::meaning::exec_requests(cmd) {
+                Ok(extra) => requests.extend(extra),
+                Err(line) => {
+                    self.refuse(&line).await;
+                    return;
+                }
+            }
+        }
         if matches!(&start, Start::Exec(cmd) if runs_sftp_server(cmd)) {
             requests.push(Request::Command {
                 kind: CommandKind::Subsystem,

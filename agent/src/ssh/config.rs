@@ -50,6 +50,9 @@ pub struct ClientAuth {
     pub password: bool,
     /// No credential at all.
     pub none: bool,
+    /// A password that is a job token: given to the gate (which verifies it
+    /// when it decides the session), never forwarded.
+    pub job_token: bool,
 }
 
 impl Default for ClientAuth {
@@ -58,6 +61,7 @@ impl Default for ClientAuth {
             publickey: true,
             password: false,
             none: false,
+            job_token: false,
         }
     }
 }

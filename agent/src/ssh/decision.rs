@@ -20,6 +20,7 @@ pub(super) async fn decide(gate: &dyn Gate, request: &Request) -> Decided {
         Verdict::Block { rule, message } => {
             Decided::Refuse(format!("interlock: blocked by rule {rule}: {message}"))
         }
+        Verdict::Unavailable { message } => Decided::Refuse(message),
         Verdict::Hold(held) => {
             let notice = format!(
                 "interlock: held for approval {} (rule {}); {}",

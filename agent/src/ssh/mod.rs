@@ -14,10 +14,23 @@ mod decision;
 mod error;
 mod forward;
 mod inbound;
+mod meaning;
 mod relay;
 mod reverse;
 mod server;
 mod sftp;
+
+/// The SFTP fuzz target's driver (see `crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_sftp(script: &[u8]) {
+    sftp::fuzz::run(script);
+}
+
+/// Seed scripts for the SFTP fuzz target.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn sftp_seeds() -> Vec<Vec<u8>> {
+    sftp::fuzz::seeds()
+}
 mod upstream;
 
 pub use ca::SshCa;

@@ -64,6 +64,10 @@ enum SessionState {
     Allowed,
     Blocked,
     Held(Held),
+    /// Refused after the client authenticated with a job token (the
+    /// decision needs the token, which comes after the banner): the client
+    /// is let in only to be told why on its first channel, then disconnected.
+    Refused(String),
 }
 
 /// The per-connection russh handler.
@@ -74,6 +78,8 @@ struct ClientSide {
     /// Notices the client leaving while a held session waits; dropped once
     /// authentication is over (a duplicate fd keeps the connection open).
     watch: Option<TcpStream>,
+    /// What the session decision told the client, when it was made after the banner.
+    refusal: Option<String>,
 }
 
 /// Proxies one client connection that was redirected to interlock: the
@@ -95,7 +101,7 @@ pub async fn serve(
     if target.client_auth.publickey {
         methods.push(MethodKind::PublicKey);
     }
-    if target.client_auth.password {
+    if target.client_auth.password || target.client_auth.job_token {
         methods.push(MethodKind::Password);
     }
     if target.client_auth.none {
@@ -131,6 +137,7 @@ pub async fn serve(
         state: SessionState::Undecided,
         user: String::new(),
         watch: watcher(&client),
+        refusal: None,
     };
     let running = server::run_stream(Arc::new(config), client, handler).await?;
     let result = running.await;
@@ -160,7 +167,9 @@ impl ClientSide {
     async fn admit(&mut self, user: &str) -> Auth {
         self.user = user.to_string();
         if matches!(self.state, SessionState::Undecided) {
-            self.state = decide_session(self.ctx.gate.as_ref()).await.0;
+            let (state, banner) = decide_session(self.ctx.gate.as_ref()).await;
+            self.state = state;
+            self.refusal = banner;
         }
         match std::mem::replace(&mut self.state, SessionState::Blocked) {
             SessionState::Allowed => {
@@ -185,7 +194,27 @@ impl ClientSide {
                     _ => Auth::reject(),
                 }
             }
+            SessionState::Blocked if self.ctx.target.client_auth.job_token => {
+                let why = self
+                    .refusal
+                    .take()
+                    .unwrap_or_else(|| "interlock: session refused\r\n".into());
+                self.state = SessionState::Refused(why);
+                Auth::Accept
+            }
+            SessionState::Refused(why) => {
+                self.state = SessionState::Refused(why);
+                Auth::Accept
+            }
             SessionState::Undecided | SessionState::Blocked => Auth::reject(),
+        }
+    }
+
+    /// The refusal to tell the client, when the session was refused after authentication.
+    fn refused(&self) -> Option<String> {
+        match &self.state {
+            SessionState::Refused(why) => Some(why.trim_end().to_string()),
+            _ => None,
         }
     }
 }
@@ -216,6 +245,7 @@ async fn decide_session(gate: &dyn Gate) -> (SessionState, Option<String>) {
             SessionState::Blocked,
             Some(format!("interlock: blocked by rule {rule}: {message}\r\n")),
         ),
+        Verdict::Unavailable { message } => (SessionState::Blocked, Some(format!("{message}\r\n"))),
         Verdict::Hold(held) => {
             let banner = format!(
                 "interlock: session held for approval {} (rule {}); {}\r\n",
@@ -230,6 +260,10 @@ impl server::Handler for ClientSide {
     type Error = SshError;
 
     async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        if self.ctx.target.client_auth.job_token {
+            // The decision needs the token, which the password brings.
+            return Ok(None);
+        }
         let (state, banner) = decide_session(self.ctx.gate.as_ref()).await;
         self.state = state;
         Ok(banner)
@@ -243,8 +277,16 @@ impl server::Handler for ClientSide {
         }
     }
 
-    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
-        if self.ctx.target.client_auth.password {
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.ctx.target.client_auth.job_token {
+            if matches!(self.state, SessionState::Undecided) {
+                self.ctx.gate.present_token(crate::oidc::Presented::Token(
+                    crate::oidc::TokenSource::SshPassword,
+                    crate::oidc::BearerToken::new(password.to_string()),
+                ));
+            }
+            Ok(self.admit(user).await)
+        } else if self.ctx.target.client_auth.password {
             Ok(self.admit(user).await)
         } else {
             Ok(Auth::reject())
@@ -269,6 +311,16 @@ impl server::Handler for ClientSide {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let Some(why) = self.refused() {
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1,
+                    reason: why.clone(),
+                })
+                .await;
+            let _ = session.disconnect(russh::Disconnect::ByApplication, &why, "en");
+            return Ok(());
+        }
         let upstream = match self.ctx.upstream(&self.user).await {
             Ok(up) => up,
             Err(e) => {
@@ -323,6 +375,9 @@ impl server::Handler for ClientSide {
         port: &mut u32,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        if self.refused().is_some() {
+            return Ok(false);
+        }
         let Ok(upstream) = self.ctx.upstream(&self.user).await else {
             return Ok(false);
         };
@@ -335,6 +390,9 @@ impl server::Handler for ClientSide {
         socket_path: &str,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        if self.refused().is_some() {
+            return Ok(false);
+        }
         let Ok(upstream) = self.ctx.upstream(&self.user).await else {
             return Ok(false);
         };
@@ -348,6 +406,9 @@ impl server::Handler for ClientSide {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         self.ctx.grants.cancel_streamlocal(socket_path);
+        if self.refused().is_some() {
+            return Ok(false);
+        }
         let Ok(upstream) = self.ctx.upstream(&self.user).await else {
             return Ok(false);
         };
@@ -364,6 +425,9 @@ impl server::Handler for ClientSide {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         self.ctx.grants.cancel_forward(address, port);
+        if self.refused().is_some() {
+            return Ok(false);
+        }
         let Ok(upstream) = self.ctx.upstream(&self.user).await else {
             return Ok(false);
         };
@@ -379,6 +443,15 @@ impl ClientSide {
         reply: ChannelOpenHandle,
         spec: forward::Direct,
     ) {
+        if let Some(why) = self.refused() {
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1,
+                    reason: why,
+                })
+                .await;
+            return;
+        }
         let upstream = match self.ctx.upstream(&self.user).await {
             Ok(up) => up,
             Err(e) => {

@@ -27,7 +27,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    audit::{EventKind, SessionOutcome},
+    audit::SessionOutcome,
     context::AppContext,
     gate::{Gate as _, HoldOutcome, Request, Verdict},
     gatekeeper::DaemonGate,
@@ -40,9 +40,7 @@ const BUF: usize = 64 * 1024;
 /// destination until either side closes or the daemon's drain time runs
 /// out. The gate emits the session's start; this emits its end.
 pub async fn relay(ctx: AppContext, gate: DaemonGate, client: TcpStream) {
-    let target = gate.identity().target.clone();
     let dst = gate.identity().original_destination;
-    let session_id = gate.session_id().to_string();
     let started = Instant::now();
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
@@ -50,6 +48,8 @@ pub async fn relay(ctx: AppContext, gate: DaemonGate, client: TcpStream) {
     let refused = match gate.decide(&Request::Session).await {
         Verdict::Allow { .. } => None,
         Verdict::Block { message, .. } => Some((SessionOutcome::Blocked, message)),
+        // A reset, as for a block; nothing of the session is recorded.
+        Verdict::Unavailable { message } => Some((SessionOutcome::Blocked, message)),
         Verdict::Hold(held) => {
             info!(approval = %held.approval_id, "connection held for approval");
             tokio::select! {
@@ -112,18 +112,8 @@ pub async fn relay(ctx: AppContext, gate: DaemonGate, client: TcpStream) {
         Some(e) => warn!(?outcome, error = %e, c2s, s2c, "session ended"),
         None => info!(?outcome, c2s, s2c, "session ended"),
     }
-    let _ = ctx
-        .events()
-        .emit(EventKind::SessionEnded {
-            session_id,
-            target,
-            outcome,
-            bytes_client_to_server: c2s,
-            bytes_server_to_client: s2c,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            error,
-        })
-        .await;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    gate.ended(outcome, (c2s, s2c), duration_ms, error).await;
 }
 
 /// Resolves when the held client closes its side. Data the client sends

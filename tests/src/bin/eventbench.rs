@@ -54,6 +54,7 @@ fn statement(i: u64) -> EventKind {
         )),
         params: None,
         classes: vec![StatementClass::Read],
+        opaque: None,
         decision: DecisionView {
             action: Disposition::Allowed,
             rule: None,

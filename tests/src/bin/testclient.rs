@@ -9,6 +9,19 @@
 //!   testclient many ADDR N MSG          opens N connections at once and prints
 //!                                       "opened K refused R <error kinds>"; after a line on
 //!                                       stdin, exchanges MSG on each and prints "replies G"
+//!   testclient pgstart ADDR USER DB     a PostgreSQL startup packet; prints the first reply:
+//!                                       "auth <request code>" or "error <severity> <sqlstate> <message>"
+//!   testclient send ADDR MSG            one connection: send MSG and close at once (no reply
+//!                                       awaited); prints "sent"
+//!   testclient churn ADDR N             the flow-table attack: N connects that fail after
+//!                                       the kernel's connect hook ran (each socket bound to
+//!                                       the client port of an open connection to the same
+//!                                       place, so the 4-tuple is taken), each socket closed
+//!                                       at once; prints "failed F <error kinds>"
+//!                                       (without a first connection, plain connects)
+//!   testclient hog ADDR N               the same N failing connects, every socket kept open;
+//!                                       prints "failed F <error kinds>", then after a line
+//!                                       on stdin exits (closing them)
 
 use std::{
     io::{Read as _, Write as _},
@@ -109,9 +122,70 @@ fn main() -> anyhow::Result<()> {
             }
             println!("replies {good}");
         }
+        "pgstart" => {
+            let user = args.get(3).map(String::as_str).unwrap_or("postgres");
+            let db = args.get(4).map(String::as_str).unwrap_or(user);
+            match pg_start(addr, user, db) {
+                Ok(line) => println!("{line}"),
+                Err(e) => println!("err {:?} {e}", e.kind()),
+            }
+        }
+        "send" => {
+            let msg = args.get(3).map(String::as_str).unwrap_or("fire");
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            s.write_all(msg.as_bytes())?;
+            drop(s);
+            println!("sent");
+        }
+        "churn" | "hog" => {
+            let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1000);
+            let keep = cmd == "hog";
+            // One real connection, whose client port the others collide
+            // with; if it fails (no daemon), the others fail plainly.
+            let first = reusable()?;
+            let local = match first.connect_timeout(&addr.into(), Duration::from_secs(5)) {
+                Ok(()) => Some(first.local_addr()?),
+                Err(_) => None,
+            };
+            let mut held = Vec::new();
+            let mut kinds = std::collections::BTreeSet::new();
+            let mut failed = 0usize;
+            for _ in 0..n {
+                let s = reusable()?;
+                if let Some(local) = &local {
+                    s.bind(local)?;
+                }
+                match s.connect_timeout(&addr.into(), Duration::from_secs(5)) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        failed += 1;
+                        kinds.insert(format!("{:?}", e.kind()));
+                    }
+                }
+                if keep {
+                    held.push(s);
+                }
+            }
+            let kinds: Vec<String> = kinds.into_iter().collect();
+            println!("failed {failed} {}", kinds.join(","));
+            std::io::stdout().flush()?;
+            if keep {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+            }
+            drop(held);
+            drop(first);
+        }
         other => anyhow::bail!("unknown command {other}"),
     }
     Ok(())
+}
+
+/// A TCP socket that may share a bound address with others (SO_REUSEADDR).
+fn reusable() -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    Ok(s)
 }
 
 /// How long a reply may take: 5 s, or `INTERLOCK_TEST_READ_SECS` (a test
@@ -133,4 +207,46 @@ fn exchange(addr: SocketAddr, msg: &[u8]) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
+}
+
+/// Sends a protocol 3.0 startup packet and describes the server's first message.
+fn pg_start(addr: SocketAddr, user: &str, db: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(read_timeout()))?;
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", db)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let len = u32::try_from(body.len() + 4).map_err(std::io::Error::other)?;
+    s.write_all(&len.to_be_bytes())?;
+    s.write_all(&body)?;
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head)?;
+    let [tag, l0, l1, l2, l3] = head;
+    let len = u32::from_be_bytes([l0, l1, l2, l3]).saturating_sub(4);
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload)?;
+    Ok(match tag {
+        b'R' => format!(
+            "auth {}",
+            payload
+                .get(..4)
+                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        ),
+        b'E' => {
+            let field = |code: u8| {
+                payload
+                    .split(|b| *b == 0)
+                    .find(|f| f.first() == Some(&code))
+                    .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+                    .unwrap_or_default()
+            };
+            format!("error {} {} {}", field(b'S'), field(b'C'), field(b'M'))
+        }
+        other => format!("message {}", other as char),
+    })
 }

@@ -90,13 +90,43 @@ impl Step for Bpffs {
     }
 
     fn describe_fix(&self) -> String {
-        format!("mkdir -p {BPFFS_DIR} && mount -t bpf bpf {BPFFS_DIR}")
+        format!("mkdir -p {BPFFS_DIR} && mount -t bpf -o mode={BPFFS_MODE} bpf {BPFFS_DIR}")
     }
 
     fn apply(&self) -> Result<()> {
         util::run(Command::new("mkdir").args(["-p", BPFFS_DIR]))?;
-        util::run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS_DIR]))
+        // Only root needs bpffs; mounted world-writable (the kernel's
+        // default is 1777), users can plant directories where pins go.
+        util::run(Command::new("mount").args([
+            "-t",
+            "bpf",
+            "-o",
+            &format!("mode={BPFFS_MODE}"),
+            "bpf",
+            BPFFS_DIR,
+        ]))
     }
+}
+
+/// Mode bpffs is mounted with (systemd mounts it so too).
+const BPFFS_MODE: &str = "0700";
+
+/// A warning when bpffs is already mounted writable by every user: set-up
+/// does not remount it (other software on the host may rely on it), and
+/// the daemon refuses pin trees others could write anyway.
+pub(crate) fn bpffs_advice() -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mounted = is_mounted_at(&read_mounts().ok()?, BPFFS_DIR, "bpf");
+    let mode = fs::metadata(BPFFS_DIR).ok()?.permissions().mode() & 0o7777;
+    advice_for(mounted, mode)
+}
+
+fn advice_for(mounted: bool, mode: u32) -> Option<String> {
+    (mounted && mode & 0o002 != 0).then(|| {
+        format!(
+            "warning: {BPFFS_DIR} is writable by every user (mode {mode:o}); consider `mount -o remount,mode={BPFFS_MODE} {BPFFS_DIR}` (interlock refuses pin directories others could write)"
+        )
+    })
 }
 
 /// tracefs at /sys/kernel/tracing, where the agent reads tracepoint formats.
@@ -170,6 +200,13 @@ garbage
 
         let v1_only = parse_mounts("cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n");
         assert_eq!(find_fstype(&v1_only, "cgroup2"), None);
+    }
+
+    #[test]
+    fn world_writable_bpffs_gets_advice() {
+        assert!(advice_for(true, 0o1777).is_some_and(|a| a.contains("mode 1777")));
+        assert_eq!(advice_for(true, 0o700), None);
+        assert_eq!(advice_for(false, 0o1777), None);
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub(crate) const PACKAGES: &[&str] = &[
     "python3-pip",
     // The CPU hog the flow-control tests run beside the relays (relay_flow.rs).
     "stress-ng",
+    // pg_config and headers: psycopg2 is built from its sdist for its test suite.
+    "libpq-dev",
+    // The approvals page's browser tests: headless Chromium driven over WebDriver, and
+    // certutil to make a fresh profile trust interlock's CA.
+    "chromium",
+    "chromium-driver",
+    "libnss3-tools",
 ];
 
 /// What dpkg reports for a fully installed package.

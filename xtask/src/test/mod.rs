@@ -120,6 +120,7 @@ fn nextest(ws: &Workspace, profile: &str) -> Result<(Command, PathBuf)> {
     ])
     .env("INTERLOCK_BIN", ws.interlock_bin(false))
     .env("INTERLOCK_WORKSPACE", ws.root())
+    .env("INTERLOCK_DRIVER_SUITES", setup::suites_dir(ws))
     .env(RECORDS_ENV, &records);
     Ok((cmd, records))
 }
@@ -242,7 +243,11 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
         bail!("phase `setup` failed: {err:#}");
     }
 
-    for phase in phases(ws, args.filter.as_deref()) {
+    let lab = crate::lab::test_phase(args.filter.is_some())?.map(|command| Phase {
+        name: "lab",
+        step: Step::Run(command),
+    });
+    for phase in phases(ws, args.filter.as_deref()).into_iter().chain(lab) {
         eprintln!("==> {}", phase.name);
         let started = Instant::now();
         let result = match phase.step {

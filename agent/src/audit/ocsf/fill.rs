@@ -3,10 +3,13 @@
 use super::{
     body::{APPROVED, BLOCKED, Body, HELD, Mapper},
     classify,
-    objects::{Actor, Database, Endpoint, File, Process, Product, QueryInfo, Rule, Traffic, User},
+    objects::{
+        Actor, Database, Endpoint, File, Group, Idp, Process, Product, QueryInfo, Rule, Traffic,
+        User,
+    },
 };
 use crate::{
-    approval::{Decision, RequestView},
+    approval::{DecidedBy, Decision, RequestView},
     audit::{Disposition, Event, EventKind, SessionOutcome},
     gate::Side,
     policy::CommandKind,
@@ -89,14 +92,33 @@ impl Mapper {
             } => {
                 b.session(session_id, ctx, Some(&approval.pending.target));
                 if let Some(by) = &approval.by {
-                    b.actor = Some(Actor {
-                        user: Some(User::peer(by)),
-                        process: Some(Process {
-                            pid: Some(by.pid),
+                    b.actor = Some(match by {
+                        DecidedBy::Local(by) => Actor {
                             user: Some(User::peer(by)),
-                            ..Process::default()
-                        }),
-                        ..Actor::default()
+                            process: Some(Process {
+                                pid: Some(by.pid),
+                                user: Some(User::peer(by)),
+                                ..Process::default()
+                            }),
+                            ..Actor::default()
+                        },
+                        // Signed in on the approvals page: the provider vouches for them.
+                        DecidedBy::SignedIn(s) => Actor {
+                            user: Some(User {
+                                uid: Some(s.subject.clone()),
+                                name: Some(s.display()),
+                                groups: s
+                                    .groups
+                                    .iter()
+                                    .map(|g| Group { name: g.clone() })
+                                    .collect(),
+                            }),
+                            idp: Some(Idp {
+                                name: "approvals-page".into(),
+                                uid: s.issuer.clone(),
+                            }),
+                            ..Actor::default()
+                        },
                     });
                 } else {
                     b.actor = Some(Actor::interlock());
@@ -203,10 +225,46 @@ impl Mapper {
                 reason,
                 count,
                 total,
+                by,
             } => {
                 b.log("kernel flow table".into());
+                b.message = Some(match by {
+                    None => format!(
+                        "{count} connects to targets not redirected ({reason:?}; {total} in all)"
+                    ),
+                    Some(by) => format!(
+                        "{count} connects to targets from cgroup {} not redirected ({reason:?}; {total} in all from it)",
+                        by.cgroup.as_deref().unwrap_or("(gone)")
+                    ),
+                });
+                if let Some(by) = by {
+                    let process = Process {
+                        pid: Some(by.pid),
+                        name: Some(by.comm.clone()),
+                        user: User::of(by.uid, None),
+                        ..Process::default()
+                    };
+                    b.actor = Some(Actor {
+                        user: process.user.clone(),
+                        process: Some(process),
+                        ..Actor::default()
+                    });
+                }
+            }
+            K::KernelIntegrity {
+                finding,
+                path,
+                detail,
+                repaired,
+            } => {
+                b.log("interlock kernel side".into());
                 b.message = Some(format!(
-                    "{count} connects to targets not redirected ({reason:?}; {total} in all)"
+                    "{finding:?} at {path}: {detail}{}",
+                    if *repaired {
+                        " (repaired)"
+                    } else {
+                        " (not repaired)"
+                    }
                 ));
             }
             K::PolicyReloaded {
@@ -290,6 +348,19 @@ impl Mapper {
                 b.log("interlock audit".into());
                 b.message = Some(format!(
                     "records removed: the log ends at {last_seq}, its checkpoint names {checkpoint_seq}"
+                ));
+            }
+            K::AuditWriteFailed {
+                since,
+                error,
+                records_held,
+                refused_sessions,
+                refused_requests,
+            } => {
+                b.log("interlock audit".into());
+                b.status_detail = Some(error.clone());
+                b.message = Some(format!(
+                    "the audit log could not be written since {since}: {refused_sessions} sessions and {refused_requests} requests refused, {records_held} records held and written late"
                 ));
             }
             K::WebhookDisabled { endpoint, status } => {

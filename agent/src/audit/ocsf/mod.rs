@@ -141,12 +141,27 @@ pub(crate) fn classify(kind: &EventKind) -> Classification {
             ..
         } => (EVENT_LOG, (99, "Connects Not Redirected"), HIGH, FAILURE),
         K::ConnectsRefused { .. } => (EVENT_LOG, (99, "Connects Not Redirected"), MEDIUM, FAILURE),
+        // An upgrade replaces adopted links too: low. Anything else is
+        // someone with root turning interception off or preparing to.
+        K::KernelIntegrity {
+            finding: super::event::KernelFinding::LinkFromOtherBuild,
+            ..
+        } => (EVENT_LOG, (99, "Kernel Side Changed"), LOW, SUCCESS),
+        // After the fact, and `interlock detach` by an operator looks the same.
+        K::KernelIntegrity {
+            finding: super::event::KernelFinding::PinsVanished,
+            ..
+        } => (EVENT_LOG, (99, "Kernel Side Changed"), MEDIUM, FAILURE),
+        K::KernelIntegrity { .. } => (EVENT_LOG, (99, "Kernel Side Changed"), HIGH, FAILURE),
         K::DaemonStarted { .. } => (PROCESS, (1, "Launch"), INFORMATIONAL, SUCCESS),
         K::DaemonStopped { .. } => (PROCESS, (2, "Terminate"), INFORMATIONAL, SUCCESS),
         K::ProcessRecordsLost { .. } => (EVENT_LOG, (99, "Records Lost"), MEDIUM, FAILURE),
         K::AuditTailSealed { .. } => (EVENT_LOG, (8, "Restart"), LOW, SUCCESS),
         K::AuditPartialRecordDropped { .. } => (EVENT_LOG, (2, "Delete"), LOW, SUCCESS),
         K::AuditTruncationDetected { .. } => (EVENT_LOG, (2, "Delete"), HIGH, FAILURE),
+        // Nothing was lost (requests were refused instead), but enforcement
+        // refused work for a while: high.
+        K::AuditWriteFailed { .. } => (EVENT_LOG, (99, "Log Unwritable"), HIGH, FAILURE),
         K::WebhookDisabled { .. } => (EVENT_LOG, (99, "Sink Disabled"), MEDIUM, FAILURE),
         K::WebhookSpoolOverflow { .. } => (EVENT_LOG, (99, "Records Lost"), MEDIUM, FAILURE),
         K::WebhookTest { .. } => (EVENT_LOG, (99, "Webhook Test"), INFORMATIONAL, SUCCESS),

@@ -224,16 +224,49 @@ pub(crate) struct Actor {
     pub(crate) app_name: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) session: Option<Session>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) idp: Option<Idp>,
+}
+
+/// `idp`: the identity provider that vouches for the actor's user.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Idp {
+    /// The policy's name of the issuer.
+    pub(crate) name: String,
+    /// The issuer URL (`iss`).
+    pub(crate) uid: String,
 }
 
 impl Actor {
-    /// The process that made an intercepted connection, and its user.
+    /// The process that made an intercepted connection, and its user: the verified job
+    /// token's subject (with its groups, and the issuer as `idp`) when the session has one,
+    /// else the process's local user.
     pub(crate) fn of(f: &FlowIdentity) -> Actor {
         let process = Process::of(&f.process);
-        Actor {
-            user: process.user.clone(),
-            process: Some(process),
-            ..Actor::default()
+        let job = f
+            .job_token
+            .as_ref()
+            .filter(|j| j.error.is_none())
+            .and_then(|j| Some((j, j.sub.as_ref()?, j.issuer.as_ref()?, j.iss.as_ref()?)));
+        match job {
+            Some((j, sub, issuer, iss)) => Actor {
+                user: Some(User {
+                    uid: Some(sub.clone()),
+                    name: Some(sub.clone()),
+                    groups: j.groups.iter().map(|g| Group { name: g.clone() }).collect(),
+                }),
+                idp: Some(Idp {
+                    name: issuer.clone(),
+                    uid: iss.clone(),
+                }),
+                process: Some(process),
+                ..Actor::default()
+            },
+            None => Actor {
+                user: process.user.clone(),
+                process: Some(process),
+                ..Actor::default()
+            },
         }
     }
 

@@ -43,7 +43,9 @@ fn identity() -> FlowIdentity {
             }],
             cgroup: Some("/ci/job-42".into()),
             ci: BTreeMap::from([("GITHUB_RUN_ID".to_string(), "9191".to_string())]),
+            ci_source: Default::default(),
         },
+        job_token: None,
     }
 }
 
@@ -63,6 +65,7 @@ fn pending() -> Pending {
         request: RequestView::Statement {
             text: "DELETE FROM t".into(),
             classes: vec![StatementClass::Write],
+            opaque: None,
         },
         requester: Requester {
             uid: 1001,
@@ -71,10 +74,11 @@ fn pending() -> Pending {
             exe: Some("/usr/bin/psql".into()),
             cgroup: Some("/ci/job-42".into()),
             ci: BTreeMap::new(),
+            job: None,
         },
         approvers: Approvers {
             users: vec!["alice".into()],
-            groups: vec![],
+            ..Approvers::default()
         },
         grant: Grant::Session,
         requested_at: SystemTime::UNIX_EPOCH,
@@ -86,16 +90,20 @@ fn decided(decision: Decision) -> Decided {
     Decided {
         pending: pending(),
         decision,
-        by: (decision == Decision::Approved).then(|| LocalPeer {
-            uid: 2000,
-            gid: 2000,
-            pid: 77,
-            user: Some("alice".into()),
-            groups: vec!["sre".into()],
-            cgroup: Some("/user".into()),
+        by: (decision == Decision::Approved).then(|| {
+            crate::approval::DecidedBy::Local(LocalPeer {
+                uid: 2000,
+                gid: 2000,
+                pid: 77,
+                user: Some("alice".into()),
+                groups: vec!["sre".into()],
+                cgroup: Some("/user".into()),
+            })
         }),
+        channel: (decision == Decision::Approved).then_some(crate::approval::Channel::Cli),
         reason: Some("ticket 42".into()),
         decided_at: SystemTime::UNIX_EPOCH,
+        granted_until: None,
     }
 }
 
@@ -119,6 +127,7 @@ fn samples() -> Vec<EventKind> {
             text: Some("SELECT * FROM items".into()),
             params: None,
             classes: vec![StatementClass::Read],
+            opaque: None,
             decision: decision(Disposition::Allowed),
             rows: Some(2),
             error: None,
@@ -130,6 +139,7 @@ fn samples() -> Vec<EventKind> {
             text: None,
             params: None,
             classes: vec![StatementClass::Write],
+            opaque: None,
             decision: decision(Disposition::Approved),
             rows: None,
             error: Some("23505".into()),
@@ -165,6 +175,7 @@ fn samples() -> Vec<EventKind> {
             request: RequestView::Statement {
                 text: "TRUNCATE t".into(),
                 classes: vec![StatementClass::Truncate],
+                opaque: None,
             },
             rule: "no-truncate".into(),
             message: "use a migration".into(),
@@ -237,6 +248,7 @@ fn samples() -> Vec<EventKind> {
             text: Some("SELECT 1".into()),
             params: None,
             classes: vec![StatementClass::Read],
+            opaque: None,
             decision: decision(Disposition::Allowed),
             rows: None,
             error: None,
@@ -251,6 +263,13 @@ fn samples() -> Vec<EventKind> {
             reason: crate::audit::RefusalReason::FlowTableFull,
             count: 3,
             total: 5,
+            by: None,
+        },
+        K::KernelIntegrity {
+            finding: crate::audit::KernelFinding::LinkDetached,
+            path: "/sys/fs/bpf/interlock/default/links/connect4@1".into(),
+            detail: "connect4 was detached".into(),
+            repaired: true,
         },
         K::PolicyReloaded {
             path: "/etc/interlock/policy.yaml".into(),
@@ -290,6 +309,14 @@ fn samples() -> Vec<EventKind> {
         K::AuditTruncationDetected {
             checkpoint_seq: 2,
             last_seq: 1,
+        },
+        K::AuditWriteFailed {
+            since: "2026-01-01T00:00:00.000Z".into(),
+            error: "audit log /s/audit/segment-000001.jsonl: No space left on device (os error 28)"
+                .into(),
+            records_held: 3,
+            refused_sessions: 1,
+            refused_requests: 2,
         },
         K::WebhookDisabled {
             endpoint: "https://siem.example/ingest".into(),
@@ -332,9 +359,11 @@ fn index(k: &EventKind) -> usize {
         K::WebhookSpoolOverflow { .. } => 19,
         K::WebhookTest { .. } => 20,
         K::ConnectsRefused { .. } => 21,
+        K::AuditWriteFailed { .. } => 22,
+        K::KernelIntegrity { .. } => 23,
     }
 }
-const KINDS: usize = 22;
+const KINDS: usize = 24;
 
 /// Each sample as (native event JSON, OCSF body), mapped in order.
 fn bodies() -> Vec<(Value, Value)> {
@@ -596,4 +625,99 @@ fn every_kind_reads_back_as_it_was_written() {
         let back = Event::deserialize(&record).unwrap_or_else(|e| panic!("{written}: {e}"));
         assert_eq!(serde_json::to_value(&back).unwrap(), written);
     }
+}
+
+#[test]
+fn a_verified_job_token_is_the_actor_and_its_issuer_the_idp() {
+    let mut id = identity();
+    id.job_token = Some(crate::oidc::JobTokenView {
+        source: crate::oidc::TokenSource::PostgresPassword,
+        issuer: Some("gitlab".into()),
+        iss: Some("https://gitlab.example".into()),
+        sub: Some("project_path:infra/app:ref_type:branch:ref:main".into()),
+        groups: vec!["sre".into()],
+        claims: BTreeMap::from([("ref".to_string(), Value::from("main"))]),
+        expires: Some(100),
+        error: None,
+    });
+    let mut m = Mapper::default();
+    let ev = Event::now(
+        "ci-runner-7",
+        EventKind::SessionStarted {
+            session_id: SID.into(),
+            identity: Box::new(id.clone()),
+            decision: decision(Disposition::Allowed),
+            client_leg: None,
+            client_tls_unavailable: None,
+        },
+    );
+    let native = serde_json::to_vec(&ev).unwrap();
+    let body: Value = serde_json::from_slice(&m.body(Some(1), &ev, &native).unwrap()).unwrap();
+    let actor = &body["actor"];
+    assert_eq!(
+        actor["user"]["uid"],
+        "project_path:infra/app:ref_type:branch:ref:main"
+    );
+    assert_eq!(actor["user"]["groups"][0]["name"], "sre");
+    assert_eq!(actor["idp"]["name"], "gitlab");
+    assert_eq!(actor["idp"]["uid"], "https://gitlab.example");
+    assert_eq!(
+        actor["process"]["user"]["name"], "runner",
+        "the local user stays"
+    );
+    check(&body).unwrap();
+    // A refused token is no identity: the local user is the actor.
+    id.job_token = Some(crate::oidc::JobTokenView::refused(
+        crate::oidc::TokenSource::SshPassword,
+        &crate::oidc::TokenError::Expired,
+    ));
+    let ev = Event::now(
+        "h",
+        EventKind::SessionStarted {
+            session_id: SID.into(),
+            identity: Box::new(id),
+            decision: decision(Disposition::Blocked),
+            client_leg: None,
+            client_tls_unavailable: None,
+        },
+    );
+    let native = serde_json::to_vec(&ev).unwrap();
+    let body: Value = serde_json::from_slice(&m.body(Some(2), &ev, &native).unwrap()).unwrap();
+    assert_eq!(body["actor"]["user"]["name"], "runner");
+    assert!(body["actor"].get("idp").is_none());
+}
+
+#[test]
+fn an_approver_signed_in_on_the_page_is_the_actor_and_the_provider_its_idp() {
+    let mut d = decided(Decision::Approved);
+    d.by = Some(crate::approval::DecidedBy::SignedIn(
+        crate::approval::SignedIn {
+            issuer: "https://login.corp.example".into(),
+            subject: "00u1sam".into(),
+            email: Some("sam@corp.example".into()),
+            name: Some("Sam".into()),
+            username: Some("sam".into()),
+            groups: vec!["sre".into()],
+            claims: BTreeMap::new(),
+        },
+    ));
+    d.channel = Some(crate::approval::Channel::Web);
+    let ev = Event::now(
+        "h",
+        EventKind::ApprovalDecided {
+            session_id: SID.into(),
+            approval: Box::new(d),
+        },
+    );
+    let native = serde_json::to_vec(&ev).unwrap();
+    let mut m = Mapper::default();
+    let body: Value = serde_json::from_slice(&m.body(Some(1), &ev, &native).unwrap()).unwrap();
+    let actor = &body["actor"];
+    assert_eq!(actor["user"]["uid"], "00u1sam");
+    assert_eq!(actor["user"]["name"], "sam@corp.example");
+    assert_eq!(actor["user"]["groups"][0]["name"], "sre");
+    assert_eq!(actor["idp"]["uid"], "https://login.corp.example");
+    assert!(actor.get("process").is_none(), "not a local process");
+    assert_eq!(body["unmapped"]["approval"]["channel"], "web");
+    check(&body).unwrap();
 }

@@ -14,7 +14,7 @@ fn identity_of_this_test_process() -> TestResult {
     assert!(t.get(me).is_some(), "seeding saw this process");
 
     let max_depth = 32;
-    let id = t.identity(me, me, max_depth);
+    let id = t.identity(me, me, max_depth, &crate::identity::JobRootSpec::default());
     let exe = std::env::current_exe()?;
     assert_eq!(id.exe.as_deref(), exe.to_str());
     assert!(!id.argv.is_empty());

@@ -46,12 +46,67 @@ impl BaseRef {
         }
     }
 
-    /// Whether `glob` masks (part of) what this names.
+    /// Whether `glob` masks (part of) what this names. The planner's
+    /// statistics (`pg_stats` and the like) hold sample values of every
+    /// column, so any column rule covers them.
     pub(crate) fn covered_by(&self, glob: &ColumnGlob) -> bool {
+        if self.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+            && STATISTICS.contains(&self.table.as_str())
+        {
+            return true;
+        }
         match (&self.schema, &self.column) {
             (Some(s), Some(c)) => glob.matches(&format!("{s}.{}.{c}", self.table)),
             (schema, _) => glob.covers_relation(schema.as_deref(), &self.table),
         }
+    }
+}
+
+/// Catalogs and views whose columns hold sample values of other tables'
+/// columns (`most_common_vals`, `histogram_bounds`, `stavalues1`...).
+const STATISTICS: &[&str] = &[
+    "pg_statistic",
+    "pg_stats",
+    "pg_statistic_ext_data",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+];
+
+/// Whether a result column `schema.table.column` holds sample values of
+/// other tables' columns: with column rules in force it is masked for every
+/// table (which column a row describes is in another column of the row).
+pub(crate) fn holds_sample_values(name: &str) -> bool {
+    let mut parts = name.splitn(3, '.');
+    let (Some("pg_catalog"), Some(table), Some(column)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    STATISTICS.contains(&table)
+        && (column.starts_with("stavalues")
+            || matches!(
+                column,
+                "most_common_vals"
+                    | "histogram_bounds"
+                    | "most_common_elems"
+                    | "stxdmcv"
+                    | "stxdexpr"
+            ))
+}
+
+impl BaseRef {
+    /// Like [`BaseRef::covered_by`] for what a view column reads: a
+    /// statistics relation there counts only through its sample columns.
+    pub(crate) fn column_covered_by(&self, glob: &ColumnGlob) -> bool {
+        let stats = self.schema.as_deref() == Some("pg_catalog")
+            && STATISTICS.contains(&self.table.as_str());
+        if stats {
+            return self
+                .column
+                .as_ref()
+                .is_some_and(|c| holds_sample_values(&format!("pg_catalog.{}.{c}", self.table)));
+        }
+        self.covered_by(glob)
     }
 }
 
@@ -225,5 +280,19 @@ mod tests {
         let two = ResultColumns::undescribed(&[0, 1]);
         assert_eq!(two.columns()[1].format, Format::Binary);
         assert_eq!(two.rest().format, Format::Binary);
+    }
+}
+
+#[cfg(test)]
+mod statistics_tests {
+    use super::*;
+
+    #[test]
+    fn statistics_sample_values_are_recognised() {
+        assert!(holds_sample_values("pg_catalog.pg_stats.most_common_vals"));
+        assert!(holds_sample_values("pg_catalog.pg_stats.histogram_bounds"));
+        assert!(holds_sample_values("pg_catalog.pg_statistic.stavalues3"));
+        assert!(!holds_sample_values("pg_catalog.pg_stats.attname"));
+        assert!(!holds_sample_values("public.pg_stats.most_common_vals"));
     }
 }

@@ -137,9 +137,10 @@ impl Masks {
             }
             let key = match &col.source {
                 Source::Column { name, reads } => {
-                    let hit = globs
-                        .iter()
-                        .any(|g| g.matches(name) || reads.iter().any(|b| b.covered_by(g)));
+                    let hit = super::columns::holds_sample_values(name)
+                        || globs.iter().any(|g| {
+                            g.matches(name) || reads.iter().any(|b| b.column_covered_by(g))
+                        });
                     hit.then(|| name.clone())
                 }
                 Source::Computed => cols

@@ -6,6 +6,8 @@
 //! Replies are forwarded only as whole packets, so a refusal interlock
 //! writes never lands inside a server packet.
 
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod path;
 mod wire;
 
