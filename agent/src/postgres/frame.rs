@@ -418,7 +418,8 @@ mod tests {
         let f = |t: u8| Payload::new(t).cstr("x").finish();
         w.push(&f(b'1'));
         w.push(&f(b'2'));
-        assert_eq!(w.queued(), 12);
+        // Two frames of tag, length and "x\0": 2 * (1 + 4 + 2) bytes.
+        assert_eq!(w.queued(), 14);
         // A send writes what was queued first.
         w.send(&f(b'3')).await.unwrap();
         assert!(w.is_idle());
