@@ -94,7 +94,7 @@ pub fn count_refusal_of(slot: u32, who: &Refused) {
         reason: slot,
         _pad: 0,
     };
-    match REFUSED_BY_CGROUP.get_ptr_mut(&key) {
+    match REFUSED_BY_CGROUP.get_ptr_mut(key) {
         Some(r) => bump(r, who),
         None => {
             let first = RefusalRecord {
@@ -105,8 +105,8 @@ pub fn count_refusal_of(slot: u32, who: &Refused) {
             };
             // Fails when another CPU made the entry first (then bump it),
             // or when the map is full (then only the slot counts it).
-            if REFUSED_BY_CGROUP.insert(&key, &first, BPF_NOEXIST).is_err()
-                && let Some(r) = REFUSED_BY_CGROUP.get_ptr_mut(&key)
+            if REFUSED_BY_CGROUP.insert(key, first, BPF_NOEXIST).is_err()
+                && let Some(r) = REFUSED_BY_CGROUP.get_ptr_mut(key)
             {
                 bump(r, who);
             }

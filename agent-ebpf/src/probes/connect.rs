@@ -261,7 +261,7 @@ fn record_flow(ctx: &SockAddrContext, flow: &FlowInfo, quota: u32) -> Result<(),
     // (its flow is replaced below).
     disown(cookie);
     own(cookie, flow.cgroup_id, quota)?;
-    FLOWS.insert(&cookie, flow, 0).map_err(|e| {
+    FLOWS.insert(cookie, flow, 0).map_err(|e| {
         disown(cookie);
         if e == -E2BIG {
             ProbeError::MapFull

@@ -28,7 +28,7 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     let cookie = unsafe { bpf_get_socket_cookie(sk.cast()) };
     disown(cookie);
     if state == TCP_CLOSE || state == TCP_SYN_SENT {
-        let _ = FLOWS.remove(&cookie);
+        let _ = FLOWS.remove(cookie);
     }
     DONE
 }
