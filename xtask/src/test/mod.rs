@@ -7,6 +7,7 @@
 //! a deliberately hanging test is killed and named within its limit, and
 //! its daemon dies with it.
 
+mod beside;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -252,11 +253,24 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
         bail!("phase `setup` failed: {err:#}");
     }
 
-    let lab = crate::lab::test_phase(args.filter.is_some())?.map(|command| Phase {
-        name: "lab",
-        step: Step::Run(command),
-    });
-    for phase in phases(ws, args.filter.as_deref()).into_iter().chain(lab) {
+    // The lab starts once the build and unit tests passed (its own build
+    // of interlock is then a no-op) and runs beside the integration tests.
+    let mut lab = crate::lab::test_phase(args.filter.is_some())?;
+    let mut beside: Option<beside::Beside> = None;
+    for phase in phases(ws, args.filter.as_deref()) {
+        if phase.name == "time-limit check"
+            && let Some(command) = lab.take()
+        {
+            let log = ws.target_dir().join("lab").join("phase.log");
+            match beside::Beside::start("lab", command, log) {
+                Ok(b) => beside = Some(b),
+                Err(err) => {
+                    timings.push(("lab", Duration::ZERO, false));
+                    print_summary(&timings);
+                    bail!("phase `lab` failed: {err:#}");
+                }
+            }
+        }
         eprintln!("==> {}", phase.name);
         let started = Instant::now();
         let result = match phase.step {
@@ -268,6 +282,15 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
         if let Err(err) = result {
             print_summary(&timings);
             bail!("phase `{}` failed: {err:#}", phase.name);
+        }
+    }
+    if let Some(b) = beside {
+        let name = b.name();
+        let (took, result) = b.finish();
+        timings.push((name, took, result.is_ok()));
+        if let Err(err) = result {
+            print_summary(&timings);
+            bail!("phase `{name}` failed: {err:#}");
         }
     }
     print_summary(&timings);
