@@ -376,6 +376,10 @@ pub struct RunArgs {
     /// terminating TLS with a certificate from interlock's CA (`interlock ca export`).
     #[arg(long)]
     pub no_client_tls: bool,
+    /// Kernel send and receive buffer of each socket of an intercepted
+    /// session (client and upstream legs), in bytes; default: the kernel's.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..))]
+    pub socket_buffer_bytes: Option<u32>,
 }
 
 fn webhook_spec(s: &str) -> Result<WebhookSpec, String> {
@@ -442,6 +446,7 @@ impl RunArgs {
             approval_json_webhooks: self.approval_json_webhooks.clone(),
             web_listen: self.web_listen,
             client_tls: !self.no_client_tls,
+            socket_buffers: crate::net::SocketBuffers::new(self.socket_buffer_bytes),
         }
     }
 }

@@ -57,6 +57,8 @@ struct Inner {
     shutdown: CancellationToken,
     force_close: CancellationToken,
     tracker: TaskTracker,
+    /// Kernel buffer sizes for both legs of every session.
+    socket_buffers: crate::net::SocketBuffers,
 }
 
 impl AppContext {
@@ -94,11 +96,26 @@ impl AppContext {
                 force_close: CancellationToken::new(),
                 shutdown,
                 tracker: TaskTracker::new(),
+                socket_buffers: crate::net::SocketBuffers::default(),
             }),
         }
     }
 
     /// The policy in force now.
+    /// Sets the session sockets' buffer sizes; only while the context is
+    /// being assembled (before it is cloned), else unchanged.
+    pub fn with_socket_buffers(mut self, buffers: crate::net::SocketBuffers) -> AppContext {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.socket_buffers = buffers;
+        }
+        self
+    }
+
+    /// Kernel buffer sizes for both legs of every session.
+    pub fn socket_buffers(&self) -> crate::net::SocketBuffers {
+        self.inner.socket_buffers
+    }
+
     pub fn policy(&self) -> Arc<Policy> {
         Arc::clone(
             &self

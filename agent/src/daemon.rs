@@ -79,6 +79,8 @@ pub struct DaemonOptions {
     pub pin_root: PathBuf,
     /// How often host names in targets are resolved again.
     pub resolve_every: Duration,
+    /// Kernel buffer sizes of session sockets (both legs).
+    pub socket_buffers: crate::net::SocketBuffers,
     /// How long an address a host name resolved to stays intercepted
     /// after lookups stop returning it.
     pub resolve_keep: Duration,
@@ -175,7 +177,7 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
     let hold = std::sync::Arc::new(std::sync::Mutex::new(hold));
 
     let previous = maps.config()?;
-    let listeners = Listeners::bind(&previous)
+    let listeners = Listeners::bind(&previous, opts.socket_buffers)
         .await
         .map_err(DaemonError::Listen)?;
     // Flows recorded before now went to a listener that no longer exists.
@@ -275,7 +277,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         events,
         resolver,
         shutdown.child_token(),
-    );
+    )
+    .with_socket_buffers(opts.socket_buffers);
     ctx.events()
         .record(EventKind::DaemonStarted {
             instance: opts.instance.clone(),

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod intercept;
 mod kernel_watch;
 pub mod lock;
+pub mod net;
 pub mod oidc;
 pub mod policy;
 pub mod postgres;

@@ -82,13 +82,19 @@ impl Drop for TestCgroup {
 /// The test client binary, built by cargo beside the test executables
 /// (`target/<profile>/testclient`; tests run from `target/<profile>/deps/`).
 pub fn testclient() -> PathBuf {
+    test_bin("testclient")
+}
+
+/// A helper binary of this crate (`src/bin/<name>.rs`), built by cargo
+/// beside the test executables.
+pub fn test_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    profile_dir.join("testclient")
+    profile_dir.join(name)
 }
 
 /// Runs the test client inside `cg` and returns its output line.

@@ -10,7 +10,20 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use crate::{TestCgroup, interlock_bin, tcp_policy, unique};
+use crate::{TestCgroup, interlock_bin, spawn_tied, tcp_policy, unique};
+
+/// The directory `cargo xtask test` gives the tests for their records.
+pub const RECORDS_ENV: &str = "INTERLOCK_TEST_RECORDS";
+
+/// The running test's name: nextest says it; libtest names the thread.
+fn test_name() -> Option<String> {
+    std::env::var("NEXTEST_TEST_NAME").ok().or_else(|| {
+        std::thread::current()
+            .name()
+            .filter(|n| *n != "main" && !n.starts_with("tokio"))
+            .map(str::to_string)
+    })
+}
 
 /// Options for a daemon under test.
 #[derive(Clone)]
@@ -173,7 +186,8 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))?;
         cmd.stdout(Stdio::null()).stderr(log);
-        self.child = Some(cmd.spawn().context("spawn interlock")?);
+        self.child = Some(spawn_tied(cmd, libc::SIGKILL).context("spawn interlock")?);
+        self.record();
         self.wait_ready()
     }
 
@@ -218,8 +232,36 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))?;
         cmd.stdout(Stdio::null()).stderr(log);
-        self.child = Some(cmd.spawn()?);
+        self.child = Some(spawn_tied(cmd, libc::SIGKILL)?);
+        self.record();
         self.wait_ready()
+    }
+
+    /// Notes, for `cargo xtask test`, which test started this daemon and
+    /// where its log is: a test killed by its time limit runs no `Drop`,
+    /// and the runner then prints the log and detaches the instance.
+    /// Only when `INTERLOCK_TEST_RECORDS` names a directory.
+    fn record(&self) {
+        let Some(dir) = std::env::var_os(RECORDS_ENV) else {
+            return;
+        };
+        let line = serde_json::json!({
+            "binary": std::env::var("NEXTEST_BINARY_ID").ok(),
+            "test": test_name(),
+            "pid": self.pid(),
+            "instance": self.instance,
+            "log": self.dir.join("daemon.log"),
+            "cgroup_scopes": self.spec.scopes,
+        });
+        let path = Path::new(&dir).join("daemons.jsonl");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
+        if let Err(e) = written {
+            eprintln!("cannot record the daemon in {}: {e}", path.display());
+        }
     }
 
     fn wait_ready(&mut self) -> Result<()> {

@@ -53,3 +53,45 @@ impl EchoServer {
         self.accepted.load(Ordering::SeqCst)
     }
 }
+
+/// A loopback TCP server that sends every byte it reads straight back,
+/// from sockets with kernel buffers of `buffer` bytes: a peer that stops
+/// reading while its own writes are blocked, as real servers do.
+pub struct ByteEcho {
+    pub addr: SocketAddr,
+}
+
+impl ByteEcho {
+    pub fn start(addr: &str, buffer: u32) -> Result<ByteEcho> {
+        // Set before listen, so the handshake advertises a window they fit.
+        let addr: SocketAddr = addr.parse().with_context(|| format!("address {addr}"))?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_send_buffer_size(buffer as usize)?;
+        socket.set_recv_buffer_size(buffer as usize)?;
+        socket
+            .bind(&addr.into())
+            .with_context(|| format!("bind {addr}"))?;
+        socket.listen(1024)?;
+        let listener: TcpListener = socket.into();
+        let addr = listener.local_addr()?;
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let Ok(mut w) = stream.try_clone() else {
+                        return;
+                    };
+                    let mut r = stream;
+                    if std::io::copy(&mut r, &mut w).is_ok() {
+                        let _ = w.shutdown(std::net::Shutdown::Write);
+                    }
+                });
+            }
+        });
+        Ok(ByteEcho { addr })
+    }
+}

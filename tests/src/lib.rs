@@ -17,21 +17,26 @@ pub mod sshagent;
 mod sshd;
 pub mod sshjob;
 pub mod sshproxy;
+mod tied;
 pub mod webhook;
 
 use std::{
+    io::Read as _,
     path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-pub use cgroup::{TestCgroup, client_in, client_outside, testclient};
+pub use cgroup::{TestCgroup, client_in, client_outside, test_bin, testclient};
 pub use daemon::{Daemon, DaemonSpec};
-pub use echo::EchoServer;
+pub use echo::{ByteEcho, EchoServer};
 pub use pty::PtyChild;
 pub use sshd::{Sshd, TestUser, ssh_keygen};
+pub use tied::spawn_tied;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -171,6 +176,116 @@ pub fn tcp_policy(name: &str, endpoints: &[(&str, u16)]) -> String {
         s.push_str(&format!("      - {{ address: \"{a}\", port: {p} }}\n"));
     }
     s
+}
+
+/// Runs `cmd` to completion, collecting its output, but for at most
+/// `limit`: a command still running then is killed and the test fails
+/// saying so (what it printed so far included), instead of hanging.
+/// The command runs in a process group of its own and the whole group is
+/// killed: its children (an `ssh` and its ProxyCommand, say) hold its
+/// output pipes open, so killing the command alone would leave the
+/// collection waiting for them.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Result<Output> {
+    use std::os::unix::process::CommandExt as _;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    let pipe = |p: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = pipe(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = pipe(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill has no memory preconditions; the group is
+                // the one the child leads (process_group(0) above).
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => bail!(
+            "{:?} still running after {} s: killed (a hang); it printed:\n{}\n{}",
+            cmd.get_program(),
+            limit.as_secs(),
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
+/// Shrinks the kernel send and receive buffers of every connection
+/// process `pid` will accept on `addr`, to `bytes`: the listening socket
+/// is borrowed from the process (pidfd_getfd) and its buffer sizes set,
+/// which accepted sockets inherit. So a real server (PostgreSQL, sshd)
+/// stops reading as soon as its own output is blocked, as it would on a
+/// busy host, and flow control carries every byte.
+pub fn shrink_listener_buffers(pid: u32, addr: std::net::SocketAddr, bytes: u32) -> Result<()> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    // SAFETY: plain syscalls; every returned fd is owned and closed below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if pidfd < 0 {
+        bail!("pidfd_open {pid}: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_open returned a new fd.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as libc::c_int) };
+    let mut found = false;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+        let Some(target_fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let link = std::fs::read_link(entry.path()).unwrap_or_default();
+        if !link.to_string_lossy().starts_with("socket:") {
+            continue;
+        }
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: pidfd is valid; the call returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: pidfd_getfd returned a new fd.
+        let sock = socket2::Socket::from(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) });
+        let listening = sock.is_listener().unwrap_or(false);
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        if listening && local == Some(addr) {
+            sock.set_send_buffer_size(bytes as usize)?;
+            sock.set_recv_buffer_size(bytes as usize)?;
+            found = true;
+        }
+    }
+    if !found {
+        bail!("process {pid} has no socket listening on {addr}");
+    }
+    Ok(())
 }
 
 /// A fake CI runner: `/bin/bash` copied to `<dir>/<name>`, so its executable path is what a

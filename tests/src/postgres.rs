@@ -62,19 +62,24 @@ impl PgServer {
 
     /// Starts a server listening on `addr_ip` (a loopback address) and a free port.
     pub fn start(addr_ip: &str) -> Result<PgServer> {
-        PgServer::start_with(addr_ip, false, &[])
+        PgServer::start_with(addr_ip, false, 40, &[])
+    }
+
+    /// Like [`PgServer::start`], accepting `max_connections` connections.
+    pub fn start_for(addr_ip: &str, max_connections: u32) -> Result<PgServer> {
+        PgServer::start_with(addr_ip, false, max_connections, &[])
     }
 
     /// Like [`PgServer::start`], with extra server settings (`name=value`,
     /// each given as `-c`), e.g. for a driver's test suite.
     pub fn start_with_settings(addr_ip: &str, settings: &[&str]) -> Result<PgServer> {
-        PgServer::start_with(addr_ip, false, settings)
+        PgServer::start_with(addr_ip, false, 40, settings)
     }
 
     /// Like [`PgServer::start`], with TLS on: a certificate for [`TLS_NAME`]
     /// signed by a fresh CA whose certificate is [`PgServer::ca_file`].
     pub fn start_tls(addr_ip: &str) -> Result<PgServer> {
-        PgServer::start_with(addr_ip, true, &[])
+        PgServer::start_with(addr_ip, true, 40, &[])
     }
 
     /// A file holding the test role's password ([`PASSWORD`]), for a policy's
@@ -90,7 +95,12 @@ impl PgServer {
         self.dir.join("data/ca.crt")
     }
 
-    fn start_with(addr_ip: &str, tls: bool, settings: &[&str]) -> Result<PgServer> {
+    fn start_with(
+        addr_ip: &str,
+        tls: bool,
+        max_connections: u32,
+        settings: &[&str],
+    ) -> Result<PgServer> {
         let (uid, gid) = postgres_ids()?;
         let dir = std::env::temp_dir().join(crate::unique("interlock-pg"));
         std::fs::create_dir_all(&dir)?;
@@ -135,8 +145,8 @@ impl PgServer {
         let port = TcpListener::bind((addr_ip, 0))?.local_addr()?.port();
         let log = std::fs::File::create(dir.join("server.log"))?;
         chown(dir.join("server.log"), Some(uid), Some(gid))?;
-        let child = Command::new(format!("{BIN}/postgres"))
-            .args(["-D", data.to_str().unwrap_or_default()])
+        let mut cmd = Command::new(format!("{BIN}/postgres"));
+        cmd.args(["-D", data.to_str().unwrap_or_default()])
             .args([
                 "-k",
                 dir.to_str().unwrap_or_default(),
@@ -146,15 +156,16 @@ impl PgServer {
                 &port.to_string(),
             ])
             .args(["-c", "password_encryption=scram-sha-256", "-c", "fsync=off"])
-            .args(["-c", "max_connections=40"])
+            .args(["-c", &format!("max_connections={max_connections}")])
             .args(&ssl_args)
             .args(settings.iter().flat_map(|s| ["-c", s]))
             .uid(uid)
             .gid(gid)
             .current_dir(&dir)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+            .stderr(log);
+        // SIGQUIT: the postmaster's immediate shutdown, backends included.
+        let child = crate::spawn_tied(cmd, libc::SIGQUIT)?;
         let server = PgServer {
             addr: format!("{addr_ip}:{port}").parse()?,
             dir,
@@ -187,6 +198,11 @@ impl PgServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!("postgres did not start: {}", self.log())
+    }
+
+    /// The postmaster's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The server log so far.

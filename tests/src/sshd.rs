@@ -104,14 +104,13 @@ impl Sshd {
         let config_path = dir.join("sshd_config");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.join("sshd.log"))?;
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
+        let mut cmd = Command::new("/usr/sbin/sshd");
+        cmd.args(["-D", "-e", "-f"])
             .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("start /usr/sbin/sshd")?;
+            .stderr(log);
+        let child = crate::spawn_tied(cmd, libc::SIGTERM).context("start /usr/sbin/sshd")?;
         let host_public_key = std::fs::read_to_string(dir.join("host_key.pub"))?
             .trim()
             .to_string();

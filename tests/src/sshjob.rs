@@ -29,6 +29,17 @@ pub fn daemon_with_rules(
     upstream_extra: &str,
     extra_rules: &str,
 ) -> Result<Daemon> {
+    daemon_with_args(cg, sshd, upstream_extra, extra_rules, &[])
+}
+
+/// [`daemon_with_rules`] with `args` added to `interlock run`.
+pub fn daemon_with_args(
+    cg: &TestCgroup,
+    sshd: &Sshd,
+    upstream_extra: &str,
+    extra_rules: &str,
+    args: &[&str],
+) -> Result<Daemon> {
     let policy = format!(
         "version: 1
 targets:
@@ -60,7 +71,7 @@ rules:
         key = sshd.client_key.display(),
         host_key = sshd.host_public_key.trim(),
     );
-    Daemon::start(DaemonSpec::with_policy(cg, &policy, &[]))
+    Daemon::start(DaemonSpec::with_policy(cg, &policy, args))
 }
 
 /// The job's key and known_hosts.

@@ -189,6 +189,7 @@ pub fn target(sshd: &Sshd, identity: HostIdentity) -> Result<SshTarget> {
         host_identity: identity,
         recording_dir: sshd.dir.join("recordings"),
         session_id: None,
+        socket_buffers: Default::default(),
     })
 }
 

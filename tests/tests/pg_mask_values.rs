@@ -33,6 +33,7 @@ async fn server() -> PgServer {
             "create table users (id int, email text, note text);
              insert into users values (1, '{EMAIL}', 'josé@example.com'), (2, '{EMAIL}', 'café');
              create table uniq (email text unique);
+             insert into uniq values ('{EMAIL}');
              create table pii (email text, name varchar(40), code char(20), card8 int8,
                                small int8, doc jsonb, tags text[], blob bytea,
                                at timestamptz, uid uuid);
@@ -192,9 +193,16 @@ async fn errors_notices_notifications_and_function_results_are_masked() {
         db.message(),
         "invalid input syntax for type integer: \"****\""
     );
-    // ... or in the detail of a constraint violation
-    let copy = "insert into uniq select email from users where id = 1";
-    client.batch_execute(copy).await.unwrap();
+    // A copy of the masked column into a table is refused: masking could
+    // not follow the value there.
+    let err = client
+        .batch_execute("insert into uniq select email from users where id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+    // ... the server quotes a value (of a column no rule names: the
+    // detector finds it) in the detail of a constraint violation
+    let copy = "insert into uniq select email from uniq";
     let err = client.batch_execute(copy).await.unwrap_err();
     assert_eq!(code(&err), Some(SqlState::UNIQUE_VIOLATION));
     let detail = err

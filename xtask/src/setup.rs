@@ -3,6 +3,7 @@
 mod driver_suites;
 mod linker;
 mod mounts;
+mod nextest;
 mod npm;
 mod packages;
 mod python;
@@ -32,12 +33,14 @@ trait Step {
     fn apply(&self) -> Result<()>;
 }
 
-/// The steps in the order they must run (bpf-linker builds against the packages' LLVM).
+/// The steps in the order they must run (bpf-linker builds against the packages' LLVM;
+/// cargo-nextest, like it, is built with the workspace's toolchain).
 fn steps(ws: &Workspace) -> Vec<Box<dyn Step>> {
     vec![
         Box::new(packages::Packages),
         Box::new(toolchain::EbpfToolchain),
         Box::new(linker::BpfLinker::new(ws)),
+        Box::new(nextest::Nextest::new(ws)),
         Box::new(mounts::Bpffs),
         Box::new(mounts::Tracefs),
         Box::new(python::STANDARD_WEBHOOKS),

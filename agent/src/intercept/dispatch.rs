@@ -58,6 +58,7 @@ fn pg_target(
     };
     cfg.database = up.database.clone();
     cfg.mask_key = Some(ctx.mask_key());
+    cfg.socket_buffers = ctx.socket_buffers();
     if up.client_auth.contains(&ClientAuthMethod::JobToken) {
         cfg.ask_token = Some(postgres::AskToken {
             without_tls: up.token_without_tls,
@@ -276,6 +277,7 @@ fn ssh_target(
         host_identity,
         recording_dir: ctx.recordings().to_path_buf(),
         session_id: Some(gate.session_id().to_string()),
+        socket_buffers: ctx.socket_buffers(),
     })
 }
 

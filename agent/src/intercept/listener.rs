@@ -12,6 +12,7 @@ use crate::{
     audit::EventKind,
     context::AppContext,
     gatekeeper::DaemonGate,
+    net::SocketBuffers,
     policy::{Protocol, TargetId},
 };
 
@@ -25,11 +26,13 @@ pub struct Listeners {
 impl Listeners {
     /// Binds 127.0.0.1 and ::1 for every protocol. Reuses the ports in
     /// `previous` (a restarted daemon's kernel side still points there), and
-    /// falls back to fresh ports if they are taken.
+    /// falls back to fresh ports if they are taken. Accepted sockets get
+    /// `buffers` (set on the listener, so the handshake already advertises
+    /// the window they allow).
     ///
     /// # Errors
     /// Binding a fresh loopback port failed.
-    pub async fn bind(previous: &AgentConfig) -> io::Result<Listeners> {
+    pub async fn bind(previous: &AgentConfig, buffers: SocketBuffers) -> io::Result<Listeners> {
         let mut l = Listeners {
             bound: Vec::new(),
             port4: [0; PROTOCOL_SLOTS],
@@ -39,8 +42,12 @@ impl Listeners {
             let slot = proto.kernel() as usize;
             let want4 = previous.listen_port4.get(slot).copied().unwrap_or(0);
             let want6 = previous.listen_port6.get(slot).copied().unwrap_or(0);
-            let v4 = bind_one(SocketAddr::from(([127, 0, 0, 1], want4))).await?;
-            let v6 = bind_one(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, want6))).await?;
+            let v4 = bind_one(SocketAddr::from(([127, 0, 0, 1], want4)), buffers).await?;
+            let v6 = bind_one(
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, want6)),
+                buffers,
+            )
+            .await?;
             if let Some(p) = l.port4.get_mut(slot) {
                 *p = v4.local_addr()?.port();
             }
@@ -78,26 +85,26 @@ impl Listeners {
 /// redirects to and receive intercepted connections.
 const PRIVILEGED_PORTS: std::ops::Range<u16> = 600..1024;
 
-async fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+async fn bind_one(addr: SocketAddr, buffers: SocketBuffers) -> io::Result<TcpListener> {
     if addr.port() != 0 {
-        match TcpListener::bind(addr).await {
+        match buffers.listen(addr) {
             Ok(l) => return Ok(l),
             Err(e) => {
                 warn!(%addr, error = %e, "previous listener port unavailable; binding a new one")
             }
         }
     }
-    bind_fresh(addr.ip()).await
+    bind_fresh(addr.ip(), buffers).await
 }
 
 /// Binds a free privileged port on `ip`, starting at a random point of the
 /// range; an ephemeral port (with a warning) only if all are taken.
-async fn bind_fresh(ip: std::net::IpAddr) -> io::Result<TcpListener> {
+async fn bind_fresh(ip: std::net::IpAddr, buffers: SocketBuffers) -> io::Result<TcpListener> {
     let span = PRIVILEGED_PORTS.end - PRIVILEGED_PORTS.start;
     let start: u16 = rand::random::<u16>() % span;
     for i in 0..span {
         let port = PRIVILEGED_PORTS.start + (start + i) % span;
-        match TcpListener::bind(SocketAddr::new(ip, port)).await {
+        match buffers.listen(SocketAddr::new(ip, port)) {
             Ok(l) => return Ok(l),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
             // Not allowed privileged ports (no CAP_NET_BIND_SERVICE): say so once.
@@ -111,7 +118,7 @@ async fn bind_fresh(ip: std::net::IpAddr) -> io::Result<TcpListener> {
         %ip,
         "listener on an unprivileged port: while the daemon is down another local user could bind it"
     );
-    TcpListener::bind(SocketAddr::new(ip, 0)).await
+    buffers.listen(SocketAddr::new(ip, 0))
 }
 
 /// Accepts until shutdown; each connection runs as a tracked task.

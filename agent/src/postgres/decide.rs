@@ -6,21 +6,21 @@ use tokio::sync::watch;
 
 use super::{
     classify::{Classified, NameChange},
-    error::{PgError, ProtocolError},
+    error::PgError,
     executions::{Execution, again, executed_names},
     frame::Frame,
-    legs::{error, read_err},
+    legs::{Input, error},
     mask::Masks,
     message::{ErrorFields, FrontendMessage, WireStr},
     relay::Relay,
 };
-use crate::gate::{HoldOutcome, MaskRule, Request, Side, StatementClass, Verdict};
+use crate::gate::{HoldOutcome, MaskRule, Request, StatementClass, Verdict};
 
-/// Most client messages kept while a statement is held (a client may
-/// pipeline behind it; the server has not seen any of them yet)...
-pub(crate) const MAX_DEFERRED: usize = 4096;
-/// ...and most bytes.
-pub(crate) const MAX_DEFERRED_BYTES: usize = 64 * 1024 * 1024;
+/// Client bytes kept while a statement is held (a client may pipeline
+/// behind it; the server has not seen any of them yet), at which
+/// interlock stops reading the client until the hold ends: backpressure,
+/// not an error, so a long pipeline behind a held statement waits.
+pub(crate) const MAX_DEFERRED_BYTES: usize = 4 * 1024 * 1024;
 
 /// The outcome for a request (all of its statements).
 pub(crate) enum Decision {
@@ -35,8 +35,7 @@ pub(crate) enum Decision {
 enum Waited {
     Outcome(HoldOutcome),
     Cancelled,
-    Client(Option<Frame>),
-    Server(Option<Frame>),
+    Input(Input),
 }
 
 /// SQLSTATE for a refusal because the audit log cannot be written
@@ -244,18 +243,20 @@ impl Relay<'_> {
         )
         .with(b'D', &format!("statement: {text}"));
         let notice = self.encoding.transcode(notice.notice_frame());
-        self.legs.client_w.send(&notice).await?;
+        self.legs.client_w.push(&notice);
         let outcome = held.outcome();
         tokio::pin!(outcome);
+        let mut deferred_bytes: usize = self.deferred.iter().map(|f| f.raw().len()).sum();
         loop {
-            self.legs.flush_before_waiting().await?;
+            // Server messages keep flowing to the client and queued bytes
+            // keep going out while the hold waits (see `legs`).
+            let read_client = deferred_bytes < MAX_DEFERRED_BYTES;
             let legs = &mut *self.legs;
             // Dropping `outcome` (any return below) drops the hold, which withdraws it.
             let waited = tokio::select! {
                 o = &mut outcome => Waited::Outcome(o),
                 Ok(()) = cancel.changed() => Waited::Cancelled,
-                r = legs.client_r.read_frame() => Waited::Client(r.map_err(|e| read_err(Side::Client, e))?),
-                r = legs.server_r.read_frame() => Waited::Server(r.map_err(|e| read_err(Side::Server, e))?),
+                i = legs.next(read_client) => Waited::Input(i?),
             };
             match waited {
                 Waited::Outcome(o) => return Ok(outcome_decision(o, &id, &rule)),
@@ -265,26 +266,17 @@ impl Relay<'_> {
                         "canceling statement due to user request",
                     )));
                 }
-                Waited::Client(None) => return Ok(Decision::ClientGone),
-                Waited::Client(Some(f)) => {
+                Waited::Input(Input::Client(None)) => return Ok(Decision::ClientGone),
+                Waited::Input(Input::Client(Some(f))) => {
                     if matches!(FrontendMessage::decode(&f), Ok(FrontendMessage::Terminate)) {
                         return Ok(Decision::ClientGone);
                     }
+                    deferred_bytes = deferred_bytes.saturating_add(f.raw().len());
                     self.deferred.push_back(f);
-                    let bytes: usize = self.deferred.iter().map(|f| f.raw().len()).sum();
-                    if self.deferred.len() > MAX_DEFERRED || bytes > MAX_DEFERRED_BYTES {
-                        // Dropping `outcome` on return withdraws the hold.
-                        return Err(PgError::protocol(
-                            Side::Client,
-                            ProtocolError::DeferredLimit {
-                                messages: MAX_DEFERRED,
-                                bytes: MAX_DEFERRED_BYTES,
-                            },
-                        ));
-                    }
                 }
-                Waited::Server(Some(f)) => self.on_server(f).await?,
-                Waited::Server(None) => return Err(PgError::UpstreamClosed),
+                Waited::Input(Input::Server(Some(f))) => self.on_server(f).await?,
+                Waited::Input(Input::Server(None)) => return Err(PgError::UpstreamClosed),
+                Waited::Input(Input::Wrote) => {}
             }
         }
     }

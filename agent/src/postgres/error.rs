@@ -23,11 +23,6 @@ pub enum ProtocolError {
     /// The connection ended inside a message.
     #[error("connection closed in the middle of a message ({0})")]
     Truncated(String),
-    /// The client sent more than interlock keeps while a statement is held.
-    #[error(
-        "more than {messages} messages or {bytes} bytes sent while a statement was held for approval"
-    )]
-    DeferredLimit { messages: usize, bytes: usize },
     /// The client did not answer an authentication request in time.
     #[error("no answer to the server's authentication request within {0} s")]
     AuthTimeout(u64),

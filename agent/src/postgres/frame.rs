@@ -2,7 +2,9 @@
 //! declared length against the protocol minimum and a configured maximum
 //! before buffering the body. Typing lives in `message/`.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::VecDeque;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::ProtocolError;
@@ -244,77 +246,127 @@ pub fn split_frame(
     Ok(Some(Frame { tag, raw }))
 }
 
-/// Writes whole frames to a write half. [`FrameWriter::queue`] gathers
-/// frames so that a server's answer (RowDescription, DataRows,
-/// CommandComplete, ReadyForQuery) reaches the client in one write, not
-/// one syscall per message; [`FrameWriter::send`] writes at once.
+/// Writes whole frames to a write half. Frames are queued without
+/// waiting ([`FrameWriter::push`]) and written out step by step
+/// ([`FrameWriter::write_some`]), so that a relay can wait for the peer to
+/// take bytes and for input from either side at once. Small frames are
+/// gathered so that a server's answer (RowDescription, DataRows,
+/// CommandComplete, ReadyForQuery) reaches the client in few writes.
 pub struct FrameWriter<W> {
     io: W,
-    out: BytesMut,
+    /// Frames waiting to be written, oldest first; `tail` comes after them.
+    chunks: VecDeque<Bytes>,
+    /// Small frames gathered after `chunks`.
+    tail: BytesMut,
+    /// Bytes in `chunks` and `tail`.
+    queued: usize,
+    /// Bytes were written since the last flush (a TLS stream may hold a
+    /// record back until flushed).
+    unflushed: bool,
 }
 
-/// Queued bytes beyond which [`FrameWriter::queue`] writes them out.
-const QUEUE_MAX: usize = 64 * 1024;
-/// Frames at least this big are written directly rather than copied into the queue.
+/// Frames at least this big are queued as they are rather than copied.
 const DIRECT_MIN: usize = 16 * 1024;
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(io: W) -> FrameWriter<W> {
         FrameWriter {
             io,
-            out: BytesMut::new(),
+            chunks: VecDeque::new(),
+            tail: BytesMut::new(),
+            queued: 0,
+            unflushed: false,
         }
     }
 
-    /// Writes `frame` (after anything queued) and flushes.
+    /// Queues `frame` behind what is queued; never waits.
+    pub fn push(&mut self, frame: &Frame) {
+        self.push_bytes(frame.raw().clone());
+    }
+
+    fn push_bytes(&mut self, bytes: Bytes) {
+        self.queued = self.queued.saturating_add(bytes.len());
+        if bytes.len() >= DIRECT_MIN {
+            if !self.tail.is_empty() {
+                self.chunks.push_back(self.tail.split().freeze());
+            }
+            self.chunks.push_back(bytes);
+        } else {
+            self.tail.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Bytes queued and not yet handed to the socket.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether everything queued has been written and flushed.
+    pub fn is_idle(&self) -> bool {
+        self.queued == 0 && !self.unflushed
+    }
+
+    /// One step of writing out: hands some queued bytes to the socket, or
+    /// flushes once everything is handed over. Returns at once when idle.
+    ///
+    /// Cancel-safe: bytes count as written only when the socket took them
+    /// (`write` takes nothing when it is cancelled), and a flush that is
+    /// cancelled is simply repeated.
+    pub async fn write_some(&mut self) -> std::io::Result<()> {
+        let n = if let Some(front) = self.chunks.front() {
+            let n = self.io.write(front).await?;
+            if let Some(front) = self.chunks.front_mut() {
+                front.advance(n.min(front.len()));
+                if front.is_empty() {
+                    self.chunks.pop_front();
+                }
+            }
+            n
+        } else if !self.tail.is_empty() {
+            let n = self.io.write(&self.tail).await?;
+            self.tail.advance(n.min(self.tail.len()));
+            n
+        } else {
+            if self.unflushed {
+                self.io.flush().await?;
+                self.unflushed = false;
+            }
+            return Ok(());
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.queued = self.queued.saturating_sub(n);
+        self.unflushed = true;
+        Ok(())
+    }
+
+    /// Writes out everything queued and flushes. Waits for the peer: only
+    /// for phases where the peer reads before it writes again (startup,
+    /// authentication, a last word before closing).
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        while !self.is_idle() {
+            self.write_some().await?;
+        }
+        Ok(())
+    }
+
+    /// Queues `frame` and writes out everything (see [`FrameWriter::flush`]).
     pub async fn send(&mut self, frame: &Frame) -> std::io::Result<()> {
-        self.queue(frame).await?;
+        self.push(frame);
         self.flush().await
     }
 
-    /// Adds `frame` to the queue; writes the queue out once it is large.
-    /// The caller must [`FrameWriter::flush`] before it waits for the peer.
-    pub async fn queue(&mut self, frame: &Frame) -> std::io::Result<()> {
-        if frame.raw().len() >= DIRECT_MIN {
-            self.write_queued().await?;
-            return self.io.write_all(frame.raw()).await;
-        }
-        self.out.extend_from_slice(frame.raw());
-        if self.out.len() >= QUEUE_MAX {
-            self.write_queued().await?;
-        }
-        Ok(())
-    }
-
-    /// Whether frames are queued but not written.
-    pub fn has_queued(&self) -> bool {
-        !self.out.is_empty()
-    }
-
-    /// Writes out what is queued and flushes.
-    pub async fn flush(&mut self) -> std::io::Result<()> {
-        self.write_queued().await?;
-        self.io.flush().await
-    }
-
-    async fn write_queued(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            self.io.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
-    }
-
-    /// Writes raw bytes (e.g. the single-byte SSLRequest answer) and flushes.
+    /// Queues raw bytes (e.g. the single-byte SSLRequest answer) and
+    /// writes out everything.
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.write_queued().await?;
-        self.io.write_all(bytes).await?;
-        self.io.flush().await
+        self.push_bytes(Bytes::copy_from_slice(bytes));
+        self.flush().await
     }
 
     /// Writes what is queued, then shuts the write side down (best effort).
     pub async fn shutdown(&mut self) {
-        let _ = self.write_queued().await;
+        let _ = self.flush().await;
         let _ = self.io.shutdown().await;
     }
 }
@@ -364,17 +416,18 @@ mod tests {
         let (a, b) = tokio::io::duplex(1 << 20);
         let mut w = FrameWriter::new(a);
         let f = |t: u8| Payload::new(t).cstr("x").finish();
-        w.queue(&f(b'1')).await.unwrap();
-        w.queue(&f(b'2')).await.unwrap();
-        assert!(w.has_queued());
+        w.push(&f(b'1'));
+        w.push(&f(b'2'));
+        // Two frames of tag, length and "x\0": 2 * (1 + 4 + 2) bytes.
+        assert_eq!(w.queued(), 14);
         // A send writes what was queued first.
         w.send(&f(b'3')).await.unwrap();
-        assert!(!w.has_queued());
-        w.queue(&f(b'4')).await.unwrap();
-        // A big frame is written directly, after the queue.
+        assert!(w.is_idle());
+        w.push(&f(b'4'));
+        // A big frame is queued as it is, after the small ones.
         let big = Payload::new(b'5').cstr(&"y".repeat(DIRECT_MIN)).finish();
-        w.queue(&big).await.unwrap();
-        w.queue(&f(b'6')).await.unwrap();
+        w.push(&big);
+        w.push(&f(b'6'));
         w.flush().await.unwrap();
         drop(w);
         let mut r = FrameReader::new(b, 1 << 20);

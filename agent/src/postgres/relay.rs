@@ -17,7 +17,7 @@ use super::{
     error::{PgError, ProtocolError},
     executions::Executions,
     frame::Frame,
-    legs::{Legs, fatal, proto, read_err},
+    legs::{Input, Legs, fatal, proto},
     mask::{MaskKey, Masks, ResultColumns},
     message::{BackendMessage, BindParams, FrontendMessage, WireStr, parameter_types},
     names::{Names, PortalDef},
@@ -54,11 +54,6 @@ pub(crate) struct Relay<'a> {
     standard_strings: bool,
     /// Approved prepared statements and their one execution.
     pub(super) executions: Executions,
-}
-
-enum Event {
-    Client(Option<Frame>),
-    Server(Option<Frame>),
 }
 
 fn fallback(gate: &dyn Gate, key: &Option<Arc<MaskKey>>) -> Masks {
@@ -122,29 +117,30 @@ impl<'a> Relay<'a> {
         result
     }
 
+    /// The loop: every wait is [`Legs::next`], which keeps both sides
+    /// moving (see `legs` for why this cannot deadlock).
     async fn relay(&mut self) -> Result<(), PgError> {
         loop {
-            let event = match self.deferred.pop_front() {
-                Some(f) => Event::Client(Some(f)),
-                None => {
-                    self.legs.flush_before_waiting().await?;
-                    let legs = &mut *self.legs;
-                    tokio::select! {
-                        biased;
-                        r = legs.server_r.read_frame() => Event::Server(r.map_err(|e| read_err(Side::Server, e))?),
-                        r = legs.client_r.read_frame() => Event::Client(r.map_err(|e| read_err(Side::Client, e))?),
-                    }
+            // Messages read during a hold go first, while the server's
+            // queue has room; the client is not read until they are gone.
+            if !self.deferred.is_empty() && self.legs.server_has_room() {
+                if let Some(f) = self.deferred.pop_front()
+                    && !self.on_client(f).await?
+                {
+                    return Ok(());
                 }
-            };
-            match event {
-                Event::Client(Some(f)) => {
+                continue;
+            }
+            match self.legs.next(self.deferred.is_empty()).await? {
+                Input::Client(Some(f)) => {
                     if !self.on_client(f).await? {
                         return Ok(());
                     }
                 }
-                Event::Server(Some(f)) => self.on_server(f).await?,
-                Event::Client(None) => return Ok(()),
-                Event::Server(None) => return Err(PgError::UpstreamClosed),
+                Input::Server(Some(f)) => self.on_server(f).await?,
+                Input::Client(None) => return Ok(()),
+                Input::Server(None) => return Err(PgError::UpstreamClosed),
+                Input::Wrote => {}
             }
         }
     }
@@ -152,14 +148,13 @@ impl<'a> Relay<'a> {
     /// Answers a refused simple query with `reply` while the server runs a
     /// statement that fails to parse at the same point, so its transaction
     /// state follows what the client sees.
-    async fn refuse_query(&mut self, reply: Frame) -> Result<(), PgError> {
+    fn refuse_query(&mut self, reply: Frame) {
         self.pending.push_injected(reply);
         self.pending.push_boundary(self.names.next_id());
         let q = FrontendMessage::Query {
             sql: INJECTED_SQL.into(),
         };
-        self.legs.server_w.queue(&q.encode()).await?;
-        Ok(())
+        self.legs.server_w.push(&q.encode());
     }
 
     /// The masking for results interlock cannot tie to a statement it
@@ -287,9 +282,9 @@ impl<'a> Relay<'a> {
                             self.push_statement(s, masks.next().unwrap_or_default());
                         }
                         self.pending.push_boundary(self.names.next_id());
-                        self.legs.server_w.queue(&frame).await?;
+                        self.legs.server_w.push(&frame);
                     }
-                    Decision::Refused(reply) => self.refuse_query(reply).await?,
+                    Decision::Refused(reply) => self.refuse_query(reply),
                     Decision::ClientGone => return Ok(false),
                 }
             }
@@ -307,7 +302,7 @@ impl<'a> Relay<'a> {
                         let types = param_types.iter().map(|t| *t as u32).collect();
                         let undo = self.names.parse(name, info, types);
                         self.pending.push_define(undo);
-                        self.legs.server_w.queue(&frame).await?;
+                        self.legs.server_w.push(&frame);
                     }
                     Decision::Refused(reply) => {
                         self.names.close(b'S', &name);
@@ -317,7 +312,7 @@ impl<'a> Relay<'a> {
                             sql: INJECTED_SQL.into(),
                             param_types: vec![],
                         };
-                        self.legs.server_w.queue(&p.encode()).await?;
+                        self.legs.server_w.push(&p.encode());
                     }
                     Decision::ClientGone => return Ok(false),
                 }
@@ -339,7 +334,7 @@ impl<'a> Relay<'a> {
                             statement: self.executions.refused_name().into(),
                             rest,
                         };
-                        self.legs.server_w.queue(&b.encode()).await?;
+                        self.legs.server_w.push(&b.encode());
                         return Ok(true);
                     }
                     Decision::ClientGone => return Ok(false),
@@ -369,7 +364,7 @@ impl<'a> Relay<'a> {
                 };
                 let undo = self.names.bind(portal, def);
                 self.pending.push_define(undo);
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::Execute { portal, .. } => {
                 let running = match self.names.portal(&portal) {
@@ -382,18 +377,18 @@ impl<'a> Relay<'a> {
                     None => Running::new(unknown(&*self.gate, &self.key, unbound(&portal))),
                 };
                 self.pending.push_stmt(running);
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::Sync => {
                 // The server ignores Sync in copy-in mode.
                 if !self.copy_in {
                     self.pending.push_sync(self.names.next_id());
                 }
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::Close { kind, name } => {
                 self.names.close(kind, &name);
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::FunctionCall { oid, rest } => {
                 let (args, result_format) =
@@ -417,14 +412,14 @@ impl<'a> Relay<'a> {
                             ..Running::new(info)
                         });
                         self.pending.push_boundary(self.names.next_id());
-                        self.legs.server_w.queue(&frame).await?;
+                        self.legs.server_w.push(&frame);
                     }
-                    Decision::Refused(reply) => self.refuse_query(reply).await?,
+                    Decision::Refused(reply) => self.refuse_query(reply),
                     Decision::ClientGone => return Ok(false),
                 }
             }
             FrontendMessage::Terminate => {
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
                 return Ok(false);
             }
             FrontendMessage::Password(_) => {
@@ -435,7 +430,7 @@ impl<'a> Relay<'a> {
             }
             FrontendMessage::CopyDone | FrontendMessage::CopyFail { .. } => {
                 self.copy_in = false;
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::Describe { kind, name } => {
                 let (gate, key) = (&*self.gate, &self.key);
@@ -447,10 +442,10 @@ impl<'a> Relay<'a> {
                     Described::Portal(name.clone(), self.names.portal_id(name.clone(), u))
                 };
                 self.pending.push_describe(described);
-                self.legs.server_w.queue(&frame).await?;
+                self.legs.server_w.push(&frame);
             }
             FrontendMessage::Flush | FrontendMessage::CopyData(_) => {
-                self.legs.server_w.queue(&frame).await?
+                self.legs.server_w.push(&frame)
             }
         }
         Ok(true)
@@ -461,7 +456,8 @@ impl<'a> Relay<'a> {
     pub(crate) async fn on_server(&mut self, frame: Frame) -> Result<(), PgError> {
         // Rows of unmasked statements pass without being decoded.
         if frame.tag() == b'D' && self.pending.masking().is_none() {
-            return Ok(self.legs.client_w.queue(&frame).await?);
+            self.legs.client_w.push(&frame);
+            return Ok(());
         }
         let msg = BackendMessage::decode(&frame).map_err(proto(Side::Server))?;
         let replaced = match msg {
@@ -495,7 +491,7 @@ impl<'a> Relay<'a> {
                         "interlock: binary COPY output cannot be masked (rule \"{}\"); closing the connection",
                         rule.unwrap_or_default()
                     );
-                    let _ = self.legs.client_w.send(&fatal("42501", &msg)).await;
+                    self.legs.client_w.push(&fatal("42501", &msg));
                     return Err(PgError::Refused(msg));
                 }
                 None
@@ -587,10 +583,7 @@ impl<'a> Relay<'a> {
             }
             _ => None,
         };
-        Ok(self
-            .legs
-            .client_w
-            .queue(replaced.as_ref().unwrap_or(&frame))
-            .await?)
+        self.legs.client_w.push(replaced.as_ref().unwrap_or(&frame));
+        Ok(())
     }
 }

@@ -15,7 +15,7 @@ use super::{
     decide::AUDIT_UNWRITABLE,
     error::{PgError, ProtocolError},
     frame::{FrameReader, FrameWriter, tag_name},
-    legs::{Legs, Writer, fatal, read_err},
+    legs::{CLOSE_GRACE, Legs, Writer, fatal, read_err},
     message::ErrorFields,
     relay::Relay,
     startup::{Hello, Offer, closed_silently, negotiate, read_hello},
@@ -108,7 +108,8 @@ pub async fn serve(
         Ok(None) => return Ok(()),
         Err(e) => {
             report(&e, Some(&mut client_w), gate.as_ref()).await;
-            client_w.shutdown().await;
+            // A client that does not read cannot hold the task.
+            let _ = timeout_at(Instant::now() + CLOSE_GRACE, client_w.shutdown()).await;
             return Err(e);
         }
     };
@@ -135,8 +136,7 @@ pub async fn serve(
     if let Err(e) = &result {
         report(e, Some(&mut legs.client_w), gate.as_ref()).await;
     }
-    legs.client_w.shutdown().await;
-    legs.server_w.shutdown().await;
+    legs.close().await;
     result
 }
 
@@ -283,7 +283,8 @@ async fn report(e: &PgError, w: Option<&mut Writer>, gate: &dyn Gate) {
         | PgError::AuditUnwritable => None,
     };
     if let (Some(reply), Some(w)) = (reply, w) {
-        let _ = w.send(&reply).await;
+        // Written out when the session's legs close.
+        w.push(&reply);
     }
 }
 

@@ -93,6 +93,8 @@ pub struct PgTarget {
     /// The host's key for the `hash` masking strategy; `None` refuses
     /// statements masked by hash.
     pub mask_key: Option<Arc<super::MaskKey>>,
+    /// Kernel buffer sizes of the upstream socket.
+    pub socket_buffers: crate::net::SocketBuffers,
     /// Ask the client for a job token as its password (`client_auth:
     /// [job_token]`); `None`: nothing is asked.
     pub ask_token: Option<super::AskToken>,
@@ -149,6 +151,7 @@ impl PgTarget {
             mask_key: None,
             ask_token: None,
             startup_timeout: STARTUP_TIMEOUT,
+            socket_buffers: crate::net::SocketBuffers::default(),
         }
     }
 }

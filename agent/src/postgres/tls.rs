@@ -8,10 +8,7 @@ use rustls::{
     crypto::CryptoProvider,
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{
     error::PgError,
@@ -30,10 +27,11 @@ pub type BoxIo = Box<dyn Io>;
 /// Errors: connect failures, a server refusing TLS under `require` or
 /// `verify-full`, certificate or handshake failures.
 pub async fn connect(target: &PgTarget) -> Result<BoxIo, PgError> {
-    let mut tcp = TcpStream::connect(target.upstream)
+    let mut tcp = target
+        .socket_buffers
+        .connect(target.upstream)
         .await
         .map_err(PgError::Connect)?;
-    let _ = tcp.set_nodelay(true);
     let config = match &target.tls {
         UpstreamTls::Disable => return Ok(Box::new(tcp)),
         UpstreamTls::Prefer | UpstreamTls::Require => no_verify_config()?,

@@ -142,6 +142,8 @@ pub struct SshTarget {
     /// The session id recordings are named after (the daemon's, so a
     /// recording and the session's audit events share it); `None`: a fresh one.
     pub session_id: Option<String>,
+    /// Kernel buffer sizes of the upstream socket.
+    pub socket_buffers: crate::net::SocketBuffers,
 }
 
 #[cfg(test)]

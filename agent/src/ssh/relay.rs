@@ -4,9 +4,27 @@
 //! subsystem has each file operation decided and recorded.
 //!
 //! The two directions run concurrently: a direction waiting for window
-//! space (or for a held sftp operation) never stops the other from being
-//! read, which would otherwise stall both SSH sessions when both directions
-//! are saturated.
+//! space (or for a held sftp operation) never stops this relay from
+//! reading the other direction's channel.
+//!
+//! KNOWN DEADLOCK (issue 13, not fixed): that is not enough to make the
+//! relay full-duplex, because russh 0.65 does not flow-control a channel
+//! by its window. Each session's event loop grants the peer new window
+//! as soon as data *arrives* (`adjust_window_size` on receipt, not on
+//! consumption) and then awaits room in the channel's bounded message
+//! queue (`channel_buffer_size`). So the only backpressure is that whole
+//! loop stopping, and while it is stopped it does not read that peer's
+//! WINDOW_ADJUSTs either. With both directions saturated and a client
+//! that stops reading for a while (`relay_flow`
+//! `ssh_exec_both_ways_with_a_client_that_reads_slower_than_it_writes`):
+//! client->upstream waits for the server's window, which the upstream
+//! loop cannot read because it waits for room in this relay's
+//! upstream->client queue; upstream->client waits for the client's
+//! window, which the client loop cannot read because it waits for room in
+//! the client->upstream queue. Nothing moves again. Buffering more here
+//! only moves the point where it happens (the window is granted on
+//! receipt, so nothing bounds what a peer may send). The fix needs window
+//! grants on consumption in russh (a patched russh, or upstream support).
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},

@@ -8,7 +8,6 @@ use russh::{
     Channel, ChannelOpenFailure, Preferred, cipher, client,
     keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate},
 };
-use tokio::net::TcpStream;
 
 use super::{
     Credential, HostKeyCheck, SshError, SshTarget,
@@ -215,13 +214,14 @@ pub(super) async fn connect(
     grants: Arc<Grants>,
 ) -> Result<Upstream, SshError> {
     let addr = target.upstream.to_string();
-    let tcp = TcpStream::connect(target.upstream)
+    let tcp = target
+        .socket_buffers
+        .connect(target.upstream)
         .await
         .map_err(|source| SshError::Connect {
             addr: addr.clone(),
             source,
         })?;
-    let _ = tcp.set_nodelay(true);
     let verifier = Verifier {
         addr: addr.clone(),
         hosts: std::iter::once(target.upstream.ip().to_string())

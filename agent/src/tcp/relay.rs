@@ -1,5 +1,16 @@
 //! The relay session: decide the connection (allow, block, or hold it
 //! until approved), connect upstream, pump both directions, report.
+//!
+//! Full duplex by construction, so it cannot deadlock: each direction is
+//! its own pump (read one side into a fixed [`BUF`], write it all to the
+//! other side), and the two pumps are polled independently. A pump
+//! waiting to write (the receiver is slow or not reading) stops only its
+//! own reading of the producer, which is the backpressure: that producer's
+//! socket buffer fills and TCP flow control makes it wait. The other
+//! direction's pump is never behind that wait, so a peer that writes
+//! while not reading (or reads slower than it writes) cannot stop
+//! interlock from reading what it sends on the other direction. Memory is
+//! bounded: one [`BUF`] per direction.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -54,7 +65,9 @@ pub async fn relay(ctx: AppContext, gate: DaemonGate, client: TcpStream) {
     let connect = async {
         match refused {
             Some(r) => Err(r),
-            None => Ok(tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await),
+            None => {
+                Ok(tokio::time::timeout(CONNECT_TIMEOUT, ctx.socket_buffers().connect(dst)).await)
+            }
         }
     };
 

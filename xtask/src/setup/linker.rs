@@ -44,7 +44,7 @@ impl BpfLinker {
 }
 
 /// The `channel` of a rust-toolchain.toml's `[toolchain]` table.
-fn toolchain_channel(text: &str) -> Option<String> {
+pub(super) fn toolchain_channel(text: &str) -> Option<String> {
     text.lines().find_map(|line| {
         let (key, value) = line.split_once('=')?;
         if key.trim() != "channel" {

@@ -26,6 +26,8 @@ pub(crate) const PACKAGES: &[&str] = &[
     "procps",
     "python3",
     "python3-pip",
+    // The CPU hog the flow-control tests run beside the relays (relay_flow.rs).
+    "stress-ng",
     // pg_config and headers: psycopg2 is built from its sdist for its test suite.
     "libpq-dev",
     // The approvals page's browser tests: headless Chromium driven over WebDriver, and
