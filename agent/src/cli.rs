@@ -246,9 +246,15 @@ pub struct ExplainArgs {
     /// A CI variable of the job root's environment, NAME=VALUE (repeatable).
     #[arg(long = "ci", value_parser = key_value)]
     pub ci: Vec<(String, String)>,
-    /// The requester has no CI context (no trusted runner), for this reason.
+    /// The requester has no CI context (no trusted runner), for this reason:
+    /// `ci:` conditions are unknown.
     #[arg(long, conflicts_with = "ci")]
     pub no_ci_context: Option<String>,
+    /// Explain as a flow whose identity fact this is could not be established
+    /// (repeatable; e.g. `cgroup` for a process that exited before the daemon
+    /// looked it up).
+    #[arg(long, value_enum)]
+    pub unknown: Vec<crate::policy::Fact>,
     /// A JSON file with a job token's claims (its payload): explain as if the
     /// session presented a verified token carrying them. The issuer is the
     /// one whose URL its `iss` names.

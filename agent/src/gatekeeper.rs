@@ -176,7 +176,7 @@ impl DaemonGate {
                     action: Action::Block { message },
                     rule: Some(JOB_TOKEN_RULE.into()),
                     mask: Vec::new(),
-                    record: RecordLevel::default(),
+                    record: None,
                 };
                 (d, view)
             }
@@ -264,12 +264,16 @@ impl DaemonGate {
         };
         let level = match request {
             Request::Session => {
-                self.state().record = d.record;
-                d.record
+                let level = d.record.unwrap_or_default();
+                self.state().record = level;
+                level
             }
-            // A statement- or command-scoped `record` overrides the session's.
-            _ if d.record != RecordLevel::default() => d.record,
-            _ => self.state().record,
+            // A statement- or command-scoped `record` overrides the session's
+            // (policy::eval lets one keyed on the request only raise it).
+            _ => match d.record {
+                Some(level) => level,
+                None => self.state().record,
+            },
         };
         let (verdict, view) = match d.action {
             Action::Allow => (

@@ -37,6 +37,24 @@ impl TestCgroup {
         &self.path
     }
 
+    /// Freezes (or thaws) every process in this cgroup with the cgroup v2
+    /// freezer and waits (up to 10 s) until the kernel reports it done.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let want = if frozen { "1" } else { "0" };
+        std::fs::write(self.path.join("cgroup.freeze"), want)
+            .with_context(|| format!("write cgroup.freeze in {}", self.path.display()))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let line = format!("frozen {want}");
+        while std::time::Instant::now() < deadline {
+            let events = std::fs::read_to_string(self.path.join("cgroup.events"))?;
+            if events.lines().any(|l| l == line) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!("{} did not reach `{line}` in 10 s", self.path.display())
+    }
+
     /// A command that runs `program args...` inside this cgroup.
     pub fn command(&self, program: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("/bin/sh");

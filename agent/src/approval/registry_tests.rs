@@ -190,14 +190,35 @@ async fn an_unreadable_caller_cgroup_is_refused_when_the_requester_has_one() {
         .unwrap_err();
     assert!(e.to_string().contains("cannot be read"), "{e}");
     assert_eq!(e.http_status(), 403);
-    // Neither cgroup known: uid and approver list decide.
+}
+
+#[tokio::test]
+async fn a_requester_whose_cgroup_is_unknown_cannot_be_decided_locally() {
+    // The requesting process exited before the daemon looked it up (a forked
+    // child connecting on its parent's socket): any caller may be its job.
+    let (reg, _rx) = registry();
     let mut s = spec(Grant::Once, Duration::from_secs(60));
     s.requester.cgroup = None;
     let held = reg.hold(s).await;
-    reg.decide(&held.approval_id, &alice, true, None)
+    let alice = peer(2000, "alice", &[], "/user");
+    let e = reg
+        .decide(&held.approval_id, &alice, true, None)
         .await
-        .unwrap();
-    assert!(matches!(held.outcome().await, HoldOutcome::Approved { .. }));
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("requester's cgroup is unknown"),
+        "{e}"
+    );
+    assert_eq!(e.http_status(), 403);
+    let mut blind = local(2000, "alice", &[], "/user");
+    blind.cgroup = None;
+    let e = reg
+        .decide(&held.approval_id, &Approver::Local(blind), false, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot be read"), "{e}");
+    // Still held: nobody decided it.
+    assert!(reg.show(&held.approval_id).is_some_and(|r| r.is_ok()));
 }
 
 #[tokio::test]

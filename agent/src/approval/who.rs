@@ -157,8 +157,9 @@ pub(super) fn authorize(
 }
 
 /// The requester (same uid, or a process in the same cgroup, such as another step of the
-/// same CI job) never decides. A caller whose cgroup cannot be read could be in the
-/// requester's: refused (fail closed) when the requester's is known.
+/// same CI job) never decides. When either cgroup is unknown (the caller's cannot be read,
+/// or the requesting process had exited before the daemon looked it up) the two cannot be
+/// told apart: refused (fail closed); the approvals page's sign-in still works.
 fn not_the_local_requester(p: &Pending, caller: &LocalPeer) -> Result<(), ApprovalError> {
     if caller.uid == p.requester.uid {
         return Err(ApprovalError::SelfApproval(format!(
@@ -170,9 +171,13 @@ fn not_the_local_requester(p: &Pending, caller: &LocalPeer) -> Result<(), Approv
         (Some(a), Some(b)) if a == b => Err(ApprovalError::SelfApproval(format!(
             "the caller runs in the requester's cgroup {a}"
         ))),
-        (None, Some(_)) => Err(ApprovalError::SelfApproval(format!(
+        (None, _) => Err(ApprovalError::SelfApproval(format!(
             "the cgroup of the caller (pid {}) cannot be read, so it cannot be told apart from the requester's",
             caller.pid
+        ))),
+        (_, None) => Err(ApprovalError::SelfApproval(format!(
+            "the requester's cgroup is unknown (pid {} had exited when interlock looked it up), so no local caller can be told apart from it; decide on the approvals page",
+            p.requester.tgid
         ))),
         _ => Ok(()),
     }

@@ -17,57 +17,29 @@
 //! stops once a rule that applies to the request names the class itself
 //! (`statement: [opaque]`): the policy has said what it wants for such
 //! statements, and they are judged by their own classes.
+//!
+//! An identity fact interlock could not establish (`Subject::unknown`, no
+//! CI context) is neither a match nor a miss: a rule whose other
+//! conditions hold applies when it restricts (block, require_approval,
+//! mask, `record: full`) and does not when it allows (allow, `record:
+//! metadata`). So a process that exits before the daemon looks it up
+//! cannot slip past a block rule on its cgroup.
+//!
+//! The recording level can only be raised by what the job writes: a rule
+//! keyed on the request itself (`statement`, `sql`, `kind`, `command`,
+//! `program`, `options`) may set `full`, never `metadata` (a comment in a
+//! statement would otherwise choose to leave its text out of the record).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::subject::{Fact, Subject};
 use super::{
     Policy, Target,
     rule::{ActionKind, ApprovalSpec, Conditions, RecordLevel, Rule, UserRef},
 };
-use crate::{
-    gate::{MaskRule, Request},
-    identity::{CiSource, ProcessIdentity},
-    oidc::JobIdentity,
-};
-
-/// The requester, as rules see it.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Subject {
-    pub uid: u32,
-    pub user: Option<String>,
-    pub exe: Option<String>,
-    pub argv: Vec<String>,
-    pub ancestor_exes: Vec<String>,
-    pub cgroup: Option<String>,
-    /// The runner-rooted CI context (empty without a trusted runner).
-    pub ci: BTreeMap<String, String>,
-    /// Why there is no CI context, when there is none.
-    pub ci_unavailable: Option<String>,
-    /// The verified job token's identity, if the session has one.
-    #[serde(skip)]
-    pub job: Option<Arc<JobIdentity>>,
-}
-
-impl From<&ProcessIdentity> for Subject {
-    fn from(p: &ProcessIdentity) -> Subject {
-        Subject {
-            uid: p.uid,
-            user: p.user.clone(),
-            exe: p.exe.clone(),
-            argv: p.argv.clone(),
-            ancestor_exes: p.ancestry.iter().filter_map(|a| a.exe.clone()).collect(),
-            cgroup: p.cgroup.clone(),
-            ci: p.ci.clone(),
-            ci_unavailable: match &p.ci_source {
-                CiSource::None { reason } => Some(reason.clone()),
-                CiSource::JobRoot { .. } => None,
-            },
-            job: None,
-        }
-    }
-}
+use crate::gate::{MaskRule, Request};
 
 /// What the policy says about a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -87,7 +59,9 @@ pub struct Decision {
     pub rule: Option<String>,
     /// Masking that applies to the request's results.
     pub mask: Vec<MaskRule>,
-    pub record: RecordLevel,
+    /// The recording level the rules set; `None`: the session's level
+    /// (for a session itself, `full`).
+    pub record: Option<RecordLevel>,
 }
 
 /// One rule's verdict on one request, for `interlock policy explain`.
@@ -162,6 +136,7 @@ impl Policy {
         let mut deciding: Option<&Rule> = None;
         let mut mask = Vec::new();
         let mut record: Option<RecordLevel> = None;
+        let mut raised = false;
         for rule in self.rules() {
             let step = |applies, why: String| Step {
                 rule: rule.name.clone(),
@@ -172,17 +147,51 @@ impl Policy {
                 steps.push(step(false, "is about another kind of request".into()));
                 continue;
             }
-            if let Err(why) = check(&rule.conditions, target, subject, request, blind.is_some()) {
-                steps.push(step(false, why));
+            let unknown = match check(&rule.conditions, target, subject, request, blind.is_some()) {
+                Ok(unknown) => unknown,
+                Err(why) => {
+                    steps.push(step(false, why));
+                    continue;
+                }
+            };
+            // Fail closed: what cannot be established never lets a request
+            // past a restriction, and never grants anything.
+            let fail_closed = !unknown.is_empty();
+            if fail_closed && !restricts(rule) {
+                steps.push(step(
+                    false,
+                    format!(
+                        "{}; an {} rule does not apply to what cannot be established",
+                        unknown.join("; "),
+                        action_name(rule.action)
+                    ),
+                ));
                 continue;
             }
-            let blind_note = match &blind {
+            let mut note = match &blind {
                 Some(why) if !rule.conditions.statement.is_empty() => format!(" ({why})"),
                 _ => String::new(),
             };
-            if record.is_none() {
-                record = rule.record;
+            if fail_closed {
+                note.push_str(&format!(" ({}; applies: fail closed)", unknown.join("; ")));
             }
+            // What the job writes (the request itself) can only raise the level.
+            let keyed_on_request =
+                rule.conditions.about_statements() || rule.conditions.about_commands();
+            let level_note = match rule.record {
+                Some(RecordLevel::Full) if keyed_on_request => {
+                    raised = true;
+                    ""
+                }
+                Some(RecordLevel::Metadata) if keyed_on_request || fail_closed => {
+                    ", but its `record: metadata` is ignored: only rules on target and identity may lower the recording level"
+                }
+                Some(level) => {
+                    record.get_or_insert(level);
+                    ""
+                }
+                None => "",
+            };
             match rule.action {
                 ActionKind::Mask => {
                     if let Some(m) = &rule.mask {
@@ -191,18 +200,25 @@ impl Policy {
                             spec: Arc::clone(m),
                         });
                     }
-                    steps.push(step(true, "matches: adds masking".into()));
+                    steps.push(step(
+                        true,
+                        format!("matches{note}: adds masking{level_note}"),
+                    ));
                 }
-                ActionKind::Record => {
-                    steps.push(step(true, "matches: sets the recording level".into()))
-                }
+                ActionKind::Record => steps.push(step(
+                    true,
+                    format!("matches{note}: sets the recording level{level_note}"),
+                )),
                 a => {
                     let wins = deciding.is_none_or(|d| a > d.action);
                     let why = if wins {
-                        format!("matches{blind_note}: {} (deciding so far)", action_name(a))
+                        format!(
+                            "matches{note}: {} (deciding so far){level_note}",
+                            action_name(a)
+                        )
                     } else {
                         format!(
-                            "matches{blind_note}: {}, but rule `{}` is as or more restrictive and comes first",
+                            "matches{note}: {}, but rule `{}` is as or more restrictive and comes first{level_note}",
                             action_name(a),
                             deciding.map(|d| d.name.as_str()).unwrap_or_default()
                         )
@@ -214,6 +230,9 @@ impl Policy {
                 }
             }
         }
+        if raised {
+            record = Some(RecordLevel::Full);
+        }
         let (action, rule) = match deciding {
             Some(r) => (action_of(r), Some(r.name.clone())),
             None if scope == Scope::Session => (target.default_action.clone(), None),
@@ -224,7 +243,7 @@ impl Policy {
                 action,
                 rule,
                 mask,
-                record: record.unwrap_or_default(),
+                record,
             },
             steps,
         }
@@ -251,7 +270,8 @@ impl Policy {
             self.rules().iter().any(|r| {
                 scope_of_rule(r) == Scope::Statement
                     && r.conditions.statement.contains(c)
-                    && check(&r.conditions, target, subject, request, false).is_ok()
+                    && check(&r.conditions, target, subject, request, false)
+                        .is_ok_and(|unknown| unknown.is_empty() || restricts(r))
             })
         };
         let c = unreadable.into_iter().find(|c| !named(c))?;
@@ -322,6 +342,17 @@ fn forwarding_denied(kind: crate::policy::CommandKind) -> String {
     )
 }
 
+/// Whether `r` restricts what it matches (so it applies, failing closed,
+/// when a fact it needs is unknown): block, require_approval, mask, and a
+/// `record` rule that sets `full`.
+fn restricts(r: &Rule) -> bool {
+    match r.action {
+        ActionKind::Allow => false,
+        ActionKind::Block | ActionKind::RequireApproval | ActionKind::Mask => true,
+        ActionKind::Record => r.record == Some(RecordLevel::Full),
+    }
+}
+
 fn action_name(a: ActionKind) -> &'static str {
     match a {
         ActionKind::Allow => "allow",
@@ -345,7 +376,9 @@ fn action_of(r: &Rule) -> Action {
     }
 }
 
-/// `Ok` when every condition holds; otherwise the first one that does not.
+/// `Ok` when every condition holds, with the identity facts it needed that
+/// are unknown (each with why; empty when all were established); otherwise
+/// the first condition that does not hold.
 /// `blind`: the statement cannot be read, so any `statement` list holds.
 fn check(
     c: &Conditions,
@@ -353,7 +386,15 @@ fn check(
     s: &Subject,
     req: &Request,
     blind: bool,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
+    let mut unknown = Vec::new();
+    let mut not_known = |fact: Fact| match s.unknown(fact) {
+        Some(why) => {
+            unknown.push(format!("{} unknown: {why}", fact.condition()));
+            true
+        }
+        None => false,
+    };
     if !c.targets.is_empty() && !c.targets.contains(&target.name) {
         return Err(format!(
             "target `{}` is not in {:?}",
@@ -373,42 +414,51 @@ fn check(
             ));
         }
     }
-    if !c.exe.is_empty() {
+    if !c.exe.is_empty() && !not_known(Fact::Exe) {
         let exe = s.exe.as_deref().unwrap_or_default();
         if !c.exe.iter().any(|p| p.is_match(exe)) {
             return Err(format!("exe `{exe}` matches no `exe` glob"));
         }
     }
-    if let Some(re) = &c.argv {
+    if let Some(re) = &c.argv
+        && !not_known(Fact::Argv)
+    {
         let line = s.argv.join(" ");
         if !re.0.is_match(&line) {
             return Err(format!("argv does not match /{}/", re.0.as_str()));
         }
     }
+    // Any ancestor matching is enough, so a known one decides even when
+    // the chain has a gap; otherwise the gap might have held one.
     if !c.ancestor_exe.is_empty()
         && !s
             .ancestor_exes
             .iter()
             .any(|a| c.ancestor_exe.iter().any(|p| p.is_match(a)))
+        && !not_known(Fact::Ancestry)
     {
         return Err("no ancestor's exe matches `ancestor_exe`".into());
     }
-    if !c.cgroup.is_empty() {
+    if !c.cgroup.is_empty() && !not_known(Fact::Cgroup) {
         let cg = s.cgroup.as_deref().unwrap_or_default();
         if !c.cgroup.iter().any(|p| p.is_match(cg)) {
             return Err(format!("cgroup `{cg}` matches no `cgroup` glob"));
         }
     }
-    if !c.ci.is_empty()
-        && let Some(why) = &s.ci_unavailable
-    {
-        return Err(format!("no CI context: {why}"));
-    }
-    for (var, p) in &c.ci {
-        match s.ci.get(var) {
-            Some(v) if p.is_match(v) => {}
-            Some(v) => return Err(format!("{var}=`{v}` does not match `{}`", p.as_str())),
-            None => return Err(format!("{var} is not set in the job root's environment")),
+    match &s.ci_unavailable {
+        Some(why) if !c.ci.is_empty() => unknown.push(format!("no CI context: {why}")),
+        _ => {
+            for (var, p) in &c.ci {
+                match s.ci.get(var) {
+                    Some(v) if p.is_match(v) => {}
+                    Some(v) => {
+                        return Err(format!("{var}=`{v}` does not match `{}`", p.as_str()));
+                    }
+                    None => {
+                        return Err(format!("{var} is not set in the job root's environment"));
+                    }
+                }
+            }
         }
     }
     if let Some(o) = &c.oidc {
@@ -447,5 +497,5 @@ fn check(
         }
         Request::Session => {}
     }
-    Ok(())
+    Ok(unknown)
 }

@@ -67,6 +67,11 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
         cgroup: args.cgroup.clone(),
         ci: args.ci.iter().cloned().collect(),
         ci_unavailable: args.no_ci_context.clone(),
+        unknown: args
+            .unknown
+            .iter()
+            .map(|f| (*f, "as asked (--unknown)".to_string()))
+            .collect(),
         job: match &args.oidc_claims {
             Some(path) => Some(std::sync::Arc::new(claims_identity(&policy, path)?)),
             None => None,
@@ -171,6 +176,11 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
         let rules: Vec<&str> = ex.decision.mask.iter().map(|m| m.rule.as_str()).collect();
         writeln!(out, "masking by: {}", rules.join(", "))?;
     }
-    writeln!(out, "recording: {:?}", ex.decision.record)?;
+    let recording = match (ex.decision.record, &request) {
+        (Some(super::RecordLevel::Full), _) | (None, Request::Session) => "full",
+        (Some(super::RecordLevel::Metadata), _) => "metadata",
+        (None, _) => "the session's level",
+    };
+    writeln!(out, "recording: {recording}")?;
     Ok(allowed)
 }

@@ -13,18 +13,20 @@ mod mask;
 mod rule;
 mod scalar;
 pub mod shell;
+mod subject;
 mod target;
 mod upstream;
 mod web;
 
 pub use error::PolicyError;
-pub use eval::{Action, Decision, Explanation, Step, Subject};
+pub use eval::{Action, Decision, Explanation, Step};
 pub use explain::{ExplainError, explain_command};
 pub use facts::{CommandKind, StatementClass};
 pub use file::{Policy, load, parse};
 pub use identity::{IdentityPolicy, OidcCondition};
 pub use mask::{ColumnGlob, DETECTORS, Detector, MaskSpec, Strategy, luhn};
 pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, RecordLevel, Rule};
+pub use subject::{Fact, Subject};
 pub use target::{AddressMatch, Endpoint, JobTokenMode, Protocol, Target, TargetId};
 pub use upstream::{
     ClientAuthMethod, ClientPassword, PasswordAuth, Secret, SecretError, SecretRef, TlsMode,

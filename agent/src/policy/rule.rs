@@ -424,6 +424,18 @@ impl RawRule {
                 format!("rule `{name}`: action record needs `record: full|metadata`"),
             ));
         }
+        // The job writes the request: a statement must not choose to leave its
+        // own text out of the record (`SELECT ... /* payments. */`).
+        if self.record == Some(RecordLevel::Metadata)
+            && (c.about_statements() || c.about_commands())
+        {
+            return Err((
+                &["record"],
+                format!(
+                    "rule `{name}`: `record: metadata` cannot be keyed on the request itself (statement, sql, kind, command, program, options): the job writes those, so a comment could leave any statement out of the record; key it on target or identity (a rule without request conditions), or use `record: full`"
+                ),
+            ));
+        }
         if self.message.is_some() && self.action != ActionKind::Block {
             return Err((
                 &["message"],

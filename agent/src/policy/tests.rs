@@ -33,6 +33,7 @@ fn ci_subject() -> Subject {
         cgroup: Some("/system.slice/gitlab-runner.service".into()),
         ci: [("CI_PROJECT_PATH".to_string(), "infra/deploy".to_string())].into(),
         ci_unavailable: None,
+        unknown: Default::default(),
         job: None,
     }
 }
@@ -382,7 +383,134 @@ fn mask_rules_add_up_and_record_levels_apply() {
     assert_eq!(d.action, Action::Allow);
     assert_eq!(
         p.decide(t, &s, &Request::Session).record,
-        RecordLevel::Metadata
+        Some(RecordLevel::Metadata)
+    );
+}
+
+#[test]
+fn a_statement_can_raise_its_recording_level_but_never_lower_it() {
+    let p = policy_of(&[
+        "{name: quiet-ci, action: record, record: metadata, match: {user: [ci]}}",
+        "{name: loud-ddl, action: record, record: full, match: {statement: [ddl]}}",
+        "{name: loud-sql, action: record, record: full, match: {sql: 'pg_sleep'}}",
+        "{name: hashed, action: mask, mask: {detectors: [email]}, record: metadata, match: {target: [other]}}",
+    ]);
+    let s = ci_subject();
+    let pg = p.target_named("pg").unwrap();
+    // The session's level comes from identity; statements keep it...
+    assert_eq!(
+        p.decide(pg, &s, &Request::Session).record,
+        Some(RecordLevel::Metadata)
+    );
+    assert_eq!(
+        p.decide(pg, &s, &stmt(&[StatementClass::Read], "select 1"))
+            .record,
+        None
+    );
+    // ...unless a rule on the statement raises it.
+    for (classes, text) in [
+        (&[StatementClass::Ddl][..], "create table t()"),
+        (&[StatementClass::Read][..], "select pg_sleep(1)"),
+    ] {
+        let ex = p.explain(pg, &s, &stmt(classes, text));
+        assert_eq!(ex.decision.record, Some(RecordLevel::Full), "{text}");
+    }
+    // A rule on target alone is not the job's to choose: it may lower the level.
+    let other = p.target_named("other").unwrap();
+    assert_eq!(
+        p.decide(other, &s, &stmt(&[StatementClass::Read], "select 1"))
+            .record,
+        Some(RecordLevel::Metadata)
+    );
+    // The example policy's quiet rule is keyed on the job's token, not on
+    // the statement, so a comment cannot trigger it.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/production-guardrails.yaml");
+    let g = load(&path).unwrap();
+    let prod = g.target_named("prod-db").unwrap();
+    let comment = stmt(&[StatementClass::Read], "SELECT 1 /* payments. */");
+    assert_eq!(g.decide(prod, &s, &comment).record, None);
+    assert_eq!(g.decide(prod, &s, &Request::Session).record, None);
+}
+
+#[test]
+fn unknown_identity_facts_apply_restrictions_and_grant_nothing() {
+    let p = policy_of(&[
+        "{name: ci-may, action: allow, match: {cgroup: ['/system.slice/**']}}",
+        "{name: forks-held, action: require_approval, match: {ci: {CI_PROJECT_PATH: 'forks/*'}}, approval: {approvers: {users: [alice]}}}",
+        "{name: jobs-blocked, action: block, match: {target: [pg], cgroup: ['/ci/untrusted/*']}}",
+        "{name: other-only, action: block, match: {target: [other], cgroup: ['/nothing']}}",
+        "{name: masked, action: mask, mask: {detectors: [email]}, match: {cgroup: ['/ci/untrusted/*']}}",
+        "{name: quiet, action: record, record: metadata, match: {exe: ['/usr/bin/psql']}}",
+    ]);
+    let pg = p.target_named("pg").unwrap();
+    // Everything known: the allow decides, nothing restricts.
+    let s = ci_subject();
+    assert_eq!(
+        decide(&p, "pg", &s, &Request::Session),
+        ("allow".into(), Some("ci-may".into()))
+    );
+    // The process exited before the daemon looked it up: no cgroup.
+    let mut gone = ci_subject();
+    gone.cgroup = None;
+    gone.unknown.insert(Fact::Cgroup, "pid 40 exited".into());
+    let ex = p.explain(pg, &gone, &Request::Session);
+    assert_eq!(ex.decision.rule.as_deref(), Some("jobs-blocked"), "{ex:#?}");
+    let why = |rule: &str| {
+        let st = ex.steps.iter().find(|s| s.rule == rule).unwrap();
+        (st.applies, st.why.clone())
+    };
+    let (applies, text) = why("ci-may");
+    assert!(
+        !applies && text.contains("cgroup unknown: pid 40 exited"),
+        "{text}"
+    );
+    let (applies, text) = why("jobs-blocked");
+    assert!(applies && text.contains("fail closed"), "{text}");
+    // A condition known to fail still decides: the rule is about another target.
+    assert!(!why("other-only").0);
+    assert_eq!(
+        p.decide(pg, &gone, &stmt(&[StatementClass::Read], "select 1"))
+            .mask
+            .len(),
+        1
+    );
+    assert_eq!(
+        p.possible_masks(pg, &gone).len(),
+        1,
+        "masking fails closed too"
+    );
+    // No CI context: the approval rule on a CI variable holds the session.
+    let mut no_ctx = ci_subject();
+    no_ctx.ci = Default::default();
+    no_ctx.ci_unavailable = Some("the job root has exited".into());
+    assert_eq!(
+        decide(&p, "pg", &no_ctx, &Request::Session),
+        ("hold".into(), Some("forks-held".into()))
+    );
+    // An unknown executable cannot lower the recording level.
+    let mut unseen = ci_subject();
+    unseen.exe = None;
+    unseen.unknown.insert(Fact::Exe, "never seen".into());
+    assert_eq!(
+        p.decide(pg, &s, &Request::Session).record,
+        Some(RecordLevel::Metadata)
+    );
+    assert_eq!(p.decide(pg, &unseen, &Request::Session).record, None);
+    // Any known ancestor matching is enough, even with a gap further up.
+    let anc = policy_of(&[
+        "{name: runner-jobs, action: allow, match: {ancestor_exe: ['**/gitlab-runner']}}",
+        "{name: from-cron, action: block, match: {ancestor_exe: ['**/cron']}}",
+    ]);
+    let mut gap = ci_subject();
+    gap.unknown
+        .insert(Fact::Ancestry, "ancestor pid 7 is unknown".into());
+    assert_eq!(
+        decide(&anc, "pg", &gap, &Request::Session),
+        ("block".into(), Some("from-cron".into()))
+    );
+    assert_eq!(
+        decide(&anc, "pg", &ci_subject(), &Request::Session),
+        ("allow".into(), Some("runner-jobs".into()))
     );
 }
 
@@ -430,6 +558,16 @@ fn rule_errors_name_position_and_fix() {
             "  - name: a\n    action: record\n",
             "6:13",
             "record: full|metadata",
+        ),
+        (
+            "  - name: a\n    action: record\n    match: {sql: 'payments'}\n    record: metadata\n",
+            "8:13",
+            "cannot be keyed on the request itself",
+        ),
+        (
+            "  - name: a\n    action: block\n    match: {kind: [shell]}\n    record: metadata\n",
+            "8:13",
+            "cannot be keyed on the request itself",
         ),
         // Errors found by the YAML parser carry its own position.
         (

@@ -22,6 +22,11 @@
 //!   testclient hog ADDR N               the same N failing connects, every socket kept open;
 //!                                       prints "failed F <error kinds>", then after a line
 //!                                       on stdin exits (closing them)
+//!   testclient forked ADDR MSG          the connect is made by a forked child that exits at
+//!                                       once, on a socket the parent keeps: prints
+//!                                       "connected <child pid>" once the child is reaped,
+//!                                       then after a line on stdin exchanges MSG on the
+//!                                       socket as `echo` does
 
 use std::{
     io::{Read as _, Write as _},
@@ -176,9 +181,59 @@ fn main() -> anyhow::Result<()> {
             drop(held);
             drop(first);
         }
+        "forked" => {
+            let msg = args.get(3).map(String::as_str).unwrap_or("forked");
+            let (socket, child) = connect_in_child(addr)?;
+            println!("connected {child}");
+            std::io::stdout().flush()?;
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let mut s = TcpStream::from(socket);
+            let r = (|| {
+                s.set_read_timeout(Some(read_timeout()))?;
+                s.write_all(msg.as_bytes())?;
+                s.shutdown(std::net::Shutdown::Write)?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok::<_, std::io::Error>(out)
+            })();
+            match r {
+                Ok(reply) => println!("ok {reply}"),
+                Err(e) => println!("err {:?} {e}", e.kind()),
+            }
+        }
         other => anyhow::bail!("unknown command {other}"),
     }
     Ok(())
+}
+
+/// A socket connected to `addr` by a forked child that exited (and was
+/// reaped) before this returns, with the child's pid: the kernel recorded the
+/// child as the connecting process, and it is gone.
+fn connect_in_child(addr: SocketAddr) -> anyhow::Result<(socket2::Socket, i32)> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    // SAFETY: this program is single-threaded; the child only connects and
+    // leaves with _exit (no destructors, no stdio flush).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = i32::from(s.connect(&addr.into()).is_err());
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    anyhow::ensure!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+    let mut status = 0;
+    // SAFETY: waits for our own child; status is a valid out pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    anyhow::ensure!(r == pid, "waitpid: {}", std::io::Error::last_os_error());
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's connect failed (status {status})"
+    );
+    Ok((s, pid))
 }
 
 /// A TCP socket that may share a bound address with others (SO_REUSEADDR).
