@@ -20,27 +20,41 @@ pub(super) struct BpfLinker {
 
 impl BpfLinker {
     pub(super) fn new(ws: &Workspace) -> Self {
-        let file = ws.root().join("rust-toolchain.toml");
-        let channel = fs::read_to_string(file)
-            .ok()
-            .and_then(|t| toolchain_channel(&t));
-        Self { channel }
+        Self {
+            channel: workspace_channel(ws),
+        }
     }
 
     fn install_command(&self) -> Command {
         let path = env::var("PATH").unwrap_or_default();
-        let mut cmd = Command::new("cargo");
-        cmd.current_dir(env::temp_dir())
-            .env("PATH", format!("{LLVM_PREFIX}/bin:{path}"))
+        let mut cmd = cargo_outside_workspace(self.channel.as_deref());
+        cmd.env("PATH", format!("{LLVM_PREFIX}/bin:{path}"))
             .env("LLVM_PREFIX", LLVM_PREFIX);
-        match &self.channel {
-            Some(channel) => cmd.env("RUSTUP_TOOLCHAIN", channel),
-            None => cmd.env_remove("RUSTUP_TOOLCHAIN"),
-        };
         cmd.args(["install", "bpf-linker", "--version", VERSION])
             .args(["--no-default-features", "--features", "llvm-22"]);
         cmd
     }
+}
+
+/// The workspace's stable channel (its rust-toolchain.toml), for tools
+/// `cargo install` builds from outside the workspace.
+pub(super) fn workspace_channel(ws: &Workspace) -> Option<String> {
+    let file = ws.root().join("rust-toolchain.toml");
+    fs::read_to_string(file)
+        .ok()
+        .and_then(|t| toolchain_channel(&t))
+}
+
+/// `cargo` run from outside the workspace (so its rust-toolchain.toml and
+/// config do not apply) on `channel`, for `cargo install`.
+pub(super) fn cargo_outside_workspace(channel: Option<&str>) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(env::temp_dir());
+    match channel {
+        Some(channel) => cmd.env("RUSTUP_TOOLCHAIN", channel),
+        None => cmd.env_remove("RUSTUP_TOOLCHAIN"),
+    };
+    cmd
 }
 
 /// The `channel` of a rust-toolchain.toml's `[toolchain]` table.

@@ -3,13 +3,12 @@
 //! hanging test fails by name instead of hanging CI.
 
 use std::env;
-use std::fs;
 use std::process::Command;
 
 use anyhow::Result;
 
 use super::Step;
-use super::linker::toolchain_channel;
+use super::linker::{cargo_outside_workspace, workspace_channel};
 use crate::util::{self, Workspace};
 
 /// The version installed when none (or an older one) is found. It is also
@@ -24,21 +23,13 @@ pub(super) struct Nextest {
 
 impl Nextest {
     pub(super) fn new(ws: &Workspace) -> Self {
-        let file = ws.root().join("rust-toolchain.toml");
-        let channel = fs::read_to_string(file)
-            .ok()
-            .and_then(|t| toolchain_channel(&t));
-        Self { channel }
+        Self {
+            channel: workspace_channel(ws),
+        }
     }
 
     fn install_command(&self) -> Command {
-        let mut cmd = Command::new("cargo");
-        // Outside the workspace, so its rust-toolchain.toml and config do not apply.
-        cmd.current_dir(env::temp_dir());
-        match &self.channel {
-            Some(channel) => cmd.env("RUSTUP_TOOLCHAIN", channel),
-            None => cmd.env_remove("RUSTUP_TOOLCHAIN"),
-        };
+        let mut cmd = cargo_outside_workspace(self.channel.as_deref());
         // --locked: the dependency versions nextest was released and tested with.
         cmd.args(["install", "--locked", "cargo-nextest", "--version", VERSION]);
         cmd
@@ -136,7 +127,7 @@ mod tests {
     fn the_config_requires_the_pinned_version() {
         let config =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.config/nextest.toml");
-        let text = fs::read_to_string(&config).unwrap_or_default();
+        let text = std::fs::read_to_string(&config).unwrap_or_default();
         assert!(
             text.contains(&format!("nextest-version = {{ required = \"{VERSION}\" }}")),
             "{} must require nextest {VERSION}",
