@@ -44,8 +44,9 @@ pub async fn send(s: &mut impl Wire, tag: u8, body: &[u8]) {
     s.flush().await.unwrap();
 }
 
-/// Reads one tagged message; `None` at EOF.
-pub async fn recv(s: &mut impl Wire) -> Option<(u8, Vec<u8>)> {
+/// Reads one tagged message; `None` at EOF. Any reader will do (a read
+/// half too, while another task writes).
+pub async fn recv(s: &mut (impl AsyncRead + Unpin)) -> Option<(u8, Vec<u8>)> {
     let tag = s.read_u8().await.ok()?;
     let len = s.read_u32().await.ok()? as usize;
     let mut body = vec![0; len - 4];

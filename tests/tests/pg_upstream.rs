@@ -322,16 +322,6 @@ async fn idle_sockets_time_out_and_held_sessions_notice_the_client_leaving() {
     assert_eq!(holding.withdrawn(), 1);
 }
 
-/// One message's tag from a read half (its body skipped); `None` at EOF.
-async fn recv_tag(rd: &mut tokio::net::tcp::OwnedReadHalf) -> Option<(u8, ())> {
-    use tokio::io::AsyncReadExt as _;
-    let tag = rd.read_u8().await.ok()?;
-    let len = rd.read_u32().await.ok()? as usize;
-    let mut body = vec![0; len.checked_sub(4)?];
-    rd.read_exact(&mut body).await.ok()?;
-    Some((tag, ()))
-}
-
 /// A client that piles messages behind a held statement is back-pressured
 /// (interlock stops reading it once its bounded queue is full) instead of
 /// being cut off; once the statement is decided, everything piled runs in
@@ -378,7 +368,7 @@ async fn messages_piled_behind_a_held_statement_wait_and_then_run() {
     let mut ready = 0usize;
     let mut errors = 0usize;
     while ready < SYNCS + 1 {
-        match recv_tag(&mut rd).await {
+        match raw::recv(&mut rd).await {
             Some((b'Z', _)) => ready += 1,
             Some((b'E', _)) => errors += 1,
             Some(_) => {}
