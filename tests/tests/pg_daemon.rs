@@ -461,3 +461,201 @@ fn evasion_attempts_are_decided_by_the_grammar_and_sessions_replay() -> Result<(
     assert!(unreachable.contains("Connection refused"), "{unreachable}");
     Ok(())
 }
+
+/// psql in `cg` reading `file` (one statement: psql sends it whole).
+fn psql_file(cg: &TestCgroup, pg: &PgServer, file: &Path) -> Command {
+    let ip = pg.addr.ip().to_string();
+    let f = file.to_string_lossy().into_owned();
+    let mut c = psql_in(cg, pg.addr, &ip, &["-v", "ON_ERROR_STOP=1", "-f", &f]);
+    c.env("PGPASSWORD", "not-the-password")
+        .env("PGSSLMODE", "disable")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// `select 1 in (1, 1, ...)` of about `bytes` bytes: cheap for the server,
+/// costly to parse into a tree and walk.
+fn long_in_list(dir: &Path, name: &str, bytes: usize) -> Result<std::path::PathBuf> {
+    let path = dir.join(name);
+    let mut sql = String::with_capacity(bytes + 32);
+    sql.push_str("select 1 in (1");
+    while sql.len() < bytes {
+        sql.push_str(",1");
+    }
+    sql.push(')');
+    std::fs::write(&path, sql)?;
+    Ok(path)
+}
+
+/// The attack of issue 15 item 6: a job sends statements that take the
+/// grammar long to read. Before, classification ran on the daemon's async
+/// workers, so a few such sessions stalled every other session (and the
+/// heartbeat). Now long texts are classified off the runtime: another
+/// session's statements complete while they are still being read, and a
+/// text over the size budget is `unparseable` (blocked by a guard that
+/// names any class), recorded without its text.
+#[test]
+fn huge_statements_do_not_stall_other_sessions_and_over_budget_is_unparseable() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let pg = PgServer::start("127.0.0.91")?;
+    let cg = TestCgroup::new("pg-classify-budget")?;
+    let secret = pg.password_file()?;
+    let policy = app_db(
+        &pg,
+        &secret,
+        None,
+        "rules:
+  - name: guard
+    match: {statement: [delete_without_where]}
+    action: block
+",
+    )?;
+    // No time budget in reach: the long statements must still be being
+    // classified when the other session is done.
+    let d = Daemon::start(DaemonSpec::with_policy(
+        &cg,
+        &policy,
+        &["--pg-classify-secs", "3600"],
+    ))?;
+    let dir = scratch("pg-classify")?;
+
+    // Over the default 1 MiB budget: unparseable, blocked by the guard,
+    // recorded without its megabytes.
+    let huge = long_in_list(dir.path(), "huge.sql", 3 * 1024 * 1024)?;
+    let out = output_within(
+        psql_file(&cg, &pg, &huge),
+        std::time::Duration::from_secs(300),
+    )?;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "over budget ran: {stderr}");
+    assert!(stderr.contains("guard"), "{stderr}");
+    let ev = d.wait_events("the refusal", |e| {
+        e.iter().any(|v| {
+            v.to_string()
+                .contains("classification limit of 1048576 bytes")
+        })
+    })?;
+    let refused = ev
+        .iter()
+        .find(|v| v.to_string().contains("classification limit"))
+        .expect("recorded");
+    assert!(
+        refused.to_string().len() < 64 * 1024,
+        "the statement text was recorded"
+    );
+
+    // Three sessions send statements under the budget that take long to
+    // read; the runtime has fewer workers than that.
+    let slow = long_in_list(dir.path(), "slow.sql", 1000 * 1024)?;
+    let mut slow_clients = Vec::new();
+    for _ in 0..3 {
+        slow_clients.push(psql_file(&cg, &pg, &slow).spawn()?);
+    }
+    d.wait_events_long("three sessions", |e| {
+        of_type(e, "session_started").len() >= 4
+    })?;
+    for i in 0..5 {
+        let out = output_within(
+            psql(&cg, &pg, &format!("select {i} + 1")),
+            std::time::Duration::from_secs(300),
+        )?;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}\n{}", d.log());
+        assert_eq!(stdout, (i + 1).to_string());
+    }
+    let still = slow_clients
+        .iter_mut()
+        .filter(|c| matches!(c.try_wait(), Ok(None)))
+        .count();
+    assert!(
+        still > 0,
+        "the long statements finished before the short ones: nothing shown"
+    );
+    // And the long ones complete, answered by the server.
+    for c in slow_clients {
+        let out = c.wait_with_output()?;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(stdout, "t");
+    }
+    Ok(())
+}
+
+/// One job cannot take every session the daemon serves: over the
+/// per-cgroup cap a PostgreSQL client gets FATAL 53300 naming interlock's
+/// limit (as from a server with too many clients), the refusal is
+/// recorded, and the job's open sessions carry on; a slot freed is
+/// usable again.
+#[test]
+fn sessions_over_the_cgroup_cap_get_53300_and_the_rest_carry_on() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let pg = PgServer::start("127.0.0.92")?;
+    let cg = TestCgroup::new("pg-session-cap")?;
+    let secret = pg.password_file()?;
+    let policy = app_db(&pg, &secret, None, "")?;
+    let d = Daemon::start(DaemonSpec::with_policy(
+        &cg,
+        &policy,
+        &["--max-sessions-per-cgroup", "2"],
+    ))?;
+    let ip = pg.addr.ip().to_string();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = psql_in(&cg, pg.addr, &ip, &["-v", "ON_ERROR_STOP=1"]);
+        c.env("PGPASSWORD", "not-the-password")
+            .env("PGSSLMODE", "disable")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        held.push(c.spawn()?);
+    }
+    d.wait_events_long("two sessions", |e| of_type(e, "session_started").len() == 2)?;
+
+    let out = output_within(
+        psql(&cg, &pg, "select 1"),
+        std::time::Duration::from_secs(120),
+    )?;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("limit of 2 concurrent intercepted sessions per cgroup")
+            && stderr.contains("--max-sessions-per-cgroup"),
+        "{stderr}"
+    );
+    let ev = d.wait_events("the refusal", |e| {
+        of_type(e, "connection_refused").iter().any(|r| {
+            r["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("per cgroup")
+        })
+    })?;
+    assert_eq!(of_type(&ev, "session_started").len(), 2);
+
+    // The held sessions still work.
+    for (i, mut c) in held.into_iter().enumerate() {
+        use std::io::Write as _;
+        let mut stdin = c.stdin.take().expect("stdin");
+        writeln!(stdin, "select {i} + 40;")?;
+        drop(stdin);
+        let out = c.wait_with_output()?;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(stdout, (i + 40).to_string());
+    }
+    // Freed: a new session is served.
+    d.wait_events("two ends", |e| of_type(e, "session_ended").len() == 2)?;
+    let out = output_within(
+        psql(&cg, &pg, "select 7"),
+        std::time::Duration::from_secs(120),
+    )?;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "7");
+    Ok(())
+}
