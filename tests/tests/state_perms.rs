@@ -188,3 +188,45 @@ rules:
     assert_eq!(mode(&d.state_dir)?, 0o711);
     Ok(())
 }
+
+/// Any local user can connect to the control socket, so connections are
+/// bounded: a job holding connections open idle cannot lock the operators
+/// out. Over the cap a connection is closed at once; idle ones are closed
+/// after the idle limit, and then the CLI is served again.
+#[test]
+fn idle_control_connections_are_capped_and_closed() -> Result<()> {
+    use std::{io::Read as _, os::unix::net::UnixStream, time::Duration};
+    if !privileged() {
+        return Ok(());
+    }
+    let cg = TestCgroup::new("control-cap")?;
+    let d = Daemon::start(DaemonSpec::tcp(
+        &cg,
+        &[9],
+        &["--control-connections", "2", "--control-idle-secs", "2"],
+    ))?;
+    let sock = d.socket().to_string_lossy().into_owned();
+    assert!(d.cli(&["status", "--socket", &sock])?.ok);
+    let idle: Vec<UnixStream> = (0..2)
+        .map(|_| UnixStream::connect(d.socket()))
+        .collect::<Result<_, _>>()?;
+    // Over the cap: closed without an answer (guard against a hang only).
+    let mut third = UnixStream::connect(d.socket())?;
+    third.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut buf = [0u8; 16];
+    assert_eq!(third.read(&mut buf)?, 0, "the third connection was served");
+    let refused = d.cli(&["status", "--socket", &sock])?;
+    assert!(!refused.ok, "{refused:?}");
+    // The idle ones are closed by the daemon.
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        assert_eq!(s.read(&mut buf)?, 0);
+    }
+    let served = d.cli(&["status", "--socket", &sock])?;
+    assert!(served.ok, "{served:?}\n{}", d.log());
+    assert!(
+        d.log().contains("--control-connections"),
+        "the refusal is logged"
+    );
+    Ok(())
+}
