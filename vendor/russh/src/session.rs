@@ -302,6 +302,65 @@ impl Encrypted {
         }
     }
 
+    /// INTERLOCK PATCH: debits `len` received bytes from `channel`'s
+    /// window without granting any back (that happens on consumption, in
+    /// [`Self::grant_window`]). Data beyond the window is a protocol
+    /// violation: refused, because nothing else would bound what that peer
+    /// queues here.
+    pub(crate) fn record_received_data(
+        &mut self,
+        channel: ChannelId,
+        len: usize,
+    ) -> Result<(), crate::Error> {
+        if let Some(channel) = self.channels.get_mut(&channel) {
+            let len = u32::try_from(len).map_err(|_| crate::Error::WrongChannel)?;
+            if len > channel.sender_window_size {
+                log::warn!(
+                    "peer sent {len} bytes on channel {:?} beyond its window {}",
+                    channel.sender_channel,
+                    channel.sender_window_size
+                );
+                return Err(crate::Error::WrongChannel);
+            }
+            channel.sender_window_size -= len;
+        }
+        Ok(())
+    }
+
+    /// INTERLOCK PATCH: grants `channel`'s peer window for up to
+    /// `consumed` bytes the application took out, once worth a message
+    /// (half the target consumed, or the peer's window under half the
+    /// target). Returns how many bytes were granted.
+    ///
+    /// Why this cannot stall: window left + bytes queued + consumed not yet
+    /// granted = `target` at all times, so when the peer has no window left
+    /// and the application has read everything, `consumed` is the whole
+    /// target and is granted.
+    pub(crate) fn grant_window(
+        &mut self,
+        channel: ChannelId,
+        consumed: u64,
+        target: u32,
+    ) -> Result<u64, crate::Error> {
+        let Some(channel) = self.channels.get_mut(&channel) else {
+            return Ok(0);
+        };
+        let window = channel.sender_window_size;
+        let amount = u32::try_from(consumed)
+            .unwrap_or(u32::MAX)
+            .min(u32::MAX - window);
+        if amount == 0 || (amount < target / 2 && window >= target / 2) {
+            return Ok(0);
+        }
+        push_packet!(self.write, {
+            self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+            channel.recipient_channel.encode(&mut self.write)?;
+            amount.encode(&mut self.write)?;
+        });
+        channel.sender_window_size = window + amount;
+        Ok(u64::from(amount))
+    }
+
     pub fn adjust_window_size(
         &mut self,
         channel: ChannelId,

@@ -596,9 +596,14 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
+                // INTERLOCK PATCH: a channel read through a `Channel` gets its
+                // window back as the application consumes (`grant_window`).
+                let read_by_app = self.channels.contains_key(&channel_num);
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if read_by_app {
+                        enc.record_received_data(channel_num, data.len())?;
+                    } else if enc.adjust_window_size(channel_num, &data, target)? {
                         let next_window =
                             client.adjust_window(channel_num, self.target_window_size);
                         if next_window > 0 {
@@ -623,9 +628,14 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
+                // INTERLOCK PATCH: a channel read through a `Channel` gets its
+                // window back as the application consumes (`grant_window`).
+                let read_by_app = self.channels.contains_key(&channel_num);
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if read_by_app {
+                        enc.record_received_data(channel_num, data.len())?;
+                    } else if enc.adjust_window_size(channel_num, &data, target)? {
                         let next_window =
                             client.adjust_window(channel_num, self.target_window_size);
                         if next_window > 0 {

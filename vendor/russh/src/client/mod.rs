@@ -740,7 +740,7 @@ impl<H: Handler> Handle<H> {
     /// Wait for confirmation that a channel is open
     async fn wait_channel_confirmation(
         &self,
-        mut receiver: Receiver<ChannelMsg>,
+        mut receiver: crate::channels::QueueRx,
         window_size_ref: WindowSizeRef,
     ) -> Result<Channel<Msg>, crate::Error> {
         loop {
@@ -842,7 +842,7 @@ impl<H: Handler> Handle<H> {
     /// usable when it's confirmed by the server, as indicated by the
     /// `confirmed` field of the corresponding `Channel`.
     pub async fn channel_open_session(&self) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = crate::channels::queue(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -860,7 +860,7 @@ impl<H: Handler> Handle<H> {
         originator_address: A,
         originator_port: u32,
     ) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = crate::channels::queue(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -891,7 +891,7 @@ impl<H: Handler> Handle<H> {
         originator_address: B,
         originator_port: u32,
     ) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = crate::channels::queue(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -913,7 +913,7 @@ impl<H: Handler> Handle<H> {
         &self,
         socket_path: S,
     ) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = crate::channels::queue(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -1417,6 +1417,10 @@ impl Session {
         let reading = start_reading(stream_read, buffer, opening_cipher);
         pin!(reading);
 
+        // INTERLOCK PATCH: woken when an application took data out of a
+        // channel, so that its window is granted back (`grant_consumed_window`).
+        let credit_wake = Arc::new(tokio::sync::Notify::new());
+
         #[allow(clippy::panic)] // false positive in select! macro
         while !self.common.disconnected {
             self.common.received_data = false;
@@ -1537,8 +1541,11 @@ impl Session {
                         }
                     }
                 }
+                // INTERLOCK PATCH: an application consumed channel data.
+                () = credit_wake.notified() => {}
             };
 
+            self.grant_consumed_window(&credit_wake)?;
             self.flush()?;
             crate::flush_or_timeout(
                 &mut self.common.packet_writer,
@@ -1911,6 +1918,30 @@ impl Session {
 
     /// Flush the temporary cleartext buffer into the encryption
     /// buffer. This does *not* flush to the socket.
+    /// INTERLOCK PATCH: grants each channel's peer the window its
+    /// application consumed (see `Encrypted::grant_window`); not during a key
+    /// exchange, when only transport messages may be sent.
+    fn grant_consumed_window(
+        &mut self,
+        wake: &Arc<tokio::sync::Notify>,
+    ) -> Result<(), crate::Error> {
+        if self.kex.active() {
+            return Ok(());
+        }
+        let target = self.common.config.window_size;
+        let Some(enc) = self.common.encrypted.as_mut() else {
+            return Ok(());
+        };
+        for (id, chan) in &self.channels {
+            let consumed = chan.consumed(wake);
+            if consumed > 0 {
+                let granted = enc.grant_window(*id, consumed, target)?;
+                chan.granted(granted);
+            }
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), crate::Error> {
         if let Some(ref mut enc) = self.common.encrypted {
             // Tearing down: get the queued packets (incl. DISCONNECT) out in

@@ -1488,10 +1488,15 @@ impl Session {
                 let data = map_err!(Bytes::decode(r))?;
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
+                // INTERLOCK PATCH: a channel read through a `Channel` gets its
+                // window back as the application consumes (`grant_window`).
+                let read_by_app = self.channels.contains_key(&channel_num);
 
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if read_by_app {
+                        enc.record_received_data(channel_num, data.len())?;
+                    } else if enc.adjust_window_size(channel_num, &data, target)? {
                         let window = handler.adjust_window(channel_num, self.target_window_size);
                         if window > 0 {
                             self.target_window_size = window
