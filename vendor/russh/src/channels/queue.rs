@@ -14,6 +14,8 @@
 //! one item per packet. Other messages (EOF, requests, exit status)
 //! keep the upstream bound (`channel_buffer_size`) and its `send().await`
 //! backpressure: only a peer flooding control messages meets it.
+//! `WindowAdjusted` (informational, made from the peer's WINDOW_ADJUSTs)
+//! never waits and is queued at most once.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -43,6 +45,8 @@ struct State {
     /// Data bytes taken out (or dropped because nobody reads any more),
     /// not yet granted back to the peer as window.
     consumed: u64,
+    /// A `WindowAdjusted` is queued (they do not count in `controls`).
+    window_adjusted_queued: bool,
     tx_closed: bool,
     rx_closed: bool,
     /// The session loop's wake-up, registered by the loop itself.
@@ -136,6 +140,19 @@ impl QueueTx {
         if st.rx_closed {
             return Err(TrySendError::Closed(msg));
         }
+        if matches!(msg, ChannelMsg::WindowAdjusted { .. }) {
+            // Informational (the write half already has the window): one
+            // queued is enough, and it never takes a control slot, or a
+            // reader busy writing the other way would fill the slots with
+            // them and then make the loop wait on the peer's EOF.
+            if !st.window_adjusted_queued {
+                st.window_adjusted_queued = true;
+                st.items.push_back(Item::Control(msg));
+                drop(st);
+                self.0.readable.wake();
+            }
+            return Ok(());
+        }
         if st.controls >= self.0.control_limit {
             return Err(TrySendError::Full(msg));
         }
@@ -224,6 +241,10 @@ impl QueueRx {
                     Some(ext) => ChannelMsg::ExtendedData { data, ext },
                 }))
             }
+            Some(Item::Control(msg @ ChannelMsg::WindowAdjusted { .. })) => {
+                st.window_adjusted_queued = false;
+                Poll::Ready(Some(msg))
+            }
             Some(Item::Control(msg)) => {
                 st.controls = st.controls.saturating_sub(1);
                 drop(st);
@@ -257,6 +278,7 @@ impl Drop for QueueRx {
             })
             .sum();
         st.controls = 0;
+        st.window_adjusted_queued = false;
         st.consumed = st.consumed.saturating_add(dropped);
         let wake = st.wake.clone();
         drop(st);
