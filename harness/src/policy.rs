@@ -78,8 +78,7 @@ impl Policy {
             addr.port(),
             password_file.display(),
         );
-        self.targets.push_str(extra);
-        self
+        self.extra(extra)
     }
 
     /// An `ssh` target `name` for `sshd`: interlock logs in as root with the key sshd
@@ -98,14 +97,27 @@ impl Policy {
             sshd.client_key.display(),
             sshd.host_public_key,
         );
-        self.targets.push_str(extra);
+        self.extra(extra)
+    }
+
+    /// Lines added to the last target, ending with a newline.
+    fn extra(mut self, yaml: &str) -> Policy {
+        let yaml = yaml.trim_matches('\n');
+        if !yaml.is_empty() {
+            self.targets.push_str(yaml);
+            self.targets.push('\n');
+        }
         self
     }
 
     /// The `rules:` list, verbatim YAML (items indented two spaces); appended to any given
-    /// before.
+    /// before. Empty text adds nothing.
     pub fn rules(mut self, yaml: &str) -> Policy {
-        self.rules.push_str(yaml.trim_start_matches('\n'));
+        let yaml = yaml.trim_start_matches('\n');
+        if yaml.trim().is_empty() {
+            return self;
+        }
+        self.rules.push_str(yaml);
         if !self.rules.ends_with('\n') {
             self.rules.push('\n');
         }

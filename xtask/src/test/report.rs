@@ -16,7 +16,7 @@ const LOG_LINES: usize = 80;
 /// One daemon a test started, as `harness/src/daemon.rs` records it.
 #[derive(Debug, Deserialize)]
 pub(crate) struct DaemonRecord {
-    /// nextest's binary id (`interlock-tests::pg_proxy`).
+    /// nextest's binary id (`interlock-tests::pg`; the test is `pg_proxy::...`).
     pub(crate) binary: Option<String>,
     pub(crate) test: Option<String>,
     pub(crate) pid: Option<u32>,
