@@ -80,17 +80,9 @@ fn pg_setup(ip: &str, name: &str, sessions: u32) -> Result<(PgServer, TestCgroup
     let pg = PgServer::start_for(ip, sessions + 10)?;
     shrink_listener_buffers(pg.pid(), pg.addr, 4096)?;
     let cg = TestCgroup::new(name)?;
-    let policy = format!(
-        "version: 1
-targets:
-  - name: db
-    protocol: postgres
-    match: [{{address: {ip}, port: {port}}}]
-    upstream: {{user: {ROLE}, password: {{file: {pw}}}, tls: disable}}
-",
-        port = pg.addr.port(),
-        pw = pg.password_file()?.display(),
-    );
+    let policy = Policy::new()
+        .postgres("db", &pg, &pg.password_file()?)
+        .yaml();
     let d = Daemon::start(DaemonSpec::with_policy(
         &cg,
         &policy,

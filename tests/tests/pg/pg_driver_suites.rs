@@ -17,7 +17,7 @@
 //! INTERLOCK_DRIVER_SUITE=/path/to/psycopg/tests \
 //! INTERLOCK_DRIVER_PYTHON=/path/to/venv/bin/python \
 //! INTERLOCK_DRIVER_PYTEST_ARGS="-m 'not slow'" \
-//!   cargo test -p interlock-tests --test pg_driver_suites -- --nocapture
+//!   cargo test -p interlock-tests --test pg -- --nocapture pg_driver_suites::
 //! ```
 
 use std::{path::PathBuf, time::Duration};

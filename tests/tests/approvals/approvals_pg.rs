@@ -21,23 +21,17 @@ fn setup(name: &str) -> Result<(PgServer, TestCgroup, Daemon)> {
          ALTER TABLE t OWNER TO {ROLE}"
     ))?;
     let cg = TestCgroup::new(name)?;
-    let policy = format!(
-        "version: 1
-targets:
-  - name: db
-    protocol: postgres
-    match: [{{address: {ip}, port: {port}}}]
-    upstream: {{user: {ROLE}, password: {{file: {pw}}}, tls: disable}}
-rules:
+    let policy = Policy::new()
+        .postgres("db", &pg, &pg.password_file()?)
+        .rules(
+            "
   - name: writes-wait
-    match: {{statement: [write, truncate]}}
+    match: {statement: [write, truncate]}
     action: require_approval
-    approval: {{approvers: {{users: [daemon]}}, timeout: 120s}}
+    approval: {approvers: {users: [daemon]}, timeout: 120s}
 ",
-        ip = pg.addr.ip(),
-        port = pg.addr.port(),
-        pw = pg.password_file()?.display(),
-    );
+        )
+        .yaml();
     let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, &[]))?;
     Ok((pg, cg, d))
 }

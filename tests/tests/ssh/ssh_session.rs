@@ -12,13 +12,8 @@ use interlock::{
 use interlock_tests::{
     EchoServer, Sshd,
     sshagent::Agent,
-    sshproxy::{self, TestGate, text},
+    sshproxy::{self, TestGate, proxy, text},
 };
-
-async fn proxy(sshd: &Sshd, gate: Arc<TestGate>) -> sshproxy::Proxy {
-    let target = sshproxy::target(sshd, HostIdentity::generate().unwrap()).unwrap();
-    sshproxy::start(sshd, target, gate, None).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_session_is_refused_with_the_message() {

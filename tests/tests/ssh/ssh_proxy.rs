@@ -12,7 +12,7 @@ use interlock::{
 };
 use interlock_tests::{
     PtyChild, Sshd,
-    sshproxy::{self, TestGate, text},
+    sshproxy::{self, TestGate, proxy, text},
 };
 
 fn gate() -> TestGate {
@@ -21,11 +21,6 @@ fn gate() -> TestGate {
         hold: vec!["needs-approval".into()],
         ..TestGate::default()
     }
-}
-
-async fn proxy(sshd: &Sshd, gate: Arc<TestGate>) -> sshproxy::Proxy {
-    let target = sshproxy::target(sshd, HostIdentity::generate().unwrap()).unwrap();
-    sshproxy::start(sshd, target, gate, None).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! A real PostgreSQL 15 server for the protocol tests: initdb into a temp
+//! A real PostgreSQL 15 server for the protocol tests and the bench: initdb into a temp
 //! dir as the `postgres` OS user, SCRAM required on TCP, a password role
 //! and a database, stopped (fast shutdown) and removed on drop.
 
@@ -78,6 +78,16 @@ impl PgServer {
 
     /// Like [`PgServer::start`], with TLS on: a certificate for [`TLS_NAME`]
     /// signed by a fresh CA whose certificate is [`PgServer::ca_file`].
+    /// A server for `max_connections` clients with extra `settings` (`name=value`, each
+    /// passed as `-c`), as the bench runs it.
+    pub fn start_configured(
+        addr_ip: &str,
+        max_connections: u32,
+        settings: &[&str],
+    ) -> Result<PgServer> {
+        PgServer::start_with(addr_ip, false, max_connections, settings)
+    }
+
     pub fn start_tls(addr_ip: &str) -> Result<PgServer> {
         PgServer::start_with(addr_ip, true, 40, &[])
     }

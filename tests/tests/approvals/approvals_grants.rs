@@ -54,23 +54,17 @@ fn a_session_grant_covers_the_rest_of_that_session_only() -> Result<()> {
     pg.query("CREATE TABLE t (id int); ALTER TABLE t OWNER TO app")?;
     let cg = TestCgroup::new("grant-session")?;
     let secret = pg.password_file()?;
-    let policy = format!(
-        "version: 1
-targets:
-  - name: app-db
-    protocol: postgres
-    match: [{{address: {ip}, port: {port}}}]
-    upstream: {{user: {ROLE}, password: {{file: {pw}}}, tls: disable}}
-rules:
+    let policy = Policy::new()
+        .postgres("app-db", &pg, &secret)
+        .rules(
+            "
   - name: writes-once-a-session
-    match: {{statement: [write]}}
+    match: {statement: [write]}
     action: require_approval
-    approval: {{approvers: {{users: [daemon]}}, timeout: 60s, grant: session}}
+    approval: {approvers: {users: [daemon]}, timeout: 60s, grant: session}
 ",
-        ip = pg.addr.ip(),
-        port = pg.addr.port(),
-        pw = secret.display(),
-    );
+        )
+        .yaml();
     let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, &[]))?;
 
     // One session, three writes: the first waits for a human, the rest do not.

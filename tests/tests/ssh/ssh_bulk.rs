@@ -5,18 +5,13 @@
 
 use std::{path::Path, process::Command, sync::Arc};
 
-use interlock::{gate::CommandKind, ssh::HostIdentity};
+use interlock::gate::CommandKind;
 use interlock_tests::{
     Sshd,
-    sshproxy::{self, TestGate, text},
+    sshproxy::{TestGate, proxy, text},
 };
 
 const BIG: u64 = 100 * 1024 * 1024;
-
-async fn proxy(sshd: &Sshd, gate: Arc<TestGate>) -> sshproxy::Proxy {
-    let target = sshproxy::target(sshd, HostIdentity::generate().unwrap()).unwrap();
-    sshproxy::start(sshd, target, gate, None).await.unwrap()
-}
 
 fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();

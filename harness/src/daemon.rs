@@ -1,4 +1,4 @@
-//! The real daemon under test: start, restart, signal, read its events.
+//! The real daemon under test or bench: start, restart, signal, read its events.
 
 use std::{
     net::SocketAddr,
@@ -70,6 +70,8 @@ pub struct Daemon {
     spec: DaemonSpec,
     dir: PathBuf,
     child: Option<Child>,
+    /// The `interlock` binary; [`interlock_bin`] unless [`Daemon::with_binary`] says.
+    bin: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -93,7 +95,27 @@ impl Daemon {
             spec,
             dir,
             child: None,
+            bin: None,
         })
+    }
+
+    /// Runs `bin` instead of [`interlock_bin`] (the bench runs the release build).
+    pub fn with_binary(mut self, bin: &Path) -> Daemon {
+        self.bin = Some(bin.to_path_buf());
+        self
+    }
+
+    /// The `interlock` binary this daemon runs (and its CLI calls use).
+    pub fn binary(&self) -> Result<PathBuf> {
+        match &self.bin {
+            Some(bin) => Ok(bin.clone()),
+            None => interlock_bin(),
+        }
+    }
+
+    /// The daemon's own directory (policy, state, log), removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The daemon's control socket.
@@ -126,7 +148,7 @@ impl Daemon {
     ) -> Result<CliOutput> {
         let bin = self.dir.join("interlock-cli");
         if !bin.exists() {
-            std::fs::copy(interlock_bin()?, &bin)?;
+            std::fs::copy(self.binary()?, &bin)?;
         }
         let gid = std::fs::read_to_string("/etc/passwd")?
             .lines()
@@ -193,7 +215,7 @@ impl Daemon {
 
     /// The `interlock run` command for this daemon; with `cgroup`, it runs inside it.
     pub fn command_in(&self, cgroup: Option<&TestCgroup>) -> Command {
-        let bin = interlock_bin().unwrap_or_default();
+        let bin = self.binary().unwrap_or_default();
         let mut args: Vec<String> = vec![
             "run".into(),
             "--policy".into(),
@@ -415,7 +437,7 @@ impl Daemon {
     /// Runs `interlock ARGS` as root (the daemon's own user) and returns
     /// what it printed.
     pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
-        let out = Command::new(interlock_bin()?).args(args).output()?;
+        let out = Command::new(self.binary()?).args(args).output()?;
         Ok(CliOutput {
             ok: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -479,7 +501,7 @@ impl Daemon {
 
     /// Runs `interlock detach` for this instance and returns its stdout.
     pub fn detach(&self) -> Result<String> {
-        let out = Command::new(interlock_bin()?)
+        let out = Command::new(self.binary()?)
             .args(["detach", "--instance", &self.instance, "--pin-root"])
             .arg(self.pin_root())
             .output()?;

@@ -4,13 +4,10 @@
 
 use std::sync::Arc;
 
-use interlock::{
-    gate::{CommandKind, HoldOutcome},
-    ssh::HostIdentity,
-};
+use interlock::gate::{CommandKind, HoldOutcome};
 use interlock_tests::{
     Sshd,
-    sshproxy::{self, TestGate, text},
+    sshproxy::{TestGate, proxy, text},
 };
 
 fn gate() -> TestGate {
@@ -19,11 +16,6 @@ fn gate() -> TestGate {
         hold: vec!["held-upload".into()],
         ..TestGate::default()
     }
-}
-
-async fn proxy(sshd: &Sshd, gate: Arc<TestGate>) -> sshproxy::Proxy {
-    let target = sshproxy::target(sshd, HostIdentity::generate().unwrap()).unwrap();
-    sshproxy::start(sshd, target, gate, None).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

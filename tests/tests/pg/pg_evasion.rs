@@ -388,23 +388,17 @@ fn statements_are_blocked_by_what_they_do() -> Result<()> {
     pg.query(SETUP)?;
     let cg = TestCgroup::new("pg-evasion")?;
     let secret = pg.password_file()?;
-    let policy = format!(
-        "version: 1
-targets:
-  - name: app-db
-    protocol: postgres
-    match: [{{address: {ip}, port: {port}}}]
-    upstream: {{user: {ROLE}, password: {{file: {pw}}}, tls: disable}}
-rules:
+    let policy = Policy::new()
+        .postgres("app-db", &pg, &secret)
+        .rules(&format!(
+            "
   - name: guard
     match: {{target: [app-db], statement: [{GUARD}]}}
     action: block
     message: guarded
-",
-        ip = pg.addr.ip(),
-        port = pg.addr.port(),
-        pw = secret.display(),
-    );
+"
+        ))
+        .yaml();
     let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, &[]))?;
 
     let mut failures = Vec::new();

@@ -49,27 +49,21 @@ fn intercepted_psql_is_decided_per_statement_and_audited() -> Result<()> {
     )?;
     let cg = TestCgroup::new("pg-e2e")?;
     let secret = pg.password_file()?;
-    let policy = format!(
-        "version: 1
-targets:
-  - name: app-db
-    protocol: postgres
-    match: [{{address: {ip}, port: {port}}}]
-    upstream: {{user: {ROLE}, password: {{file: {pw}}}, tls: disable}}
-rules:
+    let policy = Policy::new()
+        .postgres("app-db", &pg, &secret)
+        .rules(
+            "
   - name: no-truncate
-    match: {{statement: [truncate, delete_without_where]}}
+    match: {statement: [truncate, delete_without_where]}
     action: block
     message: use a migration
   - name: writes-need-a-human
-    match: {{statement: [write]}}
+    match: {statement: [write]}
     action: require_approval
-    approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
+    approval: {approvers: {users: [daemon]}, timeout: 60s}
 ",
-        ip = pg.addr.ip(),
-        port = pg.addr.port(),
-        pw = secret.display(),
-    );
+        )
+        .yaml();
     let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, &[]))?;
 
     let out = psql(&cg, &pg, "SELECT count(*) FROM items").output()?;

@@ -62,6 +62,12 @@ pub struct ByteEcho {
 }
 
 impl ByteEcho {
+    /// A byte echo with the kernel's default buffer sizes (the bench's echo servers).
+    pub fn start_default(addr: &str) -> Result<ByteEcho> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+        ByteEcho::serve(listener)
+    }
+
     pub fn start(addr: &str, buffer: u32) -> Result<ByteEcho> {
         // Set before listen, so the handshake advertises a window they fit.
         let addr: SocketAddr = addr.parse().with_context(|| format!("address {addr}"))?;
@@ -77,7 +83,11 @@ impl ByteEcho {
             .bind(&addr.into())
             .with_context(|| format!("bind {addr}"))?;
         socket.listen(1024)?;
-        let listener: TcpListener = socket.into();
+        ByteEcho::serve(socket.into())
+    }
+
+    /// Echoes on `listener`, a thread per connection, until the process ends.
+    fn serve(listener: TcpListener) -> Result<ByteEcho> {
         let addr = listener.local_addr()?;
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {

@@ -19,18 +19,7 @@ use sha2::Sha256;
 const EMAIL: &str = "bob@example.com";
 
 fn target(pg: &PgServer, secret: &std::path::Path) -> String {
-    format!(
-        "version: 1
-targets:
-  - name: app-db
-    protocol: postgres
-    match: [{{address: {ip}, port: {port}}}]
-    upstream: {{user: {ROLE}, password: {{file: {pw}}}, tls: disable}}
-",
-        ip = pg.addr.ip(),
-        port = pg.addr.port(),
-        pw = secret.display(),
-    )
+    Policy::new().postgres("app-db", pg, secret).yaml()
 }
 
 fn start(name: &str, rules: &str, extra: &[&str]) -> Result<(PgServer, TestCgroup, Daemon)> {

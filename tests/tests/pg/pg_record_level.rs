@@ -8,18 +8,7 @@ use interlock_tests::{postgres::*, *};
 use serde_json::Value;
 
 fn target(pg: &PgServer, pw: &std::path::Path) -> String {
-    format!(
-        "version: 1
-targets:
-  - name: app-db
-    protocol: postgres
-    match: [{{address: {ip}, port: {port}}}]
-    upstream: {{user: {ROLE}, password: {{file: {pw}}}, tls: disable}}
-",
-        ip = pg.addr.ip(),
-        port = pg.addr.port(),
-        pw = pw.display(),
-    )
+    Policy::new().postgres("app-db", pg, pw).yaml()
 }
 
 /// The first `n` `statement` events, once there are that many.
