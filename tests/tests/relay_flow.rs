@@ -234,6 +234,29 @@ fn ssh_load(sessions: u32, size: u32, hog: bool) -> Result<()> {
     ssh_load_stalling(sessions, size, hog, 0)
 }
 
+/// What an SSH load runs through interlock: the ssh options and remote
+/// command of each session, the extra policy rules that allow it, and the
+/// text of the `command` record each session leaves.
+struct SshRoute {
+    options: Vec<String>,
+    /// None: no remote command (`ssh -W`).
+    command: Option<String>,
+    rules: String,
+    record: String,
+}
+
+impl SshRoute {
+    /// `ssh host cat`: a session channel (`ssh/relay.rs`).
+    fn exec_cat() -> SshRoute {
+        SshRoute {
+            options: Vec::new(),
+            command: Some("cat".into()),
+            rules: String::new(),
+            record: "cat".into(),
+        }
+    }
+}
+
 /// `stall_ms`: each client stops reading for that long after its first
 /// MiB came back, while it goes on writing (a consumer slower than its
 /// producer): both directions then wait on flow control at once.
@@ -246,11 +269,35 @@ fn ssh_load_stalling(sessions: u32, size: u32, hog: bool, stall_ms: u64) -> Resu
     } else {
         "127.0.0.75"
     };
+    ssh_route_load(ip, sessions, size, hog, stall_ms, |_| {
+        Ok(SshRoute::exec_cat())
+    })
+}
+
+/// Runs `sessions` ssh clients at once through a daemon with tiny socket
+/// buffers on every leg, each streaming `size` bytes both ways along the
+/// route `route` builds for the started sshd; checks every byte came back
+/// and every session's command was recorded.
+fn ssh_route_load(
+    ip: &str,
+    sessions: u32,
+    size: u32,
+    hog: bool,
+    stall_ms: u64,
+    route: impl FnOnce(&Sshd) -> Result<SshRoute>,
+) -> Result<()> {
     // Every session connects at once: sshd must not shed the handshakes.
     let sshd = Sshd::start_with(ip, "MaxStartups 200\nMaxSessions 200")?;
     shrink_listener_buffers(sshd.pid(), sshd.addr, 4096)?;
+    let route = route(&sshd)?;
     let cg = TestCgroup::new("flow-ssh")?;
-    let d = sshjob::daemon_with_args(&cg, &sshd, "", "", &["--socket-buffer-bytes", TINY])?;
+    let d = sshjob::daemon_with_args(
+        &cg,
+        &sshd,
+        "",
+        &route.rules,
+        &["--socket-buffer-bytes", TINY],
+    )?;
     let job = sshjob::Job::trusting_ca(&d)?;
     let _hog = hog.then(Hog::start).transpose()?;
     // The client's own socket is tiny too: ssh talks through pipeclient.
@@ -281,21 +328,30 @@ fn ssh_load_stalling(sessions: u32, size: u32, hog: bool, stall_ms: u64) -> Resu
     .map(|a| a.to_string())
     .collect();
     args.extend(job.options());
-    args.extend(["-o".into(), proxy, format!("root@{ip}"), "cat".into()]);
+    args.extend([
+        "-o".into(),
+        proxy,
+        "-o".into(),
+        "ExitOnForwardFailure=yes".into(),
+    ]);
+    args.extend(route.options.iter().cloned());
+    args.push(format!("root@{ip}"));
+    args.extend(route.command.iter().cloned());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let summary = pipeclient(&cg, &d, &refs, &[])?;
     assert_eq!(summary["ok"], sessions, "{summary}");
-    // Every `cat` ran to its end and was recorded with its exit status.
+    // Every session's command or forward ran to its end and was recorded
+    // (a command with its exit status).
     let events = d.wait_events_long("every command's record", |ev| {
         of_type(ev, "command")
             .iter()
-            .filter(|e| e["text"] == "cat")
+            .filter(|e| e["text"] == route.record.as_str())
             .count()
             >= sessions as usize
     })?;
     for e in of_type(&events, "command")
         .iter()
-        .filter(|e| e["text"] == "cat")
+        .filter(|e| e["text"] == route.record.as_str() && e["command_kind"] != "port_forward")
     {
         assert_eq!(e["exit_status"], 0, "{e}");
     }
@@ -307,10 +363,10 @@ fn ssh_exec_large_stdin_and_stdout_both_ways_through_tiny_buffers() -> Result<()
     ssh_load(1, 64 << 20, false)
 }
 
-/// Hangs today: russh grants window on receipt, so both session loops
-/// can wait on each other (agent/src/ssh/relay.rs, KNOWN DEADLOCK).
+/// Hung with russh as published (window granted on receipt: both session
+/// loops waited on each other); vendor/russh grants window on consumption
+/// (agent/src/ssh/relay.rs, "Why it cannot deadlock").
 #[test]
-#[ignore = "known deadlock in the SSH relay (russh grants window on receipt): issue 13"]
 fn ssh_exec_both_ways_with_a_client_that_reads_slower_than_it_writes() -> Result<()> {
     ssh_load_stalling(1, 32 << 20, false, 3000)
 }
@@ -318,4 +374,100 @@ fn ssh_exec_both_ways_with_a_client_that_reads_slower_than_it_writes() -> Result
 #[test]
 fn ssh_twenty_sessions_both_ways_through_tiny_buffers_beside_a_cpu_hog() -> Result<()> {
     ssh_load(20, 4 << 20, true)
+}
+
+/// direct-tcpip (`ssh -W` to an echo server) both ways, with a client that
+/// reads slower than it writes: the forwarding relay (`ssh/forward.rs`
+/// `pipe`) over the same russh channels as a session.
+#[test]
+fn ssh_local_forward_both_ways_with_a_client_that_reads_slower_than_it_writes() -> Result<()> {
+    if !privileged() || !Sshd::available() {
+        return Ok(());
+    }
+    let ip = "127.0.0.76";
+    let echo = ByteEcho::start(&format!("{ip}:0"), 4096)?;
+    let target = echo.addr.to_string();
+    ssh_route_load(ip, 1, 32 << 20, false, 3000, |_| {
+        Ok(SshRoute {
+            options: vec!["-W".into(), target.clone()],
+            command: None,
+            rules: allow_rule("port_forward", &target),
+            record: target.clone(),
+        })
+    })
+}
+
+/// Remote forwarding (`ssh -R`) both ways, with a client that reads slower
+/// than it writes: the stream goes through a session channel to a program
+/// on the server that connects to the forwarded port, so it crosses
+/// interlock twice, the second time on a channel the server opens
+/// (`ssh/reverse.rs`), to an echo server beside the client.
+#[test]
+fn ssh_remote_forward_both_ways_with_a_client_that_reads_slower_than_it_writes() -> Result<()> {
+    if !privileged() || !Sshd::available() {
+        return Ok(());
+    }
+    let ip = "127.0.0.77";
+    let echo = ByteEcho::start(&format!("{ip}:0"), 4096)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let command = format!(
+        "/usr/bin/python3 -c 'exec(bytes.fromhex(\"{}\"))'",
+        hex(&relay_to_port(port))
+    );
+    ssh_route_load(ip, 1, 32 << 20, false, 3000, |_| {
+        Ok(SshRoute {
+            options: vec!["-R".into(), format!("127.0.0.1:{port}:{}", echo.addr)],
+            command: Some(command.clone()),
+            rules: allow_rule("remote_forward", &format!("remote 127.0.0.1:{port}")),
+            record: command.clone(),
+        })
+    })
+}
+
+/// A policy rule allowing a forward of `kind` whose text is `text`.
+fn allow_rule(kind: &str, text: &str) -> String {
+    let pattern = text.replace('.', "\\.");
+    format!(
+        "  - name: allow-{kind}\n    match: {{kind: [{kind}], command: '^{pattern}$'}}\n    action: allow\n"
+    )
+}
+
+/// A Python program copying its stdin to 127.0.0.1:`port` and what comes
+/// back to its stdout, both at once, half-closing the socket at the end of
+/// its stdin (the remote end of the `-R` test).
+fn relay_to_port(port: u16) -> String {
+    format!(
+        "import socket, sys, threading, time
+for _ in range(400):
+    try:
+        s = socket.create_connection(('127.0.0.1', {port}))
+        break
+    except OSError:
+        time.sleep(0.05)
+else:
+    sys.exit(9)
+def up():
+    while True:
+        b = sys.stdin.buffer.read1(65536)
+        if not b:
+            break
+        s.sendall(b)
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=up)
+t.start()
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    sys.stdout.buffer.write(b)
+    sys.stdout.buffer.flush()
+t.join()
+"
+    )
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
 }

@@ -137,13 +137,11 @@ async fn scp_works_in_sftp_and_legacy_mode() {
         std::fs::read(sshd.dir.join("big-up.bin")).unwrap() == big,
         "upload differs"
     );
-    // Both directions at once (this stalled a relay that read one
-    // direction while blocked writing the other). 1 MiB: both directions
-    // *saturated* can still deadlock inside russh 0.65, which grants
-    // window on receipt (issue 13, ssh/relay.rs "KNOWN DEADLOCK"; the
-    // ignored relay_flow test `ssh_exec_both_ways_with_a_client_that_reads_slower_than_it_writes`
-    // reproduces it), so this size stays within the windows and queues.
-    let echo: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 241) as u8).collect();
+    // Both directions saturated at once: this stalled a relay that read
+    // one direction while blocked writing the other, and then russh as
+    // published, which granted window on receipt (issue 13; vendor/russh
+    // grants it on consumption).
+    let echo: Vec<u8> = (0..32_000_000u32).map(|i| (i % 241) as u8).collect();
     let out = p.ssh(&[], "cat", &echo).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     assert!(out.stdout == echo, "echoed stream differs");
