@@ -99,8 +99,25 @@ pub fn shrink_listener_buffers(pid: u32, addr: std::net::SocketAddr, bytes: u32)
     Ok(())
 }
 
+/// A directory for a test's runner: a fresh `<prefix>-<random>` under `/run/interlock-tests`,
+/// root-owned and closed to group and others down from `/`, so a runner copied into it (as
+/// root) is trusted the way an installed runner is (the daemon only believes a runner's path
+/// when only root could have put that file there). Removed when the guard drops.
+pub fn runner_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let base = Path::new("/run/interlock-tests");
+    std::fs::create_dir_all(base)?;
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755))?;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir_in(base)?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
 /// A fake CI runner: `/bin/bash` copied to `<dir>/<name>`, so its executable path is what a
-/// policy's `identity.runners` glob matches. A job is `runner -c SCRIPT`.
+/// policy's `identity.runners` glob matches. A job is `runner -c SCRIPT`. It is only trusted
+/// as a runner when `dir` comes from [`runner_dir`] (see there).
 pub fn fake_runner(dir: &Path, name: &str) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
     let path = dir.join(name);

@@ -449,7 +449,7 @@ fn a_timed_grant_covers_the_same_job_not_the_next_one_on_the_runner() -> Result<
             "version: 1\nidentity:\n  runners: ['**/Runner.Worker']\n",
         );
     let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, &[]))?;
-    let dir = scratch("interlock-grant-runner")?;
+    let dir = runner_dir("interlock-grant-runner")?;
     let runner = fake_runner(dir.path(), "Runner.Worker")?;
     let addr = server.addr.to_string();
     let first = spawn_job(&cg, &runner, "101", &addr, "one")?;

@@ -272,7 +272,7 @@ fn a_token_counts_only_in_the_job_roots_environment() -> Result<()> {
         port = server.addr.port(),
     );
     let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, &[]))?;
-    let dir = scratch("interlock-runner")?;
+    let dir = runner_dir("interlock-runner")?;
     let runner = fake_runner(dir.path(), "Runner.Worker")?;
     let token = idp.token("job-main", ES256)?;
     let client = testclient().display().to_string();

@@ -64,7 +64,7 @@ fn sessions_list_show_and_replay_read_the_audit_log() -> Result<()> {
     // Invocation 1: one session to `svc`; invocation 2: two sessions to `other`.
     let marker = "marker-alpha";
     // Started by a (fake) trusted runner that gives the job its CI variables.
-    let runner_dir = scratch("interlock-runner")?;
+    let runner_dir = runner_dir("interlock-runner")?;
     let runner = fake_runner(runner_dir.path(), "Runner.Worker")?;
     let script = format!(
         "GITHUB_RUN_ID=9191 {} echo {} {marker}; true",

@@ -49,7 +49,7 @@ fn a_forged_ci_variable_changes_no_decision() -> Result<()> {
         &policy(server.addr.port()),
         &[],
     ))?;
-    let dir = scratch("interlock-runner")?;
+    let dir = runner_dir("interlock-runner")?;
     let runner = fake_runner(dir.path(), "Runner.Worker")?;
     let client = testclient().display().to_string();
     let dst = server.addr.to_string();
@@ -182,5 +182,143 @@ fn policy_check_refuses_conditions_that_can_never_hold() -> Result<()> {
         ),
     )?;
     assert!(ok, "{err}");
+    Ok(())
+}
+
+/// A runner is the file, not the name (issue 15 item 4). An unprivileged job user copies
+/// bash to a path the runner glob and an `ancestor_exe` allow rule match (a directory it owns
+/// under /tmp) and starts a "job" from it whose root claims `GITHUB_REF=refs/heads/main`:
+/// no CI context (the copy is no trusted runner) and the `ancestor_exe` allow rule does not
+/// count it, so both targets refuse. The same job under the root-installed runner is allowed.
+#[test]
+fn a_runner_copied_by_a_job_is_no_runner() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let ci_srv = EchoServer::start("127.0.0.2:0")?;
+    let anc_srv = EchoServer::start("127.0.0.2:0")?;
+    let policy = format!(
+        "version: 1
+identity:
+  runners: ['**/Runner.Worker']
+targets:
+  - {{name: ci, protocol: tcp, default: block, match: [{{address: 127.0.0.2, port: {}}}]}}
+  - {{name: anc, protocol: tcp, default: block, match: [{{address: 127.0.0.2, port: {}}}]}}
+rules:
+  - name: main-only
+    match: {{target: [ci], ci: {{GITHUB_REF: refs/heads/main}}}}
+    action: allow
+  - name: under-a-runner
+    match: {{target: [anc], ancestor_exe: ['**/Runner.Worker']}}
+    action: allow
+",
+        ci_srv.addr.port(),
+        anc_srv.addr.port()
+    );
+    let cg = TestCgroup::new("cifile")?;
+    let d = Daemon::start(DaemonSpec::with_policy(&cg, &policy, &[]))?;
+    let client = testclient().display().to_string();
+    let job = format!(
+        "GITHUB_REF=refs/heads/main /bin/bash -c {}; true",
+        sh_quote(&format!(
+            "{client} echo {} hello; {client} echo {} hello; true",
+            ci_srv.addr, anc_srv.addr
+        ))
+    );
+    let session_on = |target: &str, n: usize| -> Result<Value> {
+        let ev = d.wait_events(&format!("session {n} on {target}"), |e| {
+            of_type(e, "session_ended")
+                .iter()
+                .filter(|s| s["target"] == target)
+                .count()
+                > n
+        })?;
+        of_type(&ev, "session_started")
+            .into_iter()
+            .filter(|s| s["identity"]["target"] == target)
+            .nth(n)
+            .cloned()
+            .with_context(|| format!("session_started {n} on {target}"))
+    };
+
+    // 1. The attack, as nobody: its own copy of bash under the runner's name.
+    let (nobody, nogroup) = (65534u32, 65534u32);
+    let attic = scratch("interlock-fake-runner")?;
+    std::os::unix::fs::chown(attic.path(), Some(nobody), Some(nogroup))?;
+    let fake = attic.path().join("Runner.Worker");
+    let attack = format!(
+        "cp /bin/bash {f} && chmod 755 {f} && exec {f} -c {}",
+        sh_quote(&job),
+        f = sh_quote(&fake.display().to_string())
+    );
+    let out = cg
+        .command(
+            std::path::Path::new("/usr/bin/setpriv"),
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/bin/sh",
+                "-c",
+                &attack,
+            ],
+        )
+        .output()?;
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("hello"),
+        "the fake runner's job got through: {out:?}\n{}",
+        d.log()
+    );
+    let s = session_on("ci", 0)?;
+    assert_eq!(s["decision"]["action"], "blocked", "{s:#}\n{}", d.log());
+    let p = &s["identity"]["process"];
+    assert_eq!(p["uid"], nobody, "{p:#}");
+    assert_eq!(p["ci_source"]["from"], "none", "{p:#}");
+    let why = p["ci_source"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("does not count") && why.contains("Runner.Worker"),
+        "{p:#}"
+    );
+    // The record says which file the fake runner ran and why it is not trusted.
+    let fake_runner_entry = p["ancestry"]
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|x| {
+                x["exe"]
+                    .as_str()
+                    .is_some_and(|e| e.ends_with("/Runner.Worker"))
+            })
+        })
+        .cloned()
+        .context("the fake runner is on the ancestry")?;
+    assert_eq!(
+        fake_runner_entry["exe_trust"]["trust"], "untrusted",
+        "{fake_runner_entry:#}"
+    );
+    assert_eq!(
+        fake_runner_entry["exe_file"]["uid"], nobody,
+        "{fake_runner_entry:#}"
+    );
+    let s = session_on("anc", 0)?;
+    assert_eq!(s["decision"]["action"], "blocked", "{s:#}");
+    assert!(s["decision"]["rule"].is_null(), "{s:#}");
+
+    // 2. The root-installed runner: the same job is a runner's job.
+    let dir = runner_dir("interlock-runner")?;
+    let runner = fake_runner(dir.path(), "Runner.Worker")?;
+    let out = cg.command(&runner, &["-c", &job]).output()?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("hello")
+            .count(),
+        2,
+        "{out:?}\n{}",
+        d.log()
+    );
+    let s = session_on("ci", 1)?;
+    assert_eq!(s["decision"]["rule"], "main-only", "{s:#}");
+    assert_eq!(s["identity"]["process"]["ci_source"]["from"], "job_root");
+    let s = session_on("anc", 1)?;
+    assert_eq!(s["decision"]["rule"], "under-a-runner", "{s:#}");
     Ok(())
 }
