@@ -270,12 +270,12 @@ fn references(code: &str, module: &[String]) -> Vec<(usize, String)> {
                     continue;
                 }
             }
-            "crate" if !toks.get(i.wrapping_sub(1)).is_some_and(|p| p.text == "$") => {
+            "crate" if toks.get(i.wrapping_sub(1)).is_none_or(|p| p.text != "$") => {
                 for (line, first) in after_sep(&toks, i + 1) {
                     out.push((line, top_of(&[], &first)));
                 }
             }
-            "super" if !toks.get(i.wrapping_sub(1)).is_some_and(|p| p.text == "::") => {
+            "super" if toks.get(i.wrapping_sub(1)).is_none_or(|p| p.text != "::") => {
                 let mut ups = 1;
                 let mut j = i + 1;
                 while toks.get(j).is_some_and(|t| t.text == "::")
@@ -575,7 +575,7 @@ mod tests {
         );
         let got: Vec<(usize, &str)> = v.iter().map(|v| (v.line, v.to.as_str())).collect();
         assert_eq!(got, vec![(1, "lib"), (2, "lib")]);
-        let with_root = format!("{NOTES_FIXTURE}").replace("3 cli\n", "3 cli\n4 lib\n");
+        let with_root = NOTES_FIXTURE.replace("3 cli\n", "3 cli\n4 lib\n");
         let order = Order::parse(&with_root).unwrap_or_else(|e| panic!("{e}"));
         let v = check_file(
             "policy/explain.rs",
