@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Result, ensure};
 
-use crate::{Daemon, DaemonSpec, Sshd, TestCgroup, interlock_bin, ssh_keygen, unique};
+use crate::{Daemon, DaemonSpec, Policy, Sshd, TestCgroup, interlock_bin, ssh_keygen, unique};
 
 /// A daemon whose policy intercepts `sshd`, injects its authorized key and
 /// pins its host key; `rm` is blocked, and `deploy` and sftp writes to
@@ -40,37 +40,26 @@ pub fn daemon_with_args(
     extra_rules: &str,
     args: &[&str],
 ) -> Result<Daemon> {
-    let policy = format!(
-        "version: 1
-targets:
-  - name: deploy-host
-    protocol: ssh
-    match: [{{address: {ip}, port: {port}}}]
-    upstream:
-      user: root
-      key: {{file: {key}}}
-      host_key: \"{host_key}\"
-{upstream_extra}
-rules:
+    let policy = Policy::new()
+        .ssh_with("deploy-host", sshd, upstream_extra)
+        .rules(
+            r"
   - name: no-rm
-    match: {{command: '^rm\\s'}}
+    match: {command: '^rm\s'}
     action: block
     message: deleting files from CI is not allowed
   - name: deploys-need-a-human
-    match: {{command: '^deploy'}}
+    match: {command: '^deploy'}
     action: require_approval
-    approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
+    approval: {approvers: {users: [daemon]}, timeout: 60s}
   - name: uploads-need-a-human
-    match: {{kind: [file_write], command: 'approve-me'}}
+    match: {kind: [file_write], command: 'approve-me'}
     action: require_approval
-    approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
-{extra_rules}
+    approval: {approvers: {users: [daemon]}, timeout: 60s}
 ",
-        ip = sshd.addr.ip(),
-        port = sshd.addr.port(),
-        key = sshd.client_key.display(),
-        host_key = sshd.host_public_key.trim(),
-    );
+        )
+        .rules(extra_rules)
+        .yaml();
     Daemon::start(DaemonSpec::with_policy(cg, &policy, args))
 }
 
