@@ -9,6 +9,7 @@ use crate::{
     daemon::{DaemonOptions, FailureMode},
     sinks::{WebhookOptions, WebhookSpec},
 };
+pub use crate::{control::ApprovalsCommand, policy::ExplainArgs};
 
 /// interlock: intercept, attribute and control outbound connections of CI jobs.
 #[derive(Debug, Parser)]
@@ -114,32 +115,6 @@ pub enum CaCommand {
 pub const DEFAULT_SOCKET: &str = "/var/lib/interlock/default/control.sock";
 
 #[derive(Debug, Subcommand)]
-pub enum ApprovalsCommand {
-    /// Pending requests, oldest first.
-    List {
-        /// The daemon's JSON answer instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// One request (pending or recently decided), as JSON.
-    Show { id: String },
-    /// Let a held request through.
-    Approve {
-        id: String,
-        /// Why (recorded in the audit trail).
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// Refuse a held request.
-    Deny {
-        id: String,
-        /// Why (recorded in the audit trail).
-        #[arg(long)]
-        reason: Option<String>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 pub enum SessionsCommand {
     /// One line per session: id, start, duration, target, destination, outcome, bytes, who.
     List {
@@ -214,73 +189,6 @@ pub enum PolicyCommand {
     },
     /// Show which rule decides a described request, and why each rule does or does not apply.
     Explain(Box<ExplainArgs>),
-}
-
-/// A described request for `interlock policy explain`.
-#[derive(Debug, clap::Args)]
-pub struct ExplainArgs {
-    /// Policy file.
-    #[arg(long, default_value = "/etc/interlock/policy.yaml")]
-    pub policy: PathBuf,
-    /// Target name.
-    #[arg(long)]
-    pub target: String,
-    /// Requester's uid.
-    #[arg(long, default_value_t = 0)]
-    pub uid: u32,
-    /// Requester's user name.
-    #[arg(long)]
-    pub user: Option<String>,
-    /// Requester's executable path.
-    #[arg(long)]
-    pub exe: Option<String>,
-    /// Requester's command line (one string, split on spaces).
-    #[arg(long)]
-    pub argv: Option<String>,
-    /// An ancestor's executable path (repeatable).
-    #[arg(long = "ancestor-exe")]
-    pub ancestor_exes: Vec<String>,
-    /// Requester's cgroup-v2 path.
-    #[arg(long)]
-    pub cgroup: Option<String>,
-    /// A CI variable of the job root's environment, NAME=VALUE (repeatable).
-    #[arg(long = "ci", value_parser = key_value)]
-    pub ci: Vec<(String, String)>,
-    /// The requester has no CI context (no trusted runner), for this reason:
-    /// `ci:` conditions are unknown.
-    #[arg(long, conflicts_with = "ci")]
-    pub no_ci_context: Option<String>,
-    /// Explain as a flow whose identity fact this is could not be established
-    /// (repeatable; e.g. `cgroup` for a process that exited before the daemon
-    /// looked it up).
-    #[arg(long, value_enum)]
-    pub unknown: Vec<crate::policy::Fact>,
-    /// A JSON file with a job token's claims (its payload): explain as if the
-    /// session presented a verified token carrying them. The issuer is the
-    /// one whose URL its `iss` names.
-    #[arg(long, value_name = "FILE")]
-    pub oidc_claims: Option<PathBuf>,
-    /// A SQL statement (classified as the PostgreSQL proxy would).
-    #[arg(long, conflicts_with = "command")]
-    pub sql: Option<String>,
-    /// Statement classes, instead of or besides classifying --sql (repeatable).
-    #[arg(long = "class", value_enum)]
-    pub classes: Vec<crate::policy::StatementClass>,
-    /// An SSH command (or sftp path).
-    #[arg(long)]
-    pub command: Option<String>,
-    /// The SSH request kind for --command.
-    #[arg(long, value_enum, default_value = "exec")]
-    pub kind: crate::policy::CommandKind,
-    /// JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-fn key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
 }
 
 #[derive(Debug, clap::Args)]

@@ -5,31 +5,14 @@
 //! registers holds with the approval registry and turns records into audit
 //! events. Tests plug in their own implementation.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
+use std::{future::Future, pin::Pin, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-pub use crate::policy::{CommandKind, MaskSpec, StatementClass, Strategy};
-
-/// What a session asks about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Request {
-    /// Opening the session itself (decided once, before anything is relayed).
-    Session,
-    /// One SQL statement, as the client sent it but with secrets (password
-    /// literals) redacted, with its classes.
-    Statement {
-        text: String,
-        classes: Vec<StatementClass>,
-        /// Why it is `opaque` or `unparseable`, when it is: what interlock
-        /// could not read.
-        opaque: Option<String>,
-    },
-    /// One SSH request: an exec command, a shell, a subsystem, a file
-    /// operation, a forwarding request.
-    Command { kind: CommandKind, text: String },
-}
+// The request and masking model is policy's (it decides on them); the gate
+// re-exports it so sessions name one module.
+pub use crate::policy::{CommandKind, MaskRule, MaskSpec, Request, StatementClass, Strategy};
 
 /// The gate's answer.
 #[derive(Debug)]
@@ -52,32 +35,6 @@ pub enum Verdict {
     /// a reset. Nothing of the refused request is recorded; the outage's
     /// record counts it.
     Unavailable { message: String },
-}
-
-/// A masking instruction from policy: a `mask` rule that applies to a
-/// request's results, with its spec compiled once per policy load.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MaskRule {
-    /// The deciding rule's name.
-    pub rule: String,
-    /// Columns, detectors and strategy.
-    pub spec: Arc<MaskSpec>,
-}
-
-impl Serialize for MaskRule {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Shown<'a> {
-            rule: &'a str,
-            #[serde(flatten)]
-            spec: &'a MaskSpec,
-        }
-        Shown {
-            rule: &self.rule,
-            spec: &self.spec,
-        }
-        .serialize(s)
-    }
 }
 
 /// How a hold ended.

@@ -24,7 +24,7 @@ use crate::{
         Verdict,
     },
     identity::EnvToken,
-    intercept::FlowIdentity,
+    identity::FlowIdentity,
     oidc::{JobTokenView, Presented, TokenError, TokenSource},
     policy::{Action, Decision, Grant, JobTokenMode, RecordLevel, Subject, Target},
 };

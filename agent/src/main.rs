@@ -191,7 +191,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Explain(args),
         } => {
-            let ok = interlock::policy::explain_command(&args, &mut std::io::stdout().lock())?;
+            let ok = interlock::policy::explain_command(
+                &args,
+                interlock::postgres::classify::for_explain,
+                &mut std::io::stdout().lock(),
+            )?;
             Ok(code(ok))
         }
         Command::Policy {

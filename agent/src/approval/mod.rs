@@ -7,12 +7,14 @@
 mod error;
 mod grants;
 mod notify;
+mod record;
 mod registry;
 mod types;
 mod who;
 
 pub use error::ApprovalError;
 pub use notify::Notifier;
+pub use record::{ApprovalRecorder, Recording};
 pub use registry::{Approvals, DecisionReport};
 pub use types::{Decided, Decision, HoldSpec, Pending, RequestView, Requester};
 pub(crate) use who::caller_name;

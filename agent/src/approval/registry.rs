@@ -15,11 +15,11 @@ use super::{
     ApprovalError,
     grants::{JobKey, TimedGrant},
     notify::Notifier,
+    record::ApprovalRecorder,
     types::{Decided, HoldSpec, Pending},
     who::{Approver, admits, authorize, caller_name, may_see},
 };
 use crate::{
-    audit::{EventKind, EventSink},
     gate::{Held, HoldOutcome},
     identity::LocalPeer,
     policy::{FourEyesPair, Grant},
@@ -36,7 +36,7 @@ pub struct Approvals {
 
 struct Inner {
     state: Mutex<State>,
-    events: EventSink,
+    events: Arc<dyn ApprovalRecorder>,
     notifier: Notifier,
     /// The control socket, named in client-facing notices.
     socket: String,
@@ -69,7 +69,7 @@ impl Approvals {
     /// An empty registry emitting to `events`; `control_socket` is named in
     /// the instructions given to held clients.
     pub fn new(
-        events: EventSink,
+        events: impl ApprovalRecorder,
         notifier: Notifier,
         control_socket: &std::path::Path,
     ) -> Approvals {
@@ -79,7 +79,7 @@ impl Approvals {
     /// As [`Approvals::new`], with the approvals page at `page` (its base URL: holds are at
     /// `<page>/holds/<id>`, in notices and notifications) deciding with `four_eyes`.
     pub fn with_page(
-        events: EventSink,
+        events: impl ApprovalRecorder,
         notifier: Notifier,
         control_socket: &std::path::Path,
         page: Option<String>,
@@ -88,7 +88,7 @@ impl Approvals {
         Approvals {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
-                events,
+                events: Arc::new(events),
                 notifier,
                 socket: control_socket.display().to_string(),
                 page: page.map(|p| p.trim_end_matches('/').to_string()),
@@ -160,13 +160,7 @@ impl Approvals {
             },
         );
         let how = self.how(&id);
-        self.inner
-            .events
-            .record(EventKind::ApprovalRequested {
-                session_id: view.session_id.clone(),
-                approval: Box::new(view.clone()),
-            })
-            .await;
+        self.inner.events.requested(view.clone()).await;
         self.inner
             .notifier
             .held(&view, &how, self.hold_url(&id).as_deref());
@@ -275,13 +269,7 @@ impl Approvals {
             let _ = entry.tx.send(outcome);
             decided
         };
-        self.inner
-            .events
-            .record(EventKind::ApprovalDecided {
-                session_id: decided.pending.session_id.clone(),
-                approval: Box::new(decided),
-            })
-            .await;
+        self.inner.events.decided(decided).await;
         true
     }
 

@@ -7,10 +7,27 @@ use crate::{
     policy::{ApprovalSpec, Approvers, default_four_eyes},
 };
 
-fn registry() -> (Approvals, tokio::sync::mpsc::Receiver<crate::audit::Queued>) {
-    let (events, rx) = EventSink::for_test();
+/// Records what the registry asks to record, by kind, in order.
+struct Kinds(tokio::sync::mpsc::UnboundedSender<&'static str>);
+
+impl ApprovalRecorder for Kinds {
+    fn requested(&self, _: Pending) -> super::super::Recording<'_> {
+        let _ = self.0.send("approval_requested");
+        Box::pin(async {})
+    }
+    fn decided(&self, _: Decided) -> super::super::Recording<'_> {
+        let _ = self.0.send("approval_decided");
+        Box::pin(async {})
+    }
+}
+
+fn registry() -> (
+    Approvals,
+    tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     (
-        Approvals::new(events, Notifier::default(), Path::new("/run/x.sock")),
+        Approvals::new(Kinds(tx), Notifier::default(), Path::new("/run/x.sock")),
         rx,
     )
 }
@@ -118,12 +135,7 @@ async fn deadline_denies_and_drop_withdraws() {
     }
     let mut kinds = Vec::new();
     while let Ok(e) = rx.try_recv() {
-        kinds.push(
-            serde_json::to_value(&e.event).unwrap()["type"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        kinds.push(e);
     }
     assert_eq!(
         kinds,
@@ -284,9 +296,9 @@ fn signed_in(sub: &str, email: Option<&str>, user: Option<&str>, groups: &[&str]
 }
 
 fn web_registry() -> Approvals {
-    let (events, _rx) = EventSink::for_test();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     Approvals::with_page(
-        events,
+        Kinds(tx),
         Notifier::default(),
         Path::new("/run/x.sock"),
         Some("https://approvals.example/".into()),

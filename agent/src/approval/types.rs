@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::who::{Approver, Channel, DecidedBy};
 use crate::{
     gate::{HoldOutcome, Request},
-    intercept::FlowIdentity,
+    identity::FlowIdentity,
     oidc::JobTokenView,
     policy::{ApprovalSpec, Approvers, CommandKind, Grant, StatementClass},
 };

@@ -9,7 +9,7 @@ use super::ocsf::Ocsf;
 use crate::{
     approval::{Decided, Pending, RequestView},
     gate::{ClientLeg, RecordingRef, Side},
-    intercept::FlowIdentity,
+    identity::FlowIdentity,
     policy::{CommandKind, StatementClass},
 };
 

@@ -18,10 +18,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::sinks::Spool;
-
 use super::{
-    Event, EventKind, LogError,
+    AuditSink, Event, EventKind, LogError,
     health::{AuditHealth, Unwritable, cause_of},
     jsonl::{self, JsonlFile, Rotation},
     ocsf::Mapper,
@@ -111,20 +109,6 @@ impl EventSink {
     pub fn health(&self) -> &AuditHealth {
         &self.health
     }
-
-    /// A sink whose events the test reads from the receiver.
-    #[cfg(test)]
-    pub(crate) fn for_test() -> (EventSink, mpsc::Receiver<Queued>) {
-        let (tx, rx) = mpsc::channel(CHANNEL);
-        (
-            EventSink {
-                host: "test".into(),
-                tx,
-                health: Arc::default(),
-            },
-            rx,
-        )
-    }
 }
 
 /// A line of `events.jsonl`: the event with its seq (no chain fields).
@@ -143,7 +127,7 @@ pub struct EventLog {
     /// Plain lines written since the last flush.
     plain_dirty: bool,
     /// Webhook spools: each event is appended before it counts as handed off.
-    spools: Vec<Arc<Spool>>,
+    spools: Vec<Arc<dyn AuditSink>>,
     /// Builds the OCSF webhook bodies (remembers live sessions).
     mapper: Mapper,
     host: Arc<str>,
@@ -223,8 +207,9 @@ impl EventLog {
     /// Also hands every event to these webhook spools (after its audit
     /// record). When the log runs, it first gives each spool the records
     /// it lacks (see `reconcile`).
-    pub fn add_spools(&mut self, spools: Vec<Arc<Spool>>) {
-        self.spools.extend(spools);
+    pub fn add_spools<S: AuditSink + 'static>(&mut self, spools: Vec<Arc<S>>) {
+        self.spools
+            .extend(spools.into_iter().map(|s| s as Arc<dyn AuditSink>));
         self.spools_behind.resize(self.spools.len(), false);
     }
 

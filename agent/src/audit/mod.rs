@@ -7,6 +7,7 @@
 //! requests; nothing admitted is dropped (see `log`).
 //! Record format and recovery: docs/design-notes.md, "Audit log".
 
+mod approvals;
 mod error;
 mod event;
 mod health;
@@ -20,6 +21,7 @@ mod record;
 mod recover;
 mod report;
 mod segment;
+mod sink;
 mod verify;
 mod writer;
 
@@ -30,12 +32,11 @@ pub use event::{
 };
 pub use health::{Admission, AuditHealth, HealthView, SinkBehind, Unwritable};
 pub use jsonl::Rotation;
-#[cfg(test)]
-pub(crate) use log::Queued;
 pub use log::{EventLog, EventSink};
 pub use ocsf::test_event_body;
 pub use read::read_events;
 pub use report::{Problem, Report, Tamper};
+pub use sink::AuditSink;
 pub use verify::{public_key, verify};
 pub use writer::{AUDIT_DIR, AuditOptions, Fsync};
 

@@ -13,15 +13,14 @@ use std::{collections::HashSet, sync::Arc};
 use serde::Deserialize as _;
 use tracing::{error, info, warn};
 
-use super::{Event, log::Plain, ocsf::Mapper, read, writer::Chain};
-use crate::sinks::Spool;
+use super::{AuditSink, Event, log::Plain, ocsf::Mapper, read, writer::Chain};
 
 /// Gives each spool the records of the log it lacks. Returns the indexes
 /// of spools that could not be given all of them (they are behind; the
 /// records stay in the audit log either way).
-pub(super) fn reconcile(chain: &Chain, spools: &[Arc<Spool>]) -> Vec<usize> {
+pub(super) fn reconcile(chain: &Chain, spools: &[Arc<dyn AuditSink>]) -> Vec<usize> {
     let last = chain.last_seq();
-    let mut wants: Vec<(usize, &Arc<Spool>, u64)> = Vec::new();
+    let mut wants: Vec<(usize, &Arc<dyn AuditSink>, u64)> = Vec::new();
     for (i, s) in spools.iter().enumerate() {
         if s.is_disabled() {
             continue;
@@ -98,7 +97,7 @@ pub(super) fn reconcile(chain: &Chain, spools: &[Arc<Spool>]) -> Vec<usize> {
 ///
 /// # Errors
 /// The log could not be read or the spool written (it stays behind).
-pub(super) fn catch_up(chain: &Chain, spool: &Arc<Spool>) -> Result<(), String> {
+pub(super) fn catch_up(chain: &Chain, spool: &Arc<dyn AuditSink>) -> Result<(), String> {
     let from = spool.last_seq() + 1;
     if from > chain.last_seq() {
         return Ok(());

@@ -11,10 +11,35 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::{ControlError, call};
-use crate::{
-    cli::ApprovalsCommand,
-    text::{escape_controls, json_for_terminal},
-};
+use crate::text::{escape_controls, json_for_terminal};
+
+/// `interlock approvals`: its subcommands live here, beside the calls they
+/// make, so the control client needs nothing of the CLI above it.
+#[derive(Debug, clap::Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending requests, oldest first.
+    List {
+        /// The daemon's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One request (pending or recently decided), as JSON.
+    Show { id: String },
+    /// Let a held request through.
+    Approve {
+        id: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Refuse a held request.
+    Deny {
+        id: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
 
 /// Runs `interlock status`; false when the daemon refused or its audit
 /// log cannot be written (it is then refusing new sessions and requests).

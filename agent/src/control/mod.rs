@@ -10,5 +10,5 @@ mod commands;
 mod server;
 
 pub use client::{ControlError, call};
-pub use commands::{approvals, status, webhook_test};
+pub use commands::{ApprovalsCommand, approvals, status, webhook_test};
 pub use server::{CONTROL_SOCKET, Extras, bind, serve};

@@ -1,32 +1,12 @@
-//! Who made a redirected connection, and where it was going.
+//! Where a redirected connection was going, from the kernel's flow record.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use agent_common::flow::FlowInfo;
-use serde::{Deserialize, Serialize};
 
-use crate::{identity::ProcessIdentity, policy::Protocol};
-
-/// Everything interlock knows about the origin of one intercepted connection.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FlowIdentity {
-    /// Where the client meant to connect.
-    pub original_destination: SocketAddr,
-    pub target: String,
-    pub protocol: Protocol,
-    /// The client's address as the daemon's listener saw it.
-    pub client: SocketAddr,
-    /// Kernel cgroup id at connect time.
-    pub cgroup_id: u64,
-    /// Task comm at connect time (from the kernel, not /proc).
-    pub comm: String,
-    /// The process, its ancestry, user, cgroup path and CI context.
-    pub process: ProcessIdentity,
-    /// The job token's verified identity (or why it was refused), once the
-    /// session was decided; absent when the session had no token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_token: Option<crate::oidc::JobTokenView>,
-}
+// Flow identity is plain data of the bottom layers (identity); it is named
+// here too because the listener makes it.
+pub use crate::identity::FlowIdentity;
 
 /// The original destination recorded by connect4/6, with v4-mapped
 /// addresses turned back into IPv4.

@@ -35,11 +35,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::subject::{Fact, Subject};
+use super::{MaskRule, Request};
 use super::{
     Policy, Target,
     rule::{ActionKind, ApprovalSpec, Conditions, RecordLevel, Rule, UserRef},
 };
-use crate::gate::{MaskRule, Request};
 use crate::identity::ExeTrust;
 
 /// What the policy says about a request.

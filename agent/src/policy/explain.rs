@@ -3,8 +3,95 @@
 
 use std::io::Write;
 
-use super::{Action, PolicyError, Subject, load};
-use crate::{cli::ExplainArgs, gate::Request, identity::ExeTrust};
+use std::path::PathBuf;
+
+use super::{Action, PolicyError, Request, StatementClass, Subject, load};
+use crate::identity::ExeTrust;
+
+/// A statement as the PostgreSQL proxy would see it: its text with secrets
+/// redacted, its classes and why it is opaque, if it is. `policy explain`
+/// gets it from a classifier function, so policy does not depend on the
+/// protocol that classifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassifiedSql {
+    /// The statement text as rules see it (password literals redacted).
+    pub text: String,
+    /// The classes of every statement of it.
+    pub classes: Vec<StatementClass>,
+    /// Why it is `opaque`, when it is.
+    pub opaque: Option<String>,
+}
+
+/// Classifies one SQL text for `policy explain` (given by the caller: the
+/// PostgreSQL proxy's classifier in the CLI).
+pub type Classifier = fn(&str) -> ClassifiedSql;
+
+/// A described request for `interlock policy explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// Policy file.
+    #[arg(long, default_value = "/etc/interlock/policy.yaml")]
+    pub policy: PathBuf,
+    /// Target name.
+    #[arg(long)]
+    pub target: String,
+    /// Requester's uid.
+    #[arg(long, default_value_t = 0)]
+    pub uid: u32,
+    /// Requester's user name.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Requester's executable path.
+    #[arg(long)]
+    pub exe: Option<String>,
+    /// Requester's command line (one string, split on spaces).
+    #[arg(long)]
+    pub argv: Option<String>,
+    /// An ancestor's executable path (repeatable).
+    #[arg(long = "ancestor-exe")]
+    pub ancestor_exes: Vec<String>,
+    /// Requester's cgroup-v2 path.
+    #[arg(long)]
+    pub cgroup: Option<String>,
+    /// A CI variable of the job root's environment, NAME=VALUE (repeatable).
+    #[arg(long = "ci", value_parser = key_value)]
+    pub ci: Vec<(String, String)>,
+    /// The requester has no CI context (no trusted runner), for this reason:
+    /// `ci:` conditions are unknown.
+    #[arg(long, conflicts_with = "ci")]
+    pub no_ci_context: Option<String>,
+    /// Explain as a flow whose identity fact this is could not be established
+    /// (repeatable; e.g. `cgroup` for a process that exited before the daemon
+    /// looked it up).
+    #[arg(long, value_enum)]
+    pub unknown: Vec<super::Fact>,
+    /// A JSON file with a job token's claims (its payload): explain as if the
+    /// session presented a verified token carrying them. The issuer is the
+    /// one whose URL its `iss` names.
+    #[arg(long, value_name = "FILE")]
+    pub oidc_claims: Option<PathBuf>,
+    /// A SQL statement (classified as the PostgreSQL proxy would).
+    #[arg(long, conflicts_with = "command")]
+    pub sql: Option<String>,
+    /// Statement classes, instead of or besides classifying --sql (repeatable).
+    #[arg(long = "class", value_enum)]
+    pub classes: Vec<super::StatementClass>,
+    /// An SSH command (or sftp path).
+    #[arg(long)]
+    pub command: Option<String>,
+    /// The SSH request kind for --command.
+    #[arg(long, value_enum, default_value = "exec")]
+    pub kind: super::CommandKind,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
+}
 
 /// Errors of `policy explain` besides an invalid policy.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +128,11 @@ fn claims_identity(
 ///
 /// # Errors
 /// An invalid policy, an unknown target, or a failed write.
-pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool, ExplainError> {
+pub fn explain_command(
+    args: &ExplainArgs,
+    classify: Classifier,
+    out: &mut impl Write,
+) -> Result<bool, ExplainError> {
     let policy = load(&args.policy)?;
     let target = policy.target_named(&args.target).ok_or_else(|| {
         ExplainError::NoTarget(
@@ -83,15 +174,15 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
     };
     let request = if let Some(sql) = &args.sql {
         let mut classes = args.classes.clone();
-        let (found, opaque) = crate::classify_sql(sql);
-        classes.extend(found);
+        // Rules see the text as sessions give it to them: secrets redacted.
+        let found = classify(sql);
+        classes.extend(found.classes);
         classes.sort();
         classes.dedup();
-        // Rules see the text as sessions give it to them: secrets redacted.
         Request::Statement {
-            text: crate::postgres::classify::redact(sql).into_owned(),
+            text: found.text,
             classes,
-            opaque,
+            opaque: found.opaque,
         }
     } else if !args.classes.is_empty() {
         Request::Statement {

@@ -13,40 +13,8 @@ use super::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct TargetId(pub u32);
 
-/// The protocol a target speaks (selects the daemon's handler).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// A transparent byte relay with session start/end events.
-    Tcp,
-    /// The PostgreSQL proxy: every statement decided and recorded.
-    Postgres,
-    /// The SSH proxy: every exec, shell, sftp operation decided and recorded.
-    Ssh,
-}
-
-impl Protocol {
-    /// Every protocol the daemon can serve, in listener order.
-    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Postgres, Protocol::Ssh];
-
-    /// The kernel's view of the protocol (listener slot).
-    pub fn kernel(self) -> agent_common::target::Protocol {
-        match self {
-            Protocol::Tcp => agent_common::target::Protocol::Tcp,
-            Protocol::Postgres => agent_common::target::Protocol::Postgres,
-            Protocol::Ssh => agent_common::target::Protocol::Ssh,
-        }
-    }
-
-    /// The protocol's name as written in policy files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Postgres => "postgres",
-            Protocol::Ssh => "ssh",
-        }
-    }
-}
+// The protocol is part of a flow's identity (below policy); policy names it here.
+pub use crate::identity::Protocol;
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

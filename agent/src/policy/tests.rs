@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use super::Request;
 use super::*;
-use crate::gate::Request;
 use crate::identity::ExeTrust;
 
 /// A policy with two targets and `rules` (one YAML flow mapping each).

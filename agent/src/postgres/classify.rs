@@ -471,3 +471,29 @@ fn explain_analyzes(options: &[pg_query::protobuf::Node]) -> bool {
         _ => false,
     })
 }
+
+/// A SQL text classified as the proxy does before it looks functions up,
+/// with its redacted text, for `policy explain` (its
+/// [`crate::policy::Classifier`]).
+pub fn for_explain(sql: &str) -> crate::policy::ClassifiedSql {
+    let stmts = classify(sql);
+    let opaque = stmts.iter().find_map(|c| c.opaque.clone());
+    let calls: Vec<String> = stmts.iter().flat_map(|c| c.calls.clone()).collect();
+    let mut classes: Vec<C> = stmts.into_iter().flat_map(|c| c.classes).collect();
+    // Without a server to look them up in, calls of other functions are opaque.
+    let opaque = match (opaque, calls.first()) {
+        (Some(o), _) => Some(o),
+        (None, Some(f)) => {
+            classes.push(C::Opaque);
+            Some(format!(
+                "calls {f}, which only the server's catalog can say what it does"
+            ))
+        }
+        (None, None) => None,
+    };
+    crate::policy::ClassifiedSql {
+        text: redact(sql).into_owned(),
+        classes,
+        opaque,
+    }
+}

@@ -5,6 +5,7 @@
 //! one [`Delivery`] task per endpoint sends them. Policies:
 //! docs/design-notes.md, "Webhook sink".
 
+mod audit_sink;
 mod endpoint;
 mod error;
 mod sign;

@@ -8,6 +8,7 @@
 //! its daemon dies with it.
 
 mod beside;
+mod layers;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,10 @@ pub(crate) struct Args {
     /// deliberately hanging test must be killed, named and its daemon end.
     #[arg(long, conflicts_with = "filter")]
     time_limit_check: bool,
+    /// Run only the layer check: no module of agent/src imports one above
+    /// it in the order of docs/design-notes.md ("Layers").
+    #[arg(long, conflicts_with_all = ["filter", "time_limit_check"])]
+    layers: bool,
 }
 
 /// A named step of the pipeline.
@@ -50,6 +55,7 @@ struct Phase {
 /// their time-limit report.
 enum Step {
     Run(Command),
+    Layers,
     HangCheck,
     Integration(Option<String>),
 }
@@ -61,6 +67,10 @@ fn phases(ws: &Workspace, filter: Option<&str>) -> Vec<Phase> {
         Step::Run(cmd)
     };
     vec![
+        Phase {
+            name: "layer order",
+            step: Step::Layers,
+        },
         Phase {
             name: "fmt",
             step: cargo(&["fmt", "--all", "--", "--check"]),
@@ -173,6 +183,30 @@ fn integration(ws: &Workspace, filter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Fails naming each import of agent/src that goes up the documented
+/// layer order (see `layers`).
+fn layer_check(ws: &Workspace) -> Result<()> {
+    let notes_path = ws.root().join(layers::NOTES);
+    let notes = std::fs::read_to_string(&notes_path)
+        .with_context(|| format!("read {}", notes_path.display()))?;
+    let violations = layers::check_dir(&ws.root().join("agent").join("src"), &notes)?;
+    if violations.is_empty() {
+        eprintln!(
+            "layer order: no import goes up the order of {}",
+            layers::NOTES
+        );
+        return Ok(());
+    }
+    for v in &violations {
+        eprintln!("{v}");
+    }
+    bail!(
+        "{} import(s) against the layer order of {}",
+        violations.len(),
+        layers::NOTES
+    );
+}
+
 /// Runs the deliberately hanging test with a short limit and checks that
 /// nextest killed it within that limit, named it, and that its daemon did
 /// not outlive it.
@@ -243,6 +277,9 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
     if args.time_limit_check {
         return hang_check(ws);
     }
+    if args.layers {
+        return layer_check(ws);
+    }
     let mut timings = Vec::new();
 
     let started = Instant::now();
@@ -275,6 +312,7 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
         let started = Instant::now();
         let result = match phase.step {
             Step::Run(mut cmd) => util::run(&mut cmd),
+            Step::Layers => layer_check(ws),
             Step::HangCheck => hang_check(ws),
             Step::Integration(filter) => integration(ws, filter.as_deref()),
         };

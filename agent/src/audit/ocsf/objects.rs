@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{Enum, OCSF_VERSION};
 use crate::{
+    identity::FlowIdentity,
     identity::{LocalPeer, ProcessIdentity},
-    intercept::FlowIdentity,
 };
 
 /// The unknown-uid stand-in of identities (never shown as a uid).

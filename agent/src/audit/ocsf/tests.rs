@@ -11,8 +11,8 @@ use crate::{
     approval::{Decided, Pending, Requester},
     audit::{DecisionView, Event, ReloadTrigger},
     gate::Side,
+    identity::FlowIdentity,
     identity::{Ancestor, LocalPeer, ProcessIdentity},
-    intercept::FlowIdentity,
     policy::{Approvers, CommandKind, Grant, Protocol, StatementClass},
 };
 
