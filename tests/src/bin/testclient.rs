@@ -148,6 +148,14 @@ fn main() -> anyhow::Result<()> {
             // One real connection, whose client port the others collide
             // with; if it fails (no daemon), the others fail plainly.
             let first = reusable()?;
+            // From a source address no other test uses: an ephemeral port
+            // another process holds on 127.0.0.1 (towards another peer,
+            // without SO_REUSEADDR) would make the colliding binds below
+            // fail with AddrInUse instead of reaching the connect hook.
+            if addr.ip().is_loopback() && addr.is_ipv4() {
+                let src: std::net::SocketAddr = "127.0.0.213:0".parse()?;
+                first.bind(&src.into())?;
+            }
             let local = match first.connect_timeout(&addr.into(), Duration::from_secs(5)) {
                 Ok(()) => Some(first.local_addr()?),
                 Err(_) => None,
