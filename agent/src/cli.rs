@@ -260,6 +260,11 @@ pub struct ExplainArgs {
     /// one whose URL its `iss` names.
     #[arg(long, value_name = "FILE")]
     pub oidc_claims: Option<PathBuf>,
+    /// SSH: the user the client asks for (`ssh NAME@host`); interlock logs
+    /// in upstream as the target's `upstream.user`, or as this user when
+    /// `upstream.users` lists it (otherwise the login is refused).
+    #[arg(long, value_name = "NAME")]
+    pub ssh_user: Option<String>,
     /// A SQL statement (classified as the PostgreSQL proxy would).
     #[arg(long, conflicts_with = "command")]
     pub sql: Option<String>,

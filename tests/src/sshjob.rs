@@ -40,6 +40,19 @@ pub fn daemon_with_args(
     extra_rules: &str,
     args: &[&str],
 ) -> Result<Daemon> {
+    daemon_with_login(cg, sshd, "user: root", upstream_extra, extra_rules, args)
+}
+
+/// [`daemon_with_args`] whose upstream login is `login` (`user: NAME` or
+/// `users: [...]`) instead of `user: root`.
+pub fn daemon_with_login(
+    cg: &TestCgroup,
+    sshd: &Sshd,
+    login: &str,
+    upstream_extra: &str,
+    extra_rules: &str,
+    args: &[&str],
+) -> Result<Daemon> {
     let policy = format!(
         "version: 1
 targets:
@@ -47,7 +60,7 @@ targets:
     protocol: ssh
     match: [{{address: {ip}, port: {port}}}]
     upstream:
-      user: root
+      {login}
       key: {{file: {key}}}
       host_key: \"{host_key}\"
 {upstream_extra}
@@ -136,10 +149,22 @@ impl Job {
 
     /// `ssh -p PORT [options] [extra] root@IP [cmd]` inside `cg`.
     pub fn ssh(&self, cg: &TestCgroup, sshd: &Sshd, extra: &[&str], cmd: &str) -> Command {
+        self.ssh_as(cg, sshd, "root", extra, cmd)
+    }
+
+    /// [`Job::ssh`] logging in as `user`.
+    pub fn ssh_as(
+        &self,
+        cg: &TestCgroup,
+        sshd: &Sshd,
+        user: &str,
+        extra: &[&str],
+        cmd: &str,
+    ) -> Command {
         let mut args = vec!["-p".to_string(), sshd.addr.port().to_string()];
         args.extend(self.options());
         args.extend(extra.iter().map(|s| s.to_string()));
-        args.push(format!("root@{}", sshd.addr.ip()));
+        args.push(format!("{user}@{}", sshd.addr.ip()));
         if !cmd.is_empty() {
             args.push(cmd.to_string());
         }

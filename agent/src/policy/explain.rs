@@ -6,6 +6,10 @@ use std::io::Write;
 use super::{Action, PolicyError, Subject, load};
 use crate::{cli::ExplainArgs, gate::Request};
 
+/// The pseudo-rule named when a login is refused because the target's
+/// `upstream.user`/`upstream.users` does not allow the user asked for.
+pub const LOGIN_RULE: &str = "upstream.users";
+
 /// Errors of `policy explain` besides an invalid policy.
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -76,6 +80,10 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
             Some(path) => Some(std::sync::Arc::new(claims_identity(&policy, path)?)),
             None => None,
         },
+        ssh_login: args.ssh_user.as_ref().map(|requested| super::SshLogin {
+            requested: requested.clone(),
+            upstream: target.ssh_login_user(requested).ok(),
+        }),
     };
     let request = if let Some(sql) = &args.sql {
         let mut classes = args.classes.clone();
@@ -103,6 +111,22 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
     } else {
         Request::Session
     };
+    // The daemon refuses a login the target does not allow before any rule.
+    if let Some(login) = &subject.ssh_login
+        && let Err(why) = target.ssh_login_user(&login.requested)
+    {
+        if args.json {
+            let refused = serde_json::json!({
+                "decision": {"action": "block", "rule": LOGIN_RULE, "message": why},
+                "steps": [],
+            });
+            writeln!(out, "{refused:#}")?;
+        } else {
+            writeln!(out, "target {} ({}): {why}", target.name, target.protocol)?;
+            writeln!(out, "decision: block (\"{why}\"), by {LOGIN_RULE}")?;
+        }
+        return Ok(false);
+    }
     let ex = policy.explain(target, &subject, &request);
     let allowed = matches!(ex.decision.action, Action::Allow);
     if args.json {
@@ -130,6 +154,14 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
         "target {} ({}), {} by uid {}:",
         target.name, target.protocol, what, subject.uid
     )?;
+    if let Some(login) = &subject.ssh_login {
+        writeln!(
+            out,
+            "  SSH login asked as `{}`, logs in upstream as `{}`",
+            login.requested,
+            login.upstream.as_deref().unwrap_or_default()
+        )?;
+    }
     if let Some(job) = &subject.job {
         writeln!(
             out,

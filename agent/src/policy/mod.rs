@@ -20,13 +20,13 @@ mod web;
 
 pub use error::PolicyError;
 pub use eval::{Action, Decision, Explanation, Step};
-pub use explain::{ExplainError, explain_command};
+pub use explain::{ExplainError, LOGIN_RULE, explain_command};
 pub use facts::{CommandKind, StatementClass};
 pub use file::{Policy, load, parse};
 pub use identity::{IdentityPolicy, OidcCondition};
 pub use mask::{ColumnGlob, DETECTORS, Detector, MaskSpec, Strategy, luhn};
 pub use rule::{ActionKind, ApprovalSpec, Approvers, Grant, RecordLevel, Rule};
-pub use subject::{Fact, Subject};
+pub use subject::{Fact, SshLogin, Subject};
 pub use target::{AddressMatch, Endpoint, JobTokenMode, Protocol, Target, TargetId};
 pub use upstream::{
     ClientAuthMethod, ClientPassword, PasswordAuth, Secret, SecretError, SecretRef, TlsMode,
@@ -36,5 +36,7 @@ pub use web::{
     ApiTokens, DEFAULT_SESSION, FourEyesPair, SignIn, WebPolicy, WebTls, default_four_eyes,
 };
 
+#[cfg(test)]
+mod ssh_tests;
 #[cfg(test)]
 mod tests;

@@ -50,9 +50,14 @@ impl SessionCtx {
         if let Some(up) = slot.as_ref().filter(|up| !up.is_closed()) {
             return Ok(Arc::clone(up));
         }
-        let user = self.target.upstream_user.as_deref().unwrap_or(user);
+        // Checked at authentication too; here so that no path reaches upstream as a user the
+        // job chose.
+        let user = self
+            .target
+            .login_user(user)
+            .map_err(SshError::LoginRefused)?;
         let grants = Arc::clone(&self.grants);
-        let up = Arc::new(upstream::connect(&self.target, user, grants).await?);
+        let up = Arc::new(upstream::connect(&self.target, &user, grants).await?);
         *slot = Some(Arc::clone(&up));
         Ok(up)
     }
@@ -74,6 +79,8 @@ enum SessionState {
 struct ClientSide {
     ctx: Arc<SessionCtx>,
     state: SessionState,
+    /// The user the client authenticates as; set by its first attempt, which
+    /// later attempts must repeat.
     user: String,
     /// Notices the client leaving while a held session waits; dropped once
     /// authentication is over (a duplicate fd keeps the connection open).
@@ -165,7 +172,19 @@ impl ClientSide {
     /// Accepts an authentication attempt if the session is allowed, waiting
     /// for a held session's outcome.
     async fn admit(&mut self, user: &str) -> Auth {
-        self.user = user.to_string();
+        if self.user.is_empty() {
+            self.user = user.to_string();
+            self.login(user).await;
+        } else if self.user != user {
+            // The login was checked and recorded as the first user named.
+            return Auth::reject();
+        }
+        if let Err(why) = self.ctx.target.login_user(user) {
+            // Let in only to be told why on its first channel; nothing reaches upstream.
+            self.watch = None;
+            self.state = SessionState::Refused(format!("interlock: {why}"));
+            return Auth::Accept;
+        }
         if matches!(self.state, SessionState::Undecided) {
             let (state, banner) = decide_session(self.ctx.gate.as_ref()).await;
             self.state = state;
@@ -194,7 +213,7 @@ impl ClientSide {
                     _ => Auth::reject(),
                 }
             }
-            SessionState::Blocked if self.ctx.target.client_auth.job_token => {
+            SessionState::Blocked if self.decides_at_login() => {
                 let why = self
                     .refusal
                     .take()
@@ -208,6 +227,36 @@ impl ClientSide {
             }
             SessionState::Undecided | SessionState::Blocked => Auth::reject(),
         }
+    }
+
+    /// Tells the gate whom the client logs in as. A login the target does not allow is
+    /// recorded with who tried: by the session decision (rule `upstream.users`) when the
+    /// session is decided now, else as a refused request of the session decided before.
+    async fn login(&mut self, user: &str) {
+        let login = self.ctx.target.login_user(user);
+        self.ctx.gate.present_login(crate::policy::SshLogin {
+            requested: user.to_string(),
+            upstream: login.as_ref().ok().cloned(),
+        });
+        let Err(why) = login else { return };
+        if matches!(self.state, SessionState::Undecided) {
+            // The gate refuses it; dropping a hold a gate might give withdraws it.
+            drop(decide_session(self.ctx.gate.as_ref()).await);
+        } else {
+            self.ctx
+                .gate
+                .record(Record::LoginRefused {
+                    user: user.to_string(),
+                    message: why,
+                })
+                .await;
+        }
+    }
+
+    /// Whether the session is decided when the client authenticates (the decision needs
+    /// the job token or the login), not before the banner.
+    fn decides_at_login(&self) -> bool {
+        self.ctx.target.client_auth.job_token || self.ctx.target.decide_at_login
     }
 
     /// The refusal to tell the client, when the session was refused after authentication.
@@ -260,8 +309,8 @@ impl server::Handler for ClientSide {
     type Error = SshError;
 
     async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
-        if self.ctx.target.client_auth.job_token {
-            // The decision needs the token, which the password brings.
+        if self.decides_at_login() {
+            // The decision needs the token, which the password brings, or the login.
             return Ok(None);
         }
         let (state, banner) = decide_session(self.ctx.gate.as_ref()).await;
