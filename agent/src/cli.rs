@@ -385,6 +385,34 @@ pub struct RunArgs {
     /// session (client and upstream legs), in bytes; default: the kernel's.
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..))]
     pub socket_buffer_bytes: Option<u32>,
+    /// Intercepted sessions (all protocols) open at once; further connects are
+    /// refused (PostgreSQL: FATAL 53300) and recorded.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
+    /// Intercepted sessions one cgroup (one job) may have open at once.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions_per_cgroup: u32,
+    /// Largest PostgreSQL message after startup, in MiB (startup packets:
+    /// 10 000 bytes, as PostgreSQL); a longer one ends that session.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1023))]
+    pub pg_max_message_mib: u32,
+    /// Longest SQL text classified, in KiB; a longer statement is
+    /// `unparseable` (decided fail closed).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub pg_classify_max_kib: u32,
+    /// Longest time classifying one statement may take, in seconds; past it
+    /// the statement is `unparseable`.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub pg_classify_secs: u64,
+    /// Threads classifying long statements at once (all sessions).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub pg_classify_workers: u32,
+    /// Control-socket connections open at once; more are closed at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub control_connections: u32,
+    /// Seconds a control-socket connection may wait for (or take to send) a request.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub control_idle_secs: u64,
 }
 
 fn webhook_spec(s: &str) -> Result<WebhookSpec, String> {
@@ -452,6 +480,22 @@ impl RunArgs {
             web_listen: self.web_listen,
             client_tls: !self.no_client_tls,
             socket_buffers: crate::net::SocketBuffers::new(self.socket_buffer_bytes),
+            limits: crate::limits::Limits {
+                sessions: self.max_sessions,
+                sessions_per_cgroup: self.max_sessions_per_cgroup,
+                pg_max_message: usize::try_from(self.pg_max_message_mib)
+                    .unwrap_or(64)
+                    .saturating_mul(1024 * 1024),
+                classify: crate::postgres::ClassifyBudget::new(
+                    usize::try_from(self.pg_classify_max_kib)
+                        .unwrap_or(1024)
+                        .saturating_mul(1024),
+                    Duration::from_secs(self.pg_classify_secs),
+                    usize::try_from(self.pg_classify_workers).unwrap_or(4),
+                ),
+                control_connections: self.control_connections,
+                control_idle: Duration::from_secs(self.control_idle_secs),
+            },
         }
     }
 }

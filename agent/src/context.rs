@@ -59,6 +59,10 @@ struct Inner {
     tracker: TaskTracker,
     /// Kernel buffer sizes for both legs of every session.
     socket_buffers: crate::net::SocketBuffers,
+    /// What one job may use of the daemon.
+    limits: crate::limits::Limits,
+    /// Sessions open now, against the caps in `limits`.
+    sessions: Arc<crate::limits::SessionSlots>,
 }
 
 impl AppContext {
@@ -97,6 +101,11 @@ impl AppContext {
                 shutdown,
                 tracker: TaskTracker::new(),
                 socket_buffers: crate::net::SocketBuffers::default(),
+                limits: crate::limits::Limits::default(),
+                sessions: {
+                    let l = crate::limits::Limits::default();
+                    crate::limits::SessionSlots::new(l.sessions, l.sessions_per_cgroup)
+                },
             }),
         }
     }
@@ -109,6 +118,33 @@ impl AppContext {
             inner.socket_buffers = buffers;
         }
         self
+    }
+
+    /// Sets the resource limits; only while the context is being assembled
+    /// (before it is cloned), else unchanged.
+    pub fn with_limits(mut self, limits: crate::limits::Limits) -> AppContext {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.sessions =
+                crate::limits::SessionSlots::new(limits.sessions, limits.sessions_per_cgroup);
+            inner.limits = limits;
+        }
+        self
+    }
+
+    /// The resource limits.
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.inner.limits
+    }
+
+    /// A slot for a new session from `cgroup`, held while it runs.
+    ///
+    /// # Errors
+    /// A session cap is reached.
+    pub fn session_slot(
+        &self,
+        cgroup: u64,
+    ) -> Result<crate::limits::SessionSlot, crate::limits::SlotRefused> {
+        self.inner.sessions.acquire(cgroup)
     }
 
     /// Kernel buffer sizes for both legs of every session.

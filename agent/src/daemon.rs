@@ -81,6 +81,9 @@ pub struct DaemonOptions {
     pub resolve_every: Duration,
     /// Kernel buffer sizes of session sockets (both legs).
     pub socket_buffers: crate::net::SocketBuffers,
+    /// What one job may use of the daemon (sessions, message and statement
+    /// sizes, control connections).
+    pub limits: crate::limits::Limits,
     /// How long an address a host name resolved to stays intercepted
     /// after lookups stop returning it.
     pub resolve_keep: Duration,
@@ -278,7 +281,8 @@ pub async fn run(opts: DaemonOptions, shutdown: CancellationToken) -> Result<(),
         resolver,
         shutdown.child_token(),
     )
-    .with_socket_buffers(opts.socket_buffers);
+    .with_socket_buffers(opts.socket_buffers)
+    .with_limits(opts.limits.clone());
     ctx.events()
         .record(EventKind::DaemonStarted {
             instance: opts.instance.clone(),

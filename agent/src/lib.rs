@@ -17,6 +17,7 @@ mod gatekeeper;
 pub mod identity;
 pub mod intercept;
 mod kernel_watch;
+pub mod limits;
 pub mod lock;
 pub mod net;
 pub mod oidc;

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Result, ensure};
 
-use crate::{Daemon, DaemonSpec, Sshd, TestCgroup, interlock_bin, ssh_keygen, unique};
+use crate::{Daemon, DaemonSpec, Policy, Sshd, TestCgroup, interlock_bin, ssh_keygen, unique};
 
 /// A daemon whose policy intercepts `sshd`, injects its authorized key and
 /// pins its host key; `rm` is blocked, and `deploy` and sftp writes to
@@ -53,37 +53,26 @@ pub fn daemon_with_login(
     extra_rules: &str,
     args: &[&str],
 ) -> Result<Daemon> {
-    let policy = format!(
-        "version: 1
-targets:
-  - name: deploy-host
-    protocol: ssh
-    match: [{{address: {ip}, port: {port}}}]
-    upstream:
-      {login}
-      key: {{file: {key}}}
-      host_key: \"{host_key}\"
-{upstream_extra}
-rules:
+    let policy = Policy::new()
+        .ssh_login("deploy-host", sshd, login, upstream_extra)
+        .rules(
+            r"
   - name: no-rm
-    match: {{command: '^rm\\s'}}
+    match: {command: '^rm\s'}
     action: block
     message: deleting files from CI is not allowed
   - name: deploys-need-a-human
-    match: {{command: '^deploy'}}
+    match: {command: '^deploy'}
     action: require_approval
-    approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
+    approval: {approvers: {users: [daemon]}, timeout: 60s}
   - name: uploads-need-a-human
-    match: {{kind: [file_write], command: 'approve-me'}}
+    match: {kind: [file_write], command: 'approve-me'}
     action: require_approval
-    approval: {{approvers: {{users: [daemon]}}, timeout: 60s}}
-{extra_rules}
+    approval: {approvers: {users: [daemon]}, timeout: 60s}
 ",
-        ip = sshd.addr.ip(),
-        port = sshd.addr.port(),
-        key = sshd.client_key.display(),
-        host_key = sshd.host_public_key.trim(),
-    );
+        )
+        .rules(extra_rules)
+        .yaml();
     Daemon::start(DaemonSpec::with_policy(cg, &policy, args))
 }
 
@@ -169,7 +158,7 @@ impl Job {
             args.push(cmd.to_string());
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        cg.command(Path::new("/usr/bin/ssh"), &refs)
+        without_locale(cg.command(Path::new("/usr/bin/ssh"), &refs))
     }
 
     /// `scp -P PORT [options] [extra] from.. to` inside `cg`.
@@ -179,8 +168,23 @@ impl Job {
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend(paths.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        cg.command(Path::new("/usr/bin/scp"), &refs)
+        without_locale(cg.command(Path::new("/usr/bin/scp"), &refs))
     }
+}
+
+/// `c` without the test runner's `LANG` and `LC_*`: Debian's ssh_config sends
+/// them (`SendEnv LANG LC_*`), and each one the target does not list is a
+/// refused `env` request recorded as `request_blocked`. Without them the
+/// records a test sees do not depend on the runner's locale; a test that is
+/// about env sends its variables with `-o SetEnv=...`.
+fn without_locale(mut c: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n == "LANG" || n.starts_with("LC_") {
+            c.env_remove(&name);
+        }
+    }
+    c
 }
 
 impl Drop for Job {

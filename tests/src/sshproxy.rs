@@ -196,6 +196,13 @@ pub fn target(sshd: &Sshd, identity: HostIdentity) -> Result<SshTarget> {
     })
 }
 
+/// The usual proxy in front of `sshd`: its [`target`] with a fresh host
+/// identity, the identity's plain host key trusted by the client.
+pub async fn proxy(sshd: &Sshd, gate: Arc<TestGate>) -> Proxy {
+    let target = target(sshd, HostIdentity::generate().unwrap()).unwrap();
+    start(sshd, target, gate, None).await.unwrap()
+}
+
 /// Listens on 127.0.0.1 and serves every connection with `target`.
 /// `known_hosts_line` is what the client trusts (`None`: the identity's
 /// plain host key for `[127.0.0.1]:port`).

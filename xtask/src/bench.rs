@@ -4,18 +4,15 @@
 //! ranges and subject/baseline ratios as a table, bench/RESULTS.md and bench/results.json.
 //! There are no thresholds: the bench reports, people judge.
 
-mod daemon;
 mod events;
 mod machine;
 mod memory;
 mod pg;
-mod pgserver;
 mod render;
 mod report;
 mod rig;
 mod scenario;
 mod ssh;
-mod sshserver;
 mod stats;
 
 use std::fs;
@@ -124,7 +121,7 @@ pub(crate) fn cmd(args: &Args, ws: &Workspace) -> Result<()> {
             "bench: {} mode, {} runs per variant; subject runs start\n  $ {}",
             plan.mode,
             plan.repetitions,
-            util::render(&rig.daemon_command())
+            rig.daemon_summary()
         );
         let chosen: Vec<_> = scenario::all(plan.sizes)
             .into_iter()
@@ -182,7 +179,7 @@ fn run_scenario(rig: &Rig, scenario: &dyn Scenario, repetitions: usize) -> Resul
                 Variant::Subject => rig.start_daemon(scenario.policy()).and_then(|daemon| {
                     let measured = scenario.measure(rig, Some(&daemon));
                     // Stopped (and detached) whatever the result: the next baseline needs no programs.
-                    let stopped = daemon.stop();
+                    let stopped = rig::stop_daemon(daemon);
                     measured.and_then(|m| stopped.map(|()| m))
                 }),
             };

@@ -1,15 +1,18 @@
 //! The control socket's server side: one hyper connection per caller, with
-//! the caller's kernel-vouched identity attached to every request.
+//! the caller's kernel-vouched identity attached to every request. Any
+//! local user can connect, so connections are bounded: how many are open
+//! at once, how long one may wait for (or take to send) a request's
+//! headers, and how long one may live.
 
-use std::{convert::Infallible, os::unix::fs::PermissionsExt as _, path::Path};
+use std::{convert::Infallible, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::net::UnixListener;
+use tokio::{net::UnixListener, sync::Semaphore};
 use tracing::{debug, warn};
 
 use crate::{
@@ -50,8 +53,16 @@ pub struct Extras {
     pub host: String,
 }
 
+/// A connection lives at most this many times the idle limit (a body
+/// trickled a byte at a time passes the header timeout).
+const LIFETIME_IDLES: u32 = 4;
+
 /// Serves callers until shutdown.
 pub async fn serve(ctx: AppContext, listener: UnixListener, extras: Extras) {
+    let limits = ctx.limits().clone();
+    let open = Arc::new(Semaphore::new(
+        usize::try_from(limits.control_connections).unwrap_or(64),
+    ));
     loop {
         let stream = tokio::select! {
             _ = ctx.shutdown().cancelled() => break,
@@ -67,22 +78,37 @@ pub async fn serve(ctx: AppContext, listener: UnixListener, extras: Extras) {
         let Ok(cred) = stream.peer_cred() else {
             continue;
         };
+        // Over the cap the connection is closed at once; callers see EOF.
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            warn!(
+                uid = cred.uid(),
+                pid = cred.pid().unwrap_or(0),
+                limit = limits.control_connections,
+                "control socket: connection refused, interlock's limit of open connections is reached (--control-connections)"
+            );
+            continue;
+        };
         let peer = LocalPeer::lookup(
             cred.uid(),
             cred.gid(),
             cred.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
         );
         let (ctx, extras) = (ctx.clone(), extras.clone());
+        let idle = limits.control_idle;
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = hyper::service::service_fn(move |req| {
                 let (ctx, extras, peer) = (ctx.clone(), extras.clone(), peer.clone());
                 async move { Ok::<_, Infallible>(route(&ctx, &extras, &peer, req).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                debug!(error = %e, "control connection ended");
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(idle)
+                .serve_connection(TokioIo::new(stream), svc);
+            match tokio::time::timeout(idle.saturating_mul(LIFETIME_IDLES), conn).await {
+                Ok(Err(e)) => debug!(error = %e, "control connection ended"),
+                Ok(Ok(())) => {}
+                Err(_) => debug!("control connection closed: it lived past its limit"),
             }
         });
     }

@@ -5,6 +5,7 @@
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use super::exefile::ExeTrust;
 use super::process::CiSource;
 
 /// Which programs are trusted CI runners, and which variables of a job root's environment
@@ -13,10 +14,15 @@ use super::process::CiSource;
 pub struct JobRootSpec {
     runners: Option<GlobSet>,
     token_vars: Vec<String>,
+    /// Whether a path matching a runner glob must also pass the file check
+    /// (`identity.trusted_exe`, on unless the policy turns it off).
+    any_file: bool,
 }
 
 impl JobRootSpec {
-    /// Runners by globs over executable paths (`*` does not cross `/`, `**` does).
+    /// Runners by globs over executable paths (`*` does not cross `/`, `**` does). A process
+    /// only counts as a runner when its path is trusted to name the file it runs
+    /// ([`ExeTrust::Trusted`]), unless [`JobRootSpec::any_file`] says otherwise.
     ///
     /// # Errors
     /// The glob that does not compile, with why.
@@ -40,7 +46,15 @@ impl JobRootSpec {
         Ok(JobRootSpec {
             runners,
             token_vars,
+            any_file: false,
         })
+    }
+
+    /// Lets any file at a matching path count as a runner (`identity.trusted_exe: false`):
+    /// then a job that copies a program to a matching path is a runner too.
+    pub fn any_file(mut self, any: bool) -> JobRootSpec {
+        self.any_file = any;
+        self
     }
 
     /// A spec under which every process's parent counts as its runner: for unit tests of
@@ -53,6 +67,7 @@ impl JobRootSpec {
                 .build()
                 .ok(),
             token_vars: Vec::new(),
+            any_file: true,
         }
     }
 
@@ -74,9 +89,11 @@ impl JobRootSpec {
 
 /// One process of a flow's chain (the process itself first, then its ancestors), as far as
 /// finding the job root needs it.
+#[derive(Clone)]
 pub(super) struct Link {
     pub(super) tgid: u32,
     pub(super) exe: Option<String>,
+    pub(super) trust: ExeTrust,
     pub(super) alive: bool,
     pub(super) execs: Option<u32>,
 }
@@ -91,10 +108,22 @@ pub(super) fn find_job_root(spec: &JobRootSpec, chain: &[Link]) -> Result<usize,
             "the policy names no trusted runner (identity.runners)".into(),
         ));
     }
+    let named = |l: &Link| l.exe.as_deref().is_some_and(|e| spec.is_runner(e));
     let runner = chain
         .iter()
-        .rposition(|l| l.exe.as_deref().is_some_and(|e| spec.is_runner(e)));
+        .rposition(|l| named(l) && (spec.any_file || l.trust.is_trusted()));
     let Some(runner) = runner else {
+        // A path that only looks like a runner's says why it does not count.
+        if let Some(why) = chain
+            .iter()
+            .rev()
+            .filter(|l| named(l))
+            .find_map(|l| l.trust.why_not())
+        {
+            return Err(none(format!(
+                "no trusted runner: a process named like one does not count: {why}"
+            )));
+        }
         return Err(none(format!(
             "no trusted runner among the process and its {} known ancestors",
             chain.len().saturating_sub(1)
@@ -133,6 +162,7 @@ mod tests {
         Link {
             tgid,
             exe: Some(exe.into()),
+            trust: ExeTrust::Trusted,
             alive: true,
             execs,
         }
@@ -149,6 +179,34 @@ mod tests {
             link(1, "/sbin/init", None),
         ];
         assert_eq!(find_job_root(&spec, &chain).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_runner_whose_file_is_not_trusted_is_no_runner() {
+        let spec = JobRootSpec::new(&["**/gitlab-runner".into()], vec![]).unwrap();
+        let mut fake = link(31, "/tmp/x/gitlab-runner", None);
+        fake.trust = ExeTrust::Untrusted {
+            reason: "directory /tmp is writable by group or others".into(),
+        };
+        let chain = [
+            link(40, "/usr/bin/psql", Some(1)),
+            fake,
+            link(1, "/sbin/init", None),
+        ];
+        match find_job_root(&spec, &chain) {
+            Err(CiSource::None { reason }) => {
+                assert!(reason.contains("/tmp is writable"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The real runner above the fake one still counts.
+        let mut chain = chain.to_vec();
+        chain.insert(2, link(20, "/usr/bin/gitlab-runner", None));
+        chain.insert(2, link(21, "/bin/bash", Some(1)));
+        assert_eq!(find_job_root(&spec, &chain).unwrap(), 2);
+        // Opted out: the path alone decides.
+        let spec = spec.any_file(true);
+        assert_eq!(find_job_root(&spec, &chain[..2]).unwrap(), 0);
     }
 
     #[test]

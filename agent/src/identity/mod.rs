@@ -13,6 +13,7 @@
 mod cache;
 mod ci;
 mod error;
+mod exefile;
 mod job;
 mod process;
 mod procfs;
@@ -26,6 +27,7 @@ mod tests;
 
 pub use ci::{CI_ALLOWLIST, EnvToken};
 pub use error::IdentityError;
+pub use exefile::{ExeFile, ExeTrust};
 pub use job::JobRootSpec;
 pub use process::{Ancestor, CiSource, ProcessIdentity, ProcessInfo};
 pub use table::{ProcessEvent, ProcessTable};

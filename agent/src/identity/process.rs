@@ -2,6 +2,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::exefile::{ExeFile, ExeTrust};
+
 /// Stand-in for a uid or gid that could not be learned (the kernel's invalid id, `(uid_t)-1`),
 /// so an unknown process never looks like root.
 pub(crate) const UNKNOWN_ID: u32 = u32::MAX;
@@ -49,14 +51,24 @@ pub struct Ancestor {
     pub exe: Option<String>,
     /// Its command line; empty when unknown.
     pub argv: Vec<String>,
+    /// The file it runs (device, inode, owner, mode); `None` when it could not be read
+    /// (the ancestor has exited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_file: Option<ExeFile>,
+    /// Whether `exe` can be believed to name that file (`identity/exefile.rs`).
+    #[serde(default)]
+    pub exe_trust: ExeTrust,
 }
 
 impl From<&ProcessInfo> for Ancestor {
+    /// Without the file check: [`ExeTrust::Unknown`] until the table inspects it.
     fn from(info: &ProcessInfo) -> Self {
         Self {
             tgid: info.tgid,
             exe: info.exe.clone(),
             argv: info.argv.clone(),
+            exe_file: None,
+            exe_trust: ExeTrust::default(),
         }
     }
 }
@@ -84,6 +96,13 @@ pub struct ProcessIdentity {
     pub comm: String,
     /// Executable path; `None` when unknown.
     pub exe: Option<String>,
+    /// The file the process runs (device, inode, owner, mode, from `/proc/<pid>/exe`);
+    /// `None` when it could not be read (the process has exited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_file: Option<ExeFile>,
+    /// Whether `exe` can be believed to name that file (`identity/exefile.rs`).
+    #[serde(default)]
+    pub exe_trust: ExeTrust,
     /// Command line; empty when unknown.
     pub argv: Vec<String>,
     /// Ancestors, parent first, up to tgid 1 or the requested depth.
@@ -144,6 +163,10 @@ impl ProcessIdentity {
             gid: UNKNOWN_ID,
             comm: String::new(),
             exe: None,
+            exe_file: None,
+            exe_trust: ExeTrust::Unknown {
+                reason: "the process is unknown".into(),
+            },
             argv: Vec::new(),
             ancestry: Vec::new(),
             cgroup: None,

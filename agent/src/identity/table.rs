@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::cache::{EnvCache, UserCache};
 use super::ci::{self, EnvToken};
 use super::error::IdentityError;
+use super::exefile::{self, ExeFile, ExeTrust};
 use super::job::{JobRootSpec, Link, find_job_root};
 use super::process::{Ancestor, CiSource, ProcessIdentity, ProcessInfo, cap_argv};
 use super::procfs;
@@ -316,15 +317,21 @@ impl ProcessTable {
         } else {
             None
         };
+        let (exe_file, exe_trust) = self.exe_file(tgid, alive, info.exe.as_deref());
+        for (a, alive, _) in &mut walk {
+            (a.exe_file, a.exe_trust) = self.exe_file(a.tgid, *alive, a.exe.as_deref());
+        }
         let chain: Vec<Link> = std::iter::once(Link {
             tgid,
             exe: info.exe.clone(),
+            trust: exe_trust.clone(),
             alive,
             execs: info.execs,
         })
         .chain(walk.iter().map(|(a, alive, execs)| Link {
             tgid: a.tgid,
             exe: a.exe.clone(),
+            trust: a.exe_trust.clone(),
             alive: *alive,
             execs: *execs,
         }))
@@ -341,6 +348,8 @@ impl ProcessTable {
             gid: info.gid,
             comm: info.comm,
             exe: info.exe,
+            exe_file,
+            exe_trust,
             argv: info.argv,
             ancestry: walk.into_iter().map(|(a, ..)| a).collect(),
             cgroup,
@@ -348,6 +357,16 @@ impl ProcessTable {
             ci_source,
         };
         (identity, token)
+    }
+
+    /// The file process `tgid` runs and whether `exe` names it (`exefile.rs`); unknown once
+    /// the process has exited (its /proc entry may be another process's by now).
+    fn exe_file(&self, tgid: u32, alive: bool, exe: Option<&str>) -> (Option<ExeFile>, ExeTrust) {
+        if !alive {
+            let reason = format!("pid {tgid} has exited: the file it ran cannot be checked");
+            return (None, ExeTrust::Unknown { reason });
+        }
+        exefile::inspect(&self.proc_root, tgid, exe)
     }
 
     /// The CI variables, their source and the job token of a chain.
@@ -414,6 +433,8 @@ impl ProcessTable {
                     tgid: next,
                     exe: None,
                     argv: Vec::new(),
+                    exe_file: None,
+                    exe_trust: ExeTrust::default(),
                 };
                 out.push((unknown, false, None));
                 break;

@@ -68,6 +68,8 @@ fn pg_target(
     };
     cfg.database = up.database.clone();
     cfg.mask_key = Some(ctx.mask_key());
+    cfg.max_frame = ctx.limits().pg_max_message;
+    cfg.classify = ctx.limits().classify.clone();
     cfg.socket_buffers = ctx.socket_buffers();
     if up.client_auth.contains(&ClientAuthMethod::JobToken) {
         cfg.ask_token = Some(postgres::AskToken {

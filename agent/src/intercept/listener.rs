@@ -188,6 +188,21 @@ async fn handle(ctx: AppContext, protocol: Protocol, stream: TcpStream, peer: So
         )
         .await;
     }
+    // Held until the session ends: one job cannot take every session
+    // (and file descriptor) the daemon can serve.
+    let _slot = match ctx.session_slot(flow.cgroup_id) {
+        Ok(slot) => slot,
+        Err(why) => {
+            let reason = why.to_string();
+            if protocol == Protocol::Postgres {
+                // As the server's "sorry, too many clients already": an
+                // ErrorResponse at once, which libpq reports whatever it sent.
+                let msg = format!("interlock: {reason}");
+                let _ = stream.try_write(crate::postgres::fatal("53300", &msg).raw());
+            }
+            return refuse(&ctx, listener, peer, &reason).await;
+        }
+    };
     let (process, env_token) = ctx
         .process_identity(flow.tgid, flow.pid, flow.uid, flow.gid)
         .await;

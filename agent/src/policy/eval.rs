@@ -40,6 +40,7 @@ use super::{
     rule::{ActionKind, ApprovalSpec, Conditions, RecordLevel, Rule, UserRef},
 };
 use crate::gate::{MaskRule, Request};
+use crate::identity::ExeTrust;
 
 /// What the policy says about a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -127,7 +128,17 @@ impl Policy {
         self.rules()
             .iter()
             .filter(|r| r.action == ActionKind::Mask)
-            .filter(|r| check(&r.conditions, target, subject, &Request::Session, false).is_ok())
+            .filter(|r| {
+                check(
+                    &r.conditions,
+                    target,
+                    subject,
+                    &Request::Session,
+                    false,
+                    false,
+                )
+                .is_ok()
+            })
             .filter_map(|r| {
                 r.mask.as_ref().map(|m| MaskRule {
                     rule: r.name.clone(),
@@ -156,7 +167,14 @@ impl Policy {
                 steps.push(step(false, "is about another kind of request".into()));
                 continue;
             }
-            let unknown = match check(&rule.conditions, target, subject, request, blind.is_some()) {
+            let unknown = match check(
+                &rule.conditions,
+                target,
+                subject,
+                request,
+                blind.is_some(),
+                needs_trusted_exe(rule),
+            ) {
                 Ok(unknown) => unknown,
                 Err(why) => {
                     steps.push(step(false, why));
@@ -279,8 +297,15 @@ impl Policy {
             self.rules().iter().any(|r| {
                 scope_of_rule(r) == Scope::Statement
                     && r.conditions.statement.contains(c)
-                    && check(&r.conditions, target, subject, request, false)
-                        .is_ok_and(|unknown| unknown.is_empty() || restricts(r))
+                    && check(
+                        &r.conditions,
+                        target,
+                        subject,
+                        request,
+                        false,
+                        needs_trusted_exe(r),
+                    )
+                    .is_ok_and(|unknown| unknown.is_empty() || restricts(r))
             })
         };
         let c = unreadable.into_iter().find(|c| !named(c))?;
@@ -362,6 +387,14 @@ fn restricts(r: &Rule) -> bool {
     }
 }
 
+/// Whether `r`'s `exe`/`ancestor_exe` conditions count only executables whose
+/// path is trusted to name the file they run: rules that let requests
+/// through, unless they say `trusted_exe: false`. A rule that restricts
+/// matches the path whatever the file (a copy under the name is caught too).
+fn needs_trusted_exe(r: &Rule) -> bool {
+    !restricts(r) && r.conditions.trusted_exe != Some(false)
+}
+
 fn action_name(a: ActionKind) -> &'static str {
     match a {
         ActionKind::Allow => "allow",
@@ -389,14 +422,19 @@ fn action_of(r: &Rule) -> Action {
 /// are unknown (each with why; empty when all were established); otherwise
 /// the first condition that does not hold.
 /// `blind`: the statement cannot be read, so any `statement` list holds.
+/// `trusted_only`: an executable matches `exe`/`ancestor_exe` only when its
+/// path is trusted (`needs_trusted_exe`).
 fn check(
     c: &Conditions,
     target: &Target,
     s: &Subject,
     req: &Request,
     blind: bool,
+    trusted_only: bool,
 ) -> Result<Vec<String>, String> {
     let mut unknown = Vec::new();
+    // Unknown file checks; kept apart while `not_known` borrows `unknown`.
+    let mut unchecked_exes = Vec::new();
     let mut not_known = |fact: Fact| match s.unknown(fact) {
         Some(why) => {
             unknown.push(format!("{} unknown: {why}", fact.condition()));
@@ -428,6 +466,19 @@ fn check(
         if !c.exe.iter().any(|p| p.is_match(exe)) {
             return Err(format!("exe `{exe}` matches no `exe` glob"));
         }
+        if trusted_only {
+            match &s.exe_trust {
+                ExeTrust::Trusted => {}
+                ExeTrust::Untrusted { reason } => {
+                    return Err(format!("exe `{exe}` matches, but is not trusted: {reason}"));
+                }
+                ExeTrust::Unknown { reason } => {
+                    unchecked_exes.push(format!(
+                        "whether exe `{exe}` is trusted is unknown: {reason}"
+                    ));
+                }
+            }
+        }
     }
     if let Some(re) = &c.argv
         && !not_known(Fact::Argv)
@@ -439,14 +490,35 @@ fn check(
     }
     // Any ancestor matching is enough, so a known one decides even when
     // the chain has a gap; otherwise the gap might have held one.
-    if !c.ancestor_exe.is_empty()
-        && !s
-            .ancestor_exes
-            .iter()
-            .any(|a| c.ancestor_exe.iter().any(|p| p.is_match(a)))
-        && !not_known(Fact::Ancestry)
-    {
-        return Err("no ancestor's exe matches `ancestor_exe`".into());
+    if !c.ancestor_exe.is_empty() {
+        let named: Vec<(&str, Option<&ExeTrust>)> = s
+            .ancestors()
+            .filter(|(a, _)| c.ancestor_exe.iter().any(|p| p.is_match(a)))
+            .collect();
+        let counts = |t: Option<&ExeTrust>| !trusted_only || t.is_some_and(ExeTrust::is_trusted);
+        if !named.iter().any(|(_, t)| counts(*t)) {
+            // A match whose file could not be checked might be the real one.
+            let unchecked = named.iter().find_map(|(a, t)| match t {
+                None => Some(format!("ancestor `{a}` was not checked")),
+                Some(ExeTrust::Unknown { reason }) => Some(reason.clone()),
+                Some(_) => None,
+            });
+            if let Some(why) = unchecked {
+                unchecked_exes.push(format!("whether an ancestor is trusted is unknown: {why}"));
+            } else if !not_known(Fact::Ancestry) {
+                return Err(
+                    match named
+                        .iter()
+                        .find_map(|(_, t)| t.and_then(ExeTrust::why_not))
+                    {
+                        Some(why) => {
+                            format!("an ancestor matches `ancestor_exe`, but is not trusted: {why}")
+                        }
+                        None => "no ancestor's exe matches `ancestor_exe`".into(),
+                    },
+                );
+            }
+        }
     }
     if !c.cgroup.is_empty() && !not_known(Fact::Cgroup) {
         let cg = s.cgroup.as_deref().unwrap_or_default();
@@ -536,5 +608,6 @@ fn check(
         }
         Request::Session => {}
     }
+    unknown.extend(unchecked_exes);
     Ok(unknown)
 }

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use super::{Action, PolicyError, Subject, load};
-use crate::{cli::ExplainArgs, gate::Request};
+use crate::{cli::ExplainArgs, gate::Request, identity::ExeTrust};
 
 /// The pseudo-rule named when a login is refused because the target's
 /// `upstream.user`/`upstream.users` does not allow the user asked for.
@@ -62,12 +62,16 @@ pub fn explain_command(args: &ExplainArgs, out: &mut impl Write) -> Result<bool,
         uid: args.uid,
         user: args.user.clone(),
         exe: args.exe.clone(),
+        // Explaining names executables by path only: they are taken to be
+        // the trusted files at those paths.
+        exe_trust: ExeTrust::Trusted,
         argv: args
             .argv
             .as_deref()
             .map(|a| a.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default(),
         ancestor_exes: args.ancestor_exes.clone(),
+        ancestor_trust: vec![ExeTrust::Trusted; args.ancestor_exes.len()],
         cgroup: args.cgroup.clone(),
         ci: args.ci.iter().cloned().collect(),
         ci_unavailable: args.no_ci_context.clone(),

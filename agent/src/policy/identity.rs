@@ -45,6 +45,10 @@ pub(super) struct RawIdentity {
     pub(super) token_env: Vec<String>,
     #[serde(default)]
     pub(super) issuers: Vec<RawIssuer>,
+    /// Whether a runner's path must name a root-owned file at a root-controlled path, the
+    /// one the process runs (default: yes).
+    #[serde(default)]
+    pub(super) trusted_exe: Option<bool>,
 }
 
 /// One string or a list of them.
@@ -117,7 +121,8 @@ impl RawIdentity {
     pub(super) fn validate(self) -> Result<IdentityPolicy, Problem> {
         use super::locate::Step::{Index, Key};
         let job = JobRootSpec::new(&self.runners, self.token_env.clone())
-            .map_err(|m| (vec![Key("identity"), Key("runners")], m))?;
+            .map_err(|m| (vec![Key("identity"), Key("runners")], m))?
+            .any_file(self.trusted_exe == Some(false));
         if let Some((i, v)) = self
             .token_env
             .iter()

@@ -261,6 +261,12 @@ pub struct Conditions {
     /// Globs over the executables of the ancestors (any ancestor).
     #[serde(default)]
     pub ancestor_exe: Vec<Pattern>,
+    /// For rules that let requests through (allow, `record: metadata`): whether an
+    /// executable only matches `exe`/`ancestor_exe` when its path is trusted to name the
+    /// file it runs (root-owned file and directories, the same inode; `identity/exefile.rs`).
+    /// Default: yes. Rules that restrict match the path whatever the file.
+    #[serde(default)]
+    pub trusted_exe: Option<bool>,
     /// cgroup-v2 path globs.
     #[serde(default)]
     pub cgroup: Vec<Pattern>,

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use serde::Serialize;
 
 use crate::{
-    identity::{CiSource, ProcessIdentity},
+    identity::{CiSource, ExeTrust, ProcessIdentity},
     oidc::JobIdentity,
 };
 
@@ -46,8 +46,12 @@ pub struct Subject {
     pub uid: u32,
     pub user: Option<String>,
     pub exe: Option<String>,
+    /// Whether `exe` names the file the process runs in a way a non-root user cannot fake.
+    pub exe_trust: ExeTrust,
     pub argv: Vec<String>,
     pub ancestor_exes: Vec<String>,
+    /// The same for each of `ancestor_exes` (same order); a missing entry is unknown.
+    pub ancestor_trust: Vec<ExeTrust>,
     pub cgroup: Option<String>,
     /// The runner-rooted CI context (empty without a trusted runner).
     pub ci: BTreeMap<String, String>,
@@ -80,6 +84,15 @@ impl Subject {
     pub fn unknown(&self, fact: Fact) -> Option<&str> {
         self.unknown.get(&fact).map(String::as_str)
     }
+
+    /// Each known ancestor executable with whether its path is trusted (`None`: not
+    /// checked, so unknown).
+    pub fn ancestors(&self) -> impl Iterator<Item = (&str, Option<&ExeTrust>)> {
+        self.ancestor_exes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.as_str(), self.ancestor_trust.get(i)))
+    }
 }
 
 impl From<&ProcessIdentity> for Subject {
@@ -88,8 +101,15 @@ impl From<&ProcessIdentity> for Subject {
             uid: p.uid,
             user: p.user.clone(),
             exe: p.exe.clone(),
+            exe_trust: p.exe_trust.clone(),
             argv: p.argv.clone(),
             ancestor_exes: p.ancestry.iter().filter_map(|a| a.exe.clone()).collect(),
+            ancestor_trust: p
+                .ancestry
+                .iter()
+                .filter(|a| a.exe.is_some())
+                .map(|a| a.exe_trust.clone())
+                .collect(),
             cgroup: p.cgroup.clone(),
             ci: p.ci.clone(),
             ci_unavailable: match &p.ci_source {
@@ -170,11 +190,15 @@ mod tests {
                 tgid: 30,
                 exe: Some("/bin/sh".into()),
                 argv: vec![],
+                exe_file: None,
+                exe_trust: ExeTrust::Trusted,
             },
             Ancestor {
                 tgid: 1,
                 exe: Some("/sbin/init".into()),
                 argv: vec![],
+                exe_file: None,
+                exe_trust: ExeTrust::Trusted,
             },
         ];
         p

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::*;
 use crate::gate::Request;
+use crate::identity::ExeTrust;
 
 /// A policy with two targets and `rules` (one YAML flow mapping each).
 fn policy_of(rules: &[&str]) -> Policy {
@@ -28,8 +29,10 @@ fn ci_subject() -> Subject {
         uid: 1001,
         user: Some("ci".into()),
         exe: Some("/usr/bin/psql".into()),
+        exe_trust: ExeTrust::Trusted,
         argv: vec!["psql".into(), "-h".into(), "db".into()],
         ancestor_exes: vec!["/bin/bash".into(), "/usr/bin/gitlab-runner".into()],
+        ancestor_trust: vec![ExeTrust::Trusted, ExeTrust::Trusted],
         cgroup: Some("/system.slice/gitlab-runner.service".into()),
         ci: [("CI_PROJECT_PATH".to_string(), "infra/deploy".to_string())].into(),
         ci_unavailable: None,
@@ -512,6 +515,59 @@ fn unknown_identity_facts_apply_restrictions_and_grant_nothing() {
     assert_eq!(
         decide(&anc, "pg", &ci_subject(), &Request::Session),
         ("allow".into(), Some("runner-jobs".into()))
+    );
+}
+
+/// A path that only looks like a runner's (a copy under its name, a file
+/// that could not be checked) does not satisfy an allow rule; it still
+/// triggers a block rule; `trusted_exe: false` goes by the path alone.
+#[test]
+fn allow_rules_count_only_trusted_executables() {
+    let p = policy_of(&[
+        "{name: runner-jobs, action: allow, match: {target: [other], ancestor_exe: ['**/gitlab-runner']}}",
+        "{name: psql-ok, action: allow, match: {target: [other], exe: ['/usr/bin/psql']}}",
+        "{name: by-name, action: allow, match: {target: [pg], exe: ['**/psql'], trusted_exe: false}}",
+        "{name: no-fake, action: block, match: {target: [pg], ancestor_exe: ['/tmp/**']}}",
+    ]);
+    let copied = || ExeTrust::Untrusted {
+        reason: "directory /tmp is writable by group or others".into(),
+    };
+    let mut fake = ci_subject();
+    fake.ancestor_exes = vec!["/bin/bash".into(), "/tmp/gitlab-runner".into()];
+    fake.ancestor_trust = vec![ExeTrust::Trusted, copied()];
+    fake.exe_trust = copied();
+    assert_eq!(
+        decide(&p, "other", &fake, &Request::Session),
+        ("block".into(), None)
+    );
+    let why = p.explain(p.target_named("other").unwrap(), &fake, &Request::Session);
+    assert!(
+        why.steps.iter().any(|s| s.why.contains("not trusted")),
+        "{:?}",
+        why.steps
+    );
+    assert_eq!(
+        decide(&p, "other", &ci_subject(), &Request::Session),
+        ("allow".into(), Some("runner-jobs".into()))
+    );
+    // Not checked (exited): unknown, so an allow rule does not apply.
+    let mut unchecked = ci_subject();
+    unchecked.ancestor_trust = vec![ExeTrust::Trusted];
+    unchecked.exe_trust = ExeTrust::default();
+    assert_eq!(
+        decide(&p, "other", &unchecked, &Request::Session),
+        ("block".into(), None)
+    );
+    // Block rules go by the path; an opted-out allow rule too.
+    assert_eq!(
+        decide(&p, "pg", &fake, &Request::Session),
+        ("block".into(), Some("no-fake".into()))
+    );
+    let mut renamed = ci_subject();
+    renamed.exe_trust = copied();
+    assert_eq!(
+        decide(&p, "pg", &renamed, &Request::Session),
+        ("allow".into(), Some("by-name".into()))
     );
 }
 

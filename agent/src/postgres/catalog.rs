@@ -76,6 +76,11 @@ fn read_ref(row: &[Option<String>]) -> Option<(String, BaseRef)> {
 }
 
 impl Catalog {
+    /// The target the session serves.
+    pub(crate) fn target(&self) -> &PgTarget {
+        &self.target
+    }
+
     /// A catalog for `target`, connecting with the session's user and database.
     pub(crate) fn new(target: PgTarget, params: Vec<(String, String)>) -> Catalog {
         let params = params

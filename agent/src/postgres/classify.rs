@@ -12,6 +12,7 @@ use pg_query::protobuf::{DropBehavior, ObjectType, VariableSetKind};
 use crate::gate::StatementClass as C;
 
 mod body;
+mod budget;
 mod cache;
 #[cfg(test)]
 mod evasion_tests;
@@ -22,6 +23,8 @@ mod redact;
 mod tests;
 mod walk;
 
+pub use budget::ClassifyBudget;
+pub(crate) use budget::SessionClassifier;
 pub(crate) use cache::ClassifyCache;
 pub use functions::is_dangerous_function;
 pub use redact::redact;

@@ -1,6 +1,8 @@
 //! Framing: splits a byte stream into PostgreSQL messages, checking each
 //! declared length against the protocol minimum and a configured maximum
-//! before buffering the body. Typing lives in `message/`.
+//! before buffering the body. Memory grows with the bytes that arrive,
+//! never with what a peer declares: a header claiming 64 MiB costs nothing
+//! until the bytes come. Typing lives in `message/`.
 
 use std::collections::VecDeque;
 
@@ -9,8 +11,18 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::ProtocolError;
 
-/// Default cap on one message (PostgreSQL's own limit for most messages is 1 GB).
+/// Default cap on one message after startup (PostgreSQL's own limit for
+/// most messages is 1 GB; a proxy that buffers each message whole keeps a
+/// lower one, see `--pg-max-message-mib`).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// The largest startup-phase message (startup packet, SSLRequest,
+/// GSSENCRequest, CancelRequest): PostgreSQL's `MAX_STARTUP_PACKET_LENGTH`.
+pub const MAX_STARTUP_PACKET: usize = super::startup::MAX_STARTUP_PACKET as usize;
+
+/// Most buffer space added per read while a message is incomplete, so
+/// memory follows the bytes that arrived rather than the declared length.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// One whole message: its type byte (0 for startup-phase messages, which have
 /// none) and its original bytes, type byte and length included.
@@ -164,9 +176,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     async fn read(&mut self, tagged: bool) -> Result<Option<Frame>, ReadError> {
+        // Before authentication nobody may make interlock buffer more than
+        // the server itself would read.
+        let max = if tagged {
+            self.max
+        } else {
+            self.max.min(MAX_STARTUP_PACKET)
+        };
         loop {
-            if let Some(frame) = split_frame(&mut self.buf, tagged, self.max)? {
+            if let Some(frame) = split_frame(&mut self.buf, tagged, max)? {
                 return Ok(Some(frame));
+            }
+            if self.buf.capacity() == self.buf.len() {
+                self.buf.reserve(READ_CHUNK);
             }
             let n = self.io.read_buf(&mut self.buf).await?;
             if n == 0 {
@@ -196,7 +218,8 @@ pub enum ReadError {
 }
 
 /// Takes one whole message off the front of `buf` if it is complete.
-/// Checks the declared length before waiting for (or reserving) the body.
+/// Checks the declared length before waiting for the body; reserves
+/// nothing for it (the reader grows its buffer as bytes arrive).
 pub fn split_frame(
     buf: &mut BytesMut,
     tagged: bool,
@@ -239,7 +262,6 @@ pub fn split_frame(
         });
     }
     if buf.len() < total {
-        buf.reserve(total - buf.len());
         return Ok(None);
     }
     let raw = buf.split_to(total).freeze();
@@ -449,6 +471,36 @@ mod tests {
         assert!(!r.has_frame());
         r.buf.extend_from_slice(&f.raw()[f.raw().len() - 1..]);
         assert!(r.has_frame());
+    }
+
+    #[tokio::test]
+    async fn declared_lengths_reserve_nothing() {
+        // A header declaring 60 MiB and a few bytes of body: the buffer
+        // holds what arrived plus at most one read chunk.
+        let data: &[u8] = b"Q\x03\xc0\0\0select";
+        let mut r = FrameReader::new(data, DEFAULT_MAX_FRAME);
+        let err = r.read_frame().await.unwrap_err().to_string();
+        assert!(err.contains("11 bytes received"), "{err}");
+        assert_eq!(r.buffered(), 11);
+        assert!(
+            r.buf.capacity() <= 8192 + READ_CHUNK,
+            "{}",
+            r.buf.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn startup_messages_are_capped_like_postgres() {
+        // 10 001 bytes declared: refused at once, whatever the reader's cap.
+        let data: &[u8] = b"\0\0\x27\x11\0\x03\0\0";
+        let mut r = FrameReader::new(data, DEFAULT_MAX_FRAME);
+        let err = r.read_startup().await.unwrap_err().to_string();
+        assert!(err.contains("above the limit of 10000"), "{err}");
+        // Exactly the limit is read.
+        let mut ok = vec![0u8; MAX_STARTUP_PACKET];
+        ok[..4].copy_from_slice(&(MAX_STARTUP_PACKET as u32).to_be_bytes());
+        let mut r = FrameReader::new(&ok[..], DEFAULT_MAX_FRAME);
+        assert_eq!(r.read_startup().await.unwrap().unwrap().raw().len(), 10_000);
     }
 
     #[tokio::test]

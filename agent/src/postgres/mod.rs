@@ -28,8 +28,10 @@ mod tls;
 
 pub use ca::{CaError, PgCa};
 pub use cancel::CancelRegistry;
+pub use classify::ClassifyBudget;
 pub use error::{PgError, ProtocolError};
 pub use job_token::AskToken;
+pub(crate) use legs::fatal;
 pub use mask::{MASK_KEY_FILE, MaskKey, MaskKeyError};
 pub use session::serve;
 pub use target::{

@@ -11,7 +11,9 @@ use tokio::sync::watch;
 
 use super::{
     catalog::Catalog,
-    classify::{Classified, ClassifyCache, Reads, classify_with},
+    classify::{
+        Classified, ClassifyBudget, ClassifyCache, Reads, SessionClassifier, classify_with,
+    },
     decide::Decision,
     encoding::ClientEncoding,
     error::{PgError, ProtocolError},
@@ -49,6 +51,9 @@ pub(crate) struct Relay<'a> {
     pub(crate) encoding: ClientEncoding,
     /// Recently classified SQL, by the client's bytes.
     classified: ClassifyCache,
+    /// Long texts are classified off the runtime, within this budget.
+    budget: ClassifyBudget,
+    classifier: SessionClassifier,
     /// The session's standard_conforming_strings (off: backslashes escape
     /// in every string literal, and the grammar must read them so).
     standard_strings: bool,
@@ -90,6 +95,8 @@ impl<'a> Relay<'a> {
         Relay {
             legs,
             key: catalog.mask_key(),
+            budget: catalog.target().classify.clone(),
+            classifier: SessionClassifier::default(),
             catalog,
             gate,
             cancel,
@@ -222,18 +229,28 @@ impl<'a> Relay<'a> {
     }
 
     /// Classifies SQL as the server will read it: converted from the
-    /// client's encoding. Text that cannot be converted is one
-    /// `unparseable` statement (policies decide; fail closed).
-    fn classify(&mut self, sql: &WireStr) -> Vec<Classified> {
-        let (encoding, standard) = (&self.encoding, self.standard_strings);
-        self.classified
-            .get(sql.as_bytes(), || match encoding.decode(sql.as_bytes()) {
+    /// client's encoding. Text that cannot be converted, or over the
+    /// classification budget, is one `unparseable` statement (policies
+    /// decide; fail closed).
+    async fn classify(&mut self, sql: &WireStr) -> Vec<Classified> {
+        if let Some(hit) = self.classified.lookup(sql.as_bytes()) {
+            return hit;
+        }
+        let (encoding, standard) = (self.encoding, self.standard_strings);
+        let bytes = sql.as_bytes().to_vec();
+        let len = bytes.len();
+        let fresh = self
+            .classifier
+            .run(&self.budget, len, move || match encoding.decode(&bytes) {
                 Some(text) => classify_with(&text, standard),
                 None => vec![Classified::other(
-                    sql.lossy().trim().to_string(),
+                    String::from_utf8_lossy(&bytes).trim().to_string(),
                     vec![StatementClass::Unparseable],
                 )],
             })
+            .await;
+        self.classified.store(sql.as_bytes(), &fresh);
+        fresh
     }
 
     /// Adds what the functions each statement calls do (looked up in the
@@ -272,7 +289,7 @@ impl<'a> Relay<'a> {
     async fn on_client(&mut self, frame: Frame) -> Result<bool, PgError> {
         match FrontendMessage::decode(&frame).map_err(proto(Side::Client))? {
             FrontendMessage::Query { sql } => {
-                let mut stmts = self.classify(&sql);
+                let mut stmts = self.classify(&sql).await;
                 self.resolve_calls(&mut stmts).await;
                 match self.decide_all(&stmts).await? {
                     Decision::Allowed(masks) => {
@@ -293,7 +310,7 @@ impl<'a> Relay<'a> {
                 sql,
                 param_types,
             } => {
-                let mut stmts = self.classify(&sql);
+                let mut stmts = self.classify(&sql).await;
                 self.resolve_calls(&mut stmts).await;
                 match self.decide_parse(&name, &stmts).await? {
                     Decision::Allowed(masks) => {

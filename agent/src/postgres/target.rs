@@ -116,8 +116,11 @@ pub struct PgTarget {
     /// Database to connect to instead of the client's choice.
     pub database: Option<String>,
     pub tls: UpstreamTls,
-    /// Largest message accepted from either side, in bytes.
+    /// Largest message accepted from either side after startup, in bytes
+    /// (startup-phase messages: PostgreSQL's 10 000).
     pub max_frame: usize,
+    /// How big a statement is classified, and for how long.
+    pub classify: super::ClassifyBudget,
     /// Where the certificate interlock presents to clients that ask for
     /// TLS comes from; `None` answers SSLRequest 'N'.
     pub client_tls: Option<ClientTls>,
@@ -183,6 +186,7 @@ impl PgTarget {
             database: None,
             tls: UpstreamTls::Disable,
             max_frame: DEFAULT_MAX_FRAME,
+            classify: super::ClassifyBudget::default(),
             client_tls: None,
             mask_key: None,
             ask_token: None,

@@ -202,14 +202,15 @@ impl ChannelTask {
                     });
                     self.reply(want_reply, ok).await;
                 }
+                // Answered by the session's handler (`env_request`), not here: russh
+                // hands every `env` on as `want_reply: true`, and a reply sent through
+                // the handle goes to whichever request of the channel is last, which
+                // after OpenSSH's `env` (sent without want_reply) is its exec.
                 ChannelMsg::SetEnv {
-                    want_reply,
                     variable_name,
                     variable_value,
-                } => {
-                    let ok = self.env(variable_name, variable_value).await;
-                    self.reply(want_reply, ok).await;
-                }
+                    ..
+                } => self.env(variable_name, variable_value).await,
                 ChannelMsg::WindowChange {
                     col_width,
                     row_height,
@@ -258,9 +259,10 @@ impl ChannelTask {
     /// An `env` request, relayed only if the target's `upstream.env` lists
     /// the name: with sshd's `AcceptEnv`, `LD_PRELOAD`, `BASH_ENV` or
     /// `GIT_SSH_COMMAND` would choose what runs on the server past every
-    /// command rule. Recorded either way (a refused one by name only);
-    /// refused gets a failure reply and the channel goes on.
-    async fn env(&mut self, name: String, value: String) -> bool {
+    /// command rule. Recorded either way (a refused one by name only); the
+    /// channel goes on. The client's reply, if it asked for one, was given
+    /// by the handler from the same `upstream.env` check.
+    async fn env(&mut self, name: String, value: String) {
         let allowed = self.ctx.target.env_allowed(&name);
         let record = Record::Env {
             name: name.clone(),
@@ -269,11 +271,11 @@ impl ChannelTask {
         };
         self.ctx.gate.record(record).await;
         if !allowed {
-            return false;
+            return;
         }
-        match self.up().await {
-            Ok((_, w)) => w.set_env(false, name, value).await.is_ok(),
-            Err(_) => false,
+        if let Ok((_, w)) = self.up().await {
+            // Relayed without want_reply: the client has had its answer.
+            let _ = w.set_env(false, name, value).await;
         }
     }
 

@@ -3,28 +3,28 @@
 //! recorded (asciicast) and its typed lines reconstructed; an sftp
 //! subsystem has each file operation decided and recorded.
 //!
-//! The two directions run concurrently: a direction waiting for window
-//! space (or for a held sftp operation) never stops this relay from
-//! reading the other direction's channel.
+//! Why it cannot deadlock: the two directions run concurrently, so a
+//! direction waiting for window space (or for a held sftp operation) never
+//! stops this relay from reading the other direction's channel; and the
+//! russh in use (`vendor/russh`, see its INTERLOCK-PATCH.md) grants a
+//! peer new channel window only for the bytes this relay has *taken out*
+//! of the channel, and its session loop never waits for room in a
+//! channel's queue for data. So what a peer may send is bounded by the
+//! window (at most one window per channel queued here, plus the one
+//! message each direction holds while it waits to write), backpressure
+//! reaches the peer through SSH flow control, and each session's loop keeps
+//! reading its peer, WINDOW_ADJUSTs included, whatever the relay is
+//! waiting for. A direction therefore waits only for the window of the
+//! other peer, which that peer grants as it consumes; nothing waits for
+//! a loop that waits for it.
 //!
-//! KNOWN DEADLOCK (issue 13, not fixed): that is not enough to make the
-//! relay full-duplex, because russh 0.65 does not flow-control a channel
-//! by its window. Each session's event loop grants the peer new window
-//! as soon as data *arrives* (`adjust_window_size` on receipt, not on
-//! consumption) and then awaits room in the channel's bounded message
-//! queue (`channel_buffer_size`). So the only backpressure is that whole
-//! loop stopping, and while it is stopped it does not read that peer's
-//! WINDOW_ADJUSTs either. With both directions saturated and a client
-//! that stops reading for a while (`relay_flow`
-//! `ssh_exec_both_ways_with_a_client_that_reads_slower_than_it_writes`):
-//! client->upstream waits for the server's window, which the upstream
-//! loop cannot read because it waits for room in this relay's
-//! upstream->client queue; upstream->client waits for the client's
-//! window, which the client loop cannot read because it waits for room in
-//! the client->upstream queue. Nothing moves again. Buffering more here
-//! only moves the point where it happens (the window is granted on
-//! receipt, so nothing bounds what a peer may send). The fix needs window
-//! grants on consumption in russh (a patched russh, or upstream support).
+//! With russh as published (window granted on receipt, then the session
+//! loop awaiting room in a bounded queue), both directions saturated and a
+//! client that reads slower than it writes stopped both loops for good
+//! (issue 13; `relay_flow`
+//! `ssh_exec_both_ways_with_a_client_that_reads_slower_than_it_writes`).
+//! The forwarding relays (`forward::pipe`, for direct-tcpip and
+//! reverse-forwarded channels) rest on the same two properties.
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},

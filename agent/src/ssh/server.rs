@@ -1,9 +1,17 @@
 //! The client side: a russh server that terminates the client's SSH
 //! connection, decides the session with the gate during authentication,
 //! connects upstream on the first channel and hands each channel to its
-//! own task.
+//! own task. The client leg is bounded as sshd bounds it: a grace time to
+//! present a credential, keepalives that drop a peer that stopped
+//! answering, and a cap on channels open at once.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use russh::{
     Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet,
@@ -20,6 +28,19 @@ use crate::gate::{Gate, Held, HoldOutcome, Record, Request, Side, Verdict};
 
 /// How long a finished session waits for its channel tasks to record their last words.
 const CHANNELS_FINISH: Duration = Duration::from_secs(10);
+
+/// How long a client may take from connect to presenting a credential
+/// interlock accepts (sshd's `LoginGraceTime`); the wait for a held
+/// session's approval after that does not count.
+const AUTH_GRACE: Duration = Duration::from_secs(120);
+
+/// Keepalives: a client that leaves this many unanswered, one every
+/// interval, is disconnected (sshd's `ClientAliveInterval`/`CountMax`).
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
+const KEEPALIVE_MAX: usize = 4;
+
+/// Channels (sessions and forwardings) one connection may have open at once.
+const MAX_CHANNELS: usize = 64;
 
 /// The ciphers offered to jobs' clients: AES-GCM only. In SSH the client's order decides, and
 /// OpenSSH's default order starts with ChaCha20-Poly1305, which costs the daemon (it decrypts
@@ -87,6 +108,9 @@ struct ClientSide {
     watch: Option<TcpStream>,
     /// What the session decision told the client, when it was made after the banner.
     refusal: Option<String>,
+    /// A credential was presented and accepted for a decision (ends the
+    /// authentication grace time).
+    admitted: Arc<AtomicBool>,
 }
 
 /// Proxies one client connection that was redirected to interlock: the
@@ -120,8 +144,11 @@ pub async fn serve(
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![target.host_identity.key.clone()],
         certificates: target.host_identity.certificate.iter().cloned().collect(),
-        // A held request can wait for hours without traffic; dead peers end by TCP.
+        // A held request can wait for hours without traffic: no inactivity
+        // timeout, but a peer that stops answering keepalives is dropped.
         inactivity_timeout: None,
+        keepalive_interval: Some(KEEPALIVE_EVERY),
+        keepalive_max: KEEPALIVE_MAX,
         preferred: russh::Preferred {
             cipher: std::borrow::Cow::Borrowed(CLIENT_LEG_CIPHERS),
             ..russh::Preferred::DEFAULT
@@ -139,15 +166,32 @@ pub async fn serve(
         upstream: Mutex::new(None),
         tasks: tokio_util::task::TaskTracker::new(),
     });
+    let admitted = Arc::new(AtomicBool::new(false));
     let handler = ClientSide {
         ctx: Arc::clone(&ctx),
         state: SessionState::Undecided,
         user: String::new(),
         watch: watcher(&client),
         refusal: None,
+        admitted: Arc::clone(&admitted),
     };
     let running = server::run_stream(Arc::new(config), client, handler).await?;
+    let handle = running.handle();
+    let grace = tokio::spawn(async move {
+        tokio::time::sleep(AUTH_GRACE).await;
+        if !admitted.load(Ordering::Relaxed) {
+            let why = format!(
+                "interlock: no accepted credential within {} s",
+                AUTH_GRACE.as_secs()
+            );
+            tracing::warn!("{why}; disconnecting");
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, why, "en".into())
+                .await;
+        }
+    });
     let result = running.await;
+    grace.abort();
     if let Some(up) = ctx.upstream.lock().await.take() {
         let _ = up
             .disconnect(russh::Disconnect::ByApplication, "", "en")
@@ -172,6 +216,7 @@ impl ClientSide {
     /// Accepts an authentication attempt if the session is allowed, waiting
     /// for a held session's outcome.
     async fn admit(&mut self, user: &str) -> Auth {
+        self.admitted.store(true, Ordering::Relaxed);
         if self.user.is_empty() {
             self.user = user.to_string();
             self.login(user).await;
@@ -257,6 +302,21 @@ impl ClientSide {
     /// the job token or the login), not before the banner.
     fn decides_at_login(&self) -> bool {
         self.ctx.target.client_auth.job_token || self.ctx.target.decide_at_login
+    }
+
+    /// The refusal for a channel over [`MAX_CHANNELS`] (each open channel
+    /// is a task of the session).
+    fn too_many_channels(&self) -> Option<ChannelOpenFailure> {
+        if self.ctx.tasks.len() < MAX_CHANNELS {
+            return None;
+        }
+        tracing::warn!(session = %self.ctx.id, limit = MAX_CHANNELS, "ssh channel refused: too many open");
+        Some(ChannelOpenFailure::Other {
+            code: 4, // SSH_OPEN_RESOURCE_SHORTAGE
+            reason: format!(
+                "interlock: limit of {MAX_CHANNELS} open channels per connection reached"
+            ),
+        })
     }
 
     /// The refusal to tell the client, when the session was refused after authentication.
@@ -370,6 +430,10 @@ impl server::Handler for ClientSide {
             let _ = session.disconnect(russh::Disconnect::ByApplication, &why, "en");
             return Ok(());
         }
+        if let Some(why) = self.too_many_channels() {
+            reply.reject(why).await;
+            return Ok(());
+        }
         let upstream = match self.ctx.upstream(&self.user).await {
             Ok(up) => up,
             Err(e) => {
@@ -381,6 +445,25 @@ impl server::Handler for ClientSide {
         let task =
             channel::ChannelTask::new(Arc::clone(&self.ctx), channel, session.handle(), upstream);
         self.ctx.tasks.spawn(task.run());
+        Ok(())
+    }
+
+    /// Answers an `env` request by the target's `upstream.env`; the channel's task records
+    /// it and relays an allowed one. The answer is given here because only here does russh
+    /// still know whether the client wants one: OpenSSH sends `env` without want_reply, and
+    /// an unwanted failure would be read as the answer to the exec that follows.
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.ctx.target.env_allowed(variable_name) {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
         Ok(())
     }
 
@@ -499,6 +582,10 @@ impl ClientSide {
                     reason: why,
                 })
                 .await;
+            return;
+        }
+        if let Some(why) = self.too_many_channels() {
+            reply.reject(why).await;
             return;
         }
         let upstream = match self.ctx.upstream(&self.user).await {

@@ -7,9 +7,9 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::daemon::Daemon;
 use super::rig::Rig;
 use super::scenario::{Better, DaemonPolicy, Measurement, Metric, Scenario, Variant, metric};
+use interlock_harness::Daemon;
 
 const METRICS: &[Metric] = &[
     metric("rate", "events/s", "/s", Better::Higher),

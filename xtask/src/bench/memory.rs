@@ -12,9 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::daemon::Daemon;
 use super::rig::Rig;
 use super::scenario::{Better, Measurement, Metric, Scenario, metric};
+use interlock_harness::Daemon;
+use interlock_harness::postgres::{DATABASE, PASSWORD, ROLE};
 
 const METRICS: &[Metric] = &[
     metric("open_rate", "connections opened/s", "/s", Better::Higher),
@@ -55,15 +56,15 @@ impl Scenario for IdleConnections {
         let before = pid.map(vm_rss_of).transpose()?;
         let pg = rig.pg();
         let args = [
-            pg.addr().to_string(),
-            super::pgserver::ROLE.to_owned(),
-            super::pgserver::DATABASE.to_owned(),
+            pg.addr.to_string(),
+            ROLE.to_owned(),
+            DATABASE.to_owned(),
             self.count.to_string(),
             "--concurrency".to_owned(),
             CONCURRENCY.to_string(),
         ];
         let mut cmd = rig.in_cgroup(&rig.helper("pgconns"), &args);
-        cmd.env("PGPASSWORD", pg.password())
+        cmd.env("PGPASSWORD", PASSWORD)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -94,7 +95,7 @@ impl Scenario for IdleConnections {
             );
         }
         if let Some(daemon) = daemon
-            && daemon.sessions_started() == 0
+            && daemon.count_events("session_started") == 0
         {
             bail!("the daemon recorded no session: the connections were not proxied");
         }

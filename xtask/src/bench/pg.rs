@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::daemon::Daemon;
 use super::rig::Rig;
 use super::scenario::{Better, DaemonPolicy, Measurement, Metric, Scenario, metric};
+use interlock_harness::Daemon;
+use interlock_harness::postgres::{DATABASE, PASSWORD, ROLE};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -101,7 +102,7 @@ impl Scenario for PgBench {
             args.push(format!("--log-prefix={}", logs.join("txn").display()));
         }
         let mut cmd = rig.in_cgroup(Path::new(PG_BIN).join("pgbench").as_path(), &args);
-        rig.pg().client_env(&mut cmd);
+        client_env(rig, &mut cmd);
         cmd.current_dir(&logs).stdin(Stdio::null());
         let out = cmd.output().context("cannot start pgbench")?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -217,7 +218,7 @@ impl Scenario for PgRows {
         ]
         .map(str::to_owned);
         let mut cmd = rig.in_cgroup(Path::new(PG_BIN).join("psql").as_path(), &args);
-        rig.pg().client_env(&mut cmd);
+        client_env(rig, &mut cmd);
         cmd.stdin(Stdio::null());
         let started = Instant::now();
         let out = cmd.output().context("cannot start psql")?;
@@ -247,7 +248,7 @@ impl Scenario for PgRows {
 fn expect_statements(daemon: &Daemon) -> Result<()> {
     // Events reach the log within 100 ms.
     std::thread::sleep(Duration::from_millis(300));
-    if daemon.events_of_type("statement") == 0 {
+    if daemon.count_events("statement") == 0 {
         bail!("the daemon recorded no statement: the client was not proxied");
     }
     Ok(())
@@ -338,6 +339,20 @@ pub(crate) fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
     )]
     let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
     values.get(rank - 1).copied()
+}
+
+/// The libpq environment of the bench's clients: the rig's server over TCP as the test role
+/// with its password, no TLS or GSS negotiation, nothing from a service file.
+fn client_env(rig: &Rig, cmd: &mut std::process::Command) {
+    let pg = rig.pg();
+    cmd.env("PGPASSWORD", PASSWORD)
+        .env("PGSSLMODE", "disable")
+        .env("PGGSSENCMODE", "disable")
+        .env("PGHOST", pg.addr.ip().to_string())
+        .env("PGPORT", pg.addr.port().to_string())
+        .env("PGUSER", ROLE)
+        .env("PGDATABASE", DATABASE)
+        .env_remove("PGSERVICE");
 }
 
 #[cfg(test)]

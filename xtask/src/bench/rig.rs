@@ -1,27 +1,37 @@
-//! The bench's fixed surroundings for one run: a scratch directory with the policy, a fresh
-//! scope cgroup, two loopback echo servers (one a policy target, one not) and the way to run
-//! `loadgen` inside the cgroup. Dropping the rig removes what it created.
+//! The bench's fixed surroundings for one run, built from the shared fixtures
+//! (`interlock-harness`, the same the integration tests use): a scratch directory with the
+//! policies, a fresh scope cgroup, two loopback echo servers (one a policy target, one not),
+//! PostgreSQL and sshd, and the way to run `loadgen` inside the cgroup. Dropping the rig
+//! removes what it created.
 
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use interlock_harness::postgres::{DATABASE, ROLE};
+use interlock_harness::{ByteEcho, Daemon, DaemonSpec, PgServer, Policy, Sshd, TestCgroup};
 use serde::Deserialize;
 
-use super::daemon::{self, Daemon};
-use super::pgserver::{self, PgServer};
 use super::scenario::DaemonPolicy;
-use super::sshserver::{self, SshServer};
 use crate::util::{self, Workspace};
 
-/// Threads accepting on each echo server: enough that a connection the daemon keeps open a
-/// little longer never delays the next one.
-const ECHO_WORKERS: usize = 4;
+/// Where the bench's PostgreSQL listens.
+const PG_ADDRESS: &str = "127.0.0.5";
+/// Where the bench's sshd listens.
+const SSH_ADDRESS: &str = "127.0.0.40";
+/// Enough for the connection-count scenarios.
+const PG_MAX_CONNECTIONS: u32 = 1_100;
+/// pgbench's data set: scale 1 (100 000 accounts).
+const PGBENCH_SCALE: &str = "1";
+/// sshd settings for back-to-back connections and a mux master.
+const SSHD_EXTRA: &str = "MaxStartups 100:30:200\nMaxSessions 100\nUseDNS no";
+/// Quiet time after readiness and after detaching, so neither the daemon's start-up work nor
+/// the kernel's release of its programs overlaps a measurement.
+const SETTLE: Duration = Duration::from_millis(150);
 
 /// What `loadgen` prints: one JSON line per invocation.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -51,24 +61,26 @@ pub(crate) struct Latency {
 pub(crate) struct Rig {
     interlock: PathBuf,
     loadgen: PathBuf,
-    instance: String,
     /// Not a policy target.
     plain: SocketAddr,
     /// The policy's tcp target.
     target: SocketAddr,
     /// The policy's postgres target. Stopped before the scratch directory goes.
     pg: PgServer,
-    /// The policy's ssh target. Stopped before the scratch directory goes.
-    ssh: SshServer,
+    /// The policy's ssh target, with a directory for scp's uploads.
+    ssh: Sshd,
+    /// The two policies' text, checked with `interlock policy check`.
+    standard: String,
+    masking: String,
     /// Names of the directories handed out by [`Rig::fresh_dir`].
     runs: std::cell::Cell<u32>,
     // Dropped after the fields above, in this order: the cgroup, then the directory.
-    cgroup: Cgroup,
-    dir: ScratchDir,
+    cgroup: TestCgroup,
+    dir: tempfile::TempDir,
 }
 
 impl Rig {
-    /// Creates the scratch directory, cgroup, servers and policy for instance `bench-<pid>`.
+    /// Creates the scratch directory, cgroup, servers and policies.
     pub(crate) fn new(ws: &Workspace) -> Result<Rig> {
         let release = ws.target_dir().join("release");
         let interlock = ws.interlock_bin(true);
@@ -83,32 +95,42 @@ impl Rig {
                 bail!("{} is missing after the release build", bin.display());
             }
         }
-        let id = std::process::id();
-        let dir = ScratchDir::create(std::env::temp_dir().join(format!("interlock-bench-{id}")))?;
-        let cgroup = Cgroup::create(&format!("interlock-bench-{id}"))?;
-        let plain = start_echo("127.0.0.2:0")?;
-        let target = start_echo("127.0.0.2:0")?;
-        eprintln!("bench: starting PostgreSQL 15 on {}", pgserver::ADDRESS);
-        let pg = PgServer::start(&dir.path).context("cannot start the bench's PostgreSQL")?;
-        eprintln!("bench: starting sshd on {}", sshserver::ADDRESS);
-        let ssh = SshServer::start(&dir.path).context("cannot start the bench's sshd")?;
-        for (file, masking) in [(STANDARD_POLICY, false), (MASKING_POLICY, true)] {
-            let path = dir.path.join(file);
-            let mut text = policy(target, pg.addr(), pg.password_file(), masking);
-            text = with_ssh_target(&text, &ssh);
+        let dir = interlock_harness::scratch("interlock-bench")
+            .context("cannot create the bench's scratch directory")?;
+        let cgroup = TestCgroup::new("bench")?;
+        let plain = ByteEcho::start_default("127.0.0.2:0")?.addr;
+        let target = ByteEcho::start_default("127.0.0.2:0")?.addr;
+        eprintln!("bench: starting PostgreSQL 15 on {PG_ADDRESS}");
+        let pg = start_pg().context("cannot start the bench's PostgreSQL")?;
+        eprintln!("bench: starting sshd on {SSH_ADDRESS}");
+        let ssh =
+            Sshd::start_with(SSH_ADDRESS, SSHD_EXTRA).context("cannot start the bench's sshd")?;
+        fs::create_dir_all(ssh.dir.join("remote"))?;
+        let password = pg.password_file()?;
+        let standard = Policy::new()
+            .tcp("bench", &[target])
+            .postgres("bench-pg", &pg, &password)
+            .ssh("bench-ssh", &ssh);
+        let masking = standard.clone().rules(
+            "  - name: bench-mask\n    match: { target: [bench-pg] }\n    action: mask\n    mask: { detectors: [email] }\n",
+        );
+        let (standard, masking) = (standard.yaml(), masking.yaml());
+        for (name, text) in [("policy.yaml", &standard), ("policy-mask.yaml", &masking)] {
+            let path = dir.path().join(name);
             fs::write(&path, text).context("cannot write the bench policy")?;
             let mut check = Command::new(&interlock);
             check.args(["policy", "check"]).arg(&path);
-            pgserver::run_quiet(&mut check).context("the bench policy does not validate")?;
+            run_quiet(&mut check).context("the bench policy does not validate")?;
         }
         Ok(Rig {
             interlock,
             loadgen,
-            instance: format!("bench-{id}"),
             plain,
             target,
             pg,
             ssh,
+            standard,
+            masking,
             runs: std::cell::Cell::new(0),
             cgroup,
             dir,
@@ -131,7 +153,7 @@ impl Rig {
     }
 
     /// The bench's sshd.
-    pub(crate) fn ssh(&self) -> &SshServer {
+    pub(crate) fn ssh(&self) -> &Sshd {
         &self.ssh
     }
 
@@ -142,7 +164,7 @@ impl Rig {
 
     /// The scratch directory (removed with the rig).
     pub(crate) fn scratch(&self) -> &Path {
-        &self.dir.path
+        self.dir.path()
     }
 
     /// A release binary of the workspace (a bench helper from `tests/src/bin`).
@@ -154,63 +176,47 @@ impl Rig {
     pub(crate) fn fresh_dir(&self, prefix: &str) -> Result<PathBuf> {
         let n = self.runs.get() + 1;
         self.runs.set(n);
-        let path = self.dir.path.join(format!("{prefix}-{n}"));
+        let path = self.dir.path().join(format!("{prefix}-{n}"));
         fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(path)
     }
 
     /// `program args...`, started inside the bench cgroup.
     pub(crate) fn in_cgroup(&self, program: &Path, args: &[String]) -> Command {
-        self.cgroup.command(program, args)
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cgroup.command(program, &args)
     }
 
-    /// `interlock run` for this rig, as it is started for every subject run (standard policy).
-    pub(crate) fn daemon_command(&self) -> Command {
-        self.daemon_command_with(DaemonPolicy::Standard)
-    }
-
-    fn daemon_command_with(&self, policy: DaemonPolicy) -> Command {
-        let file = match policy {
-            DaemonPolicy::Masking => MASKING_POLICY,
-            DaemonPolicy::Standard | DaemonPolicy::NoDaemon => STANDARD_POLICY,
-        };
-        let mut cmd = Command::new(&self.interlock);
-        cmd.arg("run")
-            .arg("--policy")
-            .arg(self.dir.path.join(file))
-            .args(["--instance", &self.instance, "--scope", &self.cgroup.scope])
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .args(["--drain-secs", "0"])
-            // The daemon's default log level, whatever the caller's environment says.
-            .env_remove("RUST_LOG");
-        cmd
+    /// How every subject run starts the daemon, for the bench's log.
+    pub(crate) fn daemon_summary(&self) -> String {
+        format!(
+            "{} run --policy {} --scope {} --drain-secs 0 (a fresh instance and state directory per run)",
+            self.interlock.display(),
+            self.dir.path().join("policy.yaml").display(),
+            self.cgroup.scope(),
+        )
     }
 
     /// Starts the daemon with the cgroup as its scope and waits until it intercepts.
     pub(crate) fn start_daemon(&self, policy: DaemonPolicy) -> Result<Daemon> {
-        let state = self.state_dir();
-        if state.exists() {
-            fs::remove_dir_all(&state)
-                .with_context(|| format!("cannot clear {}", state.display()))?;
-        }
-        Daemon::start(
-            self.daemon_command_with(policy),
-            &self.interlock,
-            &self.instance,
-            &state,
-            &self.dir.path.join("daemon.log"),
-        )
-    }
-
-    /// The subject daemon's state directory (its SSH CA, its events).
-    pub(crate) fn state_dir(&self) -> PathBuf {
-        self.dir.path.join("state")
+        let text = match policy {
+            DaemonPolicy::Masking => &self.masking,
+            DaemonPolicy::Standard | DaemonPolicy::NoDaemon => &self.standard,
+        };
+        let spec = DaemonSpec {
+            policy: text.clone(),
+            scopes: vec![self.cgroup.scope().to_owned()],
+            extra_args: vec!["--drain-secs".into(), "0".into()],
+        };
+        let mut daemon = Daemon::prepare(spec)?.with_binary(&self.interlock);
+        daemon.spawn()?;
+        thread::sleep(SETTLE);
+        Ok(daemon)
     }
 
     /// Runs `loadgen args...` inside the cgroup and parses its result line.
     pub(crate) fn loadgen(&self, args: &[String]) -> Result<LoadgenResult> {
-        let mut cmd = self.cgroup.command(&self.loadgen, args);
+        let mut cmd = self.in_cgroup(&self.loadgen, args);
         cmd.stdin(Stdio::null());
         let out = cmd
             .output()
@@ -230,217 +236,58 @@ impl Rig {
     }
 }
 
-impl Drop for Rig {
-    fn drop(&mut self) {
-        // A subject run detaches when it ends; this covers a run cut short by a panic.
-        if Path::new(daemon::PIN_ROOT).join(&self.instance).exists()
-            && let Err(err) = daemon::detach(&self.interlock, &self.instance)
-        {
-            eprintln!("warning: {err:#}");
-        }
-    }
-}
-
-const STANDARD_POLICY: &str = "policy.yaml";
-const MASKING_POLICY: &str = "policy-mask.yaml";
-
-/// A policy with two targets: `target`, relayed as plain tcp, and the PostgreSQL server `pg`
-/// (credentials injected from `password_file`, upstream TLS off as on the baseline).
-/// `masking` adds a mask rule with the email detector on every statement to `pg`.
-fn policy(target: SocketAddr, pg: SocketAddr, password_file: &Path, masking: bool) -> String {
-    let mut text = format!(
-        "version: 1\ntargets:\n  - name: bench\n    protocol: tcp\n    match:\n      - {{ address: \"{}\", port: {} }}\n\
-         \x20 - name: bench-pg\n    protocol: postgres\n    match:\n      - {{ address: \"{}\", port: {} }}\n\
-         \x20   upstream:\n      user: {}\n      password: {{ file: \"{}\" }}\n      tls: disable\n",
-        target.ip(),
-        target.port(),
-        pg.ip(),
-        pg.port(),
-        pgserver::ROLE,
-        password_file.display(),
-    );
-    if masking {
-        text.push_str(
-            "rules:\n  - name: bench-mask\n    match: { target: [bench-pg] }\n    action: mask\n    mask: { detectors: [email] }\n",
+/// SIGTERM, then `interlock detach`, then a check that the pins are gone: a subject run ends
+/// with no program attached, so the next baseline measures none.
+pub(crate) fn stop_daemon(mut daemon: Daemon) -> Result<()> {
+    daemon.signal_and_wait(libc::SIGTERM)?;
+    daemon.detach()?;
+    if daemon.pin_dir().exists() {
+        bail!(
+            "{} still exists after `interlock detach`",
+            daemon.pin_dir().display()
         );
     }
-    text
+    thread::sleep(SETTLE);
+    Ok(())
 }
 
-/// `policy` with an `ssh` target for `ssh`: interlock logs in as root with the key sshd
-/// authorizes and pins sshd's host key. The target is listed before any `rules:`.
-fn with_ssh_target(policy: &str, ssh: &SshServer) -> String {
-    let target = format!(
-        "  - name: bench-ssh\n    protocol: ssh\n    match:\n      - {{ address: \"{}\", port: {} }}\n\
-         \x20   upstream:\n      user: root\n      key: {{ file: \"{}\" }}\n      host_key: \"{}\"\n",
-        ssh.addr().ip(),
-        ssh.addr().port(),
-        ssh.client_key().display(),
-        ssh.host_public_key(),
-    );
-    match policy.find("rules:\n") {
-        Some(at) => format!("{}{target}{}", &policy[..at], &policy[at..]),
-        None => format!("{policy}{target}"),
-    }
+/// The bench's PostgreSQL: the shared fixture's server with room for the connection scenarios
+/// and durability off (the bench measures interlock, not fsync), and pgbench's tables.
+fn start_pg() -> Result<PgServer> {
+    let pg = PgServer::start_configured(
+        PG_ADDRESS,
+        PG_MAX_CONNECTIONS,
+        &["synchronous_commit=off", "shared_buffers=64MB"],
+    )?;
+    let mut init = Command::new("pgbench");
+    init.args(["-i", "-q", "-s", PGBENCH_SCALE, "-U", ROLE])
+        .arg("-h")
+        .arg(&pg.dir)
+        .args(["-p", &pg.addr.port().to_string(), DATABASE]);
+    run_quiet(&mut init).context("pgbench -i failed")?;
+    Ok(pg)
 }
 
-/// A directory removed with everything in it on drop.
-struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    fn create(path: PathBuf) -> Result<ScratchDir> {
-        fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(ScratchDir { path })
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if let Err(err) = fs::remove_dir_all(&self.path) {
-            eprintln!("warning: cannot remove {}: {err}", self.path.display());
-        }
-    }
-}
-
-/// A fresh cgroup directly under the cgroup v2 mount, removed on drop.
-struct Cgroup {
-    path: PathBuf,
-    /// Relative to the mount, as `interlock run --scope` takes it.
-    scope: String,
-}
-
-impl Cgroup {
-    fn create(name: &str) -> Result<Cgroup> {
-        let mounts = fs::read_to_string("/proc/mounts").context("cannot read /proc/mounts")?;
-        let mount = cgroup2_mount(&mounts)
-            .context("no cgroup2 filesystem is mounted (none in /proc/mounts)")?;
-        let path = mount.join(name);
-        fs::create_dir(&path)
-            .with_context(|| format!("cannot create cgroup {}", path.display()))?;
-        Ok(Cgroup {
-            path,
-            scope: format!("/{name}"),
-        })
-    }
-
-    /// `program args...`, moved into this cgroup by a shell before it execs.
-    fn command(&self, program: &Path, args: &[String]) -> Command {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg("echo $$ > \"$0\" && exec \"$@\"")
-            .arg(self.path.join("cgroup.procs"))
-            .arg(program)
-            .args(args);
-        cmd
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // Exited processes can take a moment to leave the cgroup.
-        for _ in 0..100 {
-            if fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!(
-            "warning: cannot remove cgroup {}: remove it with `rmdir`",
-            self.path.display()
+/// Runs `cmd` with no input; fails with its stderr if it fails.
+pub(crate) fn run_quiet(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{}`", util::render(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            util::render(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-}
-
-/// The mount point of the first `cgroup2` entry of a /proc/mounts text.
-fn cgroup2_mount(mounts: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let target = fields.nth(1)?;
-        (fields.next()? == "cgroup2").then(|| PathBuf::from(target))
-    })
-}
-
-/// A TCP server on `addr` that writes back whatever it reads, until the peer closes.
-/// Its threads live as long as xtask.
-fn start_echo(addr: &str) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("cannot bind {addr}"))?;
-    let local = listener.local_addr()?;
-    for _ in 0..ECHO_WORKERS {
-        let listener = listener.try_clone()?;
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                echo(stream);
-            }
-        });
-    }
-    Ok(local)
-}
-
-fn echo(mut stream: TcpStream) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        match buf.get(..n) {
-            Some(data) if n > 0 => {
-                if stream.write_all(data).is_err() {
-                    return;
-                }
-            }
-            _ => return,
-        }
-    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_cgroup2_mount() {
-        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
-                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
-                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
-        assert_eq!(
-            cgroup2_mount(mounts),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        assert_eq!(cgroup2_mount("proc /proc proc rw 0 0\n"), None);
-    }
-
-    #[test]
-    fn policy_targets_the_given_endpoints() {
-        let p = policy(
-            "127.0.0.2:4567".parse().unwrap(),
-            "127.0.0.5:5433".parse().unwrap(),
-            Path::new("/tmp/pw"),
-            false,
-        );
-        assert!(p.contains("protocol: tcp"));
-        assert!(p.contains("{ address: \"127.0.0.2\", port: 4567 }"));
-        assert!(p.contains("  - name: bench-pg\n    protocol: postgres\n"));
-        assert!(p.contains("{ address: \"127.0.0.5\", port: 5433 }"));
-        assert!(p.contains("password: { file: \"/tmp/pw\" }"));
-        assert!(!p.contains("rules:"));
-        let m = policy(
-            "127.0.0.2:4567".parse().unwrap(),
-            "127.0.0.5:5433".parse().unwrap(),
-            Path::new("/tmp/pw"),
-            true,
-        );
-        assert!(m.contains("action: mask"));
-        assert!(m.contains("detectors: [email]"));
-    }
-
-    #[test]
-    fn echo_server_echoes() {
-        let addr = start_echo("127.0.0.1:0").unwrap();
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"x").unwrap();
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"x");
-    }
 
     #[test]
     fn parses_a_loadgen_line() {

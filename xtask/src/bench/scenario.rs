@@ -7,12 +7,12 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::daemon::Daemon;
 use super::events::EventPath;
 use super::memory::IdleConnections;
 use super::pg::{PgBench, PgRows};
 use super::rig::{LoadgenResult, Rig};
 use super::ssh::{Exec, Scp};
+use interlock_harness::Daemon;
 
 /// Which side of the comparison a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -289,7 +289,7 @@ impl Scenario for Connect {
         if let Some(daemon) = daemon {
             // Events reach the log within 100 ms.
             std::thread::sleep(std::time::Duration::from_millis(300));
-            let sessions = daemon.sessions_started();
+            let sessions = daemon.count_events("session_started");
             if self.target && sessions == 0 {
                 bail!("the daemon recorded no session: connects to the target were not relayed");
             }

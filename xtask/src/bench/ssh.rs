@@ -1,4 +1,4 @@
-//! SSH scenarios against the rig's real sshd ([`super::sshserver`]), with the real OpenSSH
+//! SSH scenarios against the rig's real sshd ((the shared `interlock_harness::Sshd`)), with the real OpenSSH
 //! clients inside the bench cgroup: an scp upload and download of one large file, and the
 //! round trip of `ssh host true` over a new connection and over a multiplexed one. The
 //! subject's clients reach sshd through the daemon's SSH proxy (the kernel redirects them),
@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::daemon::Daemon;
 use super::pg::percentile;
 use super::rig::Rig;
 use super::scenario::{Better, Measurement, Metric, Scenario, metric};
-use super::sshserver::SshServer;
+use interlock_harness::{Daemon, Sshd};
 
 const SCP_METRICS: &[Metric] = &[
     metric("up_mbps", "scp upload", "MB/s", Better::Higher),
@@ -88,9 +87,9 @@ impl Scenario for Scp {
         let source = payload(rig, self.mib)?;
         let known_hosts = known_hosts(rig, daemon)?;
         let local = rig.fresh_dir("scp")?;
-        let remote = ssh.remote_dir().join("upload.bin");
+        let remote = ssh.dir.join("remote").join("upload.bin");
         let down = local.join("download.bin");
-        let target = |path: &Path| format!("root@{}:{}", ssh.addr().ip(), path.display());
+        let target = |path: &Path| format!("root@{}:{}", ssh.addr.ip(), path.display());
         let bytes = self.mib * 1024 * 1024;
         let up_secs = timed_scp(
             rig,
@@ -152,10 +151,10 @@ impl Scenario for Exec {
         let ssh = rig.ssh();
         let known_hosts = known_hosts(rig, daemon)?;
         let dir = rig.fresh_dir("ssh-exec")?;
-        let host = format!("root@{}", ssh.addr().ip());
+        let host = format!("root@{}", ssh.addr.ip());
         let base = |extra: &[&str]| {
-            let mut args = vec!["-p".to_owned(), ssh.addr().port().to_string()];
-            args.extend(ssh.client_options(&known_hosts));
+            let mut args = vec!["-p".to_owned(), ssh.addr.port().to_string()];
+            args.extend(client_options(ssh, &known_hosts));
             args.extend(extra.iter().map(|s| (*s).to_owned()));
             args
         };
@@ -243,15 +242,15 @@ impl Scenario for Exec {
 /// The client's known_hosts: sshd's own key (baseline), or interlock's CA (subject).
 fn known_hosts(rig: &Rig, daemon: Option<&Daemon>) -> Result<PathBuf> {
     let ssh = rig.ssh();
-    if daemon.is_none() {
-        return ssh.direct_known_hosts();
-    }
+    let Some(daemon) = daemon else {
+        return direct_known_hosts(ssh);
+    };
     let mut export = Command::new(rig.interlock());
     export
         .args(["ca", "export", "--ssh", "--hosts"])
-        .arg(format!("[{}]:*", ssh.addr().ip()))
+        .arg(format!("[{}]:*", ssh.addr.ip()))
         .arg("--state-dir")
-        .arg(rig.state_dir());
+        .arg(&daemon.state_dir);
     let out = export
         .stdin(Stdio::null())
         .output()
@@ -262,7 +261,7 @@ fn known_hosts(rig: &Rig, daemon: Option<&Daemon>) -> Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    ssh.known_hosts_with("known_hosts-ca", &String::from_utf8_lossy(&out.stdout))
+    known_hosts_with(ssh, "known_hosts-ca", &String::from_utf8_lossy(&out.stdout))
 }
 
 /// The file scp moves: `mib` MiB of random bytes, written once per rig.
@@ -285,13 +284,13 @@ fn payload(rig: &Rig, mib: u64) -> Result<PathBuf> {
 }
 
 /// One `scp -q from to` inside the cgroup, timed around the whole process.
-fn timed_scp(rig: &Rig, ssh: &SshServer, known_hosts: &Path, from: &str, to: &str) -> Result<f64> {
+fn timed_scp(rig: &Rig, ssh: &Sshd, known_hosts: &Path, from: &str, to: &str) -> Result<f64> {
     let mut args = vec![
         "-q".to_owned(),
         "-P".to_owned(),
-        ssh.addr().port().to_string(),
+        ssh.addr.port().to_string(),
     ];
-    args.extend(ssh.client_options(known_hosts));
+    args.extend(client_options(ssh, known_hosts));
     args.extend([from.to_owned(), to.to_owned()]);
     let mut cmd = rig.in_cgroup(Path::new("/usr/bin/scp"), &args);
     cmd.stdin(Stdio::null());
@@ -322,8 +321,51 @@ fn expect_size(path: &Path, bytes: u64) -> Result<()> {
 fn expect_commands(daemon: &Daemon) -> Result<()> {
     // Events reach the log within 100 ms.
     std::thread::sleep(Duration::from_millis(300));
-    if daemon.events_of_type("command") == 0 {
+    if daemon.count_events("command") == 0 {
         bail!("the daemon recorded no SSH command: the client was not proxied");
     }
     Ok(())
+}
+
+/// A known_hosts file pinning sshd's own host key (the baseline's clients).
+fn direct_known_hosts(ssh: &Sshd) -> Result<PathBuf> {
+    let line = format!(
+        "[{}]:{} {}",
+        ssh.addr.ip(),
+        ssh.addr.port(),
+        ssh.host_public_key
+    );
+    known_hosts_with(ssh, "known_hosts-direct", &line)
+}
+
+/// A known_hosts file `name` in sshd's directory holding `line`.
+fn known_hosts_with(ssh: &Sshd, name: &str, line: &str) -> Result<PathBuf> {
+    let path = ssh.dir.join(name);
+    fs::write(&path, format!("{}\n", line.trim()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// The OpenSSH client options of both sides: the key sshd authorizes, `known_hosts` pinned
+/// strictly, nothing from the user's or the system's configuration, no prompt.
+fn client_options(ssh: &Sshd, known_hosts: &Path) -> Vec<String> {
+    [
+        "-F",
+        "/dev/null",
+        "-i",
+        &ssh.client_key.display().to_string(),
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        &format!("UserKnownHostsFile={}", known_hosts.display()),
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
 }

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use crate::setup;
 use crate::util::{self, Workspace};
 
-/// The directory the test harness records its daemons in (tests/src/daemon.rs).
+/// The directory the test harness records its daemons in (harness/src/daemon.rs).
 const RECORDS_ENV: &str = "INTERLOCK_TEST_RECORDS";
 /// The deliberately hanging test (ignored by default) and its nextest profile.
 const HANG_TEST: &str =

@@ -13,10 +13,10 @@ use serde::Deserialize;
 /// Lines of a killed test's daemon log that are printed.
 const LOG_LINES: usize = 80;
 
-/// One daemon a test started, as `tests/src/daemon.rs` records it.
+/// One daemon a test started, as `harness/src/daemon.rs` records it.
 #[derive(Debug, Deserialize)]
 pub(crate) struct DaemonRecord {
-    /// nextest's binary id (`interlock-tests::pg_proxy`).
+    /// nextest's binary id (`interlock-tests::pg`; the test is `pg_proxy::...`).
     pub(crate) binary: Option<String>,
     pub(crate) test: Option<String>,
     pub(crate) pid: Option<u32>,

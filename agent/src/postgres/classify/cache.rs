@@ -22,23 +22,34 @@ pub(crate) struct ClassifyCache {
 
 impl ClassifyCache {
     /// The classification of `sql`, computed by `classify` unless cached.
+    #[cfg(test)]
     pub(crate) fn get(
         &mut self,
         sql: &[u8],
         classify: impl FnOnce() -> Vec<Classified>,
     ) -> Vec<Classified> {
-        if sql.len() > MAX_TEXT {
-            return classify();
-        }
-        if let Some(hit) = self.map.get(sql) {
-            return hit.clone();
+        if let Some(hit) = self.lookup(sql) {
+            return hit;
         }
         let fresh = classify();
+        self.store(sql, &fresh);
+        fresh
+    }
+
+    /// The cached classification of `sql`, if any.
+    pub(crate) fn lookup(&self, sql: &[u8]) -> Option<Vec<Classified>> {
+        self.map.get(sql).cloned()
+    }
+
+    /// Keeps `classified` as the classification of `sql` (unless too long).
+    pub(crate) fn store(&mut self, sql: &[u8], classified: &[Classified]) {
+        if sql.len() > MAX_TEXT {
+            return;
+        }
         if self.map.len() >= ENTRIES {
             self.map.clear();
         }
-        self.map.insert(sql.to_vec(), fresh.clone());
-        fresh
+        self.map.insert(sql.to_vec(), classified.to_vec());
     }
 
     /// Forgets everything (the client encoding changed, so the same bytes
