@@ -170,6 +170,18 @@ pub enum Record {
     ShellLine { text: String },
     /// A protocol error on one side; the session may end because of it.
     ProtocolError { side: Side, message: String },
+    /// SSH: a login the target does not allow (`upstream.users`), after the
+    /// session was decided; the session is refused.
+    LoginRefused { user: String, message: String },
+    /// SSH: an environment variable the client asked to pass (`env`
+    /// request), and whether the target's `upstream.env` let it through.
+    /// The value of a refused one is never recorded.
+    Env {
+        name: String,
+        /// `None` when refused.
+        value: Option<String>,
+        allowed: bool,
+    },
     /// How the client's leg is protected, reported before the session is
     /// decided (it becomes part of `session_started`). `tls_unavailable`:
     /// why TLS could not be offered (the client was answered 'N').
@@ -229,5 +241,12 @@ pub trait Gate: Send + Sync {
     /// gate that does not use job tokens ignores it.
     fn present_token(&self, presented: crate::oidc::Presented) {
         drop(presented);
+    }
+    /// SSH: the login the client asked for, before the session is decided
+    /// when it is decided at authentication (and before any channel): rules
+    /// on `ssh_user` see it; a login whose `upstream` is `None` refuses the
+    /// session. A gate that does not use it ignores it.
+    fn present_login(&self, login: crate::policy::SshLogin) {
+        drop(login);
     }
 }

@@ -26,8 +26,13 @@ use crate::{
     identity::EnvToken,
     identity::FlowIdentity,
     oidc::{JobTokenView, Presented, TokenError, TokenSource},
-    policy::{Action, Decision, Grant, JobTokenMode, RecordLevel, Subject, Target},
+    policy::{
+        Action, Decision, Grant, JobTokenMode, LOGIN_RULE, RecordLevel, SshLogin, Subject, Target,
+    },
 };
+
+/// The pseudo-rule named when an SSH `env` request is refused.
+pub const ENV_RULE: &str = "upstream.env";
 
 /// The pseudo-rule named when a session is refused for its job token.
 pub const JOB_TOKEN_RULE: &str = "job_token";
@@ -68,6 +73,10 @@ struct State {
     /// The session was refused because the audit log could not be written:
     /// nothing of it is recorded (the outage's record counts it).
     unrecorded: bool,
+    /// SSH: the login the client asked for, for the session's records.
+    ssh_login: Option<SshLogin>,
+    /// SSH: environment variables passed upstream, for `session_ended`.
+    ssh_env: Vec<String>,
 }
 
 impl DaemonGate {
@@ -156,6 +165,23 @@ impl DaemonGate {
                     s.job = Some(Arc::new(job));
                     *self.subject.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(s);
                 }
+                // A login the target does not allow is refused before any rule.
+                if let Some(login) = self.subject().ssh_login.as_ref()
+                    && login.upstream.is_none()
+                {
+                    let message = target
+                        .ssh_login_user(&login.requested)
+                        .err()
+                        .unwrap_or_else(|| "login refused".into());
+                    tracing::warn!(%message, "session refused");
+                    let d = Decision {
+                        action: Action::Block { message },
+                        rule: Some(LOGIN_RULE.into()),
+                        mask: Vec::new(),
+                        record: None,
+                    };
+                    return (d, view);
+                }
                 (
                     policy.decide(target, &self.subject(), &Request::Session),
                     view,
@@ -218,9 +244,13 @@ impl DaemonGate {
         duration_ms: u64,
         error: Option<String>,
     ) {
-        if self.state().unrecorded {
-            return;
-        }
+        let (ssh_login, ssh_env) = {
+            let mut st = self.state();
+            if st.unrecorded {
+                return;
+            }
+            (st.ssh_login.clone(), std::mem::take(&mut st.ssh_env))
+        };
         self.ctx
             .events()
             .record(EventKind::SessionEnded {
@@ -231,6 +261,8 @@ impl DaemonGate {
                 bytes_server_to_client: bytes.1,
                 duration_ms,
                 error,
+                ssh_login,
+                ssh_env,
             })
             .await;
     }
@@ -350,6 +382,7 @@ impl DaemonGate {
                     Some((leg, error)) => (Some(leg), error),
                     None => (None, None),
                 };
+                let ssh_login = self.state().ssh_login.clone();
                 let mut identity = (*self.identity).clone();
                 identity.job_token = job_view;
                 // Confirmed: a session whose start is not in the log does not run.
@@ -361,6 +394,7 @@ impl DaemonGate {
                         identity: Box::new(identity),
                         client_leg,
                         client_tls_unavailable,
+                        ssh_login,
                         decision: match &verdict {
                             Verdict::Hold(_) => DecisionView {
                                 action: Disposition::Held,
@@ -549,6 +583,42 @@ impl DaemonGate {
                 side,
                 message,
             },
+            Record::LoginRefused { user, message } => {
+                self.state().refused = Some((SessionOutcome::Blocked, message.clone()));
+                EventKind::RequestBlocked {
+                    session_id,
+                    target,
+                    request: crate::approval::RequestView::Login { user },
+                    rule: LOGIN_RULE.into(),
+                    message,
+                }
+            }
+            Record::Env {
+                name,
+                value,
+                allowed: true,
+            } => {
+                let mut st = self.state();
+                let shown = match (st.record, value) {
+                    (RecordLevel::Full, Some(value)) => format!("{name}={value}"),
+                    _ => name,
+                };
+                st.ssh_env.push(shown);
+                return;
+            }
+            Record::Env { name, .. } => {
+                let message = format!(
+                    "environment variable {} is not in the target's `upstream.env`",
+                    crate::text::escape_controls(&name)
+                );
+                EventKind::RequestBlocked {
+                    session_id,
+                    target,
+                    request: crate::approval::RequestView::Env { name },
+                    rule: ENV_RULE.into(),
+                    message,
+                }
+            }
             // Reported before the session is decided; `session_started` carries it.
             Record::ClientLeg {
                 leg,
@@ -585,6 +655,13 @@ impl Gate for DaemonGate {
 
     fn present_token(&self, presented: Presented) {
         self.state().presented = Some(presented);
+    }
+
+    fn present_login(&self, login: SshLogin) {
+        let mut s = (*self.subject()).clone();
+        s.ssh_login = Some(login.clone());
+        *self.subject.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(s);
+        self.state().ssh_login = Some(login);
     }
 }
 

@@ -88,10 +88,16 @@ impl Policy {
     }
 
     /// [`Policy::ssh`] with `extra` YAML lines (indented as target keys, four spaces).
-    pub fn ssh_with(mut self, name: &str, sshd: &Sshd, extra: &str) -> Policy {
+    pub fn ssh_with(self, name: &str, sshd: &Sshd, extra: &str) -> Policy {
+        self.ssh_login(name, sshd, "user: root", extra)
+    }
+
+    /// [`Policy::ssh_with`] whose upstream login is `login`, one YAML line of the
+    /// `upstream:` block (`user: NAME` or `users: [A, B]`), instead of `user: root`.
+    pub fn ssh_login(mut self, name: &str, sshd: &Sshd, login: &str, extra: &str) -> Policy {
         let _ = writeln!(
             self.targets,
-            "  - name: {name}\n    protocol: ssh\n    match:\n      - {{ address: \"{}\", port: {} }}\n    upstream:\n      user: root\n      key: {{ file: \"{}\" }}\n      host_key: \"{}\"",
+            "  - name: {name}\n    protocol: ssh\n    match:\n      - {{ address: \"{}\", port: {} }}\n    upstream:\n      {login}\n      key: {{ file: \"{}\" }}\n      host_key: \"{}\"",
             sshd.addr.ip(),
             sshd.addr.port(),
             sshd.client_key.display(),

@@ -40,8 +40,21 @@ pub fn daemon_with_args(
     extra_rules: &str,
     args: &[&str],
 ) -> Result<Daemon> {
+    daemon_with_login(cg, sshd, "user: root", upstream_extra, extra_rules, args)
+}
+
+/// [`daemon_with_args`] whose upstream login is `login` (`user: NAME` or
+/// `users: [...]`) instead of `user: root`.
+pub fn daemon_with_login(
+    cg: &TestCgroup,
+    sshd: &Sshd,
+    login: &str,
+    upstream_extra: &str,
+    extra_rules: &str,
+    args: &[&str],
+) -> Result<Daemon> {
     let policy = Policy::new()
-        .ssh_with("deploy-host", sshd, upstream_extra)
+        .ssh_login("deploy-host", sshd, login, upstream_extra)
         .rules(
             r"
   - name: no-rm
@@ -125,15 +138,27 @@ impl Job {
 
     /// `ssh -p PORT [options] [extra] root@IP [cmd]` inside `cg`.
     pub fn ssh(&self, cg: &TestCgroup, sshd: &Sshd, extra: &[&str], cmd: &str) -> Command {
+        self.ssh_as(cg, sshd, "root", extra, cmd)
+    }
+
+    /// [`Job::ssh`] logging in as `user`.
+    pub fn ssh_as(
+        &self,
+        cg: &TestCgroup,
+        sshd: &Sshd,
+        user: &str,
+        extra: &[&str],
+        cmd: &str,
+    ) -> Command {
         let mut args = vec!["-p".to_string(), sshd.addr.port().to_string()];
         args.extend(self.options());
         args.extend(extra.iter().map(|s| s.to_string()));
-        args.push(format!("root@{}", sshd.addr.ip()));
+        args.push(format!("{user}@{}", sshd.addr.ip()));
         if !cmd.is_empty() {
             args.push(cmd.to_string());
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        cg.command(Path::new("/usr/bin/ssh"), &refs)
+        without_locale(cg.command(Path::new("/usr/bin/ssh"), &refs))
     }
 
     /// `scp -P PORT [options] [extra] from.. to` inside `cg`.
@@ -143,8 +168,23 @@ impl Job {
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend(paths.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        cg.command(Path::new("/usr/bin/scp"), &refs)
+        without_locale(cg.command(Path::new("/usr/bin/scp"), &refs))
     }
+}
+
+/// `c` without the test runner's `LANG` and `LC_*`: Debian's ssh_config sends
+/// them (`SendEnv LANG LC_*`), and each one the target does not list is a
+/// refused `env` request recorded as `request_blocked`. Without them the
+/// records a test sees do not depend on the runner's locale; a test that is
+/// about env sends its variables with `-o SetEnv=...`.
+fn without_locale(mut c: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n == "LANG" || n.starts_with("LC_") {
+            c.env_remove(&name);
+        }
+    }
+    c
 }
 
 impl Drop for Job {

@@ -101,6 +101,8 @@ pub(crate) fn message(p: &Pending, how: &str, url: Option<&str>) -> String {
         RequestView::Command { text, .. } => {
             format!("the command `{}`", slack_escape(&clip(text)))
         }
+        RequestView::Login { user } => format!("a login as `{}`", slack_escape(&clip(user))),
+        RequestView::Env { name } => format!("the variable `{}`", slack_escape(&clip(name))),
     };
     let ci: Vec<String> = p
         .requester

@@ -60,6 +60,10 @@ pub enum RequestView {
         command_kind: CommandKind,
         text: String,
     },
+    /// SSH: logging in as `user`, which the target does not allow.
+    Login { user: String },
+    /// SSH: passing the environment variable `name` (never its value).
+    Env { name: String },
 }
 
 impl RequestView {

@@ -239,6 +239,10 @@ pub enum EventKind {
         /// PostgreSQL: why the client's request for TLS was answered 'N'.
         #[serde(skip_serializing_if = "Option::is_none")]
         client_tls_unavailable: Option<String>,
+        /// SSH: the login, when the session was decided at authentication
+        /// (job tokens, rules on `ssh_user`); else on `session_ended`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ssh_login: Option<crate::policy::SshLogin>,
     },
     SessionEnded {
         session_id: String,
@@ -249,6 +253,15 @@ pub enum EventKind {
         duration_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// SSH: the user the client asked for and the one interlock logged
+        /// in upstream as (absent when refused).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ssh_login: Option<crate::policy::SshLogin>,
+        /// SSH: environment variables passed to the server (`env` requests
+        /// `upstream.env` allowed), `NAME=value` at recording level full,
+        /// `NAME` at metadata. Refused ones are `request_blocked` events.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ssh_env: Vec<String>,
     },
     /// A statement or command that was blocked (sessions blocked at the
     /// start end with outcome `blocked` instead).

@@ -284,6 +284,9 @@ fn ssh_target(
         upstream: gate.identity().original_destination,
         host_names: host_names(target),
         upstream_user: up.user.clone(),
+        upstream_users: up.users.clone(),
+        env: up.env.clone(),
+        decide_at_login: ctx.policy().session_rules_name_login(),
         credential,
         host_key_check,
         client_auth: ssh::ClientAuth {

@@ -106,6 +106,15 @@ fn scope_of_request(r: &Request) -> Scope {
 }
 
 impl Policy {
+    /// Whether some session rule names the SSH login (`ssh_user`,
+    /// `ssh_requested_user`): SSH sessions are then decided once the client
+    /// said whom it logs in as, instead of before authentication.
+    pub fn session_rules_name_login(&self) -> bool {
+        self.rules()
+            .iter()
+            .any(|r| scope_of_rule(r) == Scope::Session && r.conditions.about_login())
+    }
+
     /// Decides `request` by `subject` on `target`.
     pub fn decide(&self, target: &Target, subject: &Subject, request: &Request) -> Decision {
         self.explain(target, subject, request).decision
@@ -538,6 +547,36 @@ fn check(
             return Err("the session has no verified job token".into());
         };
         o.check(job)?;
+    }
+    if c.about_login() {
+        match (&s.ssh_login, target.protocol) {
+            (None, super::Protocol::Ssh) => {
+                unknown.push("ssh_user unknown: the client has not logged in yet".into());
+            }
+            (None, _) => {
+                return Err("not an SSH login (ssh_user, ssh_requested_user)".into());
+            }
+            (Some(_), _) => {}
+        }
+    }
+    if let Some(login) = s.ssh_login.as_ref().filter(|_| c.about_login()) {
+        if !c.ssh_requested_user.is_empty()
+            && !c
+                .ssh_requested_user
+                .iter()
+                .any(|p| p.is_match(&login.requested))
+        {
+            return Err(format!(
+                "requested SSH user `{}` matches no `ssh_requested_user` glob",
+                login.requested
+            ));
+        }
+        if !c.ssh_user.is_empty() {
+            let up = login.upstream.as_deref().unwrap_or_default();
+            if !c.ssh_user.iter().any(|p| p.is_match(up)) {
+                return Err(format!("SSH user `{up}` matches no `ssh_user` glob"));
+            }
+        }
     }
     match req {
         Request::Statement { text, classes, .. } => {

@@ -70,6 +70,11 @@ pub struct ExplainArgs {
     /// one whose URL its `iss` names.
     #[arg(long, value_name = "FILE")]
     pub oidc_claims: Option<PathBuf>,
+    /// SSH: the user the client asks for (`ssh NAME@host`); interlock logs
+    /// in upstream as the target's `upstream.user`, or as this user when
+    /// `upstream.users` lists it (otherwise the login is refused).
+    #[arg(long, value_name = "NAME")]
+    pub ssh_user: Option<String>,
     /// A SQL statement (classified as the PostgreSQL proxy would).
     #[arg(long, conflicts_with = "command")]
     pub sql: Option<String>,
@@ -92,6 +97,10 @@ fn key_value(s: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
 }
+
+/// The pseudo-rule named when a login is refused because the target's
+/// `upstream.user`/`upstream.users` does not allow the user asked for.
+pub const LOGIN_RULE: &str = "upstream.users";
 
 /// Errors of `policy explain` besides an invalid policy.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +180,10 @@ pub fn explain_command(
             Some(path) => Some(std::sync::Arc::new(claims_identity(&policy, path)?)),
             None => None,
         },
+        ssh_login: args.ssh_user.as_ref().map(|requested| super::SshLogin {
+            requested: requested.clone(),
+            upstream: target.ssh_login_user(requested).ok(),
+        }),
     };
     let request = if let Some(sql) = &args.sql {
         let mut classes = args.classes.clone();
@@ -198,6 +211,22 @@ pub fn explain_command(
     } else {
         Request::Session
     };
+    // The daemon refuses a login the target does not allow before any rule.
+    if let Some(login) = &subject.ssh_login
+        && let Err(why) = target.ssh_login_user(&login.requested)
+    {
+        if args.json {
+            let refused = serde_json::json!({
+                "decision": {"action": "block", "rule": LOGIN_RULE, "message": why},
+                "steps": [],
+            });
+            writeln!(out, "{refused:#}")?;
+        } else {
+            writeln!(out, "target {} ({}): {why}", target.name, target.protocol)?;
+            writeln!(out, "decision: block (\"{why}\"), by {LOGIN_RULE}")?;
+        }
+        return Ok(false);
+    }
     let ex = policy.explain(target, &subject, &request);
     let allowed = matches!(ex.decision.action, Action::Allow);
     if args.json {
@@ -225,6 +254,14 @@ pub fn explain_command(
         "target {} ({}), {} by uid {}:",
         target.name, target.protocol, what, subject.uid
     )?;
+    if let Some(login) = &subject.ssh_login {
+        writeln!(
+            out,
+            "  SSH login asked as `{}`, logs in upstream as `{}`",
+            login.requested,
+            login.upstream.as_deref().unwrap_or_default()
+        )?;
+    }
     if let Some(job) = &subject.job {
         writeln!(
             out,

@@ -280,6 +280,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
             ));
         }
         if let Some(up) = &t.upstream
+            && t.protocol != Protocol::Ssh
+            && (!up.users.is_empty() || !up.env.is_empty())
+        {
+            let key = if up.users.is_empty() { "env" } else { "users" };
+            return Err(here(
+                &[Key("upstream"), Key(key)],
+                format!("target `{}`: `upstream.{key}` is for protocol ssh", t.name),
+            ));
+        }
+        if let Some(up) = &t.upstream
             && up.password_auth.is_empty()
         {
             return Err(here(
@@ -328,6 +338,43 @@ pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
                     &[Key("upstream")],
                     format!(
                         "target `{}`: protocol ssh needs `upstream.key` or `upstream.password` (interlock logs in upstream; the job never holds the credential)",
+                        t.name
+                    ),
+                ));
+            }
+            // The job must never choose whom the injected credential logs in
+            // as (`ssh root@host` would otherwise be root with the deploy key).
+            match up {
+                Some(u) if u.user.is_some() && !u.users.is_empty() => {
+                    return Err(here(
+                        &[Key("upstream"), Key("users")],
+                        format!(
+                            "target `{}`: give `upstream.user` (one fixed user) or `upstream.users` (the users a client may ask for), not both",
+                            t.name
+                        ),
+                    ));
+                }
+                Some(u) if u.user.is_none() && u.users.is_empty() => {
+                    return Err(here(
+                        &[Key("upstream")],
+                        format!(
+                            "target `{}`: an injected SSH credential needs `upstream.user` (the user interlock logs in as) or `upstream.users` (the users a client may ask for); otherwise the job would choose, e.g. `ssh root@...`",
+                            t.name
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            if let Some((j, bad)) = up
+                .iter()
+                .flat_map(|u| u.env.iter())
+                .enumerate()
+                .find(|(_, e)| globset::Glob::new(e).is_err() || e.is_empty())
+            {
+                return Err(here(
+                    &[Key("upstream"), Key("env"), Index(j)],
+                    format!(
+                        "target `{}`: `{bad}` in `upstream.env` is not a variable name or glob",
                         t.name
                     ),
                 ));

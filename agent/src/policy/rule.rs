@@ -277,6 +277,13 @@ pub struct Conditions {
     /// Conditions on the session's verified job token.
     #[serde(default)]
     pub oidc: Option<super::identity::OidcCondition>,
+    /// SSH: globs over the user interlock logs in upstream as.
+    #[serde(default)]
+    pub ssh_user: Vec<Pattern>,
+    /// SSH: globs over the user the client asked for (`ssh NAME@host`),
+    /// which differs from `ssh_user` when `upstream.user` fixes it.
+    #[serde(default)]
+    pub ssh_requested_user: Vec<Pattern>,
     /// Statement classes (any of them).
     #[serde(default)]
     pub statement: Vec<StatementClass>,
@@ -302,6 +309,13 @@ pub struct Conditions {
 }
 
 impl Conditions {
+    /// Rules with conditions on the SSH login (`ssh_user`,
+    /// `ssh_requested_user`): an SSH session they can decide is decided
+    /// once the client said whom it logs in as.
+    pub fn about_login(&self) -> bool {
+        !self.ssh_user.is_empty() || !self.ssh_requested_user.is_empty()
+    }
+
     /// Rules with statement conditions are about statements.
     pub fn about_statements(&self) -> bool {
         !self.statement.is_empty() || self.sql.is_some()

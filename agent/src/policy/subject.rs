@@ -65,6 +65,18 @@ pub struct Subject {
     /// The verified job token's identity, if the session has one.
     #[serde(skip)]
     pub job: Option<Arc<JobIdentity>>,
+    /// SSH: the login, once the client authenticated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_login: Option<SshLogin>,
+}
+
+/// An SSH login: the user the client asked for and the one interlock logs
+/// in upstream as (`None` when the target refuses the asked one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SshLogin {
+    pub requested: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 impl Subject {
@@ -106,6 +118,7 @@ impl From<&ProcessIdentity> for Subject {
             },
             unknown: unknown_facts(p),
             job: None,
+            ssh_login: None,
         }
     }
 }

@@ -203,6 +203,35 @@ impl Target {
     }
 }
 
+impl Target {
+    /// SSH: the user interlock logs in upstream as when the client asked
+    /// for `requested`: `upstream.user` whatever was asked, else the asked
+    /// user if `upstream.users` lists it. `Err` is the refusal for the
+    /// client, naming the target and the users it allows. Without either
+    /// (refused at policy load when a credential is injected) nobody is let in.
+    pub fn ssh_login_user(&self, requested: &str) -> Result<String, String> {
+        if let Some(fixed) = &self.upstream.user {
+            return Ok(fixed.clone());
+        }
+        if self.upstream.users.iter().any(|u| u == requested) {
+            return Ok(requested.to_string());
+        }
+        let shown = crate::text::escape_controls(requested);
+        Err(if self.upstream.users.is_empty() {
+            format!(
+                "target `{}` names no upstream user (`upstream.user` or `upstream.users`); login as `{shown}` refused",
+                self.name
+            )
+        } else {
+            format!(
+                "login as `{shown}` is not allowed on target `{}` (upstream.users: {})",
+                self.name,
+                self.upstream.users.join(", ")
+            )
+        })
+    }
+}
+
 impl AddressMatch {
     /// The match as written in a policy (`*`, `10.0.0.0/8`, `10.0.0.5`, `db.internal`).
     pub fn describe(&self) -> String {

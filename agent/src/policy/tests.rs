@@ -38,6 +38,7 @@ fn ci_subject() -> Subject {
         ci_unavailable: None,
         unknown: Default::default(),
         job: None,
+        ssh_login: None,
     }
 }
 
@@ -877,7 +878,7 @@ fn identity_sections_are_validated_with_positions() {
             "defined twice",
         ),
         (
-            "version: 1\ntargets:\n  - {name: t, protocol: ssh, job_token: required, match: [{port: 22}], upstream: {key: {file: /k}, host_key: x}}\n",
+            "version: 1\ntargets:\n  - {name: t, protocol: ssh, job_token: required, match: [{port: 22}], upstream: {user: u, key: {file: /k}, host_key: x}}\n",
             "3:",
             "names no issuer",
         ),

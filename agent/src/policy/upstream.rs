@@ -140,9 +140,22 @@ pub enum TlsMode {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// The user interlock logs in as (default: the client's).
+    /// The user interlock logs in as, whatever user the client asked for
+    /// (PostgreSQL default: the client's). SSH with an injected credential:
+    /// this or `users` is required, so the job never picks whom the
+    /// credential logs in as.
     #[serde(default)]
     pub user: Option<String>,
+    /// SSH: the users the client may ask for; interlock logs in upstream as
+    /// the one asked for, and refuses any other at authentication.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// SSH: environment variables a client may pass (`env` requests, OpenSSH
+    /// `SendEnv`/`SetEnv`), as names or globs (`LC_*`). Any other is refused
+    /// before it reaches the server: sshd's `AcceptEnv` would let
+    /// `LD_PRELOAD`, `BASH_ENV` and the like choose what runs there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
     /// PostgreSQL password or SSH password.
     #[serde(default)]
     pub password: Option<SecretRef>,
@@ -254,6 +267,8 @@ impl Default for Upstream {
     fn default() -> Upstream {
         Upstream {
             user: None,
+            users: Vec::new(),
+            env: Vec::new(),
             password: None,
             key: None,
             database: None,

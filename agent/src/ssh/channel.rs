@@ -1,7 +1,11 @@
 //! One session channel: collects the client's setup requests (pty-req,
 //! env), decides the exec / shell / subsystem request with the gate before
 //! anything runs upstream, tells the client about blocks and holds, then
-//! hands over to the relay.
+//! hands over to the relay. Setup requests that carry the job's input are
+//! each decided before they reach the server: `env` by the target's
+//! `upstream.env`, agent and X11 forwarding by the gate; a pty-req's
+//! terminal name, size and modes are relayed (they configure the terminal
+//! the decided command gets, and run nothing).
 
 use std::sync::Arc;
 
@@ -18,7 +22,7 @@ use super::{
     server::SessionCtx,
     upstream::Upstream,
 };
-use crate::gate::{CommandKind, Request};
+use crate::gate::{CommandKind, Record, Request};
 
 /// The terminal the client asked for.
 #[derive(Clone, Debug)]
@@ -198,20 +202,15 @@ impl ChannelTask {
                     });
                     self.reply(want_reply, ok).await;
                 }
+                // Answered by the session's handler (`env_request`), not here: russh
+                // hands every `env` on as `want_reply: true`, and a reply sent through
+                // the handle goes to whichever request of the channel is last, which
+                // after OpenSSH's `env` (sent without want_reply) is its exec.
                 ChannelMsg::SetEnv {
-                    want_reply,
                     variable_name,
                     variable_value,
-                } => {
-                    let ok = match self.up().await {
-                        Ok((_, w)) => w
-                            .set_env(false, variable_name, variable_value)
-                            .await
-                            .is_ok(),
-                        Err(_) => false,
-                    };
-                    self.reply(want_reply, ok).await;
-                }
+                    ..
+                } => self.env(variable_name, variable_value).await,
                 ChannelMsg::WindowChange {
                     col_width,
                     row_height,
@@ -254,6 +253,29 @@ impl ChannelTask {
                 ChannelMsg::Close => return Err(Gone),
                 _ => {}
             }
+        }
+    }
+
+    /// An `env` request, relayed only if the target's `upstream.env` lists
+    /// the name: with sshd's `AcceptEnv`, `LD_PRELOAD`, `BASH_ENV` or
+    /// `GIT_SSH_COMMAND` would choose what runs on the server past every
+    /// command rule. Recorded either way (a refused one by name only); the
+    /// channel goes on. The client's reply, if it asked for one, was given
+    /// by the handler from the same `upstream.env` check.
+    async fn env(&mut self, name: String, value: String) {
+        let allowed = self.ctx.target.env_allowed(&name);
+        let record = Record::Env {
+            name: name.clone(),
+            value: allowed.then(|| value.clone()),
+            allowed,
+        };
+        self.ctx.gate.record(record).await;
+        if !allowed {
+            return;
+        }
+        if let Ok((_, w)) = self.up().await {
+            // Relayed without want_reply: the client has had its answer.
+            let _ = w.set_env(false, name, value).await;
         }
     }
 

@@ -127,8 +127,18 @@ pub struct SshTarget {
     /// The target's host names (from the policy), also looked up in a
     /// known_hosts file besides the upstream address.
     pub host_names: Vec<String>,
-    /// The upstream user; `None` uses the user name the client sent.
+    /// The user interlock logs in upstream as, whatever the client asked for.
     pub upstream_user: Option<String>,
+    /// Without `upstream_user`: the users a client may ask for (and is
+    /// logged in upstream as). Neither: every login is refused.
+    pub upstream_users: Vec<String>,
+    /// Environment variables (names or globs such as `LC_*`) a client may
+    /// pass with `env` requests; any other is refused, never relayed.
+    pub env: Vec<String>,
+    /// Decide the session when the client authenticates, with the login
+    /// known to the gate (rules on `ssh_user`), instead of before the
+    /// authentication banner. Job-token targets always do.
+    pub decide_at_login: bool,
     /// The credential injected upstream.
     pub credential: Credential,
     /// How the upstream host key is verified.
@@ -146,9 +156,91 @@ pub struct SshTarget {
     pub socket_buffers: crate::net::SocketBuffers,
 }
 
+impl SshTarget {
+    /// The user interlock logs in upstream as when the client asked for
+    /// `requested`; `Err` is the refusal for the client.
+    pub(super) fn login_user(&self, requested: &str) -> Result<String, String> {
+        if let Some(fixed) = &self.upstream_user {
+            return Ok(fixed.clone());
+        }
+        if self.upstream_users.iter().any(|u| u == requested) {
+            return Ok(requested.to_string());
+        }
+        let shown = crate::text::escape_controls(requested);
+        Err(if self.upstream_users.is_empty() {
+            format!("login as `{shown}` refused: the target names no upstream user")
+        } else {
+            format!(
+                "login as `{shown}` is not allowed (upstream.users: {})",
+                self.upstream_users.join(", ")
+            )
+        })
+    }
+
+    /// Whether a client may pass the environment variable `name`.
+    pub(super) fn env_allowed(&self, name: &str) -> bool {
+        self.env
+            .iter()
+            .any(|p| globset::Glob::new(p).is_ok_and(|g| g.compile_matcher().is_match(name)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(user: Option<&str>, users: &[&str], env: &[&str]) -> SshTarget {
+        SshTarget {
+            upstream: "127.0.0.1:22".parse().unwrap(),
+            host_names: Vec::new(),
+            upstream_user: user.map(str::to_string),
+            upstream_users: users.iter().map(|u| u.to_string()).collect(),
+            env: env.iter().map(|u| u.to_string()).collect(),
+            decide_at_login: false,
+            credential: Credential::Password("pw".into()),
+            host_key_check: HostKeyCheck::Pinned(String::new()),
+            client_auth: ClientAuth::default(),
+            host_identity: HostIdentity::generate().unwrap(),
+            recording_dir: PathBuf::new(),
+            session_id: None,
+            socket_buffers: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_client_never_chooses_the_upstream_user() {
+        // Fixed: whatever the client asked for.
+        let t = target(Some("deploy"), &[], &[]);
+        assert_eq!(t.login_user("root").unwrap(), "deploy");
+        // Allow-list: only those, as asked.
+        let t = target(None, &["deploy", "ci"], &[]);
+        assert_eq!(t.login_user("ci").unwrap(), "ci");
+        let e = t.login_user("root").unwrap_err();
+        assert!(
+            e.contains("`root` is not allowed (upstream.users: deploy, ci)"),
+            "{e}"
+        );
+        // Terminal escapes in the name are shown escaped.
+        assert!(!t.login_user("a\x1b[2Jb").unwrap_err().contains('\x1b'));
+        // Neither: nobody.
+        assert!(target(None, &[], &[]).login_user("root").is_err());
+    }
+
+    #[test]
+    fn env_is_an_allow_list() {
+        let t = target(Some("u"), &[], &["LANG", "LC_*"]);
+        assert!(t.env_allowed("LANG") && t.env_allowed("LC_ALL"));
+        for bad in [
+            "LD_PRELOAD",
+            "BASH_ENV",
+            "GIT_SSH_COMMAND",
+            "LANGUAGE",
+            "lang",
+        ] {
+            assert!(!t.env_allowed(bad), "{bad}");
+        }
+        assert!(!target(Some("u"), &[], &[]).env_allowed("LANG"));
+    }
 
     #[test]
     fn credentials_are_redacted() {

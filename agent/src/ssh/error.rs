@@ -47,6 +47,9 @@ pub enum SshError {
     /// An sftp stream could not be followed (fail closed: the channel ends).
     #[error("sftp: {0}")]
     Sftp(String),
+    /// The client asked to log in as a user the target does not allow.
+    #[error("{0}")]
+    LoginRefused(String),
     /// The upstream session is gone.
     #[error("upstream session closed")]
     UpstreamClosed,

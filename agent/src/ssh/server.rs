@@ -71,9 +71,14 @@ impl SessionCtx {
         if let Some(up) = slot.as_ref().filter(|up| !up.is_closed()) {
             return Ok(Arc::clone(up));
         }
-        let user = self.target.upstream_user.as_deref().unwrap_or(user);
+        // Checked at authentication too; here so that no path reaches upstream as a user the
+        // job chose.
+        let user = self
+            .target
+            .login_user(user)
+            .map_err(SshError::LoginRefused)?;
         let grants = Arc::clone(&self.grants);
-        let up = Arc::new(upstream::connect(&self.target, user, grants).await?);
+        let up = Arc::new(upstream::connect(&self.target, &user, grants).await?);
         *slot = Some(Arc::clone(&up));
         Ok(up)
     }
@@ -95,6 +100,8 @@ enum SessionState {
 struct ClientSide {
     ctx: Arc<SessionCtx>,
     state: SessionState,
+    /// The user the client authenticates as; set by its first attempt, which
+    /// later attempts must repeat.
     user: String,
     /// Notices the client leaving while a held session waits; dropped once
     /// authentication is over (a duplicate fd keeps the connection open).
@@ -210,7 +217,19 @@ impl ClientSide {
     /// for a held session's outcome.
     async fn admit(&mut self, user: &str) -> Auth {
         self.admitted.store(true, Ordering::Relaxed);
-        self.user = user.to_string();
+        if self.user.is_empty() {
+            self.user = user.to_string();
+            self.login(user).await;
+        } else if self.user != user {
+            // The login was checked and recorded as the first user named.
+            return Auth::reject();
+        }
+        if let Err(why) = self.ctx.target.login_user(user) {
+            // Let in only to be told why on its first channel; nothing reaches upstream.
+            self.watch = None;
+            self.state = SessionState::Refused(format!("interlock: {why}"));
+            return Auth::Accept;
+        }
         if matches!(self.state, SessionState::Undecided) {
             let (state, banner) = decide_session(self.ctx.gate.as_ref()).await;
             self.state = state;
@@ -239,7 +258,7 @@ impl ClientSide {
                     _ => Auth::reject(),
                 }
             }
-            SessionState::Blocked if self.ctx.target.client_auth.job_token => {
+            SessionState::Blocked if self.decides_at_login() => {
                 let why = self
                     .refusal
                     .take()
@@ -253,6 +272,36 @@ impl ClientSide {
             }
             SessionState::Undecided | SessionState::Blocked => Auth::reject(),
         }
+    }
+
+    /// Tells the gate whom the client logs in as. A login the target does not allow is
+    /// recorded with who tried: by the session decision (rule `upstream.users`) when the
+    /// session is decided now, else as a refused request of the session decided before.
+    async fn login(&mut self, user: &str) {
+        let login = self.ctx.target.login_user(user);
+        self.ctx.gate.present_login(crate::policy::SshLogin {
+            requested: user.to_string(),
+            upstream: login.as_ref().ok().cloned(),
+        });
+        let Err(why) = login else { return };
+        if matches!(self.state, SessionState::Undecided) {
+            // The gate refuses it; dropping a hold a gate might give withdraws it.
+            drop(decide_session(self.ctx.gate.as_ref()).await);
+        } else {
+            self.ctx
+                .gate
+                .record(Record::LoginRefused {
+                    user: user.to_string(),
+                    message: why,
+                })
+                .await;
+        }
+    }
+
+    /// Whether the session is decided when the client authenticates (the decision needs
+    /// the job token or the login), not before the banner.
+    fn decides_at_login(&self) -> bool {
+        self.ctx.target.client_auth.job_token || self.ctx.target.decide_at_login
     }
 
     /// The refusal for a channel over [`MAX_CHANNELS`] (each open channel
@@ -320,8 +369,8 @@ impl server::Handler for ClientSide {
     type Error = SshError;
 
     async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
-        if self.ctx.target.client_auth.job_token {
-            // The decision needs the token, which the password brings.
+        if self.decides_at_login() {
+            // The decision needs the token, which the password brings, or the login.
             return Ok(None);
         }
         let (state, banner) = decide_session(self.ctx.gate.as_ref()).await;
@@ -396,6 +445,25 @@ impl server::Handler for ClientSide {
         let task =
             channel::ChannelTask::new(Arc::clone(&self.ctx), channel, session.handle(), upstream);
         self.ctx.tasks.spawn(task.run());
+        Ok(())
+    }
+
+    /// Answers an `env` request by the target's `upstream.env`; the channel's task records
+    /// it and relays an allowed one. The answer is given here because only here does russh
+    /// still know whether the client wants one: OpenSSH sends `env` without want_reply, and
+    /// an unwanted failure would be read as the answer to the exec that follows.
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.ctx.target.env_allowed(variable_name) {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
         Ok(())
     }
 

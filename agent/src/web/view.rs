@@ -115,6 +115,9 @@ impl HoldView {
                 shown(text),
                 String::new(),
             ),
+            // Never held (refused by the target's settings); shown for completeness.
+            RequestView::Login { user } => ("Login".to_string(), shown(user), String::new()),
+            RequestView::Env { name } => ("Env".to_string(), shown(name), String::new()),
         };
         let r = &p.requester;
         let user = r.user.as_deref().map(shown).unwrap_or_else(|| "?".into());
@@ -218,6 +221,8 @@ impl DecidedView {
             RequestView::Statement { text, .. } | RequestView::Command { text, .. } => {
                 clip(&shown(text), 120)
             }
+            RequestView::Login { user } => format!("login as {}", clip(&shown(user), 120)),
+            RequestView::Env { name } => format!("env {}", clip(&shown(name), 120)),
         };
         let by = match &d.by {
             Some(DecidedBy::Local(p)) => format!(

@@ -296,3 +296,218 @@ fn an_approved_sftp_upload_is_audited_with_its_decision() -> Result<()> {
     assert_eq!(write["exit_status"], 0);
     Ok(())
 }
+
+/// The job chooses the user in `ssh USER@host` and the variables it sends;
+/// neither may choose what the injected key does upstream. A target that
+/// allow-lists users refuses any other at authentication (recorded with who
+/// tried), rules see the login, and `env` requests reach the server only
+/// when `upstream.env` lists them — although this sshd accepts `INTERLOCK_*`.
+#[test]
+fn logins_and_env_are_the_policys_not_the_jobs() -> Result<()> {
+    if !privileged() || !Sshd::available() {
+        return Ok(());
+    }
+    let sshd = Sshd::start("127.0.0.3")?;
+    let cg = TestCgroup::new("ssh-logins")?;
+    // The injected key is authorized for every local user (AuthorizedKeysFile is one file).
+    let other = TestUser::create("ilsu", None);
+    let rules = format!(
+        "  - name: root-does-not-touch
+    match: {{ssh_user: [root], command: '^touch '}}
+    action: block
+    message: root may not touch files
+  - name: no-sessions-as-{u}
+    match: {{ssh_requested_user: ['{u}']}}
+    action: block
+    message: not as this user
+",
+        u = other.name
+    );
+    let d = sshjob::daemon_with_login(
+        &cg,
+        &sshd,
+        &format!("users: [root, {}]", other.name),
+        "      env: [INTERLOCK_OK, LC_*]",
+        &rules,
+        &[],
+    )?;
+    let job = Job::trusting_ca(&d)?;
+
+    // A user the target does not list: refused before anything reaches sshd.
+    let out = job.ssh_as(&cg, &sshd, "nobody", &[], "id").output()?;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("login as `nobody` is not allowed")
+            && stderr.contains("upstream.users: root"),
+        "{stderr}"
+    );
+    assert!(!sshd.log().contains("for nobody"), "{}", sshd.log());
+
+    // A rule on the login user decides commands: root may not touch, the request is the same.
+    let marker = sshd.dir.join("touched-by-root");
+    let out = job
+        .ssh(&cg, &sshd, &[], &format!("touch {}", marker.display()))
+        .output()?;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("root may not touch files"), "{stderr}");
+    assert!(!marker.exists());
+
+    // A session rule on the requested user: the session is decided at login.
+    let out = job.ssh_as(&cg, &sshd, &other.name, &[], "id").output()?;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not as this user"), "{stderr}");
+
+    // env: the listed ones pass, the rest (LD_PRELOAD, BASH_ENV, an INTERLOCK_* the
+    // server would accept) are refused and the command still runs.
+    let out = job
+        .ssh(
+            &cg,
+            &sshd,
+            &[
+                "-o",
+                "SetEnv=INTERLOCK_OK=yes INTERLOCK_EVIL=evil-value LD_PRELOAD=/tmp/evil.so BASH_ENV=/tmp/evil.sh LC_TIME=C",
+            ],
+            // LC_TIME passes interlock (its record below) but not this sshd's AcceptEnv.
+            "echo ok=$INTERLOCK_OK evil=$INTERLOCK_EVIL",
+        )
+        .output()?;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{}", d.log());
+    assert_eq!(stdout.trim(), "ok=yes evil=");
+
+    let ev = d.wait_events("four ends", |e| of_type(e, "session_ended").len() == 4)?;
+    let started = of_type(&ev, "session_started");
+    // Who tried `nobody`: the session's start names the process, the rule and the login.
+    let nobody = started
+        .iter()
+        .find(|s| s["ssh_login"]["requested"] == "nobody")
+        .expect("the refused login is recorded");
+    assert_eq!(nobody["decision"]["action"], "blocked");
+    assert_eq!(nobody["decision"]["rule"], "upstream.users");
+    assert_eq!(nobody["identity"]["process"]["exe"], "/usr/bin/ssh");
+    assert!(nobody["ssh_login"].get("upstream").is_none(), "{nobody}");
+    let as_other = started
+        .iter()
+        .find(|s| s["ssh_login"]["requested"] == other.name.as_str())
+        .expect("the other user's session");
+    assert_eq!(
+        as_other["decision"]["rule"],
+        format!("no-sessions-as-{}", other.name)
+    );
+    let blocked = of_type(&ev, "request_blocked");
+    assert!(
+        blocked.iter().any(|b| b["rule"] == "root-does-not-touch"),
+        "{blocked:?}"
+    );
+    let env_refused: Vec<&str> = blocked
+        .iter()
+        .filter(|b| b["request"]["kind"] == "env")
+        .map(|b| {
+            assert_eq!(b["rule"], "upstream.env");
+            b["request"]["name"].as_str().unwrap_or_default()
+        })
+        .collect();
+    for name in ["INTERLOCK_EVIL", "LD_PRELOAD", "BASH_ENV"] {
+        assert!(env_refused.contains(&name), "{name}: {env_refused:?}");
+    }
+    // The job's own command line (`-o SetEnv=...`) is its process's recorded argv; apart
+    // from that identity, nothing recorded holds a refused variable's value.
+    let mut without_identity = ev.clone();
+    for e in &mut without_identity {
+        if let Some(o) = e.as_object_mut() {
+            o.remove("identity");
+        }
+    }
+    let all = serde_json::to_string(&without_identity)?;
+    assert!(
+        !all.contains("evil-value") && !all.contains("/tmp/evil"),
+        "a refused variable's value is never recorded: {all}"
+    );
+    let ended = of_type(&ev, "session_ended");
+    let with_env = ended
+        .iter()
+        .find(|e| !e["ssh_env"].is_null())
+        .expect("the env session's end");
+    let passed = with_env["ssh_env"].as_array().cloned().unwrap_or_default();
+    assert!(
+        passed.contains(&Value::from("INTERLOCK_OK=yes"))
+            && passed.contains(&Value::from("LC_TIME=C"))
+            && !passed
+                .iter()
+                .any(|v| v.as_str().unwrap_or_default().contains("EVIL")),
+        "{passed:?}"
+    );
+    assert_eq!(with_env["ssh_login"]["upstream"], "root");
+    assert_eq!(
+        ended.iter().filter(|e| e["outcome"] == "blocked").count(),
+        2,
+        "{ended:?}"
+    );
+    Ok(())
+}
+
+/// Without a session rule on the login the session is decided before the
+/// banner; a login the target does not allow is still refused, as a blocked
+/// request of that session. And a target that lets the job choose the user
+/// is refused by `policy check`, naming it.
+#[test]
+fn a_refused_login_after_the_banner_is_recorded_and_open_users_are_refused() -> Result<()> {
+    if !privileged() || !Sshd::available() {
+        return Ok(());
+    }
+    let sshd = Sshd::start("127.0.0.3")?;
+    let cg = TestCgroup::new("ssh-login-banner")?;
+    let d = sshjob::daemon_with_login(&cg, &sshd, "users: [root]", "", "", &[])?;
+    let job = Job::trusting_ca(&d)?;
+    let out = job.ssh_as(&cg, &sshd, "daemon", &[], "id").output()?;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("login as `daemon` is not allowed"),
+        "{stderr}"
+    );
+    assert!(!sshd.log().contains("for daemon"), "{}", sshd.log());
+    let ev = d.wait_events("its end", |e| of_type(e, "session_ended").len() == 1)?;
+    let blocked = of_type(&ev, "request_blocked");
+    assert!(
+        blocked
+            .iter()
+            .all(|b| b["request"]["kind"] == "login" && b["request"]["user"] == "daemon"),
+        "{blocked:?}"
+    );
+    assert!(!blocked.is_empty());
+    assert!(
+        of_type(&ev, "session_ended")
+            .iter()
+            .all(|e| e["outcome"] == "blocked"),
+        "{ev:?}"
+    );
+    drop(d);
+
+    // The attack this closes: no user at all, so `ssh root@` was root with the key.
+    let policy = sshd.dir.join("open-users.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\ntargets:\n  - name: open-host\n    protocol: ssh\n    match: [{{address: {}, port: {}}}]\n    upstream:\n      key: {{file: {}}}\n      host_key: \"{}\"\n",
+            sshd.addr.ip(),
+            sshd.addr.port(),
+            sshd.client_key.display(),
+            sshd.host_public_key.trim()
+        ),
+    )?;
+    let out = std::process::Command::new(interlock_bin()?)
+        .args(["policy", "check"])
+        .arg(&policy)
+        .output()?;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("open-host") && stderr.contains("upstream.users"),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -30,11 +30,16 @@ async fn exec_runs_upstream_with_the_injected_key() {
     }
     let sshd = Sshd::start("127.0.0.3").unwrap();
     let gate = Arc::new(gate());
-    let p = proxy(&sshd, Arc::clone(&gate)).await;
+    let mut target = sshproxy::target(&sshd, HostIdentity::generate().unwrap()).unwrap();
+    target.env = vec!["INTERLOCK_GREETING".into()];
+    let p = sshproxy::start(&sshd, target, Arc::clone(&gate), None)
+        .await
+        .unwrap();
+    // sshd accepts INTERLOCK_*; only the variable the target lists gets there.
     let out = p
         .ssh(
-            &["-o", "SetEnv=INTERLOCK_GREETING=hi"],
-            "cat; echo \"env=$INTERLOCK_GREETING\"; echo to-stderr >&2; exit 3",
+            &["-o", "SetEnv=INTERLOCK_GREETING=hi INTERLOCK_SNEAKY=boo"],
+            "cat; echo \"env=$INTERLOCK_GREETING$INTERLOCK_SNEAKY\"; echo to-stderr >&2; exit 3",
             b"from-stdin\n",
         )
         .await
@@ -48,6 +53,25 @@ async fn exec_runs_upstream_with_the_injected_key() {
     );
     assert_eq!(stdout, "from-stdin\nenv=hi\n");
     assert!(stderr.contains("to-stderr"), "{stderr}");
+    let env = gate.records_of(|r| match r {
+        interlock::gate::Record::Env {
+            name,
+            value,
+            allowed,
+        } if name.starts_with("INTERLOCK_") => Some((name.clone(), value.clone(), *allowed)),
+        _ => None,
+    });
+    assert_eq!(
+        env,
+        [
+            (
+                "INTERLOCK_GREETING".to_string(),
+                Some("hi".to_string()),
+                true
+            ),
+            ("INTERLOCK_SNEAKY".to_string(), None, false)
+        ]
+    );
     let cmds = gate.commands();
     assert!(
         cmds.iter()

@@ -222,3 +222,83 @@ async fn a_signal_request_reaches_the_command() {
         gate.commands()
     );
 }
+
+/// Runs `ch`'s messages to the end: the replies to its requests in order
+/// (`true` for success), what it printed, and its exit status.
+async fn replies_and_output(
+    ch: &mut russh::Channel<russh::client::Msg>,
+) -> (Vec<bool>, String, Option<u32>) {
+    let (mut replies, mut out, mut status) = (Vec::new(), String::new(), None);
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            ChannelMsg::Success => replies.push(true),
+            ChannelMsg::Failure => replies.push(false),
+            ChannelMsg::Data { data } => out.push_str(&String::from_utf8_lossy(&data)),
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            _ => {}
+        }
+    }
+    (replies, out, status)
+}
+
+/// An `env` request gets an answer exactly when the client asks for one: a
+/// refused variable asked with want_reply gets a failure, an allowed one a
+/// success, and a refused one sent without want_reply (as OpenSSH sends
+/// `SetEnv`/`SendEnv`) gets none, so the next reply the client reads is its
+/// exec's. The refused variables never reach the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_requests_are_answered_only_when_the_client_asks() {
+    if !Sshd::available() {
+        return;
+    }
+    let sshd = Sshd::start(IP).unwrap();
+    let gate = Arc::new(TestGate::default());
+    let mut target = sshproxy::target(&sshd, HostIdentity::generate().unwrap()).unwrap();
+    target.env = vec!["INTERLOCK_GREETING".into()];
+    let p = sshproxy::start(&sshd, target, Arc::clone(&gate), None)
+        .await
+        .unwrap();
+    let config = Arc::new(russh::client::Config::default());
+    let mut client = russh::client::connect(config, p.addr, AnyHost)
+        .await
+        .unwrap();
+    let key = PrivateKey::from_openssh(std::fs::read(&p.client_key).unwrap()).unwrap();
+    let auth = client
+        .authenticate_publickey("root", PrivateKeyWithHashAlg::new(Arc::new(key), None))
+        .await
+        .unwrap();
+    assert!(auth.success());
+    let mut ch = client.channel_open_session().await.unwrap();
+    ch.set_env(true, "INTERLOCK_SNEAKY", "asked").await.unwrap();
+    ch.set_env(true, "INTERLOCK_GREETING", "hi").await.unwrap();
+    ch.set_env(false, "INTERLOCK_QUIET", "unasked")
+        .await
+        .unwrap();
+    ch.exec(
+        true,
+        "echo \"env=$INTERLOCK_GREETING$INTERLOCK_SNEAKY$INTERLOCK_QUIET\"",
+    )
+    .await
+    .unwrap();
+    let (replies, out, status) = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        replies_and_output(&mut ch),
+    )
+    .await
+    .expect("the channel ends");
+    assert_eq!(replies, [false, true, true], "env, env, exec; out: {out}");
+    assert_eq!(out, "env=hi\n");
+    assert_eq!(status, Some(0));
+    let env = gate.records_of(|r| match r {
+        interlock::gate::Record::Env { name, allowed, .. } => Some((name.clone(), *allowed)),
+        _ => None,
+    });
+    assert_eq!(
+        env,
+        [
+            ("INTERLOCK_SNEAKY".to_string(), false),
+            ("INTERLOCK_GREETING".to_string(), true),
+            ("INTERLOCK_QUIET".to_string(), false),
+        ]
+    );
+}

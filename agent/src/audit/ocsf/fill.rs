@@ -46,6 +46,7 @@ impl Mapper {
                 bytes_server_to_client,
                 duration_ms,
                 error,
+                ..
             } => {
                 b.session(session_id, ctx, Some(target));
                 b.traffic = Some(Traffic {
@@ -395,6 +396,8 @@ fn request_attrs(b: &mut Body, r: &RequestView, event_id: &str, target: &str) {
         RequestView::Command { command_kind, text } => {
             command_attrs(b, *command_kind, Some(text));
         }
+        RequestView::Login { user } => b.message = Some(format!("login as {user}")),
+        RequestView::Env { name } => b.message = Some(format!("env {name}")),
         RequestView::Session { .. } => {}
     }
 }
@@ -427,6 +430,8 @@ fn hold_attrs(b: &mut Body, p: &crate::approval::Pending) {
         RequestView::Command { command_kind, text } => {
             format!("{}: {text}", kind_name(*command_kind))
         }
+        RequestView::Login { user } => format!("login as {user}"),
+        RequestView::Env { name } => format!("env {name}"),
     });
 }
 

@@ -104,7 +104,9 @@ pub(crate) fn classify(kind: &EventKind) -> Classification {
         },
         K::RequestBlocked { request, .. } => match request {
             RequestView::Statement { .. } => (DATASTORE, (4, "Query"), MEDIUM, FAILURE),
-            RequestView::Command { .. } => (SSH, (5, "Refuse"), MEDIUM, FAILURE),
+            RequestView::Command { .. } | RequestView::Login { .. } | RequestView::Env { .. } => {
+                (SSH, (5, "Refuse"), MEDIUM, FAILURE)
+            }
             RequestView::Session { .. } => (NETWORK, (5, "Refuse"), MEDIUM, FAILURE),
         },
         K::ApprovalRequested { .. } => (AUTHORIZE, (99, "Approval Requested"), MEDIUM, PENDING),

@@ -124,6 +124,7 @@ fn samples() -> Vec<EventKind> {
             decision: decision(Disposition::Held),
             client_leg: Some(crate::gate::ClientLeg::Tls),
             client_tls_unavailable: None,
+            ssh_login: None,
         },
         K::Statement {
             session_id: s(),
@@ -235,6 +236,8 @@ fn samples() -> Vec<EventKind> {
             bytes_server_to_client: 20480,
             duration_ms: 2515,
             error: None,
+            ssh_login: None,
+            ssh_env: Vec::new(),
         },
         // After its end the session is forgotten: only its id is known.
         K::SessionEnded {
@@ -245,6 +248,8 @@ fn samples() -> Vec<EventKind> {
             bytes_server_to_client: 0,
             duration_ms: 1,
             error: Some("denied".into()),
+            ssh_login: None,
+            ssh_env: Vec::new(),
         },
         K::Statement {
             session_id: s(),
@@ -653,6 +658,7 @@ fn a_verified_job_token_is_the_actor_and_its_issuer_the_idp() {
             decision: decision(Disposition::Allowed),
             client_leg: None,
             client_tls_unavailable: None,
+            ssh_login: None,
         },
     );
     let native = serde_json::to_vec(&ev).unwrap();
@@ -683,6 +689,7 @@ fn a_verified_job_token_is_the_actor_and_its_issuer_the_idp() {
             decision: decision(Disposition::Blocked),
             client_leg: None,
             client_tls_unavailable: None,
+            ssh_login: None,
         },
     );
     let native = serde_json::to_vec(&ev).unwrap();
