@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::gate::Request;
+use super::Request;
 
 const SSH: &str = "protocol: ssh, match: [{address: 10.0.0.5, port: 22}]";
 
