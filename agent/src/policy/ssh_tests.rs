@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::*;
 use super::Request;
+use super::*;
 
 const SSH: &str = "protocol: ssh, match: [{address: 10.0.0.5, port: 22}]";
 
